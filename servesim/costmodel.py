@@ -1,0 +1,206 @@
+"""Roofline cost model of one transformer forward step, operator by operator.
+
+Pure: no SimPy, no I/O. Given a GPU (datasheet peaks + kernel profile) and a model
+shape, :meth:`CostModel.step_cost` returns the time of one forward step of a batch and a
+per-operator breakdown with FLOPs and HBM bytes.
+
+Each operator's time is a roofline with three refinements, all parameters of the
+:class:`~servesim.hardware.KernelProfile` (see its docstring for the physics):
+
+* achieved, not peak, bandwidth and FLOP/s;
+* memory and compute overlap only partly: ``max(m, c) + (1 - overlap) * min(m, c)``;
+* granularity: GEMM token tiles, weight passes per ``weight_pass_tokens`` tokens, and for
+  tree-masked attention a padded query tile and a materialised score matrix.
+
+Attention comes in two kernels. *Fused* attention (plain decode and prefill, a
+FlashAttention-style kernel) reads the KV cache once and never writes scores to HBM;
+with a causal mask it skips the masked half. *Materialised* attention (verify steps,
+whose tree mask the fused kernels of the Medusa era did not support) computes the full
+padded score matrix ``queries x (context + queries)`` per head and moves it through HBM.
+
+Assumptions: FP16/BF16 weights, activations and KV cache (``dtype_bytes``); norms,
+rotary embedding and residual adds are not charged (a few percent of a decode step);
+one GPU, no tensor parallelism.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from servesim.hardware import GPU, KernelProfile
+from servesim.models import Model
+
+OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
+            "mlp_down", "lm_head", "draft_heads")
+"""Every operator a step can contain, in execution order (columns of steps.parquet)."""
+
+STAGES = ("prefill", "decode", "verify")
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One operator of a step, summed over layers.
+
+    ``flops`` are the FLOPs executed (padding included), ``hbm_bytes`` the bytes moved
+    to or from HBM; ``memory_time_s`` and ``compute_time_s`` are those divided by the
+    achieved bandwidth and FLOP/s, and ``time_s`` combines them (see module docstring).
+    """
+
+    name: str
+    flops: float
+    hbm_bytes: float
+    memory_time_s: float
+    compute_time_s: float
+    time_s: float
+
+    @property
+    def bound(self) -> str:
+        """``"memory"`` or ``"compute"``: which side of the roofline dominates."""
+        return "memory" if self.memory_time_s >= self.compute_time_s else "compute"
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Time of one GPU stage and its per-operator breakdown."""
+
+    ops: tuple[OpCost, ...]
+    time_s: float
+
+    def op_times(self) -> dict[str, float]:
+        """Seconds per operator, every name in :data:`OP_NAMES` (0 where absent)."""
+        times = dict.fromkeys(OP_NAMES, 0.0)
+        for op in self.ops:
+            times[op.name] += op.time_s
+        return times
+
+
+def _combine(memory_time_s: float, compute_time_s: float, overlap: float) -> float:
+    """Partial-overlap roofline: the larger time plus the unhidden part of the smaller."""
+    hi, lo = max(memory_time_s, compute_time_s), min(memory_time_s, compute_time_s)
+    return hi + (1.0 - overlap) * lo
+
+
+class CostModel:
+    """Step times for one (GPU, model) pair. Results are memoised per instance."""
+
+    def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
+                 dtype_bytes: int = 2) -> None:
+        self.gpu = gpu
+        self.model = model
+        self.profile = profile or gpu.profile
+        self.dtype_bytes = dtype_bytes
+        self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * self.profile.bandwidth_efficiency
+        self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
+        self._cache: dict[tuple, StepCost] = {}
+
+    # -- building blocks -------------------------------------------------------------
+
+    def _op(self, name: str, flops: float, hbm_bytes: float, flops_per_s: float,
+            compute_flops: float | None = None, repeat: int = 1) -> OpCost:
+        """An operator executed ``repeat`` times (once per layer for block operators)."""
+        memory_time = hbm_bytes / self._bandwidth
+        compute_time = (flops if compute_flops is None else compute_flops) / flops_per_s
+        time = _combine(memory_time, compute_time, self.profile.overlap)
+        return OpCost(name, flops * repeat, hbm_bytes * repeat, memory_time * repeat,
+                      compute_time * repeat, time * repeat)
+
+    def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1) -> OpCost:
+        """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix.
+
+        FLOPs are charged on tokens rounded up to ``gemm_token_tile``; weights are read
+        once, plus ``weight_reread_fraction`` of them for every further pass of
+        ``weight_pass_tokens`` tokens; activations are read and written once.
+        """
+        p = self.profile
+        padded = math.ceil(tokens / p.gemm_token_tile) * p.gemm_token_tile
+        passes = math.ceil(tokens / p.weight_pass_tokens)
+        weight_bytes = d_in * d_out * self.dtype_bytes
+        hbm = (weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction)
+               + tokens * (d_in + d_out) * self.dtype_bytes)
+        flops = 2.0 * padded * d_in * d_out
+        return self._op(name, flops, hbm, self._flops, repeat=repeat)
+
+    def _attention(self, batch: int, queries: int, context_tokens: int,
+                   stage: str) -> tuple[OpCost, OpCost]:
+        """Score (QK^T) and value (PV) operators over all layers.
+
+        ``queries`` new tokens per sequence attend to their sequence's cached context
+        (``context_tokens`` summed over the batch) and to each other.
+        """
+        m, p, dt = self.model, self.profile, self.dtype_bytes
+        kv_tokens = context_tokens + batch * queries  # keys after this step's tokens are appended
+        k_bytes = kv_tokens * m.kv_dim * dt  # K (or V) read, per layer
+        q_bytes = batch * queries * m.hidden * dt  # Q read (or O written), per layer
+        if stage == "verify":
+            padded = math.ceil(queries / p.masked_attention_query_tile) * p.masked_attention_query_tile
+            scores = m.heads * padded * kv_tokens  # materialised score elements, per layer
+            flops = 2.0 * scores * m.head_dim
+            score_bytes = scores * p.score_bytes_per_element / 2  # half on each side of softmax
+            rate = self.gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency
+            qk = self._op("attn_qk", flops, k_bytes + q_bytes + score_bytes, rate, repeat=m.layers)
+            pv = self._op("attn_pv", flops, k_bytes + q_bytes + score_bytes, rate, repeat=m.layers)
+            return qk, pv
+        # fused kernel; causal mask skips the upper triangle among the new tokens
+        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
+        flops = 2.0 * m.heads * pairs * m.head_dim
+        qk = self._op("attn_qk", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
+        pv = self._op("attn_pv", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
+        return qk, pv
+
+    # -- public ----------------------------------------------------------------------
+
+    def step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int,
+                  stage: str) -> StepCost:
+        """One forward step of the target model.
+
+        batch: sequences in the step.
+        tokens_per_seq: query tokens per sequence (1 for decode, the candidate tokens
+            for a verify step, the prompt for prefill).
+        context_tokens: tokens already in the KV cache, summed over the batch (attention
+            cost is linear in each sequence's context, so only the sum matters).
+        stage: ``"prefill"``, ``"decode"`` or ``"verify"`` (verify uses tree-masked,
+            materialised attention; prefill computes logits for the last token only).
+        """
+        key = (batch, tokens_per_seq, context_tokens, stage)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if batch < 1 or tokens_per_seq < 1 or context_tokens < 0:
+            raise ValueError("batch and tokens_per_seq must be >= 1, context_tokens >= 0")
+        m = self.model
+        tokens = batch * tokens_per_seq
+        qk, pv = self._attention(batch, tokens_per_seq, context_tokens, stage)
+        logit_tokens = batch if stage == "prefill" else tokens
+        ops = (
+            self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
+            qk,
+            pv,
+            self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers),
+            self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
+            self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers),
+            self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
+            self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
+        )
+        cost = StepCost(ops, sum(op.time_s for op in ops))
+        self._cache[key] = cost
+        return cost
+
+    def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
+        """The Medusa heads: per head one residual block (hidden x hidden) and a
+        vocabulary projection (hidden x vocab), on one hidden state per sequence (the
+        last accepted token's). Weights of all heads are streamed once per step.
+        """
+        key = ("medusa_heads", batch, num_heads)
+        cached = self._cache.get(key)
+        if cached is None:
+            m = self.model
+            block = self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads)
+            vocab = self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)
+            op = OpCost("draft_heads", block.flops + vocab.flops, block.hbm_bytes + vocab.hbm_bytes,
+                        block.memory_time_s + vocab.memory_time_s,
+                        block.compute_time_s + vocab.compute_time_s, block.time_s + vocab.time_s)
+            cached = self._cache[key] = StepCost((op,), op.time_s)
+        return cached
