@@ -1,0 +1,178 @@
+"""Sweep points -> two simulated arms each -> per-point summary rows.
+
+Each point runs the same workload twice with common random numbers: ``baseline``
+(no speculation) and ``spec`` (the scenario's method). A point's random streams
+derive from the scenario seed and the point's own parameters, never from the order
+points run in, so a point gives the same numbers alone, in a sweep or in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from servesim.costmodel import CostModel
+from servesim.engine import Recorder, simulate
+from servesim.hardware import get_gpu
+from servesim.models import get_model
+from servesim.scenario import Point, Scenario
+from servesim.speculation import (FixedAcceptance, MedusaSpeculation, NoSpeculation,
+                                  TruncatedGeometricAcceptance, acceptance_curve,
+                                  default_max_accepted, interpolate_curve)
+from servesim.workload import closed_workload
+
+ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len")
+"""Parameters every summary row carries, swept or not (the output contract)."""
+
+
+WORKLOAD_KEYS = ("arrival", "num_requests", "seq_len", "output_len")
+ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
+                   "accepted_tokens", "max_accepted", "num_heads", "batch_size",
+                   "num_requests", "output_len")
+
+
+def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...]) -> np.random.SeedSequence:
+    """Seed of one random stream: the scenario seed and the values of the keys the
+    stream depends on (a stable hash, independent of point order and process).
+
+    Points that agree on those keys share the stream: common random numbers across
+    points as well as across arms, so that e.g. speedup against context length is
+    compared on the very same acceptance draws and differences come from the cost
+    model, not from sampling noise.
+    """
+    text = repr([(k, point.values[k]) for k in keys])
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([scenario_seed, digest])
+
+
+def build_cost_model(point: Point) -> CostModel:
+    gpu = get_gpu(point["gpu"])
+    profile = gpu.profile.with_overrides(**point.profile_overrides)
+    return CostModel(gpu, get_model(point["model"]), profile, point["dtype_bytes"])
+
+
+def build_speculator(point: Point):
+    """The spec arm's speculator for a point (``NoSpeculation`` for method ``none``)."""
+    if point["method"] == "none":
+        return NoSpeculation()
+    n = point["candidate_tokens"]
+    max_accepted = point["max_accepted"] or default_max_accepted(n, point["num_heads"])
+    if point["acceptance"] == "fixed":
+        acceptance = FixedAcceptance(point["accepted_tokens"])
+    else:
+        mean = interpolate_curve(acceptance_curve(point["acceptance_curve"]), n)
+        acceptance = TruncatedGeometricAcceptance.with_mean(min(mean, max_accepted), max_accepted)
+    return MedusaSpeculation(n, acceptance, point["num_heads"], point["include_head_cost"])
+
+
+@dataclass
+class PointResult:
+    summary: dict
+    recorder: Recorder
+
+
+def run_point(point: Point, scenario_seed: int, cost_model=None, speculator=None) -> PointResult:
+    """Both arms of one point, and its summary row."""
+    cost_model = cost_model or build_cost_model(point)
+    speculator = speculator or build_speculator(point)
+    accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS)
+    requests = closed_workload(point["num_requests"], point["seq_len"], point["output_len"],
+                               np.random.default_rng(stream_seed(scenario_seed, point, WORKLOAD_KEYS)))
+    recorder = Recorder()
+    arms = {"baseline": NoSpeculation(), "spec": speculator}
+    for arm, spec in arms.items():
+        simulate(requests, batch_size=point["batch_size"], cost_model=cost_model,
+                 speculator=spec, rng=np.random.default_rng(accept_seq),
+                 recorder=recorder, point_id=point.point_id, arm=arm)
+    return PointResult(summarise(point, recorder, speculator), recorder)
+
+
+def _arm_figures(recorder: Recorder, arm: str, full_batch: int) -> dict:
+    """Decode-phase totals of one arm: all iterations, and those with a full batch."""
+    out = {"time": 0.0, "tokens": 0, "iterations": 0, "full_time": 0.0, "full_tokens": 0}
+    for row in recorder.steps:
+        if row[1] != arm or row[2] == "prefill":
+            continue
+        stage, duration, batch, generated = row[2], row[4], row[5], row[8]
+        out["time"] += duration
+        out["tokens"] += generated
+        out["iterations"] += stage != "draft"
+        if batch == full_batch:
+            out["full_time"] += duration
+            out["full_tokens"] += generated
+    return out
+
+
+def summarise(point: Point, recorder: Recorder, speculator) -> dict:
+    """The summary row: parameters, then speedup and throughput figures.
+
+    Decode throughput is output tokens after the first (which prefill yields) per GPU
+    second in decode, draft and verify stages, counted over the iterations that run
+    with a full batch (``batch_size`` sequences, or all requests if fewer): the
+    steady state a fixed-batch figure such as Medusa's describes.
+
+    speedup: spec / baseline full-batch decode throughput.
+    speedup_with_drain: the same over all decode iterations, including a static
+        batch's tail in which finished requests have left and stragglers run alone.
+    speedup_mean_paired, speedup_p05/p50/p95: over requests, of baseline decode time /
+        spec decode time (decode time = finish - first token), paired by request.
+    acceptance_rate: tokens drawn per verify step (before dropping tokens past a
+        request's end), mean over request-steps of the spec arm;
+        expected_acceptance_rate is the acceptance model's mean.
+    step_time_ratio: GPU seconds per spec iteration (draft + verify) / per baseline step.
+    """
+    full_batch = min(point["batch_size"], point["num_requests"])
+    base = _arm_figures(recorder, "baseline", full_batch)
+    spec = _arm_figures(recorder, "spec", full_batch)
+    per_arm: dict[str, dict[int, tuple]] = {"baseline": {}, "spec": {}}
+    for row in recorder.requests:
+        per_arm[row[1]][row[2]] = row
+    ratios = []
+    for rid, b_row in per_arm["baseline"].items():
+        s_row = per_arm["spec"][rid]
+        base_t, spec_t = b_row[6] - b_row[5], s_row[6] - s_row[5]
+        if spec_t > 0:
+            ratios.append(base_t / spec_t)
+    ratios = np.asarray(ratios if ratios else [np.nan])
+    steps = sum(r[9] for r in per_arm["spec"].values())
+    accepted = sum(r[10] for r in per_arm["spec"].values())
+
+    def rate(tokens, time):
+        return tokens / time if time > 0 else np.nan
+
+    base_tps, spec_tps = rate(base["full_tokens"], base["full_time"]), rate(spec["full_tokens"], spec["full_time"])
+    base_step = base["time"] / base["iterations"] if base["iterations"] else np.nan
+    spec_step = spec["time"] / spec["iterations"] if spec["iterations"] else np.nan
+    row = {"point_id": point.point_id}
+    for key in dict.fromkeys(ALWAYS_IN_SUMMARY + point.swept):
+        row[key] = point.values[key]
+    row.update({
+        "speedup": spec_tps / base_tps,
+        "speedup_with_drain": rate(spec["tokens"], spec["time"]) / rate(base["tokens"], base["time"]),
+        "speedup_mean_paired": float(np.mean(ratios)),
+        "speedup_p05": float(np.percentile(ratios, 5)),
+        "speedup_p50": float(np.percentile(ratios, 50)),
+        "speedup_p95": float(np.percentile(ratios, 95)),
+        "acceptance_rate": accepted / steps if steps else np.nan,
+        "expected_acceptance_rate": float(speculator.acceptance.mean),
+        "baseline_tokens_per_s": base_tps,
+        "spec_tokens_per_s": spec_tps,
+        "step_time_ratio": spec_step / base_step,
+        "baseline_step_time_s": base_step,
+        "spec_step_time_s": spec_step,
+        "requests": len(per_arm["spec"]),
+    })
+    return row
+
+
+def run_scenario(scenario: Scenario) -> tuple[list[dict], Recorder]:
+    """Every point of a scenario, serially; summary rows and all records."""
+    rows, records = [], Recorder()
+    for point in scenario.points():
+        result = run_point(point, scenario.seed)
+        rows.append(result.summary)
+        records.steps.extend(result.recorder.steps)
+        records.requests.extend(result.recorder.requests)
+    return rows, records

@@ -1,0 +1,286 @@
+"""Scenario files: TOML -> validated, frozen configuration, with sweeps expanded.
+
+A scenario has a top level (``name``, ``seed``, ``description``) and the sections
+below. Every key has a type, a default and a rule; :data:`SCHEMA` is the single source
+of truth (the README's reference table is written from it). ``[sweep]`` maps scenario
+keys (bare, e.g. ``seq_len``, or dotted, ``workload.seq_len``) to lists; the points are
+their cartesian product, in the order the keys appear.
+
+Bad input raises :class:`ScenarioError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from servesim.hardware import PROFILE_FIELDS, gpu_names
+from servesim.models import model_names
+
+
+class ScenarioError(Exception):
+    """A scenario file or override is invalid. ``str()`` is the message for the user."""
+
+    def __init__(self, source: str, key: str | None, message: str) -> None:
+        self.source, self.key = source, key
+        where = f"{source}: key '{key}'" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One scenario key: its type, default, unit/meaning and an optional check."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    choices: Callable[[], list[str]] | tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    def allowed(self) -> list[str] | None:
+        if self.choices is None:
+            return None
+        return list(self.choices()) if callable(self.choices) else list(self.choices)
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "name": Key(str, None, "scenario name; default output folder is outputs/<name>/ (default: file name)"),
+        "description": Key(str, "", "free text"),
+        "seed": Key(int, 0, "root seed; each point's streams derive from it and the point's parameters", minimum=0),
+    },
+    "hardware": {
+        "gpu": Key(str, "a100-80gb-pcie", "GPU catalog name (`servesim list`)", choices=gpu_names),
+    },
+    "model": {
+        "model": Key(str, "llama-7b", "model catalog name (`servesim list`)", choices=model_names),
+        "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1),
+    },
+    "speculation": {
+        "method": Key(str, "medusa", "`none` (autoregressive only) or `medusa`", choices=("none", "medusa")),
+        "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1),
+        "acceptance": Key(str, "curve", "`curve`: random tokens per step with the acceptance curve's mean; `fixed`: always `accepted_tokens`", choices=("curve", "fixed")),
+        "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
+        "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1),
+        "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0),
+        "num_heads": Key(int, 5, "Medusa heads", minimum=1),
+        "include_head_cost": Key(bool, True, "charge the Medusa heads' compute as a `draft` stage"),
+    },
+    "workload": {
+        "arrival": Key(str, "closed", "`closed`: all requests wait at time 0", choices=("closed",)),
+        "num_requests": Key(int, 32, "requests per arm", minimum=1),
+        "seq_len": Key(int, 512, "prompt length in tokens (the context when decoding starts)", minimum=1),
+        "output_len": Key(int, 64, "output tokens per request, the first one from prefill", minimum=1),
+    },
+    "serving": {
+        "batch_size": Key(int, 4, "requests per batch", minimum=1),
+        "batching": Key(str, "static", "`static`: a batch runs until all its requests finish", choices=("static",)),
+    },
+    "output": {
+        "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
+        "write_steps": Key(bool, True, "write steps.parquet (one row per GPU stage)"),
+    },
+}
+
+PROFILE_SECTION = "hardware.profile"
+"""Optional table of kernel-profile overrides, keys as in ``KernelProfile``."""
+
+SECTION_OF: dict[str, str] = {k: s for s, keys in SCHEMA.items() for k in keys if s}
+"""Section of every bare key (bare keys are unique across sections)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: every key resolved to a value, plus which keys were swept."""
+
+    point_id: int
+    values: dict[str, Any]
+    swept: tuple[str, ...]
+    profile_overrides: dict[str, float]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario: fixed values, sweep lists, and the text it came from."""
+
+    source: str
+    text: str
+    name: str
+    seed: int
+    values: dict[str, Any]
+    sweep: dict[str, list]
+    profile_overrides: dict[str, float]
+
+    def points(self) -> list[Point]:
+        keys = list(self.sweep)
+        points = []
+        for i, combo in enumerate(itertools.product(*(self.sweep[k] for k in keys))):
+            values = dict(self.values)
+            values.update(zip(keys, combo))
+            points.append(Point(i, values, tuple(keys), self.profile_overrides))
+        return points
+
+
+def _type_name(t) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(t, getattr(t, "__name__", str(t)))
+
+
+def check_value(source: str, dotted: str, key: Key, value: Any) -> Any:
+    """Check one value against its key; return it (ints widened to float where needed)."""
+    ok = isinstance(value, key.type) and not (key.type is not bool and isinstance(value, bool))
+    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ScenarioError(source, dotted, f"expected {_type_name(key.type)}, got {value!r}")
+    if key.minimum is not None and value < key.minimum:
+        raise ScenarioError(source, dotted, f"must be >= {key.minimum:g}, got {value!r}")
+    allowed = key.allowed()
+    if allowed is not None and value not in allowed:
+        raise ScenarioError(source, dotted, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def resolve_key(source: str, name: str) -> tuple[str, str]:
+    """(section, key) for a bare or dotted key name; ScenarioError if unknown."""
+    if "." in name:
+        section, _, key = name.rpartition(".")
+        if section in SCHEMA and section and key in SCHEMA[section]:
+            return section, key
+    elif name in SECTION_OF:
+        return SECTION_OF[name], name
+    elif name in SCHEMA[""]:
+        return "", name
+    known = sorted(f"{s}.{k}" if s else k for s, keys in SCHEMA.items() for k in keys)
+    raise ScenarioError(source, name, f"unknown key; known keys: {', '.join(known)}")
+
+
+def _check_profile(source: str, table: Any) -> dict[str, float]:
+    if not isinstance(table, dict):
+        raise ScenarioError(source, PROFILE_SECTION, "expected a table")
+    out = {}
+    for k, v in table.items():
+        if k not in PROFILE_FIELDS:
+            raise ScenarioError(source, f"{PROFILE_SECTION}.{k}",
+                                f"unknown kernel-profile key; allowed: {', '.join(PROFILE_FIELDS)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ScenarioError(source, f"{PROFILE_SECTION}.{k}", f"expected a number >= 0, got {v!r}")
+        out[k] = v
+    return out
+
+
+def parse_override(source: str, assignment: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from ``--set``; VALUE is TOML (bare words are taken as strings)."""
+    if "=" not in assignment:
+        raise ScenarioError(source, None, f"--set expects KEY=VALUE, got {assignment!r}")
+    key, _, text = assignment.partition("=")
+    key, text = key.strip(), text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key, value
+
+
+def _apply_override(source: str, raw: dict, key: str, value: Any) -> None:
+    """Write one ``--set`` into the raw TOML dict; a fixed value removes that sweep entry."""
+    if key.startswith("sweep."):
+        raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = value
+        return
+    if key.startswith(PROFILE_SECTION + "."):
+        raw.setdefault("hardware", {}).setdefault("profile", {})[key.rpartition(".")[2]] = value
+        return
+    section, bare = resolve_key(f"--set {key}", key)
+    target = raw.setdefault(section, {}) if section else raw
+    target[bare] = value
+    sweep = raw.get("sweep", {})
+    for name in list(sweep):
+        if name in (bare, f"{section}.{bare}"):
+            del sweep[name]
+
+
+def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None = None) -> Scenario:
+    """Read, override and validate a scenario file; ScenarioError on any bad input."""
+    source = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ScenarioError(source, None, f"cannot read file: {e.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(source, None, f"not valid TOML: {e}") from None
+    for assignment in overrides:
+        _apply_override(source, raw, *parse_override(source, assignment))
+
+    values: dict[str, Any] = {}
+    profile: dict[str, float] = {}
+    for name, entry in raw.items():
+        if name == "sweep":
+            continue
+        if isinstance(entry, dict):
+            if name not in SCHEMA or not name:
+                sections = [s for s in SCHEMA if s] + ["sweep"]
+                raise ScenarioError(source, name, f"unknown section; allowed: {', '.join(sections)}")
+            for k, v in entry.items():
+                if name == "hardware" and k == "profile":
+                    profile = _check_profile(source, v)
+                    continue
+                if k not in SCHEMA[name]:
+                    raise ScenarioError(source, f"{name}.{k}",
+                                        f"unknown key; allowed in [{name}]: {', '.join(SCHEMA[name])}")
+                values[k] = check_value(source, f"{name}.{k}", SCHEMA[name][k], v)
+        elif name in SCHEMA[""]:
+            values[name] = check_value(source, name, SCHEMA[""][name], entry)
+        else:
+            raise ScenarioError(source, name, f"unknown top-level key; allowed: {', '.join(SCHEMA[''])} "
+                                "and the sections " + ", ".join(s for s in SCHEMA if s))
+    for section, keys in SCHEMA.items():
+        for k, key in keys.items():
+            values.setdefault(k, key.default)
+    if values["name"] is None:
+        values["name"] = Path(source).stem
+
+    sweep: dict[str, list] = {}
+    raw_sweep = raw.get("sweep", {})
+    if not isinstance(raw_sweep, dict):
+        raise ScenarioError(source, "sweep", "expected a table of KEY = [values]")
+    for name, entries in raw_sweep.items():
+        section, bare = resolve_key(source, name)
+        where = f"sweep.{name}"
+        if not section or section == "output":
+            raise ScenarioError(source, where, "only simulation keys can be swept "
+                                "(hardware, model, speculation, workload, serving)")
+        if not isinstance(entries, list) or not entries:
+            raise ScenarioError(source, where, f"expected a non-empty list, got {entries!r}")
+        if bare in sweep:
+            raise ScenarioError(source, where, "swept twice")
+        sweep[bare] = [check_value(source, where, SCHEMA[section][bare], v) for v in entries]
+
+    scenario = Scenario(source, text, values["name"], values["seed"], values, sweep, profile)
+    for point in scenario.points():
+        check_point(source, point)
+    return scenario
+
+
+def check_point(source: str, point: Point) -> None:
+    """Rules that involve more than one key, checked for every sweep point."""
+    v = point.values
+    if v["method"] == "medusa" and v["acceptance"] == "fixed":
+        if v["accepted_tokens"] > v["candidate_tokens"]:
+            raise ScenarioError(source, "speculation.accepted_tokens",
+                                f"{v['accepted_tokens']} exceeds candidate_tokens {v['candidate_tokens']}")
+    if v["method"] == "medusa" and v["acceptance"] == "curve" and v["acceptance_curve"] != "medusa-sim":
+        if not Path(v["acceptance_curve"]).is_file():
+            raise ScenarioError(source, "speculation.acceptance_curve",
+                                f"no such file: {v['acceptance_curve']!r}; use 'medusa-sim' or a CSV path")
+    if v["max_accepted"] > v["candidate_tokens"]:
+        raise ScenarioError(source, "speculation.max_accepted",
+                            f"{v['max_accepted']} exceeds candidate_tokens {v['candidate_tokens']}")
