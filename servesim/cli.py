@@ -1,0 +1,244 @@
+"""Command line: ``servesim run | validate | cost | list``.
+
+Errors in the user's input (scenario files, overrides, names) print one message naming
+the file and key and exit with status 2, without a traceback and without writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from servesim import __version__
+from servesim.costmodel import CostModel, STAGES
+from servesim.hardware import get_gpu, gpu_names
+from servesim.models import get_model, model_names
+from servesim.scenario import ScenarioError, load_scenario
+
+SEED_SCENARIO = "medusa_llama7b_bs4_seqlen.toml"
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is for the user."""
+
+
+def bundled_scenario(name: str = SEED_SCENARIO) -> tuple[str, str]:
+    """(display path, text) of a scenario shipped inside the package."""
+    path = resources.files("servesim").joinpath("data", "scenarios", name)
+    return f"<bundled>/{name}", path.read_text(encoding="utf-8")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+# -- tables for the terminal ------------------------------------------------------------
+
+def summary_table(summary: pd.DataFrame) -> str:
+    """Speedup with candidate tokens down and the other swept value across, if the sweep
+    has that shape; otherwise one line per point."""
+    swept = [c for c in summary.columns if c in ("candidate_tokens",) or c.startswith("__")]
+    others = [c for c in ("seq_len", "batch_size", "gpu", "model")
+              if c in summary.columns and summary[c].nunique() > 1]
+    if "candidate_tokens" in summary.columns and len(others) == 1:
+        pivot = summary.pivot_table(index="candidate_tokens", columns=others[0], values="speedup")
+        return f"speedup (spec / baseline decode throughput), {others[0]} across\n" + pivot.to_string(float_format=lambda v: f"{v:.2f}")
+    cols = [c for c in summary.columns if c in ("point_id", "gpu", "model", "method", "candidate_tokens",
+                                                   "batch_size", "seq_len", "speedup", "speedup_p05",
+                                                   "speedup_p95", "acceptance_rate", "step_time_ratio",
+                                                   "baseline_tokens_per_s", "spec_tokens_per_s")]
+    del swept
+    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+
+
+# -- commands ---------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from servesim.results import requests_frame, steps_frame, write_tables
+    from servesim.runner import run_scenario
+
+    scenario = load_scenario(args.scenario, args.set)
+    out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
+    rows, records = run_scenario(scenario)
+    summary = pd.DataFrame(rows)
+    tables = {"summary": summary, "requests": requests_frame(records)}
+    if scenario.values["write_steps"]:
+        tables["steps"] = steps_frame(records)
+    written = write_tables(out_dir, tables, scenario.text, scenario.seed)
+    print(f"{scenario.name}: {len(rows)} points, seed {scenario.seed}")
+    print(summary_table(summary))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def validation_report(summary: pd.DataFrame) -> tuple[str, bool]:
+    """Simulated vs reference seed figure, errors, and the issue's targets."""
+    from servesim.catalog import medusa_figure
+
+    ref = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "reference"])
+    both = summary[["candidate_tokens", "seq_len", "speedup"]].merge(ref, on=["candidate_tokens", "seq_len"])
+    both["error"] = both["speedup"] - both["reference"]
+    sim = both.pivot(index="candidate_tokens", columns="seq_len", values="speedup")
+    refp = both.pivot(index="candidate_tokens", columns="seq_len", values="reference")
+    cells = sim.copy().astype(object)
+    for n in sim.index:
+        for s in sim.columns:
+            cells.loc[n, s] = f"{sim.loc[n, s]:.2f} ({refp.loc[n, s]:.1f})"
+    scored = both[both["candidate_tokens"] >= 16]
+    abs_err = scored["error"].abs()
+    checks = []
+    checks.append(("mean absolute error <= 0.10 (N >= 16)", abs_err.mean() <= 0.10, f"{abs_err.mean():.3f}"))
+    over = int((abs_err > 0.25).sum())
+    checks.append(("at most 3 of 49 points off by > 0.25", over <= 3, f"{over}"))
+    peaks = {s: int(sim[s].drop(1, errors="ignore").idxmax()) for s in sim.columns if s <= 4096}
+    checks.append(("peak at 16 or 32 candidates for seq_len <= 4096",
+                   all(p in (16, 32) for p in peaks.values()), str(peaks)))
+    drops = {s: round(float(sim.loc[64, s] - sim.loc[80, s]), 2) for s in sim.columns if s <= 2048}
+    checks.append(("drop >= 0.3 from 64 to 80 candidates for seq_len <= 2048",
+                   all(d >= 0.3 for d in drops.values()), str(drops)))
+    rises = [(n, float(sim.loc[n].diff().max())) for n in sim.index]
+    worst = max(r for _, r in rises)
+    checks.append(("speedup never rises with seq_len by > 0.02", worst <= 0.02, f"largest rise {worst:+.3f}"))
+    ones = sim.loc[1] if 1 in sim.index else pd.Series(dtype=float)
+    checks.append(("speedup exactly 1.0 at 1 candidate token", bool((ones == 1.0).all()) and len(ones) > 0,
+                   ", ".join(f"{v:.6f}" for v in ones)))
+    lines = ["simulated speedup (reference in parentheses), candidate tokens down, seq_len across",
+             cells.to_string(), "",
+             f"over the {len(scored)} points with >= 16 candidates: mean absolute error "
+             f"{abs_err.mean():.3f}, max {abs_err.max():.3f}", ""]
+    for name, ok, detail in checks:
+        lines.append(f"  [{'ok' if ok else 'MISSED'}] {name}: {detail}")
+    passed = all(ok for _, ok, _ in checks)
+    lines.append("all targets met" if passed else "some targets missed")
+    return "\n".join(lines), passed
+
+
+def cmd_validate(args) -> int:
+    from servesim.runner import run_scenario
+
+    if args.scenario:
+        scenario = load_scenario(args.scenario, args.set)
+    else:
+        source, text = bundled_scenario()
+        scenario = load_scenario(source, args.set, text=text)
+    rows, _ = run_scenario(scenario)
+    report, passed = validation_report(pd.DataFrame(rows))
+    print(report)
+    return 0 if passed else 1
+
+
+def cmd_list(args) -> int:
+    print("GPUs")
+    rows = []
+    for name in gpu_names():
+        g = get_gpu(name)
+        rows.append({"name": name, "bandwidth_GB/s": g.hbm_bandwidth_bytes_per_s / 1e9,
+                     "fp16_TFLOP/s": g.peak_fp16_flops_per_s / 1e12, "memory_GB": g.memory_bytes / 1e9,
+                     "ridge_FLOP/B": g.ridge_flops_per_byte, "description": g.description})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
+    print("\nModels")
+    rows = []
+    for name in model_names():
+        m = get_model(name)
+        rows.append({"name": name, "params_B": round(m.params / 1e9, 3), "layers": m.layers,
+                     "hidden": m.hidden, "heads": m.heads, "kv_heads": m.kv_heads,
+                     "kv_KiB/token": m.kv_bytes_per_token() / 1024, "description": m.description})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
+    return 0
+
+
+def cmd_cost(args) -> int:
+    try:
+        gpu = get_gpu(args.gpu)
+    except KeyError:
+        raise UsageError(f"--gpu: unknown GPU {args.gpu!r}; allowed: {', '.join(gpu_names())}") from None
+    try:
+        model = get_model(args.model)
+    except KeyError:
+        raise UsageError(f"--model: unknown model {args.model!r}; allowed: {', '.join(model_names())}") from None
+    if min(args.batch) < 1 or min(args.tokens_per_seq) < 1:
+        raise UsageError("--batch and --tokens-per-seq must be >= 1")
+    cm = CostModel(gpu, model)
+    rows = []
+    for batch in args.batch:
+        for n in args.tokens_per_seq:
+            for ctx in args.context:
+                stage = args.stage or ("decode" if n == 1 else "verify")
+                step = cm.step_cost(batch, n, batch * ctx, stage)
+                for op in step.ops:
+                    rows.append({"batch": batch, "tokens_per_seq": n, "context": ctx, "stage": stage,
+                                 "op": op.name, "time_s": op.time_s, "flops": op.flops,
+                                 "hbm_bytes": op.hbm_bytes, "bound": op.bound})
+                rows.append({"batch": batch, "tokens_per_seq": n, "context": ctx, "stage": stage,
+                             "op": "total", "time_s": step.time_s,
+                             "flops": sum(o.flops for o in step.ops),
+                             "hbm_bytes": sum(o.hbm_bytes for o in step.ops), "bound": ""})
+    frame = pd.DataFrame(rows)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(f"{gpu.description}, {model.description}, profile: {cm.profile}")
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="servesim", description="Discrete-event simulator of LLM "
+                                "inference serving with speculative decoding.")
+    p.add_argument("--version", action="version", version=f"servesim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario and write Parquet tables")
+    run.add_argument("scenario", help="scenario TOML file")
+    run.add_argument("--out", help="output folder (default: [output] dir, else outputs/<name>/)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key (TOML value), e.g. --set seq_len=1024 "
+                          "or --set 'sweep.candidate_tokens=[1,32]'; repeatable")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="run the seed scenario and compare with the Medusa figure")
+    val.add_argument("--scenario", help="scenario to compare instead of the bundled seed scenario")
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    val.set_defaults(func=cmd_validate)
+
+    lst = sub.add_parser("list", help="print the GPU and model catalogs")
+    lst.set_defaults(func=cmd_list)
+
+    cost = sub.add_parser("cost", help="per-operator cost of one forward step")
+    cost.add_argument("--gpu", default="a100-80gb-pcie")
+    cost.add_argument("--model", default="llama-7b")
+    cost.add_argument("--batch", type=_int_list, default=[4], help="sequences (list allowed: 1,4)")
+    cost.add_argument("--tokens-per-seq", type=_int_list, default=[1],
+                      help="query tokens per sequence (list allowed: 1,16,64)")
+    cost.add_argument("--context", type=_int_list, default=[512],
+                      help="cached context tokens per sequence (list allowed)")
+    cost.add_argument("--stage", choices=STAGES,
+                      help="default: decode for 1 token per sequence, verify otherwise")
+    cost.add_argument("--format", choices=("table", "csv"), default="table")
+    cost.set_defaults(func=cmd_cost)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ScenarioError, UsageError) as e:
+        print(f"servesim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
