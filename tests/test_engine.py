@@ -1,0 +1,103 @@
+"""Engine invariants with hand-checkable cost models."""
+
+import numpy as np
+import pytest
+
+from servesim.costmodel import StepCost
+from servesim.engine import Recorder, simulate
+from servesim.runner import summarise
+from servesim.scenario import Point, SCHEMA
+from servesim.speculation import FixedAcceptance, MedusaSpeculation, NoSpeculation, TruncatedGeometricAcceptance
+from servesim.workload import Request, closed_workload
+
+
+class FlatCost:
+    """Every stage costs ``step_s`` seconds (a power of two, so sums are exact)."""
+
+    def __init__(self, step_s=2.0 ** -7, prefill_s=2.0 ** -5, heads_s=None):
+        self.step_s, self.prefill_s, self.heads_s = step_s, prefill_s, heads_s
+
+    def step_cost(self, batch, tokens_per_seq, context_tokens, stage):
+        return StepCost((), self.prefill_s if stage == "prefill" else self.step_s)
+
+    def medusa_heads_cost(self, batch, num_heads):
+        return None if self.heads_s is None else StepCost((), self.heads_s)
+
+
+def point(**values):
+    defaults = {k: key.default for keys in SCHEMA.values() for k, key in keys.items()}
+    defaults.update(name="t", **values)
+    return Point(0, defaults, (), {})
+
+
+def run_both(requests, spec, cost, batch_size=4, seed=0):
+    rec = Recorder()
+    for arm, s in (("baseline", NoSpeculation()), ("spec", spec)):
+        simulate(requests, batch_size=batch_size, cost_model=cost, speculator=s,
+                 rng=np.random.default_rng(seed), recorder=rec, point_id=0, arm=arm)
+    return rec
+
+
+def test_every_requested_token_generated_exactly_once():
+    requests = [Request(i, 0.0, 10 + i, 5 + 3 * i) for i in range(7)]
+    spec = MedusaSpeculation(16, TruncatedGeometricAcceptance.with_mean(2.5, 6))
+    rec = run_both(requests, spec, FlatCost(), batch_size=3)
+    for arm in ("baseline", "spec"):
+        generated = sum(r[8] for r in rec.steps if r[1] == arm)
+        assert generated == sum(r.output_len for r in requests)
+        finished = sorted(r[2] for r in rec.requests if r[1] == arm)
+        assert finished == list(range(7))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_fixed_acceptance_k_with_equal_step_costs_gives_speedup_k(k):
+    # 1 + 12 tokens: prefill yields one, 12 decode tokens are a multiple of 1..4
+    requests = closed_workload(8, 100, 13)
+    spec = MedusaSpeculation(16, FixedAcceptance(k), include_head_cost=False)
+    rec = run_both(requests, spec, FlatCost())
+    row = summarise(point(candidate_tokens=16, num_requests=8), rec, spec)
+    assert row["speedup"] == k
+    assert row["speedup_with_drain"] == k
+    assert row["speedup_p05"] == row["speedup_p95"] == k
+    assert row["acceptance_rate"] == k
+
+
+def test_n_equals_one_is_the_baseline_exactly(a100, llama7b):
+    from servesim.costmodel import CostModel
+    requests = closed_workload(8, 300, 20)
+    spec = MedusaSpeculation(1, TruncatedGeometricAcceptance.with_mean(1.0, 1))
+    rec = run_both(requests, spec, CostModel(a100, llama7b))
+    base = [r[2:] for r in rec.steps if r[1] == "baseline"]
+    other = [r[2:] for r in rec.steps if r[1] == "spec"]
+    assert base == other
+    assert summarise(point(candidate_tokens=1, num_requests=8), rec, spec)["speedup"] == 1.0
+
+
+def test_contexts_grow_by_kept_tokens_and_batches_queue():
+    requests = closed_workload(2, 10, 4)
+    rec = run_both(requests, NoSpeculation(), FlatCost(), batch_size=1)
+    steps = [r for r in rec.steps if r[1] == "baseline"]
+    # batch 1: prefill, then decode at contexts 10, 11, 12 (3 more tokens)
+    assert [(r[2], r[7]) for r in steps[:4]] == [("prefill", 0), ("decode", 10), ("decode", 11), ("decode", 12)]
+    reqs = {r[2]: r for r in rec.requests if r[1] == "baseline"}
+    batch_s = 2.0 ** -5 + 3 * 2.0 ** -7
+    assert reqs[0][11] == 0.0
+    assert reqs[1][11] == batch_s  # the second request waited for the first batch
+    assert reqs[1][6] == 2 * batch_s
+
+
+def test_tokens_past_the_end_are_dropped():
+    requests = closed_workload(1, 10, 4)  # 3 decode tokens, steps accept 2
+    spec = MedusaSpeculation(8, FixedAcceptance(2), include_head_cost=False)
+    rec = run_both(requests, spec, FlatCost(), batch_size=1)
+    verify = [r for r in rec.steps if r[1] == "spec" and r[2] == "verify"]
+    assert [r[8] for r in verify] == [2, 1]
+
+
+def test_draft_stage_holds_the_gpu_before_verify():
+    requests = closed_workload(1, 10, 3)
+    spec = MedusaSpeculation(8, FixedAcceptance(2), include_head_cost=True)
+    rec = run_both(requests, spec, FlatCost(heads_s=2.0 ** -8), batch_size=1)
+    stages = [(r[2], r[3]) for r in rec.steps if r[1] == "spec"]
+    assert [s for s, _ in stages] == ["prefill", "draft", "verify"]
+    assert stages[2][1] - stages[1][1] == 2.0 ** -8
