@@ -1,0 +1,147 @@
+"""Scenario validation, overrides, CLI exit codes and the Parquet output contract."""
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from servesim import __version__
+from servesim.cli import main
+from servesim.results import read_metadata
+from servesim.scenario import ScenarioError, load_scenario
+
+SMALL = """
+name = "small"
+seed = 7
+[hardware]
+gpu = "a100-80gb-pcie"
+[model]
+model = "llama-7b"
+[speculation]
+method = "medusa"
+[workload]
+num_requests = 4
+seq_len = 64
+output_len = 9
+[sweep]
+candidate_tokens = [1, 16]
+seq_len = [64, 128]
+"""
+
+
+def write(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("edit,key,fragment", [
+    (("[workload]", "[workload]\nprompt_tokens = 3"), "workload.prompt_tokens", "unknown key"),
+    (("num_requests = 4", 'num_requests = "four"'), "workload.num_requests", "expected an integer"),
+    (("seq_len = 64", "seq_len = -5"), "workload.seq_len", "must be >= 1"),
+    (('gpu = "a100-80gb-pcie"', 'gpu = "tpu-v5"'), "hardware.gpu", "allowed: a100-80gb-pcie"),
+    (('model = "llama-7b"', 'model = "gpt-5"'), "model.model", "allowed: llama-7b"),
+    (('method = "medusa"', 'method = "eagle"'), "speculation.method", "allowed: none, medusa"),
+    (("[sweep]", "[sweep]\nbatch_size = 4"), "sweep.batch_size", "non-empty list"),
+    (("[sweep]", "[sweep]\nfoo = [1]"), "foo", "unknown key"),
+    (("[model]", "[modle]"), "modle", "unknown section"),
+    (("seed = 7", "seed = true"), "seed", "expected an integer"),
+])
+def test_bad_input_names_file_and_key(tmp_path, edit, key, fragment):
+    path = write(tmp_path, SMALL.replace(*edit))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert err.value.key == key
+    assert str(path) in str(err.value) and fragment in str(err.value)
+
+
+def test_cli_bad_input_exits_2_without_traceback_and_writes_nothing(tmp_path, capsys):
+    path = write(tmp_path, SMALL.replace("seq_len = 64", "seq_len = -5"))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "workload.seq_len" in err and str(path) in err
+    assert not out.exists()
+
+
+def test_not_toml_and_missing_file(tmp_path, capsys):
+    assert main(["run", str(write(tmp_path, "name = ["))]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read file" in capsys.readouterr().err
+
+
+def test_set_overrides_values_and_sweeps(tmp_path):
+    path = write(tmp_path, SMALL)
+    s = load_scenario(path, ["sweep.candidate_tokens=[1, 32, 64]", "gpu=h100-sxm", "workload.output_len=17"])
+    assert s.sweep["candidate_tokens"] == [1, 32, 64]
+    assert s.values["gpu"] == "h100-sxm" and s.values["output_len"] == 17
+    # fixing a swept key removes it from the sweep
+    s = load_scenario(path, ["seq_len=256"])
+    assert "seq_len" not in s.sweep and s.values["seq_len"] == 256
+    assert len(s.points()) == 2
+    with pytest.raises(ScenarioError):
+        load_scenario(path, ["nonsense=1"])
+
+
+def test_sweep_is_cartesian_product_in_key_order(tmp_path):
+    points = load_scenario(write(tmp_path, SMALL)).points()
+    assert [(p["candidate_tokens"], p["seq_len"]) for p in points] == [(1, 64), (1, 128), (16, 64), (16, 128)]
+
+
+def test_run_writes_contract_tables_with_metadata(tmp_path, capsys):
+    path = write(tmp_path, SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert "speedup" in capsys.readouterr().out
+    summary = pd.read_parquet(out / "summary.parquet")
+    for col in ("candidate_tokens", "batch_size", "seq_len", "gpu", "model", "method", "speedup",
+                "speedup_p05", "speedup_p50", "speedup_p95", "acceptance_rate",
+                "baseline_tokens_per_s", "spec_tokens_per_s", "step_time_ratio"):
+        assert col in summary.columns
+    assert len(summary) == 4
+    requests = pd.read_parquet(out / "requests.parquet")
+    assert set(requests["arm"]) == {"baseline", "spec"} and len(requests) == 4 * 4 * 2
+    steps = pd.read_parquet(out / "steps.parquet")
+    assert set(steps["stage"]) == {"prefill", "decode", "draft", "verify"}  # heads are charged by default
+    assert {"qkv_proj_s", "attn_qk_s", "attn_pv_s", "mlp_up_s", "lm_head_s"} <= set(steps.columns)
+    # per-operator columns add up to the stage duration
+    ops = steps[[c for c in steps.columns if c.endswith("_s") and c not in ("start_s", "duration_s")]]
+    assert (ops.sum(axis=1) - steps["duration_s"]).abs().max() < 1e-12
+    for name in ("summary", "requests", "steps"):
+        meta = read_metadata(out / f"{name}.parquet")
+        assert meta["servesim.scenario"] == SMALL
+        assert meta["servesim.version"] == __version__
+        assert meta["servesim.seed"] == "7"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_same_seed_same_tables_bit_for_bit(tmp_path):
+    path = write(tmp_path, SMALL)
+    for d in ("a", "b"):
+        assert main(["run", str(path), "--out", str(tmp_path / d)]) == 0
+    for name in ("summary", "requests", "steps"):
+        a = pq.read_table(tmp_path / "a" / f"{name}.parquet")
+        b = pq.read_table(tmp_path / "b" / f"{name}.parquet")
+        assert a.equals(b)
+    assert main(["run", str(path), "--out", str(tmp_path / "c"), "--set", "seed=8"]) == 0
+    a = pd.read_parquet(tmp_path / "a" / "requests.parquet")
+    c = pd.read_parquet(tmp_path / "c" / "requests.parquet")
+    assert not a.equals(c)
+
+
+def test_cost_command_csv(capsys):
+    assert main(["cost", "--tokens-per-seq", "1,16", "--context", "128", "--format", "csv"]) == 0
+    import io
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(frame["tokens_per_seq"]) == {1, 16}
+    assert set(frame["stage"]) == {"decode", "verify"}
+    assert {"time_s", "flops", "hbm_bytes", "bound"} <= set(frame.columns)
+    assert main(["cost", "--gpu", "nope"]) == 2
+
+
+def test_list_prints_catalogs(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "a100-80gb-pcie" in text and "llama-2-70b" in text
