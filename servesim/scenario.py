@@ -196,7 +196,9 @@ def _apply_override(source: str, raw: dict, key: str, value: Any) -> None:
     if key.startswith(PROFILE_SECTION + "."):
         raw.setdefault("hardware", {}).setdefault("profile", {})[key.rpartition(".")[2]] = value
         return
-    section, bare = resolve_key(f"--set {key}", key)
+    where = f"{source} (--set {key})"
+    section, bare = resolve_key(where, key)
+    check_value(where, f"{section}.{bare}" if section else bare, SCHEMA[section][bare], value)
     target = raw.setdefault(section, {}) if section else raw
     target[bare] = value
     sweep = raw.get("sweep", {})
