@@ -32,10 +32,12 @@ from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
 
 OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
-            "mlp_down", "lm_head", "draft_heads")
+            "mlp_down", "lm_head", "draft_heads", "draft_model")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
-STAGES = ("prefill", "decode", "verify")
+STAGES = ("prefill", "decode", "verify", "chain_verify")
+"""Step kinds: ``verify`` checks a token tree (tree mask, materialised attention);
+``chain_verify`` checks a chain of drafted tokens (causal mask, fused attention)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,20 @@ class CostModel:
 
     # -- public ----------------------------------------------------------------------
 
+    def draft_chain_cost(self, batch: int, passes: int, context_tokens: int) -> StepCost:
+        """``passes`` autoregressive steps of this (draft) model, one token per sequence
+        each, contexts growing by one token per pass; reported as one ``draft_model`` op."""
+        key = ("draft_chain", batch, passes, context_tokens)
+        cached = self._cache.get(key)
+        if cached is None:
+            steps = [self.step_cost(batch, 1, context_tokens + i * batch, "decode") for i in range(passes)]
+            ops = [op for step in steps for op in step.ops]
+            op = OpCost("draft_model", sum(o.flops for o in ops), sum(o.hbm_bytes for o in ops),
+                        sum(o.memory_time_s for o in ops), sum(o.compute_time_s for o in ops),
+                        sum(o.time_s for o in ops))
+            cached = self._cache[key] = StepCost((op,), op.time_s)
+        return cached
+
     def step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int,
                   stage: str) -> StepCost:
         """One forward step of the target model.
@@ -159,8 +175,8 @@ class CostModel:
             for a verify step, the prompt for prefill).
         context_tokens: tokens already in the KV cache, summed over the batch (attention
             cost is linear in each sequence's context, so only the sum matters).
-        stage: ``"prefill"``, ``"decode"`` or ``"verify"`` (verify uses tree-masked,
-            materialised attention; prefill computes logits for the last token only).
+        stage: one of :data:`STAGES` (``verify`` uses tree-masked, materialised
+            attention; prefill computes logits for the last token only).
         """
         key = (batch, tokens_per_seq, context_tokens, stage)
         cached = self._cache.get(key)

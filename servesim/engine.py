@@ -83,17 +83,18 @@ def simulate(requests: list[Request], *, batch_size: int, cost_model, speculator
         active = [s for s in seqs if s.generated < s.request.output_len]
         finish(seqs, active, start_s)
         n = speculator.tokens_per_step
+        stage = "decode" if n == 1 else "verify"
         while active:
             b = len(active)
             context = sum(s.context for s in active)
-            draft = speculator.draft_cost(cost_model, b)
+            draft = speculator.draft_cost(cost_model, b, context)
             if draft is not None:
                 yield from run_stage("draft", draft, b, 1, context, 0)
             # The outcome is drawn before the step runs; nothing depends on it until after.
             drawn = speculator.draw_accepted(rng, b).tolist()
             kept = [min(a, s.request.output_len - s.generated) for s, a in zip(active, drawn)]
-            cost = cost_model.step_cost(b, n, context, speculator.verify_stage)
-            yield from run_stage(speculator.verify_stage, cost, b, n, context, sum(kept))
+            cost = cost_model.step_cost(b, n, context, speculator.verify_kind)
+            yield from run_stage(stage, cost, b, n, context, sum(kept))
             for s, a, k in zip(active, drawn, kept):
                 s.generated += k
                 s.context += k

@@ -18,9 +18,11 @@ from servesim.engine import Recorder, simulate
 from servesim.hardware import get_gpu
 from servesim.models import get_model
 from servesim.scenario import Point, Scenario
-from servesim.speculation import (FixedAcceptance, MedusaSpeculation, NoSpeculation,
+from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,
+                                  NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
                                   default_max_accepted, interpolate_curve)
+from servesim.trees import TreeAcceptance, greedy_tree, head_rank_probabilities, published_tree
 from servesim.workload import closed_workload
 
 ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len")
@@ -29,8 +31,8 @@ ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size",
 
 WORKLOAD_KEYS = ("arrival", "num_requests", "seq_len", "output_len")
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
-                   "accepted_tokens", "max_accepted", "num_heads", "batch_size",
-                   "num_requests", "output_len")
+                   "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "tree",
+                   "gamma", "alpha", "batch_size", "num_requests", "output_len")
 
 
 def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...]) -> np.random.SeedSequence:
@@ -57,10 +59,20 @@ def build_speculator(point: Point):
     """The spec arm's speculator for a point (``NoSpeculation`` for method ``none``)."""
     if point["method"] == "none":
         return NoSpeculation()
+    if point["method"] == "draft_model":
+        gpu = get_gpu(point["gpu"])
+        draft = CostModel(gpu, get_model(point["draft_model"]),
+                          gpu.profile.with_overrides(**point.profile_overrides), point["dtype_bytes"])
+        return DraftModelSpeculation(draft, point["gamma"], point["alpha"])
     n = point["candidate_tokens"]
     max_accepted = point["max_accepted"] or default_max_accepted(n, point["num_heads"])
     if point["acceptance"] == "fixed":
         acceptance = FixedAcceptance(point["accepted_tokens"])
+    elif point["acceptance"] == "tree":
+        probs = head_rank_probabilities(point["head_accuracy"])
+        tree = (published_tree(point["tree"])[: n - 1] if point["tree"]
+                else greedy_tree(probs, n))
+        acceptance = TreeAcceptance(tuple(tree), probs)
     else:
         mean = interpolate_curve(acceptance_curve(point["acceptance_curve"]), n)
         acceptance = TruncatedGeometricAcceptance.with_mean(min(mean, max_accepted), max_accepted)
@@ -148,6 +160,7 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     row = {"point_id": point.point_id}
     for key in dict.fromkeys(ALWAYS_IN_SUMMARY + point.swept):
         row[key] = point.values[key]
+    row["candidate_tokens"] = speculator.tokens_per_step  # the verify width actually used
     row.update({
         "speedup": spec_tps / base_tps,
         "speedup_with_drain": rate(spec["tokens"], spec["time"]) / rate(base["tokens"], base["time"]),

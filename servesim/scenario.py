@@ -60,9 +60,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1),
     },
     "speculation": {
-        "method": Key(str, "medusa", "`none` (autoregressive only) or `medusa`", choices=("none", "medusa")),
+        "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` or `draft_model`", choices=("none", "medusa", "draft_model")),
         "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1),
-        "acceptance": Key(str, "curve", "`curve`: random tokens per step with the acceptance curve's mean; `fixed`: always `accepted_tokens`", choices=("curve", "fixed")),
+        "acceptance": Key(str, "curve", "Medusa: `curve` (random tokens per step with the acceptance curve's mean), `tree` (heads' correct ranks drawn from `head_accuracy`, walked down the tree) or `fixed` (always `accepted_tokens`)", choices=("curve", "tree", "fixed")),
+        "head_accuracy": Key(str, "vicuna-7b", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,..."),
+        "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
+        "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model's catalog name", choices=model_names),
+        "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1),
+        "alpha": Key(float, 0.7, "for `draft_model`: probability that each drafted token is accepted, i.i.d.", minimum=0.0),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
         "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1),
         "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0),
@@ -283,6 +288,20 @@ def check_point(source: str, point: Point) -> None:
         if not Path(v["acceptance_curve"]).is_file():
             raise ScenarioError(source, "speculation.acceptance_curve",
                                 f"no such file: {v['acceptance_curve']!r}; use 'medusa-sim' or a CSV path")
+    if v["method"] == "draft_model" and not v["alpha"] < 1:
+        raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
+    if v["method"] == "medusa" and v["acceptance"] == "tree":
+        from servesim.trees import BUNDLED_ACCURACY, bundled_tree_names
+        if v["head_accuracy"] not in BUNDLED_ACCURACY and not Path(v["head_accuracy"]).is_file():
+            raise ScenarioError(source, "speculation.head_accuracy",
+                                f"{v['head_accuracy']!r} is neither a bundled table "
+                                f"({', '.join(BUNDLED_ACCURACY)}) nor a CSV file")
+        if v["tree"] and v["tree"] not in bundled_tree_names():
+            raise ScenarioError(source, "speculation.tree",
+                                f"unknown tree {v['tree']!r}; allowed: {', '.join(bundled_tree_names())} or empty (greedy)")
+        if v["tree"] and v["candidate_tokens"] > 64:
+            raise ScenarioError(source, "speculation.candidate_tokens",
+                                f"{v['candidate_tokens']} exceeds the 64 tokens of tree {v['tree']!r}")
     if v["max_accepted"] > v["candidate_tokens"]:
         raise ScenarioError(source, "speculation.max_accepted",
                             f"{v['max_accepted']} exceeds candidate_tokens {v['candidate_tokens']}")

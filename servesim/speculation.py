@@ -117,13 +117,13 @@ class NoSpeculation:
 
     method = "none"
     tokens_per_step = 1
-    verify_stage = "decode"
+    verify_kind = "decode"
     acceptance = FixedAcceptance(1)
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.ones(n, dtype=np.int64)
 
-    def draft_cost(self, cost_model, batch: int):
+    def draft_cost(self, cost_model, batch: int, context_tokens: int):
         return None
 
 
@@ -144,15 +144,42 @@ class MedusaSpeculation:
         self.acceptance = acceptance
         self.num_heads = num_heads
         self.include_head_cost = include_head_cost
-        self.verify_stage = "decode" if candidate_tokens == 1 else "verify"
+        self.verify_kind = "decode" if candidate_tokens == 1 else "verify"
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.acceptance.draw(rng, n)
 
-    def draft_cost(self, cost_model, batch: int):
+    def draft_cost(self, cost_model, batch: int, context_tokens: int):
         if not self.include_head_cost or self.tokens_per_step == 1:
             return None
         return cost_model.medusa_heads_cost(batch, self.num_heads)
+
+
+class DraftModelSpeculation:
+    """A small draft model proposes a chain of ``gamma`` tokens, one forward pass each,
+    on the same GPU; the target verifies the ``gamma + 1`` positions in one causal step.
+
+    Each drafted token is accepted with probability ``alpha`` given the previous one was
+    (Leviathan et al. 2023), and the target adds one token of its own, so a step yields
+    min(gamma + 1, G) tokens, G geometric on {1, 2, ...} with continue-probability
+    alpha: mean (1 - alpha^(gamma+1)) / (1 - alpha). The draft model's own prefill is
+    not charged (small next to the target's).
+    """
+
+    method = "draft_model"
+    verify_kind = "chain_verify"
+
+    def __init__(self, draft_cost_model, gamma: int, alpha: float) -> None:
+        self.draft_cost_model = draft_cost_model
+        self.gamma = gamma
+        self.tokens_per_step = gamma + 1
+        self.acceptance = TruncatedGeometricAcceptance(alpha, gamma + 1)
+
+    def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.acceptance.draw(rng, n)
+
+    def draft_cost(self, cost_model, batch: int, context_tokens: int):
+        return self.draft_cost_model.draft_chain_cost(batch, self.gamma, context_tokens)
 
 
 def default_max_accepted(candidate_tokens: int, num_heads: int) -> int:

@@ -1,0 +1,156 @@
+"""Medusa token trees and their acceptance, from per-head accuracies.
+
+Model (DESIGN.md): head k (k = 1..H) independently has one correct rank R_k, with
+P(R_k = r) = top(r+1) - top(r) from the head's measured cumulative top-k accuracy, and
+no correct rank among the measured ones with the remaining probability. A tree is a set
+of paths (r_1, ..., r_d), prefix-closed, plus the root. A verify step accepts the root
+plus the longest prefix (R_1, ..., R_L) that is a path of the tree, so it yields L + 1
+tokens. Hence
+
+    E[tokens per step] = 1 + sum over tree nodes of prod_k P(R_k = r_k)
+
+(each node contributes the probability that its whole path is correct). Ranks beyond
+the measured top-5 have unknown probability and are taken as 0: nodes that use them add
+width but, in this model, never acceptance.
+
+A greedy tree of N candidate tokens is the root plus the N - 1 nodes of highest path
+probability; since a child's path probability never exceeds its parent's, adding nodes
+in that order keeps the tree prefix-closed, and no other tree of that size has a larger
+expected acceptance.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from servesim.catalog import data_csv, data_json
+
+BUNDLED_ACCURACY = {"vicuna-7b": "vicuna-7b-v1.3", "vicuna-13b": "vicuna-13b-v1.3",
+                    "vicuna-33b": "vicuna-33b-v1.3"}
+"""Head-accuracy tables shipped with servesim (Medusa-1 heads), by short name."""
+
+
+def bundled_tree_names() -> list[str]:
+    return list(data_json("medusa_trees.json")["trees"])
+
+
+def _rank_probabilities(rows: list[dict[str, str]], where: str) -> np.ndarray:
+    tops = sorted((c for c in rows[0] if c.startswith("top")), key=lambda c: int(c[3:]))
+    cumulative = np.array([[float(r[c]) for c in tops] for r in sorted(rows, key=lambda r: int(r["head"]))])
+    if (np.diff(cumulative, axis=1) < 0).any() or cumulative.min() < 0 or cumulative.max() > 1:
+        raise ValueError(f"{where}: cumulative top-k accuracies must rise with k and lie in [0, 1]")
+    return np.diff(cumulative, axis=1, prepend=0.0)
+
+
+def head_rank_probabilities(source: str) -> np.ndarray:
+    """P(R_k = r) as an array [head, rank], from a bundled name or a CSV file.
+
+    A CSV has columns ``head`` (0-based) and ``top1``, ``top2``, ... (cumulative
+    accuracies); the bundled file also has a ``model`` column.
+    """
+    if source in BUNDLED_ACCURACY:
+        rows = [r for r in data_csv("medusa_head_accuracy.csv") if r["model"] == BUNDLED_ACCURACY[source]]
+        return _rank_probabilities(rows, source)
+    with open(source, newline="", encoding="utf-8") as f:
+        return _rank_probabilities(list(csv.DictReader(f)), source)
+
+
+def path_probability(path: tuple[int, ...], probs: np.ndarray) -> float:
+    """Probability that every rank on ``path`` is the correct one of its head."""
+    p = 1.0
+    for head, rank in enumerate(path):
+        if head >= probs.shape[0] or rank >= probs.shape[1]:
+            return 0.0
+        p *= float(probs[head, rank])
+    return p
+
+
+def greedy_tree(probs: np.ndarray, candidate_tokens: int, max_rank: int | None = None) -> list[tuple[int, ...]]:
+    """The root's N - 1 = ``candidate_tokens`` - 1 best nodes, in insertion order."""
+    ranks = probs.shape[1] if max_rank is None else max_rank
+    heads = probs.shape[0]
+    frontier = [(-path_probability((r,), probs), (r,)) for r in range(ranks)]
+    heapq.heapify(frontier)
+    tree: list[tuple[int, ...]] = []
+    while frontier and len(tree) < candidate_tokens - 1:
+        neg_p, path = heapq.heappop(frontier)
+        tree.append(path)
+        if len(path) < heads:
+            for r in range(ranks):
+                child = path + (r,)
+                heapq.heappush(frontier, (-path_probability(child, probs), child))
+    return tree
+
+
+def published_tree(name: str) -> list[tuple[int, ...]]:
+    """A bundled Medusa tree (63 nodes) as paths in greedy insertion order."""
+    trees = data_json("medusa_trees.json")["trees"]
+    if name not in trees:
+        raise KeyError(name)
+    return [tuple(p) for p in trees[name]]
+
+
+def expected_tokens(tree: list[tuple[int, ...]], probs: np.ndarray) -> float:
+    """Closed form: 1 + sum of path probabilities over the tree's nodes."""
+    return 1.0 + sum(path_probability(p, probs) for p in tree)
+
+
+@dataclass(frozen=True)
+class TreeAcceptance:
+    """Tokens per verify step of a Medusa tree under the independent-heads model."""
+
+    tree: tuple[tuple[int, ...], ...]
+    probs: np.ndarray
+
+    def __post_init__(self) -> None:
+        paths = set(self.tree)
+        for p in self.tree:
+            if p[:-1] and p[:-1] not in paths:
+                raise ValueError(f"tree path {list(p)} has no parent {list(p[:-1])} in the tree")
+
+    @property
+    def depth(self) -> int:
+        return max((len(p) for p in self.tree), default=0)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.depth + 1
+
+    @property
+    def mean(self) -> float:
+        return expected_tokens(list(self.tree), self.probs)
+
+    def _children(self) -> np.ndarray:
+        """child[node, rank] = node index of that child, -1 if none; node 0 is the root."""
+        ranks = 1 + max((max(p) for p in self.tree), default=0)
+        index = {(): 0}
+        for i, p in enumerate(self.tree, start=1):
+            index[p] = i
+        child = np.full((len(self.tree) + 1, ranks + 1), -1, dtype=np.int64)
+        for p, i in index.items():
+            if p:
+                child[index[p[:-1]], p[-1]] = i
+        return child
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """For n sequences: draw every head's correct rank, walk the tree, count."""
+        child = self._children()
+        no_rank = child.shape[1] - 1  # a column that is always -1
+        heads = min(self.depth, self.probs.shape[0])
+        node = np.zeros(n, dtype=np.int64)
+        alive = np.ones(n, dtype=bool)
+        tokens = np.ones(n, dtype=np.int64)
+        u = rng.random((n, max(heads, 1)))
+        for k in range(heads):
+            cdf = np.cumsum(self.probs[k])
+            rank = np.searchsorted(cdf, u[:, k], side="right")  # len(cdf) = no correct rank
+            rank = np.where(rank < min(len(cdf), no_rank), rank, no_rank)
+            nxt = child[node, rank]
+            alive &= nxt >= 0
+            tokens += alive
+            node = np.where(alive, nxt, node)
+        return tokens
