@@ -44,20 +44,18 @@ def _int_list(text: str) -> list[int]:
 
 # -- tables for the terminal ------------------------------------------------------------
 
-def summary_table(summary: pd.DataFrame) -> str:
-    """Speedup with candidate tokens down and the other swept value across, if the sweep
-    has that shape; otherwise one line per point."""
-    swept = [c for c in summary.columns if c in ("candidate_tokens",) or c.startswith("__")]
-    others = [c for c in ("seq_len", "batch_size", "gpu", "model")
-              if c in summary.columns and summary[c].nunique() > 1]
-    if "candidate_tokens" in summary.columns and len(others) == 1:
+def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
+    """Speedup with candidate tokens down and the other swept key across, if the sweep
+    has that shape; otherwise one line per point with the swept keys first."""
+    others = [k for k in swept if k != "candidate_tokens"]
+    if "candidate_tokens" in swept and len(others) == 1:
         pivot = summary.pivot_table(index="candidate_tokens", columns=others[0], values="speedup")
-        return f"speedup (spec / baseline decode throughput), {others[0]} across\n" + pivot.to_string(float_format=lambda v: f"{v:.2f}")
-    cols = [c for c in summary.columns if c in ("point_id", "gpu", "model", "method", "candidate_tokens",
-                                                   "batch_size", "seq_len", "speedup", "speedup_p05",
-                                                   "speedup_p95", "acceptance_rate", "step_time_ratio",
-                                                   "baseline_tokens_per_s", "spec_tokens_per_s")]
-    del swept
+        return (f"speedup (spec / baseline decode throughput), {others[0]} across\n"
+                + pivot.to_string(float_format=lambda v: f"{v:.2f}"))
+    fixed = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len", "speedup",
+             "speedup_p05", "speedup_p95", "acceptance_rate", "expected_acceptance_rate",
+             "step_time_ratio", "baseline_tokens_per_s", "spec_tokens_per_s")
+    cols = list(dict.fromkeys(["point_id"] + swept + [c for c in fixed if c in summary.columns]))
     return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
@@ -76,7 +74,7 @@ def cmd_run(args) -> int:
         tables["steps"] = steps_frame(records)
     written = write_tables(out_dir, tables, scenario.text, scenario.seed)
     print(f"{scenario.name}: {len(rows)} points, seed {scenario.seed}")
-    print(summary_table(summary))
+    print(summary_table(summary, list(scenario.sweep)))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

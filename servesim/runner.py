@@ -31,7 +31,7 @@ ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size",
 
 WORKLOAD_KEYS = ("arrival", "num_requests", "seq_len", "output_len")
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
-                   "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "tree",
+                   "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "model", "tree",
                    "gamma", "alpha", "batch_size", "num_requests", "output_len")
 
 
@@ -69,7 +69,7 @@ def build_speculator(point: Point):
     if point["acceptance"] == "fixed":
         acceptance = FixedAcceptance(point["accepted_tokens"])
     elif point["acceptance"] == "tree":
-        probs = head_rank_probabilities(point["head_accuracy"])
+        probs = head_rank_probabilities(point["head_accuracy"] or point["model"])
         tree = (published_tree(point["tree"])[: n - 1] if point["tree"]
                 else greedy_tree(probs, n))
         acceptance = TreeAcceptance(tuple(tree), probs)

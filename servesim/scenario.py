@@ -63,7 +63,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` or `draft_model`", choices=("none", "medusa", "draft_model")),
         "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1),
         "acceptance": Key(str, "curve", "Medusa: `curve` (random tokens per step with the acceptance curve's mean), `tree` (heads' correct ranks drawn from `head_accuracy`, walked down the tree) or `fixed` (always `accepted_tokens`)", choices=("curve", "tree", "fixed")),
-        "head_accuracy": Key(str, "vicuna-7b", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,..."),
+        "head_accuracy": Key(str, "", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,...; empty = the target model's bundled table"),
         "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
         "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model's catalog name", choices=model_names),
         "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1),
@@ -292,10 +292,12 @@ def check_point(source: str, point: Point) -> None:
         raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
     if v["method"] == "medusa" and v["acceptance"] == "tree":
         from servesim.trees import BUNDLED_ACCURACY, bundled_tree_names
-        if v["head_accuracy"] not in BUNDLED_ACCURACY and not Path(v["head_accuracy"]).is_file():
+        table = v["head_accuracy"] or v["model"]
+        if table not in BUNDLED_ACCURACY and not Path(table).is_file():
             raise ScenarioError(source, "speculation.head_accuracy",
-                                f"{v['head_accuracy']!r} is neither a bundled table "
-                                f"({', '.join(BUNDLED_ACCURACY)}) nor a CSV file")
+                                f"{table!r} is neither a bundled table "
+                                f"({', '.join(BUNDLED_ACCURACY)}) nor a CSV file"
+                                + ("" if v["head_accuracy"] else " (empty means the model's own table)"))
         if v["tree"] and v["tree"] not in bundled_tree_names():
             raise ScenarioError(source, "speculation.tree",
                                 f"unknown tree {v['tree']!r}; allowed: {', '.join(bundled_tree_names())} or empty (greedy)")
