@@ -145,3 +145,25 @@ def test_list_prints_catalogs(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "a100-80gb-pcie" in text and "llama-2-70b" in text
+
+
+@pytest.mark.parametrize("extra,key,fragment", [
+    ('acceptance = "tree"\nhead_accuracy = "vicuna-7b"\ntree = "nope"', "speculation.tree", "allowed: mc_sim_7b_63"),
+    ('acceptance = "tree"\nhead_accuracy = "gpt"', "speculation.head_accuracy", "bundled table"),
+    ('acceptance = "tree"', "speculation.head_accuracy", "model's own table"),  # llama-7b has none
+    ('acceptance = "tree"\ntree = "mc_sim_7b_63"\nhead_accuracy = "vicuna-7b"\ncandidate_tokens = 80',
+     "speculation.candidate_tokens", "64 tokens"),
+])
+def test_tree_settings_are_validated(tmp_path, extra, key, fragment):
+    text = SMALL.replace('method = "medusa"', 'method = "medusa"\n' + extra).replace("candidate_tokens = [1, 16]", "seq_len_unused = 0")
+    text = text.replace("seq_len_unused = 0\n", "")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text))
+    assert err.value.key == key and fragment in str(err.value)
+
+
+def test_draft_model_alpha_must_be_below_one(tmp_path):
+    text = SMALL.replace('method = "medusa"', 'method = "draft_model"\nalpha = 1.0')
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text))
+    assert err.value.key == "speculation.alpha"
