@@ -301,9 +301,12 @@ def check_point(source: str, point: Point) -> None:
         if v["tree"] and v["tree"] not in bundled_tree_names():
             raise ScenarioError(source, "speculation.tree",
                                 f"unknown tree {v['tree']!r}; allowed: {', '.join(bundled_tree_names())} or empty (greedy)")
-        if v["tree"] and v["candidate_tokens"] > 64:
-            raise ScenarioError(source, "speculation.candidate_tokens",
-                                f"{v['candidate_tokens']} exceeds the 64 tokens of tree {v['tree']!r}")
+        if v["tree"]:
+            from servesim.trees import published_tree
+            size = len(published_tree(v["tree"])) + 1
+            if v["candidate_tokens"] > size:
+                raise ScenarioError(source, "speculation.candidate_tokens",
+                                    f"{v['candidate_tokens']} exceeds the {size} tokens of tree {v['tree']!r}")
     if v["max_accepted"] > v["candidate_tokens"]:
         raise ScenarioError(source, "speculation.max_accepted",
                             f"{v['max_accepted']} exceeds candidate_tokens {v['candidate_tokens']}")
