@@ -1,0 +1,36 @@
+"""Benchmark: the seed scenario end to end, in this process (run on demand).
+
+    python benchmarks/seed_scenario.py
+
+Prints wall time, simulated GPU stages per wall second, and simulated GPU time / wall
+time. Not part of the test suite: timings are reported, never asserted.
+"""
+
+import time
+import tracemalloc
+
+from servesim.cli import bundled_scenario
+from servesim.runner import run_scenario
+from servesim.scenario import load_scenario
+
+
+def main() -> None:
+    source, text = bundled_scenario()
+    scenario = load_scenario(source, text=text)
+    tracemalloc.start()
+    start = time.perf_counter()
+    rows, records = run_scenario(scenario)
+    wall = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    simulated = sum(row[4] for row in records.steps)
+    tokens = sum(row[8] for row in records.steps)
+    print(f"points                      {len(rows)}")
+    print(f"wall time                   {wall:.2f} s")
+    print(f"GPU stages simulated        {len(records.steps)} ({len(records.steps) / wall:,.0f} per wall s)")
+    print(f"output tokens simulated     {tokens} ({tokens / wall:,.0f} per wall s)")
+    print(f"simulated GPU time          {simulated:,.0f} s ({simulated / wall:,.0f}x wall time)")
+    print(f"peak traced Python memory   {peak / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
