@@ -190,6 +190,28 @@ def cmd_cost(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    directory = Path(args.dir)
+    summary_path = directory / "summary.parquet"
+    if not summary_path.is_file():
+        raise UsageError(f"{summary_path}: no such file; run `servesim run` first")
+    try:
+        from servesim.plots import speedup_vs_candidates
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("plotting needs matplotlib: pip install 'servesim[plot]'") from None
+    summary = pd.read_parquet(summary_path)
+    if "candidate_tokens" not in summary.columns or summary["candidate_tokens"].nunique() < 2:
+        raise UsageError(f"{summary_path}: needs a sweep over candidate_tokens to plot")
+    reference = None
+    if args.reference:
+        from servesim.catalog import medusa_figure
+        reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
+    out = speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servesim", description="Discrete-event simulator of LLM "
                                 "inference serving with speculative decoding.")
@@ -208,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--scenario", help="scenario to compare instead of the bundled seed scenario")
     val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     val.set_defaults(func=cmd_validate)
+
+    plot = sub.add_parser("plot", help="figures from a run's folder (needs servesim[plot])")
+    plot.add_argument("dir", help="folder with summary.parquet")
+    plot.add_argument("--reference", action="store_true",
+                      help="overlay the Medusa reference figure (dotted)")
+    plot.set_defaults(func=cmd_plot)
 
     lst = sub.add_parser("list", help="print the GPU and model catalogs")
     lst.set_defaults(func=cmd_list)

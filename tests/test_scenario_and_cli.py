@@ -167,3 +167,13 @@ def test_draft_model_alpha_must_be_below_one(tmp_path):
     with pytest.raises(ScenarioError) as err:
         load_scenario(write(tmp_path, text))
     assert err.value.key == "speculation.alpha"
+
+
+def test_plot_writes_a_png_and_explains_what_it_needs(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out)]) == 0
+    assert main(["plot", str(out), "--reference"]) == 0
+    png = (out / "speedup_vs_candidates.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert main(["plot", str(tmp_path / "nowhere")]) == 2
+    assert "no such file" in capsys.readouterr().err
