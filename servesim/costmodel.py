@@ -77,6 +77,14 @@ class StepCost:
         return times
 
 
+def _merged(name: str, ops: list[OpCost]) -> StepCost:
+    """Several operators reported as one named operator (a draft stage's total)."""
+    op = OpCost(name, sum(o.flops for o in ops), sum(o.hbm_bytes for o in ops),
+                sum(o.memory_time_s for o in ops), sum(o.compute_time_s for o in ops),
+                sum(o.time_s for o in ops))
+    return StepCost((op,), op.time_s)
+
+
 def _combine(memory_time_s: float, compute_time_s: float, overlap: float) -> float:
     """Partial-overlap roofline: the larger time plus the unhidden part of the smaller."""
     hi, lo = max(memory_time_s, compute_time_s), min(memory_time_s, compute_time_s)
@@ -159,11 +167,7 @@ class CostModel:
         cached = self._cache.get(key)
         if cached is None:
             steps = [self.step_cost(batch, 1, context_tokens + i * batch, "decode") for i in range(passes)]
-            ops = [op for step in steps for op in step.ops]
-            op = OpCost("draft_model", sum(o.flops for o in ops), sum(o.hbm_bytes for o in ops),
-                        sum(o.memory_time_s for o in ops), sum(o.compute_time_s for o in ops),
-                        sum(o.time_s for o in ops))
-            cached = self._cache[key] = StepCost((op,), op.time_s)
+            cached = self._cache[key] = _merged("draft_model", [op for step in steps for op in step.ops])
         return cached
 
     def step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int,
@@ -213,10 +217,7 @@ class CostModel:
         cached = self._cache.get(key)
         if cached is None:
             m = self.model
-            block = self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads)
-            vocab = self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)
-            op = OpCost("draft_heads", block.flops + vocab.flops, block.hbm_bytes + vocab.hbm_bytes,
-                        block.memory_time_s + vocab.memory_time_s,
-                        block.compute_time_s + vocab.compute_time_s, block.time_s + vocab.time_s)
-            cached = self._cache[key] = StepCost((op,), op.time_s)
+            ops = [self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads),
+                   self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)]
+            cached = self._cache[key] = _merged("draft_heads", ops)
         return cached
