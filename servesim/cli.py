@@ -62,18 +62,16 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
 # -- commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from servesim.results import requests_frame, steps_frame, write_tables
+    from servesim.results import result_tables, write_tables
     from servesim.runner import run_scenario
 
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    rows, records = run_scenario(scenario)
-    summary = pd.DataFrame(rows)
-    tables = {"summary": summary, "requests": requests_frame(records)}
-    if scenario.values["write_steps"]:
-        tables["steps"] = steps_frame(records)
+    results = run_scenario(scenario)
+    tables = result_tables(results, scenario.values["write_steps"])
+    summary = tables["summary"]
     written = write_tables(out_dir, tables, scenario.text, scenario.seed)
-    print(f"{scenario.name}: {len(rows)} points, seed {scenario.seed}")
+    print(f"{scenario.name}: {len(results)} points, seed {scenario.seed}")
     print(summary_table(summary, list(scenario.sweep)))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -129,8 +127,8 @@ def cmd_validate(args) -> int:
     else:
         source, text = bundled_scenario()
         scenario = load_scenario(source, args.set, text=text)
-    rows, _ = run_scenario(scenario)
-    report, passed = validation_report(pd.DataFrame(rows))
+    results = run_scenario(scenario)
+    report, passed = validation_report(pd.DataFrame([r.summary for r in results]))
     print(report)
     return 0 if passed else 1
 

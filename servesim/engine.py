@@ -34,6 +34,8 @@ class Recorder:
 
     steps: list[tuple] = field(default_factory=list)
     requests: list[tuple] = field(default_factory=list)
+    accepted_counts: dict[str, list[int]] = field(default_factory=dict)
+    """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
 
     STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
                    "tokens_per_seq", "context_tokens", "tokens_generated", "cost")
@@ -84,6 +86,7 @@ def simulate(requests: list[Request], *, batch_size: int, cost_model, speculator
         finish(seqs, active, start_s)
         n = speculator.tokens_per_step
         stage = "decode" if n == 1 else "verify"
+        counts = recorder.accepted_counts.setdefault(arm, [])
         while active:
             b = len(active)
             context = sum(s.context for s in active)
@@ -96,6 +99,9 @@ def simulate(requests: list[Request], *, batch_size: int, cost_model, speculator
             cost = cost_model.step_cost(b, n, context, speculator.verify_kind)
             yield from run_stage(stage, cost, b, n, context, sum(kept))
             for s, a, k in zip(active, drawn, kept):
+                if a >= len(counts):
+                    counts.extend([0] * (a + 1 - len(counts)))
+                counts[a] += 1
                 s.generated += k
                 s.context += k
                 s.steps += 1

@@ -35,7 +35,8 @@ ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve
                    "gamma", "alpha", "batch_size", "num_requests", "output_len")
 
 
-def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...]) -> np.random.SeedSequence:
+def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
+                replication: int = 0) -> np.random.SeedSequence:
     """Seed of one random stream: the scenario seed and the values of the keys the
     stream depends on (a stable hash, independent of point order and process).
 
@@ -46,7 +47,7 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...]) -> np.r
     """
     text = repr([(k, point.values[k]) for k in keys])
     digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-    return np.random.SeedSequence([scenario_seed, digest])
+    return np.random.SeedSequence([scenario_seed, digest, replication])
 
 
 def build_cost_model(point: Point) -> CostModel:
@@ -81,24 +82,71 @@ def build_speculator(point: Point):
 
 @dataclass
 class PointResult:
+    """A point's summary row and its records, one Recorder per replication."""
+
     summary: dict
-    recorder: Recorder
+    recorders: list[Recorder]
 
 
-def run_point(point: Point, scenario_seed: int, cost_model=None, speculator=None) -> PointResult:
-    """Both arms of one point, and its summary row."""
-    cost_model = cost_model or build_cost_model(point)
-    speculator = speculator or build_speculator(point)
-    accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS)
-    requests = closed_workload(point["num_requests"], point["seq_len"], point["output_len"],
-                               np.random.default_rng(stream_seed(scenario_seed, point, WORKLOAD_KEYS)))
+def run_replication(point: Point, scenario_seed: int, replication: int, cost_model,
+                    speculator) -> Recorder:
+    """Both arms of one replication of a point, on common random numbers."""
+    accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS, replication)
+    workload_rng = np.random.default_rng(stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication))
+    requests = closed_workload(point["num_requests"], point["seq_len"], point["output_len"], workload_rng)
     recorder = Recorder()
-    arms = {"baseline": NoSpeculation(), "spec": speculator}
-    for arm, spec in arms.items():
+    for arm, spec in (("baseline", NoSpeculation()), ("spec", speculator)):
         simulate(requests, batch_size=point["batch_size"], cost_model=cost_model,
                  speculator=spec, rng=np.random.default_rng(accept_seq),
                  recorder=recorder, point_id=point.point_id, arm=arm)
-    return PointResult(summarise(point, recorder, speculator), recorder)
+    return recorder
+
+
+def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_model=None,
+              speculator=None) -> PointResult:
+    """All replications of one point, and its summary row.
+
+    With one replication the row is that replication's summary. With K > 1 every
+    figure is the mean over the replications, ``speedup_ci95_low``/``_high`` is the
+    Student-t 95% interval of the mean speedup and ``speedup_replication_sd`` the
+    replications' standard deviation (NaN for K = 1).
+    """
+    cost_model = cost_model or build_cost_model(point)
+    speculator = speculator or build_speculator(point)
+    recorders = [run_replication(point, scenario_seed, r, cost_model, speculator)
+                 for r in range(replications)]
+    rows = [summarise(point, rec, speculator) for rec in recorders]
+    summary = dict(rows[0])
+    speedups = np.array([r["speedup"] for r in rows])
+    if replications > 1:
+        for key, value in rows[0].items():
+            if isinstance(value, float):
+                summary[key] = float(np.mean([r[key] for r in rows]))
+        sd = float(np.std(speedups, ddof=1))
+        half = t_quantile_975(replications - 1) * sd / np.sqrt(replications)
+        summary.update(speedup_replication_sd=sd, speedup_ci95_low=summary["speedup"] - half,
+                       speedup_ci95_high=summary["speedup"] + half)
+    else:
+        summary.update(speedup_replication_sd=np.nan, speedup_ci95_low=np.nan, speedup_ci95_high=np.nan)
+    summary["replications"] = replications
+    return PointResult(summary, recorders)
+
+
+def t_quantile_975(dof: int) -> float:
+    """97.5% quantile of Student's t with ``dof`` degrees of freedom.
+
+    Exact table values for dof <= 30 (standard tables), the normal 1.95996 beyond
+    with the first-order correction z + (z^3 + z) / (4 dof).
+    """
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+             2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+             2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+    if dof < 1:
+        raise ValueError("dof must be >= 1")
+    if dof <= len(table):
+        return table[dof - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * dof)
 
 
 def _arm_figures(recorder: Recorder, arm: str, full_batch: int) -> dict:
@@ -180,12 +228,7 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     return row
 
 
-def run_scenario(scenario: Scenario) -> tuple[list[dict], Recorder]:
-    """Every point of a scenario, serially; summary rows and all records."""
-    rows, records = [], Recorder()
-    for point in scenario.points():
-        result = run_point(point, scenario.seed)
-        rows.append(result.summary)
-        records.steps.extend(result.recorder.steps)
-        records.requests.extend(result.recorder.requests)
-    return rows, records
+def run_scenario(scenario: Scenario) -> list[PointResult]:
+    """Every point of a scenario, serially, in sweep order."""
+    return [run_point(point, scenario.seed, scenario.values["replications"])
+            for point in scenario.points()]

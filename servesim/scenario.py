@@ -50,7 +50,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key(str, None, "scenario name; default output folder is outputs/<name>/ (default: file name)"),
         "description": Key(str, "", "free text"),
-        "seed": Key(int, 0, "root seed; each point's streams derive from it and the point's parameters", minimum=0),
+        "seed": Key(int, 0, "root seed; each random stream derives from it and the keys it depends on", minimum=0),
+        "replications": Key(int, 1, "independent replications per point (different random streams); K >= 2 gives a 95% interval of the mean speedup", minimum=1),
     },
     "hardware": {
         "gpu": Key(str, "a100-80gb-pcie", "GPU catalog name (`servesim list`)", choices=gpu_names),

@@ -177,3 +177,40 @@ def test_plot_writes_a_png_and_explains_what_it_needs(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_replications_give_an_interval_and_tagged_rows(tmp_path):
+    out = tmp_path / "out"
+    path = write(tmp_path, SMALL.replace("seed = 7", "seed = 7\nreplications = 3"))
+    assert main(["run", str(path), "--out", str(out), "--set", "sweep.candidate_tokens=[16]"]) == 0
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert (summary["replications"] == 3).all()
+    assert (summary["speedup_ci95_low"] < summary["speedup"]).all()
+    assert (summary["speedup"] < summary["speedup_ci95_high"]).all()
+    requests = pd.read_parquet(out / "requests.parquet")
+    assert set(requests["replication"]) == {0, 1, 2}
+    # replications draw different acceptance outcomes
+    per_rep = requests[requests.arm == "spec"].groupby("replication")["accepted_tokens"].sum()
+    assert per_rep.nunique() > 1
+
+
+def test_acceptance_histogram_counts_every_request_step(tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out)]) == 0
+    hist = pd.read_parquet(out / "acceptance.parquet")
+    requests = pd.read_parquet(out / "requests.parquet")
+    spec = requests[requests.arm == "spec"]
+    steps = spec.groupby("point_id")["verify_steps"].sum()
+    counted = hist.groupby("point_id")["count"].sum()
+    assert (counted == steps.loc[counted.index]).all()
+    drawn = (hist["tokens"] * hist["count"]).groupby(hist["point_id"]).sum()
+    assert (drawn == spec.groupby("point_id")["accepted_tokens"].sum().loc[drawn.index]).all()
+    assert hist.groupby("point_id")["fraction"].sum().round(12).eq(1.0).all()
+
+
+def test_t_quantiles_from_tables():
+    from servesim.runner import t_quantile_975
+    assert t_quantile_975(1) == 12.706
+    assert t_quantile_975(9) == 2.262
+    assert abs(t_quantile_975(60) - 2.000) < 0.002  # table: 2.000
+    assert abs(t_quantile_975(120) - 1.980) < 0.002  # table: 1.980

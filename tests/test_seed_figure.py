@@ -11,8 +11,8 @@ from servesim.scenario import load_scenario
 @pytest.fixture(scope="module")
 def seed_summary():
     source, text = bundled_scenario()
-    rows, _ = run_scenario(load_scenario(source, text=text))
-    return pd.DataFrame(rows)
+    results = run_scenario(load_scenario(source, text=text))
+    return pd.DataFrame([r.summary for r in results])
 
 
 def test_all_targets_met(seed_summary):
