@@ -77,6 +77,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from servesim.planner import KNOBS, plan
+    from servesim.results import result_tables, write_tables
+    from servesim.runner import run_scenario
+
+    scenario = load_scenario(args.scenario, args.set)
+    swept = list(scenario.sweep)
+    if not any(k in KNOBS for k in swept):
+        raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
+                         f"{', '.join(KNOBS)} for the planner to choose among")
+    out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
+    results = run_scenario(scenario)
+    tables = result_tables(results, scenario.values["write_steps"])
+    tables["plan"] = plan(tables["summary"], swept)
+    written = write_tables(out_dir, tables, scenario.text, scenario.seed)
+    print(f"{scenario.name}: best speculation setting per point (of {len(results)} simulated)")
+    print(tables["plan"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def validation_report(summary: pd.DataFrame) -> tuple[str, bool]:
     """Simulated vs reference seed figure, errors, and the issue's targets."""
     from servesim.catalog import medusa_figure
@@ -223,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario key (TOML value), e.g. --set seq_len=1024 "
                           "or --set 'sweep.candidate_tokens=[1,32]'; repeatable")
     run.set_defaults(func=cmd_run)
+
+    pln = sub.add_parser("plan", help="run a scenario and pick the best speculation setting per point")
+    pln.add_argument("scenario", help="scenario TOML file whose [sweep] varies a speculation setting")
+    pln.add_argument("--out", help="output folder (default: [output] dir, else outputs/<name>/)")
+    pln.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pln.set_defaults(func=cmd_plan)
 
     val = sub.add_parser("validate", help="run the seed scenario and compare with the Medusa figure")
     val.add_argument("--scenario", help="scenario to compare instead of the bundled seed scenario")

@@ -1,0 +1,47 @@
+"""The planner: for each deployment point, the speculation setting with the best speedup.
+
+A deployment point is one combination of the swept keys that describe the situation
+(batch size, context length, GPU, model, load, ...); the *knobs* are the swept keys that
+describe how to speculate (candidate tokens, tree, gamma, method, draft model). For each
+deployment point the plan gives the knob values of the highest mean speedup and of the
+runner-up, with their speedups, so a user sees both the answer and how much it matters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+KNOBS = ("method", "candidate_tokens", "tree", "draft_model", "gamma")
+"""Swept keys that are choices of the speculation configuration."""
+
+
+def plan(summary: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+    """One row per deployment point: best and runner-up knob values and speedups."""
+    knobs = [k for k in swept if k in KNOBS]
+    if not knobs:
+        raise ValueError(f"the sweep varies none of the speculation settings {', '.join(KNOBS)}")
+    situation = [k for k in swept if k not in KNOBS]
+    groups = summary.groupby(situation, sort=False) if situation else [((), summary)]
+    rows = []
+    for key, points in groups:
+        ranked = points.sort_values(["speedup", "point_id"], ascending=[False, True])
+        best = ranked.iloc[0]
+        row = dict(zip(situation, key if isinstance(key, tuple) else (key,)))
+        for k in knobs:
+            row[f"best_{k}"] = best[k]
+        row["best_speedup"] = best["speedup"]
+        row["best_speedup_p05"] = best["speedup_p05"]
+        row["best_speedup_p95"] = best["speedup_p95"]
+        row["best_spec_tokens_per_s"] = best["spec_tokens_per_s"]
+        if len(ranked) > 1:
+            second = ranked.iloc[1]
+            for k in knobs:
+                row[f"runner_up_{k}"] = second[k]
+            row["runner_up_speedup"] = second["speedup"]
+        else:
+            for k in knobs:
+                row[f"runner_up_{k}"] = None
+            row["runner_up_speedup"] = np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
