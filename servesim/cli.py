@@ -215,10 +215,11 @@ def cmd_plot(args) -> int:
     if not summary_path.is_file():
         raise UsageError(f"{summary_path}: no such file; run `servesim run` first")
     try:
-        from servesim.plots import speedup_vs_candidates
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("plotting needs matplotlib: pip install 'servesim[plot]'") from None
+    from servesim import plots
+
     summary = pd.read_parquet(summary_path)
     if "candidate_tokens" not in summary.columns or summary["candidate_tokens"].nunique() < 2:
         raise UsageError(f"{summary_path}: needs a sweep over candidate_tokens to plot")
@@ -226,8 +227,15 @@ def cmd_plot(args) -> int:
     if args.reference:
         from servesim.catalog import medusa_figure
         reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
-    out = speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference)
-    print(f"wrote {out}")
+    written = [plots.speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference)]
+    if (directory / "steps.parquet").is_file():
+        steps = pd.read_parquet(directory / "steps.parquet")
+        written.append(plots.verify_breakdown(summary, steps, directory / "verify_breakdown.png"))
+    else:
+        print("no steps.parquet (output.write_steps = false): skipping verify_breakdown.png")
+    requests = pd.read_parquet(directory / "requests.parquet")
+    written.append(plots.request_speedup(summary, requests, directory / "request_speedup.png"))
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

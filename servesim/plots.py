@@ -1,31 +1,76 @@
-"""Figures from a run's Parquet tables (matplotlib, optional extra ``servesim[plot]``).
+"""Figures from a run's Parquet tables (matplotlib: the optional extra ``servesim[plot]``).
 
-``speedup_vs_candidates``: speedup against candidate tokens, one line per value of the
-other swept key (the Medusa figure's layout), with the per-request p05-p95 band.
+* ``speedup_vs_candidates.png``: speedup against candidate tokens, one line per value of
+  the other swept key (the Medusa figure's layout), per-request p05-p95 band.
+* ``verify_breakdown.png``: time of one speculative iteration (draft + verify) per
+  operator group, as a multiple of one autoregressive step, stacked per candidate count;
+  acceptance rate and speedup on a second axis. One panel per value of the other key.
+* ``request_speedup.png``: per-request paired speedup distributions (box plots) per
+  candidate count, one panel per value of the other key.
+
+Every figure is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+OP_GROUPS = {
+    "qkv projection": ["qkv_proj_s"],
+    "attention (qk, pv)": ["attn_qk_s", "attn_pv_s"],
+    "output projection": ["o_proj_s"],
+    "MLP (gate, up, down)": ["mlp_gate_s", "mlp_up_s", "mlp_down_s"],
+    "lm_head": ["lm_head_s"],
+    "drafting (heads / draft model)": ["draft_heads_s", "draft_model_s"],
+}
 
-def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path, reference: pd.DataFrame | None = None) -> Path:
-    """Write the figure to ``out_png`` (atomically) and return its path."""
-    import os
-    import tempfile
 
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    varying = [c for c in ("seq_len", "batch_size", "model", "gpu")
-               if c in summary.columns and summary[c].nunique() > 1]
-    group = varying[0] if varying else None
+
+def _save(fig, out: Path) -> Path:
+    plt = _pyplot()
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def panel_key(summary: pd.DataFrame) -> str | None:
+    """The swept key other than candidate_tokens that figures split by (if any)."""
+    for c in ("seq_len", "batch_size", "model", "gpu", "alpha"):
+        if c in summary.columns and summary[c].nunique() > 1:
+            return c
+    return None
+
+
+def _title(summary: pd.DataFrame) -> str:
+    first = summary.iloc[0]
+    return f"{first['model']} on {first['gpu']}, {first['method']}"
+
+
+def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
+                          reference: pd.DataFrame | None = None) -> Path:
+    plt = _pyplot()
+    group = panel_key(summary)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     groups = summary.groupby(group) if group else [(None, summary)]
-    for i, (value, rows) in enumerate(groups):
+    for value, rows in groups:
         rows = rows.sort_values("candidate_tokens")
         label = f"{group} = {value}" if group else "speedup"
         line, = ax.plot(rows["candidate_tokens"], rows["speedup"], marker="o", ms=3, label=label)
@@ -37,22 +82,90 @@ def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path, reference:
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("candidate tokens per sequence (verify width)")
     ax.set_ylabel("speedup over autoregressive decoding (x)")
-    first = summary.iloc[0]
-    ax.set_title(f"{first['model']} on {first['gpu']}, batch {first['batch_size']}"
+    batch = summary["batch_size"].iloc[0] if summary["batch_size"].nunique() == 1 else "swept"
+    ax.set_title(f"{_title(summary)}, batch {batch}"
                  + ("  (dotted: reference figure)" if reference is not None else ""), fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.text(0.01, 0.01, "lines: full-batch decode throughput ratio; bands: per-request p05-p95",
              fontsize=7, color="grey")
     fig.tight_layout()
-    out = Path(out_png)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return _save(fig, Path(out_png))
+
+
+def _panels(n: int):
+    plt = _pyplot()
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows + 0.6), dpi=110,
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def verify_breakdown(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | Path) -> Path:
+    """Stacked operator times per speculative iteration, in autoregressive steps."""
+    group = panel_key(summary)
+    full = summary.set_index("point_id")["batch_size"]
+    steps = steps[steps["replication"] == 0] if "replication" in steps.columns else steps
+    steps = steps[steps["batch_size"] == steps["point_id"].map(full)]
+    base = (steps[(steps.arm == "baseline") & (steps.stage == "decode")]
+            .groupby("point_id")["duration_s"].mean())
+    spec = steps[(steps.arm == "spec") & (steps.stage != "prefill")]
+    iterations = spec[spec.stage != "draft"].groupby("point_id").size()
+    op_cols = [c for cols in OP_GROUPS.values() for c in cols]
+    per_iteration = spec.groupby("point_id")[op_cols].sum().div(iterations, axis=0).div(base, axis=0)
+    values = [None] if group is None else sorted(summary[group].unique())
+    fig, axes = _panels(len(values))
+    for ax, value in zip(axes, values):
+        rows = summary if value is None else summary[summary[group] == value]
+        rows = rows.sort_values("candidate_tokens")
+        x = list(range(len(rows)))
+        bottom = [0.0] * len(rows)
+        for label, cols in OP_GROUPS.items():
+            heights = per_iteration.loc[rows["point_id"], cols].sum(axis=1).tolist()
+            ax.bar(x, heights, bottom=bottom, label=label, width=0.75)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.set_ylim(0, max(bottom) * 1.08)
+        ax.set_xticks(x, [str(n) for n in rows["candidate_tokens"]], fontsize=7)
+        ax.set_xlabel("candidate tokens", fontsize=8)
+        ax.set_ylabel("iteration time / autoregressive step", fontsize=8)
+        ax.set_title(f"{group} = {value}" if group else "", fontsize=9)
+        twin = ax.twinx()
+        twin.plot(x, rows["acceptance_rate"], color="black", marker="o", ms=3, label="acceptance rate")
+        twin.plot(x, rows["speedup"], color="crimson", marker="s", ms=3, label="speedup")
+        twin.set_ylabel("tokens per step / speedup (x)", fontsize=8)
+        twin.set_ylim(0, max(rows["acceptance_rate"].max(), rows["speedup"].max()) * 1.15)
+    handles, labels = axes[0].get_legend_handles_labels()
+    twin_handles, twin_labels = twin.get_legend_handles_labels()
+    fig.legend(handles + twin_handles, labels + twin_labels, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle(f"{_title(summary)}: one speculative iteration, by operator", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    return _save(fig, Path(out_png))
+
+
+def request_speedup(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str | Path) -> Path:
+    """Box plots of per-request paired speedup (baseline / spec decode time)."""
+    group = panel_key(summary)
+    decode = requests.assign(decode_s=requests["finish_s"] - requests["first_token_s"])
+    keys = ["point_id", "request_id"] + (["replication"] if "replication" in decode.columns else [])
+    paired = decode.pivot_table(index=keys, columns="arm", values="decode_s").reset_index()
+    paired["speedup"] = paired["baseline"] / paired["spec"]
+    values = [None] if group is None else sorted(summary[group].unique())
+    fig, axes = _panels(len(values))
+    for ax, value in zip(axes, values):
+        rows = summary if value is None else summary[summary[group] == value]
+        rows = rows.sort_values("candidate_tokens")
+        data = [paired.loc[paired.point_id == pid, "speedup"].dropna() for pid in rows["point_id"]]
+        ax.boxplot(data, tick_labels=[str(n) for n in rows["candidate_tokens"]], showfliers=False)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel("candidate tokens", fontsize=8)
+        ax.set_ylabel("per-request speedup (x)", fontsize=8)
+        ax.set_title(f"{group} = {value}" if group else "", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{_title(summary)}: per-request speedup (box: quartiles, whiskers: 1.5 IQR)",
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))

@@ -173,8 +173,9 @@ def test_plot_writes_a_png_and_explains_what_it_needs(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out)]) == 0
     assert main(["plot", str(out), "--reference"]) == 0
-    png = (out / "speedup_vs_candidates.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for name in ("speedup_vs_candidates", "verify_breakdown", "request_speedup"):
+        png = (out / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert "no such file" in capsys.readouterr().err
 
