@@ -32,7 +32,8 @@ ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size",
 WORKLOAD_KEYS = ("arrival", "num_requests", "seq_len", "output_len")
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
                    "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "model", "tree",
-                   "gamma", "alpha", "batch_size", "num_requests", "output_len")
+                   "tree_paths", "gamma", "alpha", "alpha_per_position", "batch_size",
+                   "num_requests", "output_len")
 
 
 def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
@@ -64,15 +65,21 @@ def build_speculator(point: Point):
         gpu = get_gpu(point["gpu"])
         draft = CostModel(gpu, get_model(point["draft_model"]),
                           gpu.profile.with_overrides(**point.profile_overrides), point["dtype_bytes"])
-        return DraftModelSpeculation(draft, point["gamma"], point["alpha"])
+        return DraftModelSpeculation(draft, point["gamma"], point["alpha"],
+                                     tuple(point["alpha_per_position"]))
     n = point["candidate_tokens"]
     max_accepted = point["max_accepted"] or default_max_accepted(n, point["num_heads"])
     if point["acceptance"] == "fixed":
         acceptance = FixedAcceptance(point["accepted_tokens"])
     elif point["acceptance"] == "tree":
         probs = head_rank_probabilities(point["head_accuracy"] or point["model"])
-        tree = (published_tree(point["tree"])[: n - 1] if point["tree"]
-                else greedy_tree(probs, n))
+        if point["tree_paths"]:
+            tree = [tuple(p) for p in point["tree_paths"]]
+            n = len(tree) + 1
+        elif point["tree"]:
+            tree = published_tree(point["tree"])[: n - 1]
+        else:
+            tree = greedy_tree(probs, n)
         acceptance = TreeAcceptance(tuple(tree), probs)
     else:
         mean = interpolate_curve(acceptance_curve(point["acceptance_curve"]), n)

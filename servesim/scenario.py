@@ -39,11 +39,32 @@ class Key:
     doc: str
     choices: Callable[[], list[str]] | tuple[str, ...] | None = None
     minimum: float | None = None
+    check: Callable[[Any], str | None] | None = None
+    """Extra rule for structured values: returns a message if the value is bad."""
 
     def allowed(self) -> list[str] | None:
         if self.choices is None:
             return None
         return list(self.choices()) if callable(self.choices) else list(self.choices)
+
+
+def _tree_paths_problem(value: list) -> str | None:
+    for path in value:
+        if (not isinstance(path, list) or not path
+                or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in path)):
+            return f"expected a list of paths, each a non-empty list of ranks >= 0, got {path!r}"
+    seen = {tuple(p) for p in value}
+    for path in value:
+        if len(path) > 1 and tuple(path[:-1]) not in seen:
+            return f"path {path} has no parent {path[:-1]} in the list (a tree is prefix-closed)"
+    return None
+
+
+def _probabilities_problem(value: list) -> str | None:
+    for a in value:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < 1:
+            return f"expected a list of probabilities in [0, 1), got {a!r}"
+    return None
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -66,9 +87,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "acceptance": Key(str, "curve", "Medusa: `curve` (random tokens per step with the acceptance curve's mean), `tree` (heads' correct ranks drawn from `head_accuracy`, walked down the tree) or `fixed` (always `accepted_tokens`)", choices=("curve", "tree", "fixed")),
         "head_accuracy": Key(str, "", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,...; empty = the target model's bundled table"),
         "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
+        "tree_paths": Key(list, [], "for `tree`: the tree as a list of paths of ranks, e.g. [[0], [0, 0], [1]] (overrides `tree`; candidate_tokens is then len + 1)", check=_tree_paths_problem),
         "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model's catalog name", choices=model_names),
         "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1),
         "alpha": Key(float, 0.7, "for `draft_model`: probability that each drafted token is accepted, i.i.d.", minimum=0.0),
+        "alpha_per_position": Key(list, [], "for `draft_model`: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (length gamma; overrides alpha)", check=_probabilities_problem),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
         "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1),
         "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0),
@@ -134,7 +157,8 @@ class Scenario:
 
 
 def _type_name(t) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list"}
     return names.get(t, getattr(t, "__name__", str(t)))
 
 
@@ -150,6 +174,10 @@ def check_value(source: str, dotted: str, key: Key, value: Any) -> Any:
     allowed = key.allowed()
     if allowed is not None and value not in allowed:
         raise ScenarioError(source, dotted, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+    if key.check is not None:
+        problem = key.check(value)
+        if problem:
+            raise ScenarioError(source, dotted, problem)
     return value
 
 
@@ -289,6 +317,9 @@ def check_point(source: str, point: Point) -> None:
         if not Path(v["acceptance_curve"]).is_file():
             raise ScenarioError(source, "speculation.acceptance_curve",
                                 f"no such file: {v['acceptance_curve']!r}; use 'medusa-sim' or a CSV path")
+    if v["method"] == "draft_model" and v["alpha_per_position"] and len(v["alpha_per_position"]) != v["gamma"]:
+        raise ScenarioError(source, "speculation.alpha_per_position",
+                            f"has {len(v['alpha_per_position'])} entries, gamma is {v['gamma']}")
     if v["method"] == "draft_model" and not v["alpha"] < 1:
         raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
     if v["method"] == "medusa" and v["acceptance"] == "tree":

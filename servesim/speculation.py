@@ -112,6 +112,27 @@ def interpolate_curve(curve: dict[int, float], candidate_tokens: int) -> float:
     return float(np.interp(candidate_tokens, xs, [curve[x] for x in xs]))
 
 
+@dataclass(frozen=True)
+class ChainAcceptance:
+    """A drafted chain: token i is accepted with probability ``alphas[i]`` given tokens
+    before it were, and the target adds one token of its own. Tokens per step = 1 + the
+    accepted prefix; mean 1 + sum_j prod_{i<=j} alphas[i]."""
+
+    alphas: tuple[float, ...]
+
+    @property
+    def max_tokens(self) -> int:
+        return len(self.alphas) + 1
+
+    @property
+    def mean(self) -> float:
+        return float(1.0 + np.cumprod(self.alphas).sum())
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        accepted = rng.random((n, len(self.alphas))) < np.asarray(self.alphas)
+        return 1 + np.cumprod(accepted, axis=1).sum(axis=1)
+
+
 class NoSpeculation:
     """Plain autoregressive decoding: one token per step, no drafting."""
 
@@ -169,11 +190,15 @@ class DraftModelSpeculation:
     method = "draft_model"
     verify_kind = "chain_verify"
 
-    def __init__(self, draft_cost_model, gamma: int, alpha: float) -> None:
+    def __init__(self, draft_cost_model, gamma: int, alpha: float,
+                 alpha_per_position: tuple[float, ...] = ()) -> None:
         self.draft_cost_model = draft_cost_model
         self.gamma = gamma
         self.tokens_per_step = gamma + 1
-        self.acceptance = TruncatedGeometricAcceptance(alpha, gamma + 1)
+        if alpha_per_position:
+            self.acceptance = ChainAcceptance(tuple(alpha_per_position))
+        else:
+            self.acceptance = TruncatedGeometricAcceptance(alpha, gamma + 1)
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.acceptance.draw(rng, n)

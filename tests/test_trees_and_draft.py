@@ -136,3 +136,39 @@ def test_walltime_improvement_factor_leviathan(alpha, gamma, c):
                  rng=np.random.default_rng(11), recorder=rec, point_id=0, arm=arm)
     time = {arm: sum(r[4] for r in rec.steps if r[1] == arm and r[2] != "prefill") for arm in ("baseline", "spec")}
     assert time["baseline"] / time["spec"] == pytest.approx(expected, rel=0.02)
+
+
+def test_per_position_chain_acceptance():
+    from servesim.speculation import ChainAcceptance
+    chain = ChainAcceptance((0.9, 0.5, 0.2))
+    # 1 + 0.9 + 0.9*0.5 + 0.9*0.5*0.2 = 2.44
+    assert chain.mean == pytest.approx(2.44)
+    draws = chain.draw(np.random.default_rng(5), 200_000)
+    assert draws.mean() == pytest.approx(2.44, rel=0.01)
+    # P(tokens >= 3) = 0.45
+    assert (draws >= 3).mean() == pytest.approx(0.45, abs=0.005)
+
+
+def test_user_tree_and_per_position_alpha_from_a_scenario(tmp_path):
+    import pandas as pd
+    from servesim.cli import main
+    scenario = tmp_path / "t.toml"
+    scenario.write_text(
+        'name = "t"\n[model]\nmodel = "vicuna-7b"\n[speculation]\nmethod = "medusa"\nacceptance = "tree"\n'
+        'tree_paths = [[0], [0, 0], [1]]\n[workload]\nnum_requests = 8\nseq_len = 64\noutput_len = 33\n')
+    out = tmp_path / "out"
+    assert main(["run", str(scenario), "--out", str(out)]) == 0
+    row = pd.read_parquet(out / "summary.parquet").iloc[0]
+    assert row.candidate_tokens == 4
+    # 1 + P(R1=0) + P(R1=0)P(R2=0) + P(R1=1) = 1 + 0.5604 + 0.5604*0.3164 + 0.1113
+    assert row.expected_acceptance_rate == pytest.approx(1 + 0.5604 + 0.5604 * 0.3164 + (0.6717 - 0.5604))
+    bad = tmp_path / "b.toml"
+    bad.write_text('[speculation]\nacceptance = "tree"\ntree_paths = [[0, 1]]\n')
+    assert main(["run", str(bad)]) == 2
+    chain = tmp_path / "c.toml"
+    chain.write_text('name = "c"\n[speculation]\nmethod = "draft_model"\ngamma = 2\n'
+                     'alpha_per_position = [0.8, 0.5]\n[workload]\nnum_requests = 4\nseq_len = 64\noutput_len = 17\n')
+    assert main(["run", str(chain), "--out", str(tmp_path / "c")]) == 0
+    row = pd.read_parquet(tmp_path / "c" / "summary.parquet").iloc[0]
+    assert row.expected_acceptance_rate == pytest.approx(1 + 0.8 + 0.4)
+    assert main(["run", str(chain), "--set", "gamma=3"]) == 2
