@@ -154,6 +154,38 @@ def cmd_validate(args) -> int:
     return 0 if passed else 1
 
 
+def cmd_tree(args) -> int:
+    from servesim.trees import (BUNDLED_ACCURACY, TreeAcceptance, bundled_tree_names,
+                                greedy_tree, head_rank_probabilities, published_tree)
+
+    if args.heads not in BUNDLED_ACCURACY and not Path(args.heads).is_file():
+        raise UsageError(f"--heads: {args.heads!r} is neither a bundled table "
+                         f"({', '.join(BUNDLED_ACCURACY)}) nor a CSV file")
+    try:
+        probs = head_rank_probabilities(args.heads)
+    except (ValueError, KeyError) as e:
+        raise UsageError(f"--heads {args.heads}: {e}") from None
+    rows = []
+    if args.tree:
+        if args.tree not in bundled_tree_names():
+            raise UsageError(f"--tree: unknown tree {args.tree!r}; allowed: {', '.join(bundled_tree_names())}")
+        tree = published_tree(args.tree)
+        sizes = args.candidate_tokens or [len(tree) + 1]
+        for n in sizes:
+            model = TreeAcceptance(tuple(tree[: n - 1]), probs)
+            rows.append({"tree": args.tree, "candidate_tokens": n, "depth": model.depth,
+                         "expected_tokens_per_step": model.mean})
+    else:
+        for n in args.candidate_tokens or [4, 8, 16, 32, 64, 128]:
+            model = TreeAcceptance(tuple(greedy_tree(probs, n)), probs)
+            rows.append({"tree": "greedy", "candidate_tokens": n, "depth": model.depth,
+                         "expected_tokens_per_step": model.mean})
+    print(f"expected tokens per verify step with {args.heads} head accuracies "
+          "(closed form: 1 + sum of path probabilities)")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def cmd_list(args) -> int:
     print("GPUs")
     rows = []
@@ -269,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--reference", action="store_true",
                       help="overlay the Medusa reference figure (dotted)")
     plot.set_defaults(func=cmd_plot)
+
+    tree = sub.add_parser("tree", help="expected acceptance of Medusa trees from head accuracies")
+    tree.add_argument("--heads", default="vicuna-7b", help="bundled head accuracies or a CSV")
+    tree.add_argument("--tree", help="a bundled tree (e.g. mc_sim_7b_63); default: greedy trees")
+    tree.add_argument("--candidate-tokens", type=_int_list, help="tree sizes, root included (list allowed)")
+    tree.set_defaults(func=cmd_tree)
 
     lst = sub.add_parser("list", help="print the GPU and model catalogs")
     lst.set_defaults(func=cmd_list)

@@ -172,3 +172,11 @@ def test_user_tree_and_per_position_alpha_from_a_scenario(tmp_path):
     row = pd.read_parquet(tmp_path / "c" / "summary.parquet").iloc[0]
     assert row.expected_acceptance_rate == pytest.approx(1 + 0.8 + 0.4)
     assert main(["run", str(chain), "--set", "gamma=3"]) == 2
+
+
+def test_tree_command_prints_expected_acceptance(capsys):
+    from servesim.cli import main
+    assert main(["tree", "--tree", "mc_sim_7b_63", "--candidate-tokens", "2,64"]) == 0
+    text = capsys.readouterr().out
+    assert "1.5604" in text  # one node [0]: 1 + top-1 accuracy of head 0
+    assert main(["tree", "--heads", "nope"]) == 2
