@@ -208,6 +208,36 @@ class CostModel:
         self._cache[key] = cost
         return cost
 
+    def prefill_cost(self, prompt_lens: tuple[int, ...]) -> StepCost:
+        """One prefill step of sequences with these prompt lengths, without padding
+        (variable-length kernels): GEMMs over all prompt tokens, causal fused attention
+        within each prompt, logits for each sequence's last token."""
+        key = ("prefill", prompt_lens)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if len(set(prompt_lens)) == 1:
+            cached = self.step_cost(len(prompt_lens), prompt_lens[0], 0, "prefill")
+        else:
+            m, dt = self.model, self.dtype_bytes
+            tokens = sum(prompt_lens)
+            pairs = sum(n * (n + 1) / 2 for n in prompt_lens)
+            flops = 2.0 * m.heads * pairs * m.head_dim
+            hbm = tokens * m.kv_dim * dt + tokens * m.hidden * dt
+            qk = self._op("attn_qk", flops, hbm, self._flops, repeat=m.layers)
+            pv = self._op("attn_pv", flops, hbm, self._flops, repeat=m.layers)
+            ops = (
+                self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers), qk, pv,
+                self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers),
+                self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
+                self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers),
+                self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
+                self.gemm("lm_head", len(prompt_lens), m.hidden, m.vocab),
+            )
+            cached = StepCost(ops, sum(op.time_s for op in ops))
+        self._cache[key] = cached
+        return cached
+
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
         """The Medusa heads: per head one residual block (hidden x hidden) and a
         vocabulary projection (hidden x vocab), on one hidden state per sequence (the

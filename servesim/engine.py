@@ -1,31 +1,70 @@
-"""The SimPy engine: requests queue, are batched, and hold the GPU stage by stage.
+"""The SimPy engine: requests arrive, queue, are batched, and hold the GPU stage by stage.
 
-This is the only module that imports SimPy and it does no cost arithmetic: step times
-come from a cost model (``step_cost`` / ``medusa_heads_cost``), token counts from a
-speculator. Processes:
+This is the only module that imports SimPy, and it does no cost arithmetic: step times
+come from a cost model (``prefill_cost``, ``step_cost``), drafting costs and token counts
+from a speculator.
 
-* ``source`` puts each request into the queue at its arrival time;
-* ``batcher`` takes ``batch_size`` requests from the queue (fewer when no more will
-  come) and runs the batch to completion (static batching);
-* a batch holds the GPU (a SimPy resource of capacity 1) for each stage: one prefill
-  step for the whole batch (prompts padded to the longest), then iterations of
-  ``draft`` (if the speculator has a drafting cost) and ``verify`` (or plain
-  ``decode``) steps. Prefill yields each request's first output token; each later
-  step yields 1 token (decode) or a drawn number of accepted tokens (verify), of which
-  those past the request's output length are dropped. A request leaves the batch when
-  it has all its tokens; the batch ends when the last one has.
+Processes
+* a source puts requests into the waiting queue at their arrival times (open arrivals),
+  or ``clients`` client processes each send a request, wait for its last token, think
+  and send the next (closed loop);
+* one scheduler decides what the GPU (a SimPy resource of capacity 1) does next:
 
-Contexts grow by the tokens each request keeps.
+  ``static``      takes up to ``batch_size`` waiting requests (FCFS, as many as fit in
+                  the KV cache) once the batch is full, or once its oldest request has
+                  waited ``max_wait_s``, or when no more requests can come; runs one
+                  prefill step for the batch, then iterations until every request of
+                  the batch has finished (finished requests leave; the batch shrinks).
+  ``continuous``  iteration-level scheduling: before every iteration, admits waiting
+                  requests (FCFS, as many as fit) up to ``batch_size`` running; runs
+                  their prefill as its own step first (prefill-first policy), then one
+                  iteration for all running requests.
+
+  An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
+  ``verify`` (or plain ``decode``) stage. Prefill yields each request's first token; a
+  verify step yields the drawn number of accepted tokens, of which those past the
+  request's output length are dropped. Contexts grow by the tokens kept.
+
+KV cache: a request reserves prompt + output + (verify width - 1) tokens of KV cache
+when admitted (the lookahead of a speculative step) and frees them when it finishes; a
+request that could never fit is rejected on arrival. ``max_sim_time_s`` bounds a run;
+requests not finished by then are reported as ``unfinished``.
+
+Waiting is split in two: ``slot_wait_s`` from arrival until the request is among those
+that the next scheduling decision would admit (a free batch slot and KV space), and
+``gpu_wait_s`` from then until its prefill starts (the GPU finishing its current step or
+batch, or a static batch filling up).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
-from servesim.workload import Request
+from servesim.workload import Request, Workload
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How the server batches and what memory it has.
+
+    batching: ``"static"`` or ``"continuous"``.
+    batch_size: requests per static batch, or most running requests (continuous).
+    max_wait_s: static batching: start a partial batch once its oldest request waited
+        this long (seconds; inf = only when no more requests can come).
+    kv_capacity_tokens: KV-cache capacity in tokens (inf = unlimited).
+    max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
+    """
+
+    batching: str = "static"
+    batch_size: int = 4
+    max_wait_s: float = math.inf
+    kv_capacity_tokens: float = math.inf
+    max_sim_time_s: float = math.inf
 
 
 @dataclass
@@ -36,106 +75,304 @@ class Recorder:
     requests: list[tuple] = field(default_factory=list)
     accepted_counts: dict[str, list[int]] = field(default_factory=dict)
     """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
+    arm_stats: dict[str, dict] = field(default_factory=dict)
+    """Per arm: time integrals and counters of the run (see ``Server.stats``)."""
 
     STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
                    "tokens_per_seq", "context_tokens", "tokens_generated", "cost")
     REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                       "first_token_s", "finish_s", "prompt_len", "output_len",
-                      "verify_steps", "accepted_tokens", "queue_delay_s")
+                      "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
+                      "gpu_wait_s", "status")
 
 
 class _Sequence:
-    """A request's running state inside a batch."""
+    """A request's state from arrival to finish."""
 
-    __slots__ = ("request", "context", "generated", "steps", "accepted", "first_token_s")
+    __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "context", "generated",
+                 "steps", "accepted", "first_token_s", "kv_tokens", "done")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
+        self.arrival_s = arrival_s
+        self.eligible_s = math.nan
+        self.start_s = math.nan
         self.context = request.prompt_len
         self.generated = 0
         self.steps = 0
         self.accepted = 0
-        self.first_token_s = float("nan")
+        self.first_token_s = math.nan
+        self.kv_tokens = kv_tokens
+        self.done = done
 
 
-def simulate(requests: list[Request], *, batch_size: int, cost_model, speculator,
-             rng: np.random.Generator, recorder: Recorder, point_id: int, arm: str) -> float:
-    """Run one arm of one point to completion; return the simulated end time (s)."""
-    env = simpy.Environment()
-    gpu = simpy.Resource(env, capacity=1)
-    queue = simpy.Store(env)
+class Server:
+    """One arm of one point: a SimPy environment with its source and scheduler."""
 
-    def run_stage(stage: str, cost, batch: int, tokens_per_seq: int, context_tokens: int,
-                  tokens_generated: int):
-        with gpu.request() as grant:
+    def __init__(self, workload: Workload, config: ServingConfig, cost_model, speculator,
+                 rng: np.random.Generator, recorder: Recorder, point_id: int, arm: str) -> None:
+        self.env = simpy.Environment()
+        self.gpu = simpy.Resource(self.env, capacity=1)
+        self.workload, self.config = workload, config
+        self.cost_model, self.speculator, self.rng = cost_model, speculator, rng
+        self.recorder, self.point_id, self.arm = recorder, point_id, arm
+        self.lookahead = speculator.tokens_per_step - 1
+        self.waiting: deque[_Sequence] = deque()
+        self.running: list[_Sequence] = []
+        self.wake = None
+        self.kv_used = 0
+        self.arrived = 0
+        self.thinking = workload.clients  # clients that will send another request
+        self._pending = iter(workload.requests)
+        self.counts = recorder.accepted_counts.setdefault(arm, [])
+        self.stats = {"in_system_area": 0.0, "kv_area": 0.0, "kv_peak_tokens": 0,
+                      "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
+                      "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
+        self._in_system = 0
+        self._last_t = 0.0
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Accumulate the time integrals of requests in system and KV occupancy."""
+        dt = self.env.now - self._last_t
+        if dt:
+            self.stats["in_system_area"] += self._in_system * dt
+            self.stats["kv_area"] += self.kv_used * dt
+            self._last_t = self.env.now
+
+    def _signal(self) -> None:
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+
+    def _wait(self, timeout_s: float | None = None):
+        self.wake = self.env.event()
+        if timeout_s is None:
+            return self.wake
+        return self.wake | self.env.timeout(timeout_s)
+
+    def expecting_arrivals(self) -> bool:
+        if self.workload.clients:
+            return self.thinking > 0
+        return self.arrived < len(self.workload.requests)
+
+    def _mark_eligible(self) -> None:
+        """Stamp ``eligible_s`` on the waiting requests the next decision would admit."""
+        c = self.config
+        if c.batching == "static":
+            slots, kv_free = c.batch_size, c.kv_capacity_tokens
+        else:
+            slots, kv_free = c.batch_size - len(self.running), c.kv_capacity_tokens - self.kv_used
+        for s in self.waiting:
+            if slots <= 0 or s.kv_tokens > kv_free:
+                break
+            if math.isnan(s.eligible_s):
+                s.eligible_s = self.env.now
+            slots -= 1
+            kv_free -= s.kv_tokens
+
+    def _record(self, s: _Sequence, status: str) -> None:
+        r = s.request
+        queue = s.start_s - s.arrival_s
+        eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
+        finish = self.env.now if status == "finished" else math.nan
+        self.recorder.requests.append((
+            self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
+            finish, r.prompt_len, r.output_len, s.steps, s.accepted, queue,
+            eligible - s.arrival_s, s.start_s - eligible, status))
+
+    # -- arrivals ---------------------------------------------------------------------
+
+    def arrive(self, request: Request) -> _Sequence:
+        self._advance()
+        s = _Sequence(request, self.env.now, request.prompt_len + request.output_len + self.lookahead,
+                      self.env.event())
+        self.arrived += 1
+        if math.isnan(self.stats["first_arrival_s"]):
+            self.stats["first_arrival_s"] = self.env.now
+        self.stats["last_arrival_s"] = self.env.now
+        if s.kv_tokens > self.config.kv_capacity_tokens:
+            self._record(s, "rejected")
+            s.done.succeed()
+        else:
+            self._in_system += 1
+            self.waiting.append(s)
+            self._mark_eligible()
+        if not self.expecting_arrivals():
+            self.stats["waiting_at_last_arrival"] = len(self.waiting)
+        self._signal()
+        return s
+
+    def source(self):
+        for r in self.workload.requests:
+            if r.arrival_s > self.env.now:
+                yield self.env.timeout(r.arrival_s - self.env.now)
+            self.arrive(r)
+
+    def client(self):
+        while True:
+            r = next(self._pending, None)
+            self.thinking -= 1
+            if r is None:
+                self._signal()
+                return
+            s = self.arrive(r)
+            yield s.done
+            self.thinking += 1
+            if r.think_time_s > 0:
+                yield self.env.timeout(r.think_time_s)
+
+    # -- GPU stages -------------------------------------------------------------------
+
+    def _stage(self, stage: str, cost, batch: int, tokens_per_seq: int, context_tokens: int,
+               tokens_generated: int):
+        with self.gpu.request() as grant:
             yield grant
-            recorder.steps.append((point_id, arm, stage, env.now, cost.time_s, batch,
-                                   tokens_per_seq, context_tokens, tokens_generated, cost))
-            yield env.timeout(cost.time_s)
+            self.recorder.steps.append((self.point_id, self.arm, stage, self.env.now, cost.time_s,
+                                        batch, tokens_per_seq, context_tokens, tokens_generated, cost))
+            yield self.env.timeout(cost.time_s)
 
-    def run_batch(batch: list[Request]):
-        start_s = env.now
-        seqs = [_Sequence(r) for r in batch]
-        prompt = max(r.prompt_len for r in batch)
-        cost = cost_model.step_cost(len(seqs), prompt, 0, "prefill")
-        yield from run_stage("prefill", cost, len(seqs), prompt, 0, len(seqs))
+    def _take(self, limit: int) -> list[_Sequence]:
+        """Admit up to ``limit`` waiting requests, FCFS, as long as their KV fits."""
+        batch = []
+        while self.waiting and len(batch) < limit:
+            s = self.waiting[0]
+            if self.kv_used + s.kv_tokens > self.config.kv_capacity_tokens:
+                break
+            self.waiting.popleft()
+            self._advance()
+            self.kv_used += s.kv_tokens
+            self.stats["kv_peak_tokens"] = max(self.stats["kv_peak_tokens"], self.kv_used)
+            if math.isnan(s.eligible_s):
+                s.eligible_s = self.env.now
+            s.start_s = self.env.now
+            batch.append(s)
+        return batch
+
+    def _finish(self, s: _Sequence) -> None:
+        self._advance()
+        self.kv_used -= s.kv_tokens
+        self._in_system -= 1
+        self._record(s, "finished")
+        s.done.succeed()
+
+    def _prefill(self, seqs: list[_Sequence]):
+        cost = self.cost_model.prefill_cost(tuple(s.request.prompt_len for s in seqs))
+        yield from self._stage("prefill", cost, len(seqs), max(s.request.prompt_len for s in seqs),
+                               0, len(seqs))
+        still = []
         for s in seqs:
             s.generated = 1
-            s.first_token_s = env.now
-        active = [s for s in seqs if s.generated < s.request.output_len]
-        finish(seqs, active, start_s)
-        n = speculator.tokens_per_step
-        stage = "decode" if n == 1 else "verify"
-        counts = recorder.accepted_counts.setdefault(arm, [])
-        while active:
-            b = len(active)
-            context = sum(s.context for s in active)
-            draft = speculator.draft_cost(cost_model, b, context)
-            if draft is not None:
-                yield from run_stage("draft", draft, b, 1, context, 0)
-            # The outcome is drawn before the step runs; nothing depends on it until after.
-            drawn = speculator.draw_accepted(rng, b).tolist()
-            kept = [min(a, s.request.output_len - s.generated) for s, a in zip(active, drawn)]
-            cost = cost_model.step_cost(b, n, context, speculator.verify_kind)
-            yield from run_stage(stage, cost, b, n, context, sum(kept))
-            for s, a, k in zip(active, drawn, kept):
-                if a >= len(counts):
-                    counts.extend([0] * (a + 1 - len(counts)))
-                counts[a] += 1
-                s.generated += k
-                s.context += k
-                s.steps += 1
-                s.accepted += a
-            still = [s for s in active if s.generated < s.request.output_len]
-            finish(active, still, start_s)
-            active = still
+            s.first_token_s = self.env.now
+            if s.generated < s.request.output_len:
+                still.append(s)
+            else:
+                self._finish(s)
+        return still
 
-    def finish(before: list[_Sequence], after: list[_Sequence], start_s: float) -> None:
-        done = set(map(id, before)) - set(map(id, after))
-        for s in before:
-            if id(s) in done:
-                r = s.request
-                recorder.requests.append((point_id, arm, r.request_id, r.arrival_s, start_s,
-                                          s.first_token_s, env.now, r.prompt_len,
-                                          r.output_len, s.steps, s.accepted,
-                                          start_s - r.arrival_s))
+    def _iteration(self, active: list[_Sequence]):
+        """One draft + verify (or decode) iteration; returns the requests not finished."""
+        b = len(active)
+        context = sum(s.context for s in active)
+        spec = self.speculator
+        draft = spec.draft_cost(self.cost_model, b, context)
+        if draft is not None:
+            yield from self._stage("draft", draft, b, 1, context, 0)
+        # The outcome is drawn before the step runs; nothing depends on it until after.
+        drawn = spec.draw_accepted(self.rng, b).tolist()
+        kept = [min(a, s.request.output_len - s.generated) for s, a in zip(active, drawn)]
+        n = spec.tokens_per_step
+        cost = self.cost_model.step_cost(b, n, context, spec.verify_kind)
+        yield from self._stage("decode" if n == 1 else "verify", cost, b, n, context, sum(kept))
+        still = []
+        counts = self.counts
+        for s, a, k in zip(active, drawn, kept):
+            if a >= len(counts):
+                counts.extend([0] * (a + 1 - len(counts)))
+            counts[a] += 1
+            s.generated += k
+            s.context += k
+            s.steps += 1
+            s.accepted += a
+            if s.generated < s.request.output_len:
+                still.append(s)
+            else:
+                self._finish(s)
+        return still
 
-    def source():
-        for r in sorted(requests, key=lambda r: (r.arrival_s, r.request_id)):
-            if r.arrival_s > env.now:
-                yield env.timeout(r.arrival_s - env.now)
-            queue.put(r)
+    # -- schedulers -------------------------------------------------------------------
 
-    def batcher():
-        remaining = len(requests)
-        while remaining:
-            batch = []
-            for _ in range(min(batch_size, remaining)):
-                batch.append((yield queue.get()))
-            remaining -= len(batch)
-            yield from run_batch(batch)
+    def static_scheduler(self):
+        c = self.config
+        while True:
+            if not self.waiting:
+                if not self.expecting_arrivals():
+                    return
+                yield self._wait()
+                continue
+            if len(self.waiting) < c.batch_size and self.expecting_arrivals():
+                deadline = self.waiting[0].arrival_s + c.max_wait_s
+                if self.env.now < deadline:
+                    yield self._wait(None if math.isinf(deadline) else deadline - self.env.now)
+                    continue
+            batch = self._take(c.batch_size)
+            self.running = batch
+            active = yield from self._prefill(batch)
+            while active:
+                self.running = active
+                active = yield from self._iteration(active)
+            self.running = []
+            self._mark_eligible()
 
-    env.process(source())
-    env.process(batcher())
-    env.run()
-    return env.now
+    def continuous_scheduler(self):
+        c = self.config
+        while True:
+            new = self._take(c.batch_size - len(self.running))
+            if new:
+                self.running.extend(new)
+                prefilled = yield from self._prefill(new)
+                self.running = [s for s in self.running if s not in new] + prefilled
+                self._mark_eligible()
+            if self.running:
+                self.running = yield from self._iteration(self.running)
+                self._mark_eligible()
+                continue
+            if not new:
+                if not self.waiting and not self.expecting_arrivals():
+                    return
+                yield self._wait()
+
+    def run(self) -> float:
+        env = self.env
+        if self.workload.clients:
+            for _ in range(self.workload.clients):
+                env.process(self.client())
+        else:
+            env.process(self.source())
+        scheduler = self.static_scheduler if self.config.batching == "static" else self.continuous_scheduler
+        env.process(scheduler())
+        if math.isinf(self.config.max_sim_time_s):
+            env.run()
+        else:
+            env.run(until=self.config.max_sim_time_s)
+        self._advance()
+        unfinished = list(self.waiting) + [s for s in self.running if s.done is not None and not s.done.triggered]
+        for s in unfinished:
+            self._record(s, "unfinished")
+        self.stats.update(end_s=env.now, unfinished=len(unfinished),
+                          not_arrived=len(self.workload.requests) - self.arrived)
+        self.recorder.arm_stats[self.arm] = self.stats
+        return env.now
+
+
+def simulate(workload: Workload | list[Request], *, cost_model, speculator,
+             rng: np.random.Generator, recorder: Recorder, point_id: int, arm: str,
+             config: ServingConfig | None = None, batch_size: int | None = None) -> float:
+    """Run one arm of one point; return the simulated end time (s)."""
+    if not isinstance(workload, Workload):
+        workload = Workload(tuple(workload))
+    config = config or ServingConfig()
+    if batch_size is not None:
+        config = ServingConfig(config.batching, batch_size, config.max_wait_s,
+                               config.kv_capacity_tokens, config.max_sim_time_s)
+    return Server(workload, config, cost_model, speculator, rng, recorder, point_id, arm).run()

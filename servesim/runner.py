@@ -17,19 +17,20 @@ from servesim.costmodel import CostModel
 from servesim.engine import Recorder, simulate
 from servesim.hardware import get_gpu
 from servesim.models import get_model
-from servesim.scenario import Point, Scenario
+from servesim.engine import ServingConfig
+from servesim.scenario import SCHEMA, Point, Scenario
 from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
                                   default_max_accepted, interpolate_curve)
 from servesim.trees import TreeAcceptance, greedy_tree, head_rank_probabilities, published_tree
-from servesim.workload import closed_workload
+from servesim.workload import build_workload
 
 ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len")
 """Parameters every summary row carries, swept or not (the output contract)."""
 
 
-WORKLOAD_KEYS = ("arrival", "num_requests", "seq_len", "output_len")
+WORKLOAD_KEYS = tuple(SCHEMA["workload"])
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
                    "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "model", "tree",
                    "tree_paths", "gamma", "alpha", "alpha_per_position", "batch_size",
@@ -99,14 +100,39 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
                     speculator) -> Recorder:
     """Both arms of one replication of a point, on common random numbers."""
     accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS, replication)
-    workload_rng = np.random.default_rng(stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication))
-    requests = closed_workload(point["num_requests"], point["seq_len"], point["output_len"], workload_rng)
+    workload = build_workload(point.values, stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication))
+    config = serving_config(point, cost_model, speculator)
     recorder = Recorder()
     for arm, spec in (("baseline", NoSpeculation()), ("spec", speculator)):
-        simulate(requests, batch_size=point["batch_size"], cost_model=cost_model,
-                 speculator=spec, rng=np.random.default_rng(accept_seq),
-                 recorder=recorder, point_id=point.point_id, arm=arm)
+        simulate(workload, config=config, cost_model=cost_model, speculator=spec,
+                 rng=np.random.default_rng(accept_seq), recorder=recorder,
+                 point_id=point.point_id, arm=arm)
     return recorder
+
+
+def weights_bytes(point: Point, cost_model, speculator) -> float:
+    """Bytes of all weights on the GPU: target, Medusa heads or draft model."""
+    m = cost_model.model
+    total = m.params
+    if point["method"] == "medusa":
+        total += point["num_heads"] * (m.hidden * m.hidden + m.hidden * m.vocab)
+    elif point["method"] == "draft_model":
+        total += speculator.draft_cost_model.model.params
+    return total * point["dtype_bytes"]
+
+
+def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
+    """KV-cache tokens: the scenario's value, or (memory x utilisation - weights) / KV
+    bytes per token (both arms get the spec arm's weights, so they share one capacity)."""
+    if point["kv_capacity_tokens"]:
+        return point["kv_capacity_tokens"]
+    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point, cost_model, speculator)
+    return max(0, int(free // cost_model.model.kv_bytes_per_token(point["dtype_bytes"])))
+
+
+def serving_config(point: Point, cost_model, speculator) -> ServingConfig:
+    return ServingConfig(point["batching"], point["batch_size"], point["max_wait_s"],
+                         kv_capacity_tokens(point, cost_model, speculator), point["max_sim_time_s"])
 
 
 def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_model=None,

@@ -12,6 +12,7 @@ Bad input raises :class:`ScenarioError` naming the file, the key and what is all
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,14 +100,37 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "include_head_cost": Key(bool, True, "charge the Medusa heads' compute as a `draft` stage"),
     },
     "workload": {
-        "arrival": Key(str, "closed", "`closed`: all requests wait at time 0", choices=("closed",)),
-        "num_requests": Key(int, 32, "requests per arm", minimum=1),
-        "seq_len": Key(int, 512, "prompt length in tokens (the context when decoding starts)", minimum=1),
-        "output_len": Key(int, 64, "output tokens per request, the first one from prefill", minimum=1),
+        "arrival": Key(str, "closed", "`closed` (all wait at time 0), `closed_loop` (`clients` clients with think time), `poisson`, `gamma` (bursty, `cv`) or `trace` (`trace_file`)", choices=("closed", "closed_loop", "poisson", "gamma", "trace")),
+        "num_requests": Key(int, 32, "requests per arm (not for `trace`)", minimum=1),
+        "rate_per_s": Key(float, 1.0, "mean arrival rate, requests per second (`poisson`, `gamma`)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
+        "cv": Key(float, 1.0, "coefficient of variation of inter-arrival times (`gamma`; 1 = Poisson)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
+        "clients": Key(int, 4, "concurrent clients (`closed_loop`)", minimum=1),
+        "think_time_s": Key(float, 0.0, "mean think time between a client's requests, exponential (`closed_loop`)", minimum=0.0),
+        "trace_file": Key(str, "", "CSV or Parquet with columns arrival_s, prompt_len, output_len (`trace`)"),
+        "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
+        "prompt_dist": Key(str, "fixed", "prompt lengths: `fixed`, `uniform`, `lognormal`, `geometric` or `empirical`", choices=("fixed", "uniform", "lognormal", "geometric", "empirical")),
+        "prompt_min": Key(int, 1, "smallest prompt (`uniform`)", minimum=1),
+        "prompt_max": Key(int, 1024, "largest prompt (`uniform`)", minimum=1),
+        "prompt_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
+        "prompt_file": Key(str, "", "CSV/Parquet file to resample prompt lengths from (`empirical`)"),
+        "prompt_column": Key(str, "prompt_len", "its column (`empirical`)"),
+        "output_len": Key(int, 64, "output tokens, the first one from prefill: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
+        "output_dist": Key(str, "fixed", "output lengths: `fixed`, `uniform`, `lognormal`, `geometric` or `empirical`", choices=("fixed", "uniform", "lognormal", "geometric", "empirical")),
+        "output_min": Key(int, 1, "smallest output (`uniform`)", minimum=1),
+        "output_max": Key(int, 256, "largest output (`uniform`)", minimum=1),
+        "output_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
+        "output_file": Key(str, "", "CSV/Parquet file to resample output lengths from (`empirical`)"),
+        "output_column": Key(str, "output_len", "its column (`empirical`)"),
     },
     "serving": {
-        "batch_size": Key(int, 4, "requests per batch", minimum=1),
-        "batching": Key(str, "static", "`static`: a batch runs until all its requests finish", choices=("static",)),
+        "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
+        "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1),
+        "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0),
+        "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
+        "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0),
+        "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
+        "ttft_slo_s": Key(float, math.inf, "time-to-first-token target for goodput (s)", minimum=0.0),
+        "tpot_slo_s": Key(float, math.inf, "time-per-output-token target for goodput (s)", minimum=0.0),
     },
     "output": {
         "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
@@ -283,6 +307,7 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
             values.setdefault(k, key.default)
     if values["name"] is None:
         values["name"] = Path(source).stem
+    _resolve_paths(source, values)
 
     sweep: dict[str, list] = {}
     raw_sweep = raw.get("sweep", {})
@@ -304,6 +329,20 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
     for point in scenario.points():
         check_point(source, point)
     return scenario
+
+
+PATH_KEYS = ("trace_file", "prompt_file", "output_file", "acceptance_curve", "head_accuracy")
+"""Keys that may name files; relative paths are tried next to the scenario file first."""
+
+
+def _resolve_paths(source: str, values: dict) -> None:
+    base = Path(source).parent
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if value and not Path(value).is_absolute() and not Path(value).exists():
+            candidate = base / value
+            if candidate.exists():
+                values[key] = str(candidate)
 
 
 def check_point(source: str, point: Point) -> None:
@@ -339,6 +378,23 @@ def check_point(source: str, point: Point) -> None:
             if v["candidate_tokens"] > size:
                 raise ScenarioError(source, "speculation.candidate_tokens",
                                     f"{v['candidate_tokens']} exceeds the {size} tokens of tree {v['tree']!r}")
+    if v["arrival"] == "trace":
+        from servesim.workload import TraceError, read_trace
+        if not v["trace_file"]:
+            raise ScenarioError(source, "workload.trace_file", "required when arrival = 'trace'")
+        try:
+            read_trace(v["trace_file"])
+        except TraceError as e:
+            raise ScenarioError(source, "workload.trace_file", str(e)) from None
+    for kind in ("prompt", "output"):
+        if v[f"{kind}_dist"] == "uniform" and v[f"{kind}_min"] > v[f"{kind}_max"]:
+            raise ScenarioError(source, f"workload.{kind}_min", f"{v[kind + '_min']} exceeds {kind}_max {v[kind + '_max']}")
+        if v[f"{kind}_dist"] == "empirical":
+            from servesim.workload import TraceError, _integer_column, read_table
+            try:
+                _integer_column(read_table(v[f"{kind}_file"]), v[f"{kind}_file"], v[f"{kind}_column"])
+            except TraceError as e:
+                raise ScenarioError(source, f"workload.{kind}_file", str(e)) from None
     if v["max_accepted"] > v["candidate_tokens"]:
         raise ScenarioError(source, "speculation.max_accepted",
                             f"{v['max_accepted']} exceeds candidate_tokens {v['candidate_tokens']}")

@@ -1,29 +1,164 @@
 """Workloads: which requests arrive when, with what prompt and output lengths.
 
-A workload is a list of :class:`Request` built from its own random stream, so the two
-arms of a sweep point see the very same requests (common random numbers).
+A workload is built from its own random streams (arrivals, prompt lengths, output
+lengths, think times: four independent streams spawned from one seed), so the two arms
+of a sweep point see the very same requests (common random numbers).
+
+Arrival processes
+    ``closed``       all ``num_requests`` wait at time 0 (a fixed batch that never waits);
+    ``closed_loop``  ``clients`` clients each send a request, wait for its last token,
+                     think (exponential, mean ``think_time_s``; 0 = none) and send the
+                     next; arrival times are set by the engine;
+    ``poisson``      exponential inter-arrival times at ``rate_per_s``;
+    ``gamma``        gamma inter-arrival times with mean 1/``rate_per_s`` and
+                     coefficient of variation ``cv`` (cv > 1 is burstier than Poisson);
+    ``trace``        replay of a CSV or Parquet file with columns
+                     ``arrival_s, prompt_len, output_len``.
+
+Length distributions (prompt and output alike; all lengths are integers >= 1)
+    ``fixed``        the scenario's ``seq_len`` / ``output_len``;
+    ``uniform``      integers in [min, max];
+    ``lognormal``    median ``seq_len`` / ``output_len``, log-space sigma, rounded;
+    ``geometric``    on {1, 2, ...} with mean ``seq_len`` / ``output_len``;
+    ``empirical``    resampled (with replacement) from a column of a CSV/Parquet file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
 class Request:
-    """One inference request. Lengths are tokens; ``arrival_s`` is simulated seconds."""
+    """One inference request. Lengths are tokens; ``arrival_s`` is simulated seconds
+    (for closed-loop workloads, the engine sets the real arrival)."""
 
     request_id: int
     arrival_s: float
     prompt_len: int
     output_len: int
+    think_time_s: float = 0.0
 
 
-def closed_workload(num_requests: int, prompt_len: int, output_len: int,
-                    rng: np.random.Generator | None = None) -> list[Request]:
-    """``num_requests`` requests, all waiting at time 0, every one with the same prompt
-    and output length (the setting of the Medusa figure: a fixed batch that never
-    waits for arrivals). ``rng`` is accepted for a uniform signature and not used."""
-    return [Request(i, 0.0, prompt_len, output_len) for i in range(num_requests)]
+@dataclass(frozen=True)
+class Workload:
+    """Requests in id order; ``clients`` > 0 means a closed loop of that many clients."""
+
+    requests: tuple[Request, ...]
+    clients: int = 0
+
+
+class TraceError(ValueError):
+    """A trace or length file is malformed; the message names file, row and column."""
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (by extension)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as e:  # a parse error of any kind becomes one clear message
+        raise TraceError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {e}") from None
+
+
+def _integer_column(frame: pd.DataFrame, path, column: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise TraceError(f"{path}: missing column {column!r} (columns: {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    for row, v in enumerate(values):
+        if not np.isfinite(v) or v != np.floor(v) or v < 1:
+            raw = frame[column].iloc[row]
+            raise TraceError(f"{path}: row {row + 1}, column {column!r}: {raw!r} is not an integer >= 1")
+    return values.astype(np.int64)
+
+
+def read_trace(path: str | Path) -> list[Request]:
+    """Requests from a trace file; rows are numbered from 1 after the header."""
+    frame = read_table(path)
+    if "arrival_s" not in frame.columns:
+        raise TraceError(f"{path}: missing column 'arrival_s' (columns: {', '.join(map(str, frame.columns))})")
+    arrivals = pd.to_numeric(frame["arrival_s"], errors="coerce").to_numpy(dtype=float)
+    previous = 0.0
+    for row, t in enumerate(arrivals):
+        if not np.isfinite(t) or t < 0:
+            raise TraceError(f"{path}: row {row + 1}, column 'arrival_s': "
+                             f"{frame['arrival_s'].iloc[row]!r} is not a time >= 0")
+        if t < previous:
+            raise TraceError(f"{path}: row {row + 1}, column 'arrival_s': {t} is earlier than "
+                             f"the row before ({previous}); arrivals must not decrease")
+        previous = t
+    prompts = _integer_column(frame, path, "prompt_len")
+    outputs = _integer_column(frame, path, "output_len")
+    if len(frame) == 0:
+        raise TraceError(f"{path}: no rows")
+    return [Request(i, float(a), int(p), int(o)) for i, (a, p, o) in enumerate(zip(arrivals, prompts, outputs))]
+
+
+def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: int, high: int,
+                 sigma: float, file: str, column: str) -> np.ndarray:
+    """``n`` integer lengths >= 1 from the named distribution (see module docstring)."""
+    if dist == "fixed":
+        return np.full(n, center, dtype=np.int64)
+    if dist == "uniform":
+        return rng.integers(low, high + 1, size=n)
+    if dist == "lognormal":
+        return np.maximum(1, np.rint(center * np.exp(sigma * rng.standard_normal(n)))).astype(np.int64)
+    if dist == "geometric":
+        return rng.geometric(1.0 / center, size=n).astype(np.int64)
+    if dist == "empirical":
+        values = _integer_column(read_table(file), file, column)
+        return rng.choice(values, size=n, replace=True)
+    raise ValueError(f"unknown length distribution {dist!r}")
+
+
+def arrival_times(rng: np.random.Generator, n: int, process: str, rate_per_s: float,
+                  cv: float) -> np.ndarray:
+    """Arrival times (s) of ``n`` requests of an open arrival process, the first at its
+    first inter-arrival time."""
+    if process == "poisson":
+        gaps = rng.exponential(1.0 / rate_per_s, size=n)
+    elif process == "gamma":
+        shape = 1.0 / cv ** 2  # gamma with mean 1/rate and CV cv: shape 1/cv^2, scale cv^2/rate
+        gaps = rng.gamma(shape, 1.0 / (rate_per_s * shape), size=n)
+    else:
+        raise ValueError(f"unknown arrival process {process!r}")
+    return np.cumsum(gaps)
+
+
+def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
+    """The workload of a sweep point from its scenario values (keys of [workload])."""
+    arrivals_seq, prompt_seq, output_seq, think_seq = seed.spawn(4)
+    v = values
+    if v["arrival"] == "trace":
+        return Workload(tuple(read_trace(v["trace_file"])))
+    n = v["num_requests"]
+    prompts = draw_lengths(np.random.default_rng(prompt_seq), n, v["prompt_dist"], v["seq_len"],
+                           v["prompt_min"], v["prompt_max"], v["prompt_sigma"], v["prompt_file"],
+                           v["prompt_column"])
+    outputs = draw_lengths(np.random.default_rng(output_seq), n, v["output_dist"], v["output_len"],
+                           v["output_min"], v["output_max"], v["output_sigma"], v["output_file"],
+                           v["output_column"])
+    if v["arrival"] in ("closed", "closed_loop"):
+        times = np.zeros(n)
+    else:
+        times = arrival_times(np.random.default_rng(arrivals_seq), n, v["arrival"],
+                              v["rate_per_s"], v["cv"])
+    think = np.zeros(n)
+    if v["arrival"] == "closed_loop" and v["think_time_s"] > 0:
+        think = np.random.default_rng(think_seq).exponential(v["think_time_s"], size=n)
+    requests = tuple(Request(i, float(t), int(p), int(o), float(z))
+                     for i, (t, p, o, z) in enumerate(zip(times, prompts, outputs, think)))
+    return Workload(requests, v["clients"] if v["arrival"] == "closed_loop" else 0)
+
+
+def closed_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:
+    """``num_requests`` requests, all waiting at time 0, all of the same lengths."""
+    return Workload(tuple(Request(i, 0.0, prompt_len, output_len) for i in range(num_requests)))

@@ -112,3 +112,13 @@ def test_bad_arguments(a100, llama7b):
         cm.step_cost(4, 1, 0, "drafting")
     with pytest.raises(ValueError):
         cm.step_cost(0, 1, 0, "decode")
+
+
+def test_varlen_prefill_by_hand_and_equal_prompts_match_step_cost(a100, llama7b):
+    cm = CostModel(a100, llama7b, IDEAL)
+    o = ops(cm.prefill_cost((3, 5)))
+    # 8 tokens; causal pairs 6 + 15 = 21 per head
+    assert o["qkv_proj"].flops == 2 * 8 * 4096 * 3 * 4096 * 32
+    assert o["attn_qk"].flops == 2 * 32 * 21 * 128 * 32
+    assert o["lm_head"].flops == 2 * 2 * 4096 * 32000
+    assert cm.prefill_cost((7, 7)) is cm.step_cost(2, 7, 0, "prefill")

@@ -20,6 +20,9 @@ class FlatCost:
     def step_cost(self, batch, tokens_per_seq, context_tokens, stage):
         return StepCost((), self.prefill_s if stage == "prefill" else self.step_s)
 
+    def prefill_cost(self, prompt_lens):
+        return StepCost((), self.prefill_s)
+
     def medusa_heads_cost(self, batch, num_heads):
         return None if self.heads_s is None else StepCost((), self.heads_s)
 
@@ -52,7 +55,7 @@ def test_every_requested_token_generated_exactly_once():
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_fixed_acceptance_k_with_equal_step_costs_gives_speedup_k(k):
     # 1 + 12 tokens: prefill yields one, 12 decode tokens are a multiple of 1..4
-    requests = closed_workload(8, 100, 13)
+    requests = closed_workload(8, 100, 13).requests
     spec = MedusaSpeculation(16, FixedAcceptance(k), include_head_cost=False)
     rec = run_both(requests, spec, FlatCost())
     row = summarise(point(candidate_tokens=16, num_requests=8), rec, spec)
@@ -64,7 +67,7 @@ def test_fixed_acceptance_k_with_equal_step_costs_gives_speedup_k(k):
 
 def test_n_equals_one_is_the_baseline_exactly(a100, llama7b):
     from servesim.costmodel import CostModel
-    requests = closed_workload(8, 300, 20)
+    requests = closed_workload(8, 300, 20).requests
     spec = MedusaSpeculation(1, TruncatedGeometricAcceptance.with_mean(1.0, 1))
     rec = run_both(requests, spec, CostModel(a100, llama7b))
     base = [r[2:] for r in rec.steps if r[1] == "baseline"]
@@ -74,7 +77,7 @@ def test_n_equals_one_is_the_baseline_exactly(a100, llama7b):
 
 
 def test_contexts_grow_by_kept_tokens_and_batches_queue():
-    requests = closed_workload(2, 10, 4)
+    requests = closed_workload(2, 10, 4).requests
     rec = run_both(requests, NoSpeculation(), FlatCost(), batch_size=1)
     steps = [r for r in rec.steps if r[1] == "baseline"]
     # batch 1: prefill, then decode at contexts 10, 11, 12 (3 more tokens)
@@ -87,7 +90,7 @@ def test_contexts_grow_by_kept_tokens_and_batches_queue():
 
 
 def test_tokens_past_the_end_are_dropped():
-    requests = closed_workload(1, 10, 4)  # 3 decode tokens, steps accept 2
+    requests = closed_workload(1, 10, 4).requests  # 3 decode tokens, steps accept 2
     spec = MedusaSpeculation(8, FixedAcceptance(2), include_head_cost=False)
     rec = run_both(requests, spec, FlatCost(), batch_size=1)
     verify = [r for r in rec.steps if r[1] == "spec" and r[2] == "verify"]
@@ -95,7 +98,7 @@ def test_tokens_past_the_end_are_dropped():
 
 
 def test_draft_stage_holds_the_gpu_before_verify():
-    requests = closed_workload(1, 10, 3)
+    requests = closed_workload(1, 10, 3).requests
     spec = MedusaSpeculation(8, FixedAcceptance(2), include_head_cost=True)
     rec = run_both(requests, spec, FlatCost(heads_s=2.0 ** -8), batch_size=1)
     stages = [(r[2], r[3]) for r in rec.steps if r[1] == "spec"]

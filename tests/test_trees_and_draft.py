@@ -119,6 +119,9 @@ class ChainCosts:
     def step_cost(self, batch, tokens_per_seq, context_tokens, stage):
         return StepCost((), self.T)
 
+    def prefill_cost(self, prompt_lens):
+        return StepCost((), self.T)
+
     def draft_chain_cost(self, batch, passes, context_tokens):
         return StepCost((), passes * self.c * self.T)
 
@@ -129,7 +132,7 @@ def test_walltime_improvement_factor_leviathan(alpha, gamma, c):
     expected = (1 - alpha ** (gamma + 1)) / ((1 - alpha) * (gamma * c + 1))
     costs = ChainCosts(c)
     spec = DraftModelSpeculation(costs, gamma, alpha)
-    requests = closed_workload(20, 16, 2001)
+    requests = closed_workload(20, 16, 2001).requests
     rec = Recorder()
     for arm, s in (("baseline", NoSpeculation()), ("spec", spec)):
         simulate(requests, batch_size=1, cost_model=costs, speculator=s,
