@@ -16,6 +16,7 @@ import numpy as np
 from servesim.costmodel import CostModel
 from servesim.engine import Recorder, simulate
 from servesim.hardware import get_gpu
+from servesim.metrics import arm_metrics
 from servesim.models import get_model
 from servesim.engine import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
@@ -206,7 +207,8 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     with a full batch (``batch_size`` sequences, or all requests if fewer): the
     steady state a fixed-batch figure such as Medusa's describes.
 
-    speedup: spec / baseline full-batch decode throughput.
+    speedup: spec / baseline full-batch decode throughput (if either arm never ran a full
+        batch, as under light open-loop load, over all decode iterations instead).
     speedup_with_drain: the same over all decode iterations, including a static
         batch's tail in which finished requests have left and stragglers run alone.
     speedup_mean_paired, speedup_p05/p50/p95: over requests, of baseline decode time /
@@ -221,10 +223,13 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     spec = _arm_figures(recorder, "spec", full_batch)
     per_arm: dict[str, dict[int, tuple]] = {"baseline": {}, "spec": {}}
     for row in recorder.requests:
-        per_arm[row[1]][row[2]] = row
+        if row[14] == "finished":
+            per_arm[row[1]][row[2]] = row
     ratios = []
     for rid, b_row in per_arm["baseline"].items():
-        s_row = per_arm["spec"][rid]
+        s_row = per_arm["spec"].get(rid)
+        if s_row is None:
+            continue
         base_t, spec_t = b_row[6] - b_row[5], s_row[6] - s_row[5]
         if spec_t > 0:
             ratios.append(base_t / spec_t)
@@ -235,6 +240,10 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     def rate(tokens, time):
         return tokens / time if time > 0 else np.nan
 
+    if not (base["full_time"] > 0 and spec["full_time"] > 0):
+        # never a full batch (light open-loop load): all decode iterations count
+        base["full_tokens"], base["full_time"] = base["tokens"], base["time"]
+        spec["full_tokens"], spec["full_time"] = spec["tokens"], spec["time"]
     base_tps, spec_tps = rate(base["full_tokens"], base["full_time"]), rate(spec["full_tokens"], spec["full_time"])
     base_step = base["time"] / base["iterations"] if base["iterations"] else np.nan
     spec_step = spec["time"] / spec["iterations"] if spec["iterations"] else np.nan
@@ -257,7 +266,13 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         "baseline_step_time_s": base_step,
         "spec_step_time_s": spec_step,
         "requests": len(per_arm["spec"]),
+        "kv_capacity_tokens": recorder.arm_stats["spec"]["kv_capacity_tokens"],
     })
+    for arm in ("baseline", "spec"):
+        rows = [r for r in recorder.requests if r[1] == arm]
+        steps = [r for r in recorder.steps if r[1] == arm]
+        row.update(arm_metrics(rows, steps, recorder.arm_stats[arm], arm, point["batch_size"],
+                               point["ttft_slo_s"], point["tpot_slo_s"]))
     return row
 
 

@@ -1,0 +1,81 @@
+"""Serving metrics of one arm: latency distributions, throughput, goodput, utilisation.
+
+All from the engine's records of one arm (requests, steps, time integrals); column names
+carry the arm as a prefix (``baseline_`` / ``spec_``) and the unit as a suffix.
+
+* ``ttft``: time to first token = first token - arrival (s);
+* ``tpot``: time per output token after the first = (finish - first token) / (output - 1);
+* ``e2e``: end-to-end latency = finish - arrival;
+* ``queue``: arrival -> prefill start, split into ``slot_wait`` and ``gpu_wait`` (engine);
+  each with mean, p50, p90, p99 over finished requests.
+* throughput: output tokens of finished requests per second of the busy window (first
+  arrival to last finish); goodput: finished requests per second meeting both SLOs;
+* ``gpu_utilization``: GPU-busy seconds / window;
+* ``mean_in_system``: time-average number of requests in the system (queued or running)
+  over [0, end] — Little's law says it equals arrival rate x mean e2e latency;
+* KV cache: peak and time-mean reserved fraction of capacity;
+* ``saturated``: at the last arrival more than max(2 x batch size, 10% of arrivals)
+  requests were still waiting: the queue was growing, the offered load exceeds capacity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LATENCIES = ("ttft", "tpot", "e2e", "queue", "slot_wait", "gpu_wait")
+STATS = (("mean", None), ("p50", 50), ("p90", 90), ("p99", 99))
+
+
+def _stat(values: np.ndarray, q) -> float:
+    if values.size == 0:
+        return math.nan
+    return float(values.mean()) if q is None else float(np.percentile(values, q))
+
+
+def arm_metrics(rows: list[tuple], steps: list[tuple], stats: dict, arm: str, batch_size: int,
+                ttft_slo_s: float, tpot_slo_s: float) -> dict:
+    """Metrics of one arm from its request rows (Recorder.REQUEST_FIELDS order)."""
+    finished = [r for r in rows if r[14] == "finished"]
+    arrival = np.array([r[3] for r in finished])
+    first = np.array([r[5] for r in finished])
+    finish = np.array([r[6] for r in finished])
+    output = np.array([r[8] for r in finished])
+    multi = output > 1
+    values = {
+        "ttft": first - arrival,
+        "tpot": (finish[multi] - first[multi]) / (output[multi] - 1),
+        "e2e": finish - arrival,
+        "queue": np.array([r[11] for r in finished]),
+        "slot_wait": np.array([r[12] for r in finished]),
+        "gpu_wait": np.array([r[13] for r in finished]),
+    }
+    out = {}
+    for name in LATENCIES:
+        for stat, q in STATS:
+            out[f"{arm}_{name}_{stat}_s"] = _stat(values[name], q)
+    window = (finish.max() - stats["first_arrival_s"]) if finished else math.nan
+    tpot_all = np.full(len(finished), 0.0)
+    tpot_all[multi] = values["tpot"]
+    meets = (values["ttft"] <= ttft_slo_s) & (tpot_all <= tpot_slo_s)
+    busy = sum(s[4] for s in steps)
+    end = stats["end_s"]
+    capacity = stats["kv_capacity_tokens"]
+    arrived = len(rows) - stats["not_arrived"] if "not_arrived" in stats else len(rows)
+    out.update({
+        f"{arm}_finished": len(finished),
+        f"{arm}_rejected": sum(r[14] == "rejected" for r in rows),
+        f"{arm}_unfinished": stats["unfinished"],
+        f"{arm}_output_tokens_per_s": float(output.sum() / window) if window else math.nan,
+        f"{arm}_goodput_requests_per_s": float(meets.sum() / window) if window else math.nan,
+        f"{arm}_slo_attainment": float(meets.mean()) if finished else math.nan,
+        f"{arm}_gpu_utilization": busy / window if window else math.nan,
+        f"{arm}_mean_in_system": stats["in_system_area"] / end if end else math.nan,
+        f"{arm}_arrival_rate_per_s": (arrived / stats["last_arrival_s"]
+                                      if stats["last_arrival_s"] > 0 else math.nan),
+        f"{arm}_kv_peak_fraction": stats["kv_peak_tokens"] / capacity if capacity else math.nan,
+        f"{arm}_kv_mean_fraction": stats["kv_area"] / end / capacity if end and capacity else math.nan,
+        f"{arm}_saturated": bool(stats["waiting_at_last_arrival"] > max(2 * batch_size, 0.1 * arrived)),
+    })
+    return out
