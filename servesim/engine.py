@@ -356,6 +356,8 @@ class Server:
         else:
             env.run(until=self.config.max_sim_time_s)
         self._advance()
+        if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
+            self.stats["waiting_at_last_arrival"] = len(self.waiting)
         unfinished = list(self.waiting) + [s for s in self.running if s.done is not None and not s.done.triggered]
         for s in unfinished:
             self._record(s, "unfinished")
