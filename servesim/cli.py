@@ -78,7 +78,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from servesim.planner import KNOBS, plan
+    from servesim.planner import KNOBS, lower_is_better, plan
     from servesim.results import result_tables, write_tables
     from servesim.runner import run_scenario
 
@@ -90,9 +90,14 @@ def cmd_plan(args) -> int:
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
     results = run_scenario(scenario)
     tables = result_tables(results, scenario.values["write_steps"])
-    tables["plan"] = plan(tables["summary"], swept)
+    if args.objective not in tables["summary"].columns:
+        raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
+                         + ", ".join(tables["summary"].columns))
+    tables["plan"] = plan(tables["summary"], swept, args.objective)
     written = write_tables(out_dir, tables, scenario.text, scenario.seed)
-    print(f"{scenario.name}: best speculation setting per point (of {len(results)} simulated)")
+    direction = "lowest" if lower_is_better(args.objective) else "highest"
+    print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
+          f"(of {len(results)} simulated)")
     print(tables["plan"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -253,20 +258,28 @@ def cmd_plot(args) -> int:
     from servesim import plots
 
     summary = pd.read_parquet(summary_path)
-    if "candidate_tokens" not in summary.columns or summary["candidate_tokens"].nunique() < 2:
-        raise UsageError(f"{summary_path}: needs a sweep over candidate_tokens to plot")
-    reference = None
-    if args.reference:
-        from servesim.catalog import medusa_figure
-        reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
-    written = [plots.speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference)]
-    if (directory / "steps.parquet").is_file():
-        steps = pd.read_parquet(directory / "steps.parquet")
-        written.append(plots.verify_breakdown(summary, steps, directory / "verify_breakdown.png"))
-    else:
-        print("no steps.parquet (output.write_steps = false): skipping verify_breakdown.png")
-    requests = pd.read_parquet(directory / "requests.parquet")
-    written.append(plots.request_speedup(summary, requests, directory / "request_speedup.png"))
+    varies = {c for c in ("candidate_tokens", "rate_per_s") if c in summary.columns and summary[c].nunique() > 1}
+    if not varies:
+        raise UsageError(f"{summary_path}: nothing to plot; the figures need a sweep over "
+                         "candidate_tokens and/or rate_per_s")
+    written = []
+    if "rate_per_s" in varies:
+        written.append(plots.latency_vs_load(summary, directory / "latency_vs_load.png"))
+        if "candidate_tokens" in varies:
+            written.append(plots.width_vs_load(summary, directory / "width_vs_load.png"))
+    if "candidate_tokens" in varies:
+        reference = None
+        if args.reference:
+            from servesim.catalog import medusa_figure
+            reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
+        written.append(plots.speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference))
+        if (directory / "steps.parquet").is_file():
+            steps = pd.read_parquet(directory / "steps.parquet")
+            written.append(plots.verify_breakdown(summary, steps, directory / "verify_breakdown.png"))
+        else:
+            print("no steps.parquet (output.write_steps = false): skipping verify_breakdown.png")
+        requests = pd.read_parquet(directory / "requests.parquet")
+        written.append(plots.request_speedup(summary, requests, directory / "request_speedup.png"))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -289,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("scenario", help="scenario TOML file whose [sweep] varies a speculation setting")
     pln.add_argument("--out", help="output folder (default: [output] dir, else outputs/<name>/)")
     pln.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pln.add_argument("--objective", default="speedup",
+                     help="summary column to optimise: speedup (default), or e.g. spec_e2e_p99_s "
+                          "(columns ending in _s are minimised, others maximised)")
     pln.set_defaults(func=cmd_plan)
 
     val = sub.add_parser("validate", help="run the seed scenario and compare with the Medusa figure")

@@ -16,8 +16,17 @@ KNOBS = ("method", "candidate_tokens", "tree", "draft_model", "gamma")
 """Swept keys that are choices of the speculation configuration."""
 
 
-def plan(summary: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
-    """One row per deployment point: best and runner-up knob values and speedups."""
+def lower_is_better(objective: str) -> bool:
+    """Latencies (columns ending in ``_s``) are minimised; everything else maximised."""
+    return objective.endswith("_s")
+
+
+def plan(summary: pd.DataFrame, swept: list[str], objective: str = "speedup") -> pd.DataFrame:
+    """One row per deployment point: best and runner-up knob values by ``objective``
+    (a summary column), with their objective values."""
+    if objective not in summary.columns:
+        raise ValueError(f"unknown objective {objective!r}; use a summary column such as "
+                         "speedup, spec_e2e_p99_s or spec_goodput_requests_per_s")
     knobs = [k for k in swept if k in KNOBS]
     if not knobs:
         raise ValueError(f"the sweep varies none of the speculation settings {', '.join(KNOBS)}")
@@ -25,11 +34,13 @@ def plan(summary: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     groups = summary.groupby(situation, sort=False) if situation else [((), summary)]
     rows = []
     for key, points in groups:
-        ranked = points.sort_values(["speedup", "point_id"], ascending=[False, True])
+        ranked = points.sort_values([objective, "point_id"], ascending=[lower_is_better(objective), True])
         best = ranked.iloc[0]
         row = dict(zip(situation, key if isinstance(key, tuple) else (key,)))
         for k in knobs:
             row[f"best_{k}"] = best[k]
+        if objective != "speedup":
+            row[f"best_{objective}"] = best[objective]
         row["best_speedup"] = best["speedup"]
         row["best_speedup_p05"] = best["speedup_p05"]
         row["best_speedup_p95"] = best["speedup_p95"]
@@ -38,10 +49,14 @@ def plan(summary: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
             second = ranked.iloc[1]
             for k in knobs:
                 row[f"runner_up_{k}"] = second[k]
+            if objective != "speedup":
+                row[f"runner_up_{objective}"] = second[objective]
             row["runner_up_speedup"] = second["speedup"]
         else:
             for k in knobs:
                 row[f"runner_up_{k}"] = None
+            if objective != "speedup":
+                row[f"runner_up_{objective}"] = np.nan
             row["runner_up_speedup"] = np.nan
         rows.append(row)
     return pd.DataFrame(rows)

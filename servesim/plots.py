@@ -7,6 +7,8 @@
   acceptance rate and speedup on a second axis. One panel per value of the other key.
 * ``request_speedup.png``: per-request paired speedup distributions (box plots) per
   candidate count, one panel per value of the other key.
+* ``latency_vs_load.png``: p50/p99 end-to-end latency and TTFT against arrival rate.
+* ``width_vs_load.png``: best candidate count against arrival rate.
 
 Every figure is written atomically (temporary file, then rename).
 """
@@ -53,7 +55,7 @@ def _save(fig, out: Path) -> Path:
 
 def panel_key(summary: pd.DataFrame) -> str | None:
     """The swept key other than candidate_tokens that figures split by (if any)."""
-    for c in ("seq_len", "batch_size", "model", "gpu", "alpha"):
+    for c in ("seq_len", "batch_size", "rate_per_s", "model", "gpu", "alpha"):
         if c in summary.columns and summary[c].nunique() > 1:
             return c
     return None
@@ -107,15 +109,19 @@ def _panels(n: int):
 def verify_breakdown(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | Path) -> Path:
     """Stacked operator times per speculative iteration, in autoregressive steps."""
     group = panel_key(summary)
-    full = summary.set_index("point_id")["batch_size"]
     steps = steps[steps["replication"] == 0] if "replication" in steps.columns else steps
-    steps = steps[steps["batch_size"] == steps["point_id"].map(full)]
+    steps = steps[steps.stage != "prefill"]
+    # compare at one batch size per point: the one the spec arm's iterations ran at most
+    iterations = steps[steps.stage != "draft"]
+    modal = iterations[iterations.arm == "spec"].groupby("point_id")["batch_size"].agg(lambda b: b.mode().iloc[0])
+    steps = steps[steps["batch_size"] == steps["point_id"].map(modal)]
     base = (steps[(steps.arm == "baseline") & (steps.stage == "decode")]
             .groupby("point_id")["duration_s"].mean())
-    spec = steps[(steps.arm == "spec") & (steps.stage != "prefill")]
-    iterations = spec[spec.stage != "draft"].groupby("point_id").size()
+    spec = steps[steps.arm == "spec"]
+    counts = spec[spec.stage != "draft"].groupby("point_id").size()
     op_cols = [c for cols in OP_GROUPS.values() for c in cols]
-    per_iteration = spec.groupby("point_id")[op_cols].sum().div(iterations, axis=0).div(base, axis=0)
+    per_iteration = spec.groupby("point_id")[op_cols].sum().div(counts, axis=0).div(base, axis=0)
+    per_iteration = per_iteration.reindex(summary["point_id"])
     values = [None] if group is None else sorted(summary[group].unique())
     fig, axes = _panels(len(values))
     for ax, value in zip(axes, values):
@@ -167,5 +173,76 @@ def request_speedup(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str 
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{_title(summary)}: per-request speedup (box: quartiles, whiskers: 1.5 IQR)",
                  fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))
+
+
+def _first_loss(rows: pd.DataFrame, column: str) -> float | None:
+    """First arrival rate at which the spec arm's ``column`` is worse than baseline's."""
+    for _, r in rows.sort_values("rate_per_s").iterrows():
+        if r[f"spec_{column}"] > r[f"baseline_{column}"]:
+            return float(r["rate_per_s"])
+    return None
+
+
+def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
+    """p50/p99 end-to-end latency and TTFT against arrival rate, both arms, per batching
+    policy (or other swept key); a dotted line where speculation stops paying (its p99
+    end-to-end latency exceeds the baseline's); hollow markers: saturated points."""
+    plt = _pyplot()
+    other = next((c for c in ("batching", "candidate_tokens", "batch_size", "model", "gpu")
+                  if c in summary.columns and summary[c].nunique() > 1), None)
+    groups = list(summary.groupby(other)) if other else [(None, summary)]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, sharex=True)
+    panels = [("e2e_p50_s", "end-to-end latency p50 (s)"), ("e2e_p99_s", "end-to-end latency p99 (s)"),
+              ("ttft_p50_s", "time to first token p50 (s)"), ("ttft_p99_s", "time to first token p99 (s)")]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (metric, label) in zip(axes.flat, panels):
+        for i, (value, rows) in enumerate(groups):
+            rows = rows.sort_values("rate_per_s")
+            color = colors[i % len(colors)]
+            name = f"{other} = {value}" if other else ""
+            for arm, style in (("baseline", "--"), ("spec", "-")):
+                ax.plot(rows["rate_per_s"], rows[f"{arm}_{metric}"], style, color=color,
+                        label=f"{arm} {name}".strip())
+                sat = rows[rows[f"{arm}_saturated"]]
+                ok = rows[~rows[f"{arm}_saturated"]]
+                ax.plot(ok["rate_per_s"], ok[f"{arm}_{metric}"], "o", ms=3, color=color)
+                ax.plot(sat["rate_per_s"], sat[f"{arm}_{metric}"], "o", ms=5, mfc="none", color=color)
+            loss = _first_loss(rows, "e2e_p99_s")
+            if loss is not None:
+                ax.axvline(loss, color=color, ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[1]:
+        ax.set_xlabel("arrival rate (requests/s)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{_title(summary)}: latency under load\n(dashed: baseline, solid: speculation; "
+                 "dotted: speculation stops paying at p99; hollow markers: saturated)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(out_png))
+
+
+def width_vs_load(summary: pd.DataFrame, out_png: str | Path,
+                  objective: str = "spec_e2e_mean_s") -> Path:
+    """Best candidate count (lowest ``objective``) against arrival rate, and the
+    objective per candidate count."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    best = summary.loc[summary.groupby("rate_per_s")[objective].idxmin()].sort_values("rate_per_s")
+    left.step(best["rate_per_s"], best["candidate_tokens"], where="mid", marker="o")
+    left.set_xlabel("arrival rate (requests/s)")
+    left.set_ylabel(f"candidate tokens with the lowest {objective}", fontsize=8)
+    left.grid(alpha=0.3)
+    for n, rows in summary.groupby("candidate_tokens"):
+        rows = rows.sort_values("rate_per_s")
+        right.plot(rows["rate_per_s"], rows[objective], marker="o", ms=3, label=f"{n} candidates")
+    right.set_yscale("log")
+    right.set_xlabel("arrival rate (requests/s)")
+    right.set_ylabel(objective, fontsize=8)
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3, which="both")
+    fig.suptitle(f"{_title(summary)}: speculation width under load", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(out_png))

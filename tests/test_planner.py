@@ -45,3 +45,27 @@ def test_plan_command_writes_plan_table(tmp_path, capsys):
     no_knob.write_text('name = "q"\n[sweep]\nbatch_size = [1, 4]\n')
     assert main(["plan", str(no_knob)]) == 2
     assert "must vary at least one of" in capsys.readouterr().err
+
+
+def test_objective_columns_ending_in_seconds_are_minimised():
+    frame = summary().assign(spec_e2e_p99_s=lambda f: 10 - f["speedup"] * (f["candidate_tokens"] != 32))
+    p = plan(frame, ["batch_size", "candidate_tokens"], "spec_e2e_p99_s").set_index("batch_size")
+    # lowest latency: 16 candidates at batch 4 (10 - 2.1), 16 at batch 8 (10 - 1.8)
+    assert p.loc[4, "best_candidate_tokens"] == 16
+    assert p.loc[4, "best_spec_e2e_p99_s"] == pytest.approx(7.9)
+    with pytest.raises(ValueError):
+        plan(frame, ["batch_size", "candidate_tokens"], "nonsense")
+
+
+def test_load_study_plots(tmp_path):
+    scenario = tmp_path / "w.toml"
+    scenario.write_text('name = "w"\n[speculation]\nmethod = "medusa"\n[workload]\narrival = "poisson"\n'
+                        'num_requests = 40\nseq_len = 64\noutput_len = 9\n[serving]\nbatching = "continuous"\n'
+                        '[sweep]\nrate_per_s = [5.0, 50.0]\ncandidate_tokens = [1, 16]\n')
+    out = tmp_path / "out"
+    assert main(["plan", str(scenario), "--out", str(out), "--objective", "spec_e2e_mean_s"]) == 0
+    assert "best_spec_e2e_mean_s" in pd.read_parquet(out / "plan.parquet").columns
+    assert main(["plot", str(out)]) == 0
+    for name in ("latency_vs_load", "width_vs_load", "verify_breakdown"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plan", str(scenario), "--objective", "nope"]) == 2
