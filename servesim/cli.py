@@ -26,6 +26,40 @@ class UsageError(Exception):
     """Bad command-line input; the message is for the user."""
 
 
+class Progress:
+    """Points done, points per second and time left, on one stderr line; silent when
+    stderr is not a terminal (CI logs, pipes)."""
+
+    def __init__(self) -> None:
+        import time
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = self.clock() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else float("nan")
+        end = "\n" if done == total else ""
+        print(f"\r  points {done}/{total}  {rate:.1f}/s  {left:.0f} s left   ", end=end,
+              file=sys.stderr, flush=True)
+
+
+def _jobs(value: str) -> int:
+    import os
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got {value!r}")
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 process, got {jobs}")
+    return jobs
+
+
 def bundled_scenario(name: str = SEED_SCENARIO) -> tuple[str, str]:
     """(display path, text) of a scenario shipped inside the package."""
     path = resources.files("servesim").joinpath("data", "scenarios", name)
@@ -67,7 +101,7 @@ def cmd_run(args) -> int:
 
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    results = run_scenario(scenario)
+    results = run_scenario(scenario, args.jobs, Progress())
     tables = result_tables(results, scenario.values["write_steps"])
     summary = tables["summary"]
     written = write_tables(out_dir, tables, scenario.text, scenario.seed)
@@ -88,7 +122,7 @@ def cmd_plan(args) -> int:
         raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
                          f"{', '.join(KNOBS)} for the planner to choose among")
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    results = run_scenario(scenario)
+    results = run_scenario(scenario, args.jobs, Progress())
     tables = result_tables(results, scenario.values["write_steps"])
     if args.objective not in tables["summary"].columns:
         raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
@@ -296,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key (TOML value), e.g. --set seq_len=1024 "
                           "or --set 'sweep.candidate_tokens=[1,32]'; repeatable")
+    run.add_argument("--jobs", type=_jobs, default="auto",
+                     help="local worker processes for sweep points (default: all cores); "
+                          "results are identical to a serial run")
     run.set_defaults(func=cmd_run)
 
     pln = sub.add_parser("plan", help="run a scenario and pick the best speculation setting per point")
@@ -305,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--objective", default="speedup",
                      help="summary column to optimise: speedup (default), or e.g. spec_e2e_p99_s "
                           "(columns ending in _s are minimised, others maximised)")
+    pln.add_argument("--jobs", type=_jobs, default="auto", help="local worker processes (default: all cores)")
     pln.set_defaults(func=cmd_plan)
 
     val = sub.add_parser("validate", help="run the seed scenario and compare with the Medusa figure")

@@ -276,7 +276,36 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     return row
 
 
-def run_scenario(scenario: Scenario) -> list[PointResult]:
-    """Every point of a scenario, serially, in sweep order."""
-    return [run_point(point, scenario.seed, scenario.values["replications"])
-            for point in scenario.points()]
+def _run_point_job(args: tuple[Point, int, int]) -> PointResult:
+    return run_point(*args)
+
+
+def run_scenario(scenario: Scenario, jobs: int = 1, progress=None) -> list[PointResult]:
+    """Every point of a scenario, in sweep order.
+
+    jobs: local worker processes (1 = in this process). Results do not depend on it:
+        each point's random streams derive from the scenario seed and its parameters.
+    progress: optional callable(done, total), called as points complete.
+    """
+    points = scenario.points()
+    tasks = [(p, scenario.seed, scenario.values["replications"]) for p in points]
+    results: list[PointResult] = []
+    if jobs <= 1 or len(points) <= 1:
+        for task in tasks:
+            results.append(_run_point_job(task))
+            if progress:
+                progress(len(results), len(tasks))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    by_id: dict[int, PointResult] = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
+        futures = [pool.submit(_run_point_job, task) for task in tasks]
+        for future in as_completed(futures):
+            result = future.result()
+            by_id[result.summary["point_id"]] = result
+            if progress:
+                progress(len(by_id), len(tasks))
+    return [by_id[p.point_id] for p in points]

@@ -215,3 +215,12 @@ def test_t_quantiles_from_tables():
     assert t_quantile_975(9) == 2.262
     assert abs(t_quantile_975(60) - 2.000) < 0.002  # table: 2.000
     assert abs(t_quantile_975(120) - 1.980) < 0.002  # table: 1.980
+
+
+def test_parallel_run_is_identical_to_serial(tmp_path):
+    path = write(tmp_path, SMALL)
+    assert main(["run", str(path), "--out", str(tmp_path / "serial"), "--jobs", "1"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "parallel"), "--jobs", "2"]) == 0
+    for name in ("summary", "requests", "steps", "acceptance"):
+        assert pq.read_table(tmp_path / "serial" / f"{name}.parquet").equals(
+            pq.read_table(tmp_path / "parallel" / f"{name}.parquet"))
