@@ -1,0 +1,147 @@
+"""servesim benchmarks (run on demand, never part of the test suite).
+
+    python benchmarks/run.py                 # all cases
+    python benchmarks/run.py --case seed     # one case
+
+Cases
+  seed        the bundled seed scenario (Medusa figure), one process;
+  open100k    100,000 requests, Poisson arrivals at about 70% of capacity, continuous
+              batching (32 running), Medusa tree acceptance, both arms;
+  sweep1000   a 1,000-point sweep (candidate tokens x context x batch), with --jobs 1
+              and with --jobs 2;
+and for each, the limit: a bare SimPy loop that performs the same number of GPU
+resource acquisitions and timeouts with no cost model, sampling or recording.
+
+Every case runs in its own Python process so that its peak memory (ru_maxrss) is its
+own. Prints a table and writes benchmarks/results/benchmarks.parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+OPEN100K = """
+name = "bench_open100k"
+[model]
+model = "vicuna-7b"
+[speculation]
+method = "medusa"
+acceptance = "tree"
+candidate_tokens = 16
+[workload]
+arrival = "poisson"
+rate_per_s = 6.0
+num_requests = 100000
+seq_len = 512
+prompt_dist = "lognormal"
+output_len = 64
+output_dist = "lognormal"
+[serving]
+batching = "continuous"
+batch_size = 32
+[output]
+write_steps = false
+"""
+
+SWEEP1000 = """
+name = "bench_sweep1000"
+[workload]
+num_requests = 8
+output_len = 17
+[output]
+write_steps = false
+[sweep]
+candidate_tokens = [1, 8, 16, 24, 32, 48, 64, 80, 96, 112]
+seq_len = [128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+batch_size = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16]
+"""
+
+
+def bare_simpy(steps: int) -> float:
+    """Wall seconds for ``steps`` GPU acquisitions + timeouts in a bare SimPy loop."""
+    import simpy
+
+    env = simpy.Environment()
+    gpu = simpy.Resource(env, capacity=1)
+
+    def loop():
+        for _ in range(steps):
+            with gpu.request() as grant:
+                yield grant
+                yield env.timeout(0.01)
+
+    env.process(loop())
+    start = time.perf_counter()
+    env.run()
+    return time.perf_counter() - start
+
+
+def run_case(case: str) -> dict:
+    from servesim.cli import bundled_scenario
+    from servesim.runner import run_scenario
+    from servesim.scenario import load_scenario
+
+    if case == "seed":
+        source, text = bundled_scenario()
+        scenario, jobs = load_scenario(source, text=text), 1
+    elif case == "open100k":
+        scenario, jobs = load_scenario("open100k.toml", text=OPEN100K), 1
+    elif case.startswith("sweep1000"):
+        scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case.split("_j")[1])
+    else:
+        raise SystemExit(f"unknown case {case}")
+    start = time.perf_counter()
+    results = run_scenario(scenario, jobs)
+    wall = time.perf_counter() - start
+    steps = sum(len(rec.steps) for r in results for rec in r.recorders)
+    simulated = sum(row[4] for r in results for rec in r.recorders for row in rec.steps)
+    tokens = sum(row[8] for r in results for rec in r.recorders for row in rec.steps)
+    bare = bare_simpy(steps)
+    return {"case": case, "points": len(results), "jobs": jobs, "wall_s": wall, "gpu_steps": steps,
+            "gpu_steps_per_s": steps / wall, "simulated_gpu_s": simulated,
+            "simulated_over_wall": simulated / wall, "output_tokens_per_wall_s": tokens / wall,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "bare_simpy_steps_per_s": steps / bare,
+            "fraction_of_bare_simpy": (steps / wall) / (steps / bare)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", help="run one case in this process and print JSON")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case)))
+        return
+    import pandas as pd
+
+    rows = []
+    for case in ("seed", "open100k", "sweep1000_j1", "sweep1000_j2"):
+        out = subprocess.run([sys.executable, __file__, "--case", case], check=True,
+                             capture_output=True, text=True, cwd=ROOT)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"done {case}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
+    frame = pd.DataFrame(rows)
+    frame["cores"] = os.cpu_count()
+    frame["machine"] = platform.platform()
+    pd.set_option("display.width", 200)
+    print(frame.drop(columns=["machine"]).to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
+    j1 = frame.set_index("case").loc["sweep1000_j1", "wall_s"]
+    j2 = frame.set_index("case").loc["sweep1000_j2", "wall_s"]
+    print(f"\n1,000-point sweep: --jobs 2 is {j1 / j2:.2f}x faster than --jobs 1 ({os.cpu_count()} cores)")
+    (HERE / "results").mkdir(exist_ok=True)
+    frame.to_parquet(HERE / "results" / "benchmarks.parquet", index=False)
+
+
+if __name__ == "__main__":
+    main()
