@@ -57,8 +57,8 @@ write_steps = false
 SWEEP1000 = """
 name = "bench_sweep1000"
 [workload]
-num_requests = 8
-output_len = 17
+num_requests = 16
+output_len = 65
 [output]
 write_steps = false
 [sweep]

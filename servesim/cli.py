@@ -7,7 +7,9 @@ the file and key and exit with status 2, without a traceback and without writing
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -95,16 +97,43 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
 
 # -- commands ---------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
-    from servesim.results import result_tables, write_tables
+def _run_streamed(scenario, out_dir: Path, jobs: int):
+    """Run a scenario with its table rows streamed to part files in a hidden folder of
+    ``out_dir``; returns the small tables, that folder and the results."""
+    from servesim.results import acceptance_frame
     from servesim.runner import run_scenario
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir))
+    try:
+        results = run_scenario(scenario, jobs, Progress(), part_dir=parts_dir)
+    except BaseException:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        raise
+    tables = {"summary": pd.DataFrame([r.summary for r in results]),
+              "acceptance": acceptance_frame(results)}
+    return tables, parts_dir, results
+
+
+def _parts(results) -> dict[str, list[Path]]:
+    """Part files per table, in point and replication order (empty lists included)."""
+    wanted = {}
+    for r in results:
+        for name, files in r.parts.items():
+            wanted.setdefault(name, []).extend(files)
+    return wanted
+
+def cmd_run(args) -> int:
+    from servesim.results import write_tables
 
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    results = run_scenario(scenario, args.jobs, Progress())
-    tables = result_tables(results, scenario.values["write_steps"])
-    summary = tables["summary"]
-    written = write_tables(out_dir, tables, scenario.text, scenario.seed)
+    tables, parts_dir, results = _run_streamed(scenario, out_dir, args.jobs)
+    try:
+        summary = tables["summary"]
+        written = write_tables(out_dir, tables, scenario.text, scenario.seed, _parts(results))
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
     print(f"{scenario.name}: {len(results)} points, seed {scenario.seed}")
     print(summary_table(summary, list(scenario.sweep)))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -113,8 +142,7 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from servesim.planner import KNOBS, lower_is_better, plan
-    from servesim.results import result_tables, write_tables
-    from servesim.runner import run_scenario
+    from servesim.results import write_tables
 
     scenario = load_scenario(args.scenario, args.set)
     swept = list(scenario.sweep)
@@ -122,13 +150,15 @@ def cmd_plan(args) -> int:
         raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
                          f"{', '.join(KNOBS)} for the planner to choose among")
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    results = run_scenario(scenario, args.jobs, Progress())
-    tables = result_tables(results, scenario.values["write_steps"])
-    if args.objective not in tables["summary"].columns:
-        raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
-                         + ", ".join(tables["summary"].columns))
-    tables["plan"] = plan(tables["summary"], swept, args.objective)
-    written = write_tables(out_dir, tables, scenario.text, scenario.seed)
+    tables, parts_dir, results = _run_streamed(scenario, out_dir, args.jobs)
+    try:
+        if args.objective not in tables["summary"].columns:
+            raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
+                             + ", ".join(tables["summary"].columns))
+        tables["plan"] = plan(tables["summary"], swept, args.objective)
+        written = write_tables(out_dir, tables, scenario.text, scenario.seed, _parts(results))
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
     direction = "lowest" if lower_is_better(args.objective) else "highest"
     print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
           f"(of {len(results)} simulated)")

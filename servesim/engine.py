@@ -40,12 +40,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
+from servesim.recorder import Recorder
 from servesim.workload import Request, Workload
+
+__all__ = ["Recorder", "Server", "ServingConfig", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -65,25 +68,6 @@ class ServingConfig:
     max_wait_s: float = math.inf
     kv_capacity_tokens: float = math.inf
     max_sim_time_s: float = math.inf
-
-
-@dataclass
-class Recorder:
-    """Rows collected as plain tuples; turned into tables once, by ``servesim.results``."""
-
-    steps: list[tuple] = field(default_factory=list)
-    requests: list[tuple] = field(default_factory=list)
-    accepted_counts: dict[str, list[int]] = field(default_factory=dict)
-    """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
-    arm_stats: dict[str, dict] = field(default_factory=dict)
-    """Per arm: time integrals and counters of the run (see ``Server.stats``)."""
-
-    STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
-                   "tokens_per_seq", "context_tokens", "tokens_generated", "cost")
-    REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
-                      "first_token_s", "finish_s", "prompt_len", "output_len",
-                      "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
-                      "gpu_wait_s", "status")
 
 
 class _Sequence:
@@ -179,7 +163,7 @@ class Server:
         queue = s.start_s - s.arrival_s
         eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
         finish = self.env.now if status == "finished" else math.nan
-        self.recorder.requests.append((
+        self.recorder.add_request((
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
             finish, r.prompt_len, r.output_len, s.steps, s.accepted, queue,
             eligible - s.arrival_s, s.start_s - eligible, status))
@@ -231,8 +215,8 @@ class Server:
                tokens_generated: int):
         with self.gpu.request() as grant:
             yield grant
-            self.recorder.steps.append((self.point_id, self.arm, stage, self.env.now, cost.time_s,
-                                        batch, tokens_per_seq, context_tokens, tokens_generated, cost))
+            self.recorder.add_step((self.point_id, self.arm, stage, self.env.now, cost.time_s,
+                                    batch, tokens_per_seq, context_tokens, tokens_generated, cost))
             yield self.env.timeout(cost.time_s)
 
     def _take(self, limit: int) -> list[_Sequence]:

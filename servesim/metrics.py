@@ -34,43 +34,42 @@ def _stat(values: np.ndarray, q) -> float:
     return float(values.mean()) if q is None else float(np.percentile(values, q))
 
 
-def arm_metrics(rows: list[tuple], steps: list[tuple], stats: dict, arm: str, batch_size: int,
-                ttft_slo_s: float, tpot_slo_s: float) -> dict:
-    """Metrics of one arm from its request rows (Recorder.REQUEST_FIELDS order)."""
-    finished = [r for r in rows if r[14] == "finished"]
-    arrival = np.array([r[3] for r in finished])
-    first = np.array([r[5] for r in finished])
-    finish = np.array([r[6] for r in finished])
-    output = np.array([r[8] for r in finished])
+def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: float,
+                tpot_slo_s: float) -> dict:
+    """Metrics of one arm from its exact totals (``recorder.ArmTotals``) and run stats."""
+    req = totals.requests()
+    ok = req["status"] == 0
+    arrival, first, finish = req["arrival_s"][ok], req["first_token_s"][ok], req["finish_s"][ok]
+    output = req["output_len"][ok]
     multi = output > 1
     values = {
         "ttft": first - arrival,
         "tpot": (finish[multi] - first[multi]) / (output[multi] - 1),
         "e2e": finish - arrival,
-        "queue": np.array([r[11] for r in finished]),
-        "slot_wait": np.array([r[12] for r in finished]),
-        "gpu_wait": np.array([r[13] for r in finished]),
+        "queue": req["queue_delay_s"][ok],
+        "slot_wait": req["slot_wait_s"][ok],
+        "gpu_wait": req["gpu_wait_s"][ok],
     }
     out = {}
     for name in LATENCIES:
         for stat, q in STATS:
             out[f"{arm}_{name}_{stat}_s"] = _stat(values[name], q)
+    finished = int(ok.sum())
     window = (finish.max() - stats["first_arrival_s"]) if finished else math.nan
-    tpot_all = np.full(len(finished), 0.0)
+    tpot_all = np.zeros(finished)
     tpot_all[multi] = values["tpot"]
     meets = (values["ttft"] <= ttft_slo_s) & (tpot_all <= tpot_slo_s)
-    busy = sum(s[4] for s in steps)
     end = stats["end_s"]
     capacity = stats["kv_capacity_tokens"]
-    arrived = len(rows) - stats["not_arrived"] if "not_arrived" in stats else len(rows)
+    arrived = len(req["status"])
     out.update({
-        f"{arm}_finished": len(finished),
-        f"{arm}_rejected": sum(r[14] == "rejected" for r in rows),
+        f"{arm}_finished": finished,
+        f"{arm}_rejected": int((req["status"] == 1).sum()),
         f"{arm}_unfinished": stats["unfinished"],
         f"{arm}_output_tokens_per_s": float(output.sum() / window) if window else math.nan,
         f"{arm}_goodput_requests_per_s": float(meets.sum() / window) if window else math.nan,
         f"{arm}_slo_attainment": float(meets.mean()) if finished else math.nan,
-        f"{arm}_gpu_utilization": busy / window if window else math.nan,
+        f"{arm}_gpu_utilization": totals.busy_s / window if window else math.nan,
         f"{arm}_mean_in_system": stats["in_system_area"] / end if end else math.nan,
         f"{arm}_arrival_rate_per_s": (arrived / stats["last_arrival_s"]
                                       if stats["last_arrival_s"] > 0 else math.nan),

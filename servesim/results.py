@@ -19,46 +19,72 @@ import pyarrow.parquet as pq
 
 from servesim import __version__
 from servesim.costmodel import OP_NAMES
-from servesim.engine import Recorder
+from servesim.recorder import REQUEST_FIELDS, STEP_FIELDS
 
 META_SCENARIO = b"servesim.scenario"
 META_VERSION = b"servesim.version"
 META_SEED = b"servesim.seed"
 
 
-def _with_replication(recorders: list[tuple[int, Recorder]], rows_of) -> tuple[list[tuple], list[int]]:
-    rows, reps = [], []
-    for replication, recorder in recorders:
-        these = rows_of(recorder)
-        rows.extend(these)
-        reps.extend([replication] * len(these))
-    return rows, reps
-
-
-def steps_frame(recorders: list[tuple[int, Recorder]]) -> pd.DataFrame:
-    """One row per GPU stage, with a ``<op>_s`` column per operator; ``recorders`` are
-    (replication, Recorder) pairs."""
-    rows, reps = _with_replication(recorders, lambda r: r.steps)
-    fields = Recorder.STEP_FIELDS[:-1]
+def steps_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
+    """Rows of ``steps.parquet``: one per GPU stage, with a ``<op>_s`` column per operator."""
+    fields = STEP_FIELDS[:-1]
     columns = {f: [row[i] for row in rows] for i, f in enumerate(fields)}
-    columns["replication"] = reps
+    columns["replication"] = [replication] * len(rows)
     frame = pd.DataFrame(columns)
     op_times = [row[-1].op_times() for row in rows]
     for op in OP_NAMES:
-        frame[f"{op}_s"] = [t[op] for t in op_times]
+        frame[f"{op}_s"] = pd.Series([t[op] for t in op_times], dtype="float64")
     return frame.astype({"point_id": "int64", "batch_size": "int64", "tokens_per_seq": "int64",
                          "context_tokens": "int64", "tokens_generated": "int64",
-                         "replication": "int64", "start_s": "float64", "duration_s": "float64"})
+                         "replication": "int64", "start_s": "float64", "duration_s": "float64",
+                         "arm": "str", "stage": "str"})
 
 
-def requests_frame(recorders: list[tuple[int, Recorder]]) -> pd.DataFrame:
-    """One row per request per arm (and replication)."""
-    rows, reps = _with_replication(recorders, lambda r: r.requests)
-    frame = pd.DataFrame(rows, columns=list(Recorder.REQUEST_FIELDS))
-    frame["replication"] = reps
+def requests_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
+    """Rows of ``requests.parquet``: one per request per arm."""
+    frame = pd.DataFrame(rows, columns=list(REQUEST_FIELDS))
+    frame["replication"] = replication
     return frame.astype({"point_id": "int64", "request_id": "int64", "prompt_len": "int64",
-                         "output_len": "int64", "verify_steps": "int64",
-                         "accepted_tokens": "int64", "replication": "int64"})
+                         "output_len": "int64", "verify_steps": "int64", "accepted_tokens": "int64",
+                         "replication": "int64", "arrival_s": "float64", "start_s": "float64",
+                         "first_token_s": "float64", "finish_s": "float64",
+                         "queue_delay_s": "float64", "slot_wait_s": "float64",
+                         "gpu_wait_s": "float64", "arm": "str", "status": "str"})
+
+
+FRAMES = {"steps": steps_frame, "requests": requests_frame}
+
+
+class PartSink:
+    """Receives a recorder's rows and appends them, as row groups, to per-point part
+    files in ``part_dir`` (``<point>-<replication>-<table>.parquet``); the parent
+    process merges the parts into the final tables."""
+
+    def __init__(self, part_dir: str | Path, point_id: int, replication: int) -> None:
+        self.part_dir, self.point_id, self.replication = Path(part_dir), point_id, replication
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.paths: dict[str, Path] = {}
+
+    def _write(self, table_name: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        table = pa.Table.from_pandas(FRAMES[table_name](rows, self.replication), preserve_index=False)
+        writer = self.writers.get(table_name)
+        if writer is None:
+            path = self.part_dir / f"{self.point_id:08d}-{self.replication:04d}-{table_name}.parquet"
+            writer = self.writers[table_name] = pq.ParquetWriter(path, table.schema)
+            self.paths[table_name] = path
+        writer.write_table(table)
+
+    def __call__(self, steps: list[tuple], requests: list[tuple]) -> None:
+        self._write("steps", steps)
+        self._write("requests", requests)
+
+    def close(self) -> dict[str, Path]:
+        for writer in self.writers.values():
+            writer.close()
+        return dict(self.paths)
 
 
 def acceptance_frame(results) -> pd.DataFrame:
@@ -67,25 +93,12 @@ def acceptance_frame(results) -> pd.DataFrame:
     rows = []
     for result in results:
         point_id = result.summary["point_id"]
-        for replication, recorder in enumerate(result.recorders):
-            counts = recorder.accepted_counts.get("spec", [])
+        for replication, counts in enumerate(result.accepted_counts):
             total = sum(counts)
-            rows.extend((point_id, replication, k, c, c / total)
-                        for k, c in enumerate(counts) if c)
+            rows.extend((point_id, replication, k, c, c / total) for k, c in enumerate(counts) if c)
     frame = pd.DataFrame(rows, columns=["point_id", "replication", "tokens", "count", "fraction"])
     return frame.astype({"point_id": "int64", "replication": "int64", "tokens": "int64",
                          "count": "int64", "fraction": "float64"})
-
-
-def result_tables(results, write_steps: bool = True) -> dict[str, pd.DataFrame]:
-    """All output tables of a run, by file stem."""
-    recorders = [(rep, rec) for result in results for rep, rec in enumerate(result.recorders)]
-    tables = {"summary": pd.DataFrame([r.summary for r in results]),
-              "requests": requests_frame(recorders),
-              "acceptance": acceptance_frame(results)}
-    if write_steps:
-        tables["steps"] = steps_frame(recorders)
-    return tables
 
 
 def metadata(scenario_text: str, seed: int) -> dict[bytes, bytes]:
@@ -93,9 +106,22 @@ def metadata(scenario_text: str, seed: int) -> dict[bytes, bytes]:
             META_SEED: str(seed).encode()}
 
 
+def _merge_parts(parts: list[Path], name: str, target: str, meta: dict) -> None:
+    """Concatenate part files, row group by row group, into ``target`` (bounded memory)."""
+    schema = pq.read_schema(parts[0]) if parts else pa.Table.from_pandas(
+        FRAMES[name]([]), preserve_index=False).schema
+    schema = schema.with_metadata({**(schema.metadata or {}), **meta})
+    with pq.ParquetWriter(target, schema) as writer:
+        for part in parts:
+            source = pq.ParquetFile(part)
+            for group in range(source.num_row_groups):
+                writer.write_table(source.read_row_group(group).replace_schema_metadata(schema.metadata))
+
+
 def write_tables(out_dir: str | Path, tables: dict[str, pd.DataFrame], scenario_text: str,
-                 seed: int) -> list[Path]:
-    """Write ``{name: frame}`` as ``name.parquet`` in ``out_dir``, all or nothing."""
+                 seed: int, parts: dict[str, list[Path]] | None = None) -> list[Path]:
+    """Write ``{name: frame}`` as ``name.parquet`` in ``out_dir``, and ``{name: part
+    files}`` merged into ``name.parquet``; all or nothing."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = metadata(scenario_text, seed)
@@ -108,7 +134,15 @@ def write_tables(out_dir: str | Path, tables: dict[str, pd.DataFrame], scenario_
             os.close(fd)
             staged.append((tmp, out / f"{name}.parquet"))
             pq.write_table(table, tmp)
+        for name, files in (parts or {}).items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=out)
+            os.close(fd)
+            staged.append((tmp, out / f"{name}.parquet"))
+            _merge_parts(files, name, tmp, meta)
+        umask = os.umask(0)
+        os.umask(umask)
         for tmp, final in staged:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
             os.replace(tmp, final)
     finally:
         for tmp, _ in staged:

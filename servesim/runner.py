@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from servesim.costmodel import CostModel
 from servesim.engine import Recorder, simulate
+from servesim.results import PartSink
 from servesim.hardware import get_gpu
 from servesim.metrics import arm_metrics
 from servesim.models import get_model
@@ -91,24 +93,37 @@ def build_speculator(point: Point):
 
 @dataclass
 class PointResult:
-    """A point's summary row and its records, one Recorder per replication."""
+    """A point's summary row and its records.
+
+    recorders: one per replication, holding the table rows (runs kept in memory);
+        empty when the rows were streamed to part files.
+    parts: table name -> part files with its rows (streamed runs), in replication order.
+    accepted_counts: per replication, the spec arm's accepted-tokens histogram.
+    """
 
     summary: dict
     recorders: list[Recorder]
+    accepted_counts: list[list[int]]
+    parts: dict[str, list[Path]]
 
 
 def run_replication(point: Point, scenario_seed: int, replication: int, cost_model,
-                    speculator) -> Recorder:
-    """Both arms of one replication of a point, on common random numbers."""
+                    speculator, part_dir: Path | None = None) -> tuple[Recorder, dict[str, Path]]:
+    """Both arms of one replication of a point, on common random numbers; the
+    recorder and, if rows were streamed to ``part_dir``, the part files."""
     accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS, replication)
     workload = build_workload(point.values, stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication))
     config = serving_config(point, cost_model, speculator)
-    recorder = Recorder()
+    sink = PartSink(part_dir, point.point_id, replication) if part_dir is not None else None
+    recorder = Recorder(point["write_steps"], point["write_requests"], point["sample_every"], sink)
     for arm, spec in (("baseline", NoSpeculation()), ("spec", speculator)):
         simulate(workload, config=config, cost_model=cost_model, speculator=spec,
                  rng=np.random.default_rng(accept_seq), recorder=recorder,
                  point_id=point.point_id, arm=arm)
-    return recorder
+    if sink is None:
+        return recorder, {}
+    recorder.flush()
+    return recorder, sink.close()
 
 
 def weights_bytes(point: Point, cost_model, speculator) -> float:
@@ -137,7 +152,7 @@ def serving_config(point: Point, cost_model, speculator) -> ServingConfig:
 
 
 def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_model=None,
-              speculator=None) -> PointResult:
+              speculator=None, part_dir: Path | None = None) -> PointResult:
     """All replications of one point, and its summary row.
 
     With one replication the row is that replication's summary. With K > 1 every
@@ -147,9 +162,15 @@ def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_mode
     """
     cost_model = cost_model or build_cost_model(point)
     speculator = speculator or build_speculator(point)
-    recorders = [run_replication(point, scenario_seed, r, cost_model, speculator)
-                 for r in range(replications)]
+    runs = [run_replication(point, scenario_seed, r, cost_model, speculator, part_dir)
+            for r in range(replications)]
+    recorders = [rec for rec, _ in runs]
     rows = [summarise(point, rec, speculator) for rec in recorders]
+    counts = [rec.accepted_counts.get("spec", []) for rec in recorders]
+    parts: dict[str, list[Path]] = {}
+    for _, files in runs:
+        for name, path in files.items():
+            parts.setdefault(name, []).append(path)
     summary = dict(rows[0])
     speedups = np.array([r["speedup"] for r in rows])
     if replications > 1:
@@ -163,7 +184,9 @@ def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_mode
     else:
         summary.update(speedup_replication_sd=np.nan, speedup_ci95_low=np.nan, speedup_ci95_high=np.nan)
     summary["replications"] = replications
-    return PointResult(summary, recorders)
+    if part_dir is not None:
+        recorders = []  # rows are in the part files; the totals are summarised
+    return PointResult(summary, recorders, counts, parts)
 
 
 def t_quantile_975(dof: int) -> float:
@@ -183,20 +206,9 @@ def t_quantile_975(dof: int) -> float:
     return z + (z ** 3 + z) / (4 * dof)
 
 
-def _arm_figures(recorder: Recorder, arm: str, full_batch: int) -> dict:
-    """Decode-phase totals of one arm: all iterations, and those with a full batch."""
-    out = {"time": 0.0, "tokens": 0, "iterations": 0, "full_time": 0.0, "full_tokens": 0}
-    for row in recorder.steps:
-        if row[1] != arm or row[2] == "prefill":
-            continue
-        stage, duration, batch, generated = row[2], row[4], row[5], row[8]
-        out["time"] += duration
-        out["tokens"] += generated
-        out["iterations"] += stage != "draft"
-        if batch == full_batch:
-            out["full_time"] += duration
-            out["full_tokens"] += generated
-    return out
+def _full_batch(totals, full_batch: int) -> tuple[float, int]:
+    """Decode GPU seconds and tokens of the iterations that ran with a full batch."""
+    return totals.batch_time_s.get(full_batch, 0.0), totals.batch_tokens.get(full_batch, 0)
 
 
 def summarise(point: Point, recorder: Recorder, speculator) -> dict:
@@ -217,43 +229,42 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         request's end), mean over request-steps of the spec arm;
         expected_acceptance_rate is the acceptance model's mean.
     step_time_ratio: GPU seconds per spec iteration (draft + verify) / per baseline step.
+
+    Everything comes from the recorder's exact per-arm totals, never from the (possibly
+    sampled or streamed) table rows.
     """
+    base, spec = recorder.arm("baseline"), recorder.arm("spec")
     full_batch = min(point["batch_size"], point["num_requests"])
-    base = _arm_figures(recorder, "baseline", full_batch)
-    spec = _arm_figures(recorder, "spec", full_batch)
-    per_arm: dict[str, dict[int, tuple]] = {"baseline": {}, "spec": {}}
-    for row in recorder.requests:
-        if row[14] == "finished":
-            per_arm[row[1]][row[2]] = row
-    ratios = []
-    for rid, b_row in per_arm["baseline"].items():
-        s_row = per_arm["spec"].get(rid)
-        if s_row is None:
-            continue
-        base_t, spec_t = b_row[6] - b_row[5], s_row[6] - s_row[5]
-        if spec_t > 0:
-            ratios.append(base_t / spec_t)
-    ratios = np.asarray(ratios if ratios else [np.nan])
-    steps = sum(r[9] for r in per_arm["spec"].values())
-    accepted = sum(r[10] for r in per_arm["spec"].values())
+    base_full_time, base_full_tokens = _full_batch(base, full_batch)
+    spec_full_time, spec_full_tokens = _full_batch(spec, full_batch)
+    if not (base_full_time > 0 and spec_full_time > 0):
+        # never a full batch (light open-loop load): all decode iterations count
+        base_full_time, base_full_tokens = base.decode_time_s, base.decode_tokens
+        spec_full_time, spec_full_tokens = spec.decode_time_s, spec.decode_tokens
 
     def rate(tokens, time):
         return tokens / time if time > 0 else np.nan
 
-    if not (base["full_time"] > 0 and spec["full_time"] > 0):
-        # never a full batch (light open-loop load): all decode iterations count
-        base["full_tokens"], base["full_time"] = base["tokens"], base["time"]
-        spec["full_tokens"], spec["full_time"] = spec["tokens"], spec["time"]
-    base_tps, spec_tps = rate(base["full_tokens"], base["full_time"]), rate(spec["full_tokens"], spec["full_time"])
-    base_step = base["time"] / base["iterations"] if base["iterations"] else np.nan
-    spec_step = spec["time"] / spec["iterations"] if spec["iterations"] else np.nan
+    b_req, s_req = base.requests(), spec.requests()
+    b_ok, s_ok = b_req["status"] == 0, s_req["status"] == 0
+    b_ids, s_ids = b_req["request_id"][b_ok], s_req["request_id"][s_ok]
+    common, b_idx, s_idx = np.intersect1d(b_ids, s_ids, assume_unique=True, return_indices=True)
+    b_time = (b_req["finish_s"][b_ok] - b_req["first_token_s"][b_ok])[b_idx]
+    s_time = (s_req["finish_s"][s_ok] - s_req["first_token_s"][s_ok])[s_idx]
+    positive = s_time > 0
+    ratios = b_time[positive] / s_time[positive] if positive.any() else np.array([np.nan])
+    steps = int(s_req["verify_steps"][s_ok].sum())
+    accepted = int(s_req["accepted_tokens"][s_ok].sum())
+    base_tps, spec_tps = rate(base_full_tokens, base_full_time), rate(spec_full_tokens, spec_full_time)
+    base_step = base.decode_time_s / base.iterations if base.iterations else np.nan
+    spec_step = spec.decode_time_s / spec.iterations if spec.iterations else np.nan
     row = {"point_id": point.point_id}
     for key in dict.fromkeys(ALWAYS_IN_SUMMARY + point.swept):
         row[key] = point.values[key]
     row["candidate_tokens"] = speculator.tokens_per_step  # the verify width actually used
     row.update({
         "speedup": spec_tps / base_tps,
-        "speedup_with_drain": rate(spec["tokens"], spec["time"]) / rate(base["tokens"], base["time"]),
+        "speedup_with_drain": rate(spec.decode_tokens, spec.decode_time_s) / rate(base.decode_tokens, base.decode_time_s),
         "speedup_mean_paired": float(np.mean(ratios)),
         "speedup_p05": float(np.percentile(ratios, 5)),
         "speedup_p50": float(np.percentile(ratios, 50)),
@@ -265,30 +276,32 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         "step_time_ratio": spec_step / base_step,
         "baseline_step_time_s": base_step,
         "spec_step_time_s": spec_step,
-        "requests": len(per_arm["spec"]),
+        "requests": int(s_ok.sum()),
         "kv_capacity_tokens": recorder.arm_stats["spec"]["kv_capacity_tokens"],
     })
     for arm in ("baseline", "spec"):
-        rows = [r for r in recorder.requests if r[1] == arm]
-        steps = [r for r in recorder.steps if r[1] == arm]
-        row.update(arm_metrics(rows, steps, recorder.arm_stats[arm], arm, point["batch_size"],
+        row.update(arm_metrics(recorder.arm(arm), recorder.arm_stats[arm], arm, point["batch_size"],
                                point["ttft_slo_s"], point["tpot_slo_s"]))
     return row
 
 
-def _run_point_job(args: tuple[Point, int, int]) -> PointResult:
-    return run_point(*args)
+def _run_point_job(args: tuple) -> PointResult:
+    point, seed, replications, part_dir = args
+    return run_point(point, seed, replications, part_dir=part_dir)
 
 
-def run_scenario(scenario: Scenario, jobs: int = 1, progress=None) -> list[PointResult]:
+def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
+                 part_dir: Path | None = None) -> list[PointResult]:
     """Every point of a scenario, in sweep order.
 
     jobs: local worker processes (1 = in this process). Results do not depend on it:
         each point's random streams derive from the scenario seed and its parameters.
     progress: optional callable(done, total), called as points complete.
+    part_dir: stream table rows to part files there (bounded memory) instead of
+        keeping them in the results.
     """
     points = scenario.points()
-    tasks = [(p, scenario.seed, scenario.values["replications"]) for p in points]
+    tasks = [(p, scenario.seed, scenario.values["replications"], part_dir) for p in points]
     results: list[PointResult] = []
     if jobs <= 1 or len(points) <= 1:
         for task in tasks:
@@ -297,15 +310,14 @@ def run_scenario(scenario: Scenario, jobs: int = 1, progress=None) -> list[Point
                 progress(len(results), len(tasks))
         return results
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    by_id: dict[int, PointResult] = {}
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-        futures = [pool.submit(_run_point_job, task) for task in tasks]
-        for future in as_completed(futures):
-            result = future.result()
-            by_id[result.summary["point_id"]] = result
+    workers = min(jobs, len(tasks))
+    chunk = max(1, len(tasks) // (workers * 8))  # few, large messages: less pickling overhead
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for result in pool.map(_run_point_job, tasks, chunksize=chunk):
+            results.append(result)
             if progress:
-                progress(len(by_id), len(tasks))
-    return [by_id[p.point_id] for p in points]
+                progress(len(results), len(tasks))
+    return results

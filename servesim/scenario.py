@@ -135,6 +135,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "output": {
         "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
         "write_steps": Key(bool, True, "write steps.parquet (one row per GPU stage)"),
+        "write_requests": Key(bool, True, "write requests.parquet (one row per request and arm)"),
+        "sample_every": Key(int, 1, "keep the rows of every n-th request and every n-th GPU stage in requests/steps.parquet (the summary is always exact)", minimum=1),
     },
 }
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """One inference request. Lengths are tokens; ``arrival_s`` is simulated seconds
     (for closed-loop workloads, the engine sets the real arrival)."""

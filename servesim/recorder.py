@@ -1,0 +1,125 @@
+"""What a run records: exact per-arm totals always, and rows for the tables when asked.
+
+The engine hands every GPU stage and every finished (or rejected, or unfinished)
+request to a :class:`Recorder`. It keeps
+
+* per arm, :class:`ArmTotals`: GPU time and tokens by stage and batch size, and one
+  compact column (``array``) per request figure: everything the summary needs, exact,
+  at 8 bytes per request and figure;
+* optionally the rows of ``steps.parquet`` and ``requests.parquet`` (plain tuples),
+  every row or every ``sample_every``-th, either in memory or, with a ``sink``, flushed
+  to it every ``flush_rows`` rows, so that a long run's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+
+STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
+               "tokens_per_seq", "context_tokens", "tokens_generated", "cost")
+REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
+                  "first_token_s", "finish_s", "prompt_len", "output_len",
+                  "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
+                  "gpu_wait_s", "status")
+STATUS = {"finished": 0, "rejected": 1, "unfinished": 2}
+
+
+class ArmTotals:
+    """Exact aggregates of one arm (see module docstring)."""
+
+    FLOAT_COLUMNS = ("arrival_s", "start_s", "first_token_s", "finish_s", "queue_delay_s",
+                     "slot_wait_s", "gpu_wait_s")
+    INT_COLUMNS = ("request_id", "output_len", "verify_steps", "accepted_tokens", "status")
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self.decode_time_s = 0.0
+        self.decode_tokens = 0
+        self.iterations = 0
+        self.batch_time_s: dict[int, float] = {}
+        self.batch_tokens: dict[int, int] = {}
+        self.columns = {c: array("d") for c in self.FLOAT_COLUMNS}
+        self.columns.update({c: array("q") for c in self.INT_COLUMNS})
+
+    def add_step(self, stage: str, duration_s: float, batch: int, tokens: int) -> None:
+        self.busy_s += duration_s
+        if stage == "prefill":
+            return
+        self.decode_time_s += duration_s
+        self.decode_tokens += tokens
+        self.iterations += stage != "draft"
+        self.batch_time_s[batch] = self.batch_time_s.get(batch, 0.0) + duration_s
+        self.batch_tokens[batch] = self.batch_tokens.get(batch, 0) + tokens
+
+    def add_request(self, row: tuple) -> None:
+        c = self.columns
+        c["request_id"].append(row[2])
+        c["arrival_s"].append(row[3])
+        c["start_s"].append(row[4])
+        c["first_token_s"].append(row[5])
+        c["finish_s"].append(row[6])
+        c["output_len"].append(row[8])
+        c["verify_steps"].append(row[9])
+        c["accepted_tokens"].append(row[10])
+        c["queue_delay_s"].append(row[11])
+        c["slot_wait_s"].append(row[12])
+        c["gpu_wait_s"].append(row[13])
+        c["status"].append(STATUS[row[14]])
+
+    def requests(self) -> dict[str, np.ndarray]:
+        """The request columns as numpy arrays (no copy)."""
+        return {k: np.frombuffer(v, dtype=np.float64 if v.typecode == "d" else np.int64)
+                for k, v in self.columns.items()}
+
+
+class Recorder:
+    """Totals per arm, plus the table rows that are kept (see module docstring).
+
+    keep_steps / keep_requests: whether rows of that table are kept at all;
+    sample_every: keep the rows of every n-th request (by id) and every n-th step;
+    sink: ``sink(steps_rows, request_rows)`` receives the rows every ``flush_rows`` and
+        at :meth:`flush`; without a sink the rows stay in ``steps`` / ``requests``.
+    """
+
+    def __init__(self, keep_steps: bool = True, keep_requests: bool = True, sample_every: int = 1,
+                 sink=None, flush_rows: int = 100_000) -> None:
+        self.steps: list[tuple] = []
+        self.requests: list[tuple] = []
+        self.accepted_counts: dict[str, list[int]] = {}
+        """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
+        self.arm_stats: dict[str, dict] = {}
+        """Per arm: time integrals and counters of the run (see ``Server.stats``)."""
+        self.totals: dict[str, ArmTotals] = {}
+        self.keep_steps, self.keep_requests = keep_steps, keep_requests
+        self.sample_every, self.sink, self.flush_rows = sample_every, sink, flush_rows
+        self._step_count = 0
+
+    def arm(self, arm: str) -> ArmTotals:
+        totals = self.totals.get(arm)
+        if totals is None:
+            totals = self.totals[arm] = ArmTotals()
+        return totals
+
+    def add_step(self, row: tuple) -> None:
+        self.arm(row[1]).add_step(row[2], row[4], row[5], row[8])
+        if self.keep_steps:
+            self._step_count += 1
+            if self._step_count % self.sample_every == 0:
+                self.steps.append(row)
+                if self.sink is not None and len(self.steps) >= self.flush_rows:
+                    self.flush()
+
+    def add_request(self, row: tuple) -> None:
+        self.arm(row[1]).add_request(row)
+        if self.keep_requests and row[2] % self.sample_every == 0:
+            self.requests.append(row)
+            if self.sink is not None and len(self.requests) >= self.flush_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the kept rows to the sink (if any) and forget them."""
+        if self.sink is not None and (self.steps or self.requests):
+            self.sink(self.steps, self.requests)
+            self.steps, self.requests = [], []
