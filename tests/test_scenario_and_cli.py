@@ -224,3 +224,33 @@ def test_parallel_run_is_identical_to_serial(tmp_path):
     for name in ("summary", "requests", "steps", "acceptance"):
         assert pq.read_table(tmp_path / "serial" / f"{name}.parquet").equals(
             pq.read_table(tmp_path / "parallel" / f"{name}.parquet"))
+
+
+def test_sampled_or_switched_off_rows_leave_the_summary_exact(tmp_path):
+    path = write(tmp_path, SMALL.replace("num_requests = 4", "num_requests = 12"))
+    assert main(["run", str(path), "--out", str(tmp_path / "full")]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "sampled"), "--set", "sample_every=3",
+                 "--set", "write_steps=false"]) == 0
+    full = pq.read_table(tmp_path / "full" / "summary.parquet")
+    assert full.equals(pq.read_table(tmp_path / "sampled" / "summary.parquet"))
+    assert not (tmp_path / "sampled" / "steps.parquet").exists()
+    sampled = pd.read_parquet(tmp_path / "sampled" / "requests.parquet")
+    assert set(sampled["request_id"]) == {0, 3, 6, 9}
+
+
+def test_part_files_stream_in_row_groups_and_merge_back(tmp_path):
+    from servesim.recorder import Recorder
+    from servesim.results import PartSink, requests_frame, write_tables
+    rows = [(0, "spec", i, 0.0, 0.1, 0.2, 0.3, 10, 5, 2, 4, 0.1, 0.05, 0.05, "finished") for i in range(7)]
+    sink = PartSink(tmp_path, 0, 0)
+    rec = Recorder(sink=sink, flush_rows=2)
+    for row in rows:
+        rec.add_request(row)
+    rec.flush()
+    part = sink.close()["requests"]
+    assert pq.ParquetFile(part).num_row_groups == 4  # 2 + 2 + 2 + 1 rows
+    out = tmp_path / "out"
+    write_tables(out, {}, "x = 1", 0, {"requests": [part]})
+    merged = pd.read_parquet(out / "requests.parquet")
+    pd.testing.assert_frame_equal(merged, requests_frame(rows))
+    assert read_metadata(out / "requests.parquet")["servesim.scenario"] == "x = 1"
