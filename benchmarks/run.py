@@ -9,6 +9,8 @@ Cases
               batching (32 running), Medusa tree acceptance, both arms;
   sweep1000   a 1,000-point sweep (candidate tokens x context x batch), with --jobs 1
               and with --jobs 2;
+  million     1,000,000 requests (both arms) through `servesim run` with streamed output
+              (requests.parquet written, steps switched off): wall time and peak memory;
 and for each, the limit: a bare SimPy loop that performs the same number of GPU
 resource acquisitions and timeouts with no cost model, sampling or recording.
 
@@ -54,6 +56,26 @@ batch_size = 32
 write_steps = false
 """
 
+MILLION = """
+name = "bench_million"
+[speculation]
+method = "medusa"
+candidate_tokens = 16
+[workload]
+arrival = "poisson"
+rate_per_s = 40.0
+num_requests = 1000000
+seq_len = 256
+prompt_dist = "lognormal"
+output_len = 16
+output_dist = "lognormal"
+[serving]
+batching = "continuous"
+batch_size = 64
+[output]
+write_steps = false
+"""
+
 SWEEP1000 = """
 name = "bench_sweep1000"
 [workload]
@@ -85,6 +107,24 @@ def bare_simpy(steps: int) -> float:
     start = time.perf_counter()
     env.run()
     return time.perf_counter() - start
+
+
+def run_million() -> dict:
+    """The million-request case through the CLI in a child process (its own peak RSS)."""
+    import tempfile
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = Path(tmp) / "million.toml"
+        scenario.write_text(MILLION)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "servesim.cli", "run", str(scenario), "--out",
+                        str(Path(tmp) / "out"), "--jobs", "1"], check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        rows = pq.ParquetFile(Path(tmp) / "out" / "requests.parquet").metadata.num_rows
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"case": "million", "points": 1, "jobs": 1, "wall_s": wall, "requests_rows": rows,
+            "peak_rss_bytes": peak}
 
 
 def run_case(case: str) -> dict:
@@ -121,12 +161,12 @@ def main() -> None:
     parser.add_argument("--case", help="run one case in this process and print JSON")
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case)))
+        print(json.dumps(run_million() if args.case == "million" else run_case(args.case)))
         return
     import pandas as pd
 
     rows = []
-    for case in ("seed", "open100k", "sweep1000_j1", "sweep1000_j2"):
+    for case in ("seed", "open100k", "sweep1000_j1", "sweep1000_j2", "million"):
         out = subprocess.run([sys.executable, __file__, "--case", case], check=True,
                              capture_output=True, text=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
