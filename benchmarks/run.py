@@ -144,9 +144,10 @@ def run_case(case: str) -> dict:
     start = time.perf_counter()
     results = run_scenario(scenario, jobs)
     wall = time.perf_counter() - start
-    steps = sum(len(rec.steps) for r in results for rec in r.recorders)
-    simulated = sum(row[4] for r in results for rec in r.recorders for row in rec.steps)
-    tokens = sum(row[8] for r in results for rec in r.recorders for row in rec.steps)
+    totals = [t for r in results for rec in r.recorders for t in rec.totals.values()]
+    steps = sum(t.stages for t in totals)
+    simulated = sum(t.busy_s for t in totals)
+    tokens = sum(t.generated_tokens for t in totals)
     bare = bare_simpy(steps)
     return {"case": case, "points": len(results), "jobs": jobs, "wall_s": wall, "gpu_steps": steps,
             "gpu_steps_per_s": steps / wall, "simulated_gpu_s": simulated,

@@ -34,6 +34,8 @@ class ArmTotals:
     INT_COLUMNS = ("request_id", "output_len", "verify_steps", "accepted_tokens", "status")
 
     def __init__(self) -> None:
+        self.stages = 0
+        self.generated_tokens = 0
         self.busy_s = 0.0
         self.decode_time_s = 0.0
         self.decode_tokens = 0
@@ -44,6 +46,8 @@ class ArmTotals:
         self.columns.update({c: array("q") for c in self.INT_COLUMNS})
 
     def add_step(self, stage: str, duration_s: float, batch: int, tokens: int) -> None:
+        self.stages += 1
+        self.generated_tokens += tokens
         self.busy_s += duration_s
         if stage == "prefill":
             return
