@@ -104,6 +104,16 @@ class CostModel:
         self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
         self._cache: dict[tuple, StepCost] = {}
 
+    CACHE_ENTRIES = 8192
+    """Memo size bound: open-loop runs meet ever new batch contexts, and an unbounded
+    memo would grow by about 2 KB per step. When full, the memo starts afresh."""
+
+    def _remember(self, key: tuple, cost: StepCost) -> StepCost:
+        if len(self._cache) >= self.CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = cost
+        return cost
+
     # -- building blocks -------------------------------------------------------------
 
     def _op(self, name: str, flops: float, hbm_bytes: float, flops_per_s: float,
@@ -167,7 +177,7 @@ class CostModel:
         cached = self._cache.get(key)
         if cached is None:
             steps = [self.step_cost(batch, 1, context_tokens + i * batch, "decode") for i in range(passes)]
-            cached = self._cache[key] = _merged("draft_model", [op for step in steps for op in step.ops])
+            cached = self._remember(key, _merged("draft_model", [op for step in steps for op in step.ops]))
         return cached
 
     def step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int,
@@ -205,8 +215,7 @@ class CostModel:
             self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
         )
         cost = StepCost(ops, sum(op.time_s for op in ops))
-        self._cache[key] = cost
-        return cost
+        return self._remember(key, cost)
 
     def prefill_cost(self, prompt_lens: tuple[int, ...]) -> StepCost:
         """One prefill step of sequences with these prompt lengths, without padding
@@ -235,8 +244,7 @@ class CostModel:
                 self.gemm("lm_head", len(prompt_lens), m.hidden, m.vocab),
             )
             cached = StepCost(ops, sum(op.time_s for op in ops))
-        self._cache[key] = cached
-        return cached
+        return self._remember(key, cached)
 
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
         """The Medusa heads: per head one residual block (hidden x hidden) and a
@@ -249,5 +257,5 @@ class CostModel:
             m = self.model
             ops = [self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads),
                    self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)]
-            cached = self._cache[key] = _merged("draft_heads", ops)
+            cached = self._remember(key, _merged("draft_heads", ops))
         return cached
