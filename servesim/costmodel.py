@@ -103,6 +103,7 @@ class CostModel:
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * self.profile.bandwidth_efficiency
         self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
         self._cache: dict[tuple, StepCost] = {}
+        self._gemms: dict[tuple, tuple[OpCost, ...]] = {}  # GEMMs do not depend on context
 
     CACHE_ENTRIES = 8192
     """Memo size bound: open-loop runs meet ever new batch contexts, and an unbounded
@@ -200,20 +201,21 @@ class CostModel:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if batch < 1 or tokens_per_seq < 1 or context_tokens < 0:
             raise ValueError("batch and tokens_per_seq must be >= 1, context_tokens >= 0")
-        m = self.model
-        tokens = batch * tokens_per_seq
+        gemms = self._gemms.get((batch, tokens_per_seq, stage))
+        if gemms is None:
+            m = self.model
+            tokens = batch * tokens_per_seq
+            logit_tokens = batch if stage == "prefill" else tokens
+            gemms = self._gemms[(batch, tokens_per_seq, stage)] = (
+                self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
+                self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers),
+                self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
+                self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers),
+                self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
+                self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
+            )
         qk, pv = self._attention(batch, tokens_per_seq, context_tokens, stage)
-        logit_tokens = batch if stage == "prefill" else tokens
-        ops = (
-            self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
-            qk,
-            pv,
-            self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers),
-            self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
-            self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers),
-            self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
-            self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
-        )
+        ops = (gemms[0], qk, pv) + gemms[1:]
         cost = StepCost(ops, sum(op.time_s for op in ops))
         return self._remember(key, cost)
 
