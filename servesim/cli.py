@@ -97,16 +97,22 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
 
 # -- commands ---------------------------------------------------------------------------
 
-def _run_streamed(scenario, out_dir: Path, jobs: int):
+def _run_streamed(scenario, out_dir: Path, args):
     """Run a scenario with its table rows streamed to part files in a hidden folder of
     ``out_dir``; returns the small tables, that folder and the results."""
     from servesim.results import acceptance_frame
     from servesim.runner import run_scenario
 
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'servesim[ray]'") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir))
     try:
-        results = run_scenario(scenario, jobs, Progress(), part_dir=parts_dir)
+        results = run_scenario(scenario, args.jobs, Progress(), part_dir=parts_dir,
+                               executor=args.executor, address=args.address)
     except BaseException:
         shutil.rmtree(parts_dir, ignore_errors=True)
         raise
@@ -128,7 +134,7 @@ def cmd_run(args) -> int:
 
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    tables, parts_dir, results = _run_streamed(scenario, out_dir, args.jobs)
+    tables, parts_dir, results = _run_streamed(scenario, out_dir, args)
     try:
         summary = tables["summary"]
         written = write_tables(out_dir, tables, scenario.text, scenario.seed, _parts(results))
@@ -150,7 +156,7 @@ def cmd_plan(args) -> int:
         raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
                          f"{', '.join(KNOBS)} for the planner to choose among")
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    tables, parts_dir, results = _run_streamed(scenario, out_dir, args.jobs)
+    tables, parts_dir, results = _run_streamed(scenario, out_dir, args)
     try:
         if args.objective not in tables["summary"].columns:
             raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
@@ -348,6 +354,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where sweep points run: local processes (default) or Ray tasks "
+                             "(pip install 'servesim[ray]')")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servesim", description="Discrete-event simulator of LLM "
                                 "inference serving with speculative decoding.")
@@ -363,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=_jobs, default="auto",
                      help="local worker processes for sweep points (default: all cores); "
                           "results are identical to a serial run")
+    _executor_options(run)
     run.set_defaults(func=cmd_run)
 
     pln = sub.add_parser("plan", help="run a scenario and pick the best speculation setting per point")
@@ -373,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="summary column to optimise: speedup (default), or e.g. spec_e2e_p99_s "
                           "(columns ending in _s are minimised, others maximised)")
     pln.add_argument("--jobs", type=_jobs, default="auto", help="local worker processes (default: all cores)")
+    _executor_options(pln)
     pln.set_defaults(func=cmd_plan)
 
     val = sub.add_parser("validate", help="run the seed scenario and compare with the Medusa figure")

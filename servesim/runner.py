@@ -290,18 +290,68 @@ def _run_point_job(args: tuple) -> PointResult:
     return run_point(point, seed, replications, part_dir=part_dir)
 
 
+def _spill(result: PointResult, part_dir: Path) -> PointResult:
+    """Write a result's rows to part files in ``part_dir`` (for results that come back
+    from other machines, which cannot write into our folder) and drop them."""
+    for replication, recorder in enumerate(result.recorders):
+        sink = PartSink(part_dir, result.summary["point_id"], replication)
+        sink(recorder.steps, recorder.requests)
+        for name, path in sink.close().items():
+            result.parts.setdefault(name, []).append(path)
+    result.recorders = []
+    return result
+
+
+def _run_on_ray(tasks: list[tuple], address: str | None, jobs: int, progress,
+                part_dir: Path | None) -> list[PointResult]:
+    """Points as Ray tasks: on the cluster at ``address``, or on a local Ray instance
+    (with ``jobs`` CPUs) when none is given. Rows come back with the results and are
+    written to part files here, as each point completes."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(_run_point_job)
+        refs = [remote.remote(task[:3] + (None,)) for task in tasks]
+        position = {ref: i for i, ref in enumerate(refs)}
+        results: list[PointResult | None] = [None] * len(refs)
+        pending, done_count = list(refs), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            result = ray.get(ready[0])
+            results[position[ready[0]]] = _spill(result, part_dir) if part_dir is not None else result
+            done_count += 1
+            if progress:
+                progress(done_count, len(refs))
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
-                 part_dir: Path | None = None) -> list[PointResult]:
+                 part_dir: Path | None = None, executor: str = "local",
+                 address: str | None = None) -> list[PointResult]:
     """Every point of a scenario, in sweep order.
 
-    jobs: local worker processes (1 = in this process). Results do not depend on it:
-        each point's random streams derive from the scenario seed and its parameters.
+    jobs: local worker processes (1 = in this process), or CPUs of a local Ray
+        instance. Results do not depend on it: each point's random streams derive from
+        the scenario seed and its parameters, never from the order points run in.
     progress: optional callable(done, total), called as points complete.
     part_dir: stream table rows to part files there (bounded memory) instead of
         keeping them in the results.
+    executor: ``"local"`` (processes on this machine) or ``"ray"`` (the optional
+        ``servesim[ray]`` extra; ``address`` of an existing cluster, or a local one).
     """
     points = scenario.points()
     tasks = [(p, scenario.seed, scenario.values["replications"], part_dir) for p in points]
+    if executor == "ray":
+        return _run_on_ray(tasks, address, jobs, progress, part_dir)
     results: list[PointResult] = []
     if jobs <= 1 or len(points) <= 1:
         for task in tasks:

@@ -254,3 +254,23 @@ def test_part_files_stream_in_row_groups_and_merge_back(tmp_path):
     merged = pd.read_parquet(out / "requests.parquet")
     pd.testing.assert_frame_equal(merged, requests_frame(rows))
     assert read_metadata(out / "requests.parquet")["servesim.scenario"] == "x = 1"
+
+
+def test_ray_executor_matches_local(tmp_path):
+    pytest.importorskip("ray")  # the optional servesim[ray] extra
+    path = write(tmp_path, SMALL)
+    assert main(["run", str(path), "--out", str(tmp_path / "local"), "--jobs", "1"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--jobs", "2"]) == 0
+    for name in ("summary", "requests", "steps", "acceptance"):
+        assert pq.read_table(tmp_path / "local" / f"{name}.parquet").equals(
+            pq.read_table(tmp_path / "ray" / f"{name}.parquet"))
+
+
+def test_ray_executor_without_ray_explains_the_extra(tmp_path, capsys):
+    import importlib.util
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed; test_ray_executor_matches_local covers it")
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out), "--executor", "ray"]) == 2
+    assert "servesim[ray]" in capsys.readouterr().err
+    assert not out.exists()
