@@ -26,7 +26,7 @@ one GPU, no tensor parallelism.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
@@ -40,8 +40,7 @@ STAGES = ("prefill", "decode", "verify", "chain_verify")
 ``chain_verify`` checks a chain of drafted tokens (causal mask, fused attention)."""
 
 
-@dataclass(frozen=True)
-class OpCost:
+class OpCost(NamedTuple):
     """One operator of a step, summed over layers.
 
     ``flops`` are the FLOPs executed (padding included), ``hbm_bytes`` the bytes moved
@@ -62,8 +61,7 @@ class OpCost:
         return "memory" if self.memory_time_s >= self.compute_time_s else "compute"
 
 
-@dataclass(frozen=True)
-class StepCost:
+class StepCost(NamedTuple):
     """Time of one GPU stage and its per-operator breakdown."""
 
     ops: tuple[OpCost, ...]

@@ -46,6 +46,7 @@ import numpy as np
 import simpy
 
 from servesim.recorder import Recorder
+from servesim.speculation import NoSpeculation
 from servesim.workload import Request, Workload
 
 __all__ = ["Recorder", "Server", "ServingConfig", "simulate"]
@@ -109,7 +110,11 @@ class Server:
         self.thinking = workload.clients  # clients that will send another request
         self._pending = iter(workload.requests)
         self.counts = recorder.accepted_counts.setdefault(arm, [])
+        # a step yields at most its width in tokens: room for every possible draw
+        self.counts.extend([0] * (speculator.tokens_per_step + 1 - len(self.counts)))
         self.step_stage = "decode" if speculator.tokens_per_step == 1 else "verify"
+        self.drafts = not isinstance(speculator, NoSpeculation)  # may have a draft stage
+        self.totals = recorder.arm(arm)
         self._block: list[int] = []
         self._block_pos = 0
         self.stats = {"in_system_area": 0.0, "kv_area": 0.0, "kv_peak_tokens": 0,
@@ -216,7 +221,8 @@ class Server:
         with self.gpu.request() as grant:
             yield grant
             self.recorder.add_step((self.point_id, self.arm, stage, self.env.now, cost.time_s,
-                                    batch, tokens_per_seq, context_tokens, tokens_generated, cost))
+                                    batch, tokens_per_seq, context_tokens, tokens_generated, cost),
+                                   self.totals)
             yield self.env.timeout(cost.time_s)
 
     def _take(self, limit: int) -> list[_Sequence]:
@@ -268,31 +274,42 @@ class Server:
         return block[pos:pos + n]
 
     def _iteration(self, active: list[_Sequence]):
-        """One draft + verify (or decode) iteration; returns the requests not finished."""
+        """One draft + verify (or decode) iteration; returns the requests not finished.
+
+        This is the engine's hot path, so the verify stage is written out here rather
+        than delegated to ``_stage``. The step's outcome is drawn, and the requests'
+        token counts advanced, before the step runs: nothing reads them until after.
+        """
         b = len(active)
         context = 0
         for s in active:
             context += s.context
         spec = self.speculator
-        draft = spec.draft_cost(self.cost_model, b, context)
-        if draft is not None:
-            yield from self._stage("draft", draft, b, 1, context, 0)
-        # The outcome is drawn before the step runs; nothing depends on it until after.
-        drawn = self._draw(b)
-        kept = [min(a, s.request.output_len - s.generated) for s, a in zip(active, drawn)]
-        n = spec.tokens_per_step
-        cost = self.cost_model.step_cost(b, n, context, spec.verify_kind)
-        yield from self._stage(self.step_stage, cost, b, n, context, sum(kept))
-        still = []
+        if self.drafts:
+            draft = spec.draft_cost(self.cost_model, b, context)
+            if draft is not None:
+                yield from self._stage("draft", draft, b, 1, context, 0)
         counts = self.counts
-        for s, a, k in zip(active, drawn, kept):
-            if a >= len(counts):
-                counts.extend([0] * (a + 1 - len(counts)))
+        generated = 0
+        for s, a in zip(active, self._draw(b)):
             counts[a] += 1
+            k = s.request.output_len - s.generated
+            if a < k:
+                k = a
             s.generated += k
             s.context += k
             s.steps += 1
             s.accepted += a
+            generated += k
+        n = spec.tokens_per_step
+        cost = self.cost_model.step_cost(b, n, context, spec.verify_kind)
+        with self.gpu.request() as grant:
+            yield grant
+            self.recorder.add_step((self.point_id, self.arm, self.step_stage, self.env.now,
+                                    cost.time_s, b, n, context, generated, cost), self.totals)
+            yield self.env.timeout(cost.time_s)
+        still = []
+        for s in active:
             if s.generated < s.request.output_len:
                 still.append(s)
             else:

@@ -53,9 +53,15 @@ class ArmTotals:
             return
         self.decode_time_s += duration_s
         self.decode_tokens += tokens
-        self.iterations += stage != "draft"
-        self.batch_time_s[batch] = self.batch_time_s.get(batch, 0.0) + duration_s
-        self.batch_tokens[batch] = self.batch_tokens.get(batch, 0) + tokens
+        if stage != "draft":
+            self.iterations += 1
+        batch_time = self.batch_time_s
+        if batch in batch_time:
+            batch_time[batch] += duration_s
+            self.batch_tokens[batch] += tokens
+        else:
+            batch_time[batch] = duration_s
+            self.batch_tokens[batch] = tokens
 
     def add_request(self, row: tuple) -> None:
         c = self.columns
@@ -106,8 +112,9 @@ class Recorder:
             totals = self.totals[arm] = ArmTotals()
         return totals
 
-    def add_step(self, row: tuple) -> None:
-        self.arm(row[1]).add_step(row[2], row[4], row[5], row[8])
+    def add_step(self, row: tuple, totals: ArmTotals | None = None) -> None:
+        """Record one GPU stage; ``totals`` is ``self.arm(row[1])`` if the caller has it."""
+        (totals or self.arm(row[1])).add_step(row[2], row[4], row[5], row[8])
         if self.keep_steps:
             self._step_count += 1
             if self._step_count % self.sample_every == 0:
