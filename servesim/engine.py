@@ -46,7 +46,6 @@ import numpy as np
 import simpy
 
 from servesim.recorder import Recorder
-from servesim.speculation import NoSpeculation
 from servesim.workload import Request, Workload
 
 __all__ = ["Recorder", "Server", "ServingConfig", "simulate"]
@@ -113,7 +112,6 @@ class Server:
         # a step yields at most its width in tokens: room for every possible draw
         self.counts.extend([0] * (speculator.tokens_per_step + 1 - len(self.counts)))
         self.step_stage = "decode" if speculator.tokens_per_step == 1 else "verify"
-        self.drafts = not isinstance(speculator, NoSpeculation)  # may have a draft stage
         self.totals = recorder.arm(arm)
         self._block: list[int] = []
         self._block_pos = 0
@@ -285,10 +283,9 @@ class Server:
         for s in active:
             context += s.context
         spec = self.speculator
-        if self.drafts:
-            draft = spec.draft_cost(self.cost_model, b, context)
-            if draft is not None:
-                yield from self._stage("draft", draft, b, 1, context, 0)
+        draft = spec.draft_cost(self.cost_model, b, context)
+        if draft is not None:
+            yield from self._stage("draft", draft, b, 1, context, 0)
         counts = self.counts
         generated = 0
         for s, a in zip(active, self._draw(b)):

@@ -68,6 +68,21 @@ def _probabilities_problem(value: list) -> str | None:
     return None
 
 
+LENGTH_DISTS = ("fixed", "uniform", "lognormal", "geometric", "empirical")
+
+
+def _length_keys(kind: str, center: str, default_max: int) -> dict[str, "Key"]:
+    """The keys of one length distribution (``prompt_*`` or ``output_*``)."""
+    return {
+        f"{kind}_dist": Key(str, "fixed", f"{kind} lengths: `fixed` (`{center}`), `uniform`, `lognormal`, `geometric` or `empirical`", choices=LENGTH_DISTS),
+        f"{kind}_min": Key(int, 1, f"smallest {kind} (`uniform`)", minimum=1),
+        f"{kind}_max": Key(int, default_max, f"largest {kind} (`uniform`)", minimum=1),
+        f"{kind}_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
+        f"{kind}_file": Key(str, "", f"CSV/Parquet file to resample {kind} lengths from (`empirical`)"),
+        f"{kind}_column": Key(str, f"{kind}_len", "its column (`empirical`)"),
+    }
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key(str, None, "scenario name; default output folder is outputs/<name>/ (default: file name)"),
@@ -108,19 +123,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "think_time_s": Key(float, 0.0, "mean think time between a client's requests, exponential (`closed_loop`)", minimum=0.0),
         "trace_file": Key(str, "", "CSV or Parquet with columns arrival_s, prompt_len, output_len (`trace`)"),
         "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
-        "prompt_dist": Key(str, "fixed", "prompt lengths: `fixed`, `uniform`, `lognormal`, `geometric` or `empirical`", choices=("fixed", "uniform", "lognormal", "geometric", "empirical")),
-        "prompt_min": Key(int, 1, "smallest prompt (`uniform`)", minimum=1),
-        "prompt_max": Key(int, 1024, "largest prompt (`uniform`)", minimum=1),
-        "prompt_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
-        "prompt_file": Key(str, "", "CSV/Parquet file to resample prompt lengths from (`empirical`)"),
-        "prompt_column": Key(str, "prompt_len", "its column (`empirical`)"),
+        **_length_keys("prompt", "seq_len", 1024),
         "output_len": Key(int, 64, "output tokens, the first one from prefill: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
-        "output_dist": Key(str, "fixed", "output lengths: `fixed`, `uniform`, `lognormal`, `geometric` or `empirical`", choices=("fixed", "uniform", "lognormal", "geometric", "empirical")),
-        "output_min": Key(int, 1, "smallest output (`uniform`)", minimum=1),
-        "output_max": Key(int, 256, "largest output (`uniform`)", minimum=1),
-        "output_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
-        "output_file": Key(str, "", "CSV/Parquet file to resample output lengths from (`empirical`)"),
-        "output_column": Key(str, "output_len", "its column (`empirical`)"),
+        **_length_keys("output", "output_len", 256),
     },
     "serving": {
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
@@ -392,9 +397,9 @@ def check_point(source: str, point: Point) -> None:
         if v[f"{kind}_dist"] == "uniform" and v[f"{kind}_min"] > v[f"{kind}_max"]:
             raise ScenarioError(source, f"workload.{kind}_min", f"{v[kind + '_min']} exceeds {kind}_max {v[kind + '_max']}")
         if v[f"{kind}_dist"] == "empirical":
-            from servesim.workload import TraceError, _integer_column, read_table
+            from servesim.workload import TraceError, integer_column, read_table
             try:
-                _integer_column(read_table(v[f"{kind}_file"]), v[f"{kind}_file"], v[f"{kind}_column"])
+                integer_column(read_table(v[f"{kind}_file"]), v[f"{kind}_file"], v[f"{kind}_column"])
             except TraceError as e:
                 raise ScenarioError(source, f"workload.{kind}_file", str(e)) from None
     if v["max_accepted"] > v["candidate_tokens"]:

@@ -69,7 +69,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise TraceError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {e}") from None
 
 
-def _integer_column(frame: pd.DataFrame, path, column: str) -> np.ndarray:
+def integer_column(frame: pd.DataFrame, path, column: str) -> np.ndarray:
+    """A column of integers >= 1; TraceError naming file, row and column otherwise."""
     if column not in frame.columns:
         raise TraceError(f"{path}: missing column {column!r} (columns: {', '.join(map(str, frame.columns))})")
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -95,8 +96,8 @@ def read_trace(path: str | Path) -> list[Request]:
             raise TraceError(f"{path}: row {row + 1}, column 'arrival_s': {t} is earlier than "
                              f"the row before ({previous}); arrivals must not decrease")
         previous = t
-    prompts = _integer_column(frame, path, "prompt_len")
-    outputs = _integer_column(frame, path, "output_len")
+    prompts = integer_column(frame, path, "prompt_len")
+    outputs = integer_column(frame, path, "output_len")
     if len(frame) == 0:
         raise TraceError(f"{path}: no rows")
     return [Request(i, float(a), int(p), int(o)) for i, (a, p, o) in enumerate(zip(arrivals, prompts, outputs))]
@@ -114,7 +115,7 @@ def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: 
     if dist == "geometric":
         return rng.geometric(1.0 / center, size=n).astype(np.int64)
     if dist == "empirical":
-        values = _integer_column(read_table(file), file, column)
+        values = integer_column(read_table(file), file, column)
         return rng.choice(values, size=n, replace=True)
     raise ValueError(f"unknown length distribution {dist!r}")
 
