@@ -38,6 +38,7 @@ batch, or a static batch filling up).
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from servesim.recorder import Recorder
 from servesim.workload import Request, Workload
 
 __all__ = ["Recorder", "Server", "ServingConfig", "simulate"]
+
+STEP_BATCH = 1024
+"""Step rows are handed to the recorder this many at a time."""
 
 
 @dataclass(frozen=True)
@@ -71,23 +75,33 @@ class ServingConfig:
 
 
 class _Sequence:
-    """A request's state from arrival to finish."""
+    """A request's state from arrival to finish.
 
-    __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "context", "generated",
-                 "steps", "accepted", "first_token_s", "kv_tokens", "done")
+    ``remaining``: output tokens still to generate; the KV cache then holds
+    ``prompt_len + (output_len - remaining) - 1`` of its tokens (the last generated
+    token is the next step's query). ``joined_iteration``: the server's iteration count
+    when the request's prefill finished, so its verify steps are the iterations since.
+    """
+
+    __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
+                 "accepted", "first_token_s", "kv_tokens", "done")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
         self.arrival_s = arrival_s
         self.eligible_s = math.nan
         self.start_s = math.nan
-        self.context = request.prompt_len
-        self.generated = 0
-        self.steps = 0
+        self.remaining = request.output_len
+        self.joined_iteration = -1  # not prefilled yet
         self.accepted = 0
         self.first_token_s = math.nan
         self.kv_tokens = kv_tokens
         self.done = done
+
+    def context_tokens(self) -> int:
+        """Tokens of this request in the KV cache."""
+        r = self.request
+        return r.prompt_len + r.output_len - self.remaining - 1
 
 
 class Server:
@@ -113,6 +127,8 @@ class Server:
         self.counts.extend([0] * (speculator.tokens_per_step + 1 - len(self.counts)))
         self.step_stage = "decode" if speculator.tokens_per_step == 1 else "verify"
         self.totals = recorder.arm(arm)
+        self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
+        self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
         self._block: list[int] = []
         self._block_pos = 0
         self.stats = {"in_system_area": 0.0, "kv_area": 0.0, "kv_peak_tokens": 0,
@@ -166,9 +182,10 @@ class Server:
         queue = s.start_s - s.arrival_s
         eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
         finish = self.env.now if status == "finished" else math.nan
+        steps = self.iterations - s.joined_iteration if s.joined_iteration >= 0 else 0
         self.recorder.add_request((
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
-            finish, r.prompt_len, r.output_len, s.steps, s.accepted, queue,
+            finish, r.prompt_len, r.output_len, steps, s.accepted, queue,
             eligible - s.arrival_s, s.start_s - eligible, status))
 
     # -- arrivals ---------------------------------------------------------------------
@@ -218,9 +235,8 @@ class Server:
                tokens_generated: int):
         with self.gpu.request() as grant:
             yield grant
-            self.recorder.add_step((self.point_id, self.arm, stage, self.env.now, cost.time_s,
-                                    batch, tokens_per_seq, context_tokens, tokens_generated, cost),
-                                   self.totals)
+            self.step_rows.append((self.point_id, self.arm, stage, self.env.now, cost.time_s, batch,
+                                   tokens_per_seq, context_tokens, tokens_generated, cost))
             yield self.env.timeout(cost.time_s)
 
     def _take(self, limit: int) -> list[_Sequence]:
@@ -240,6 +256,10 @@ class Server:
             batch.append(s)
         return batch
 
+    def _hand_over_steps(self) -> None:
+        self.recorder.add_steps(self.step_rows, self.totals)
+        self.step_rows.clear()
+
     def _finish(self, s: _Sequence) -> None:
         self._advance()
         self.kv_used -= s.kv_tokens
@@ -253,9 +273,10 @@ class Server:
                                0, len(seqs))
         still = []
         for s in seqs:
-            s.generated = 1
+            s.remaining -= 1
             s.first_token_s = self.env.now
-            if s.generated < s.request.output_len:
+            s.joined_iteration = self.iterations
+            if s.remaining:
                 still.append(s)
             else:
                 self._finish(s)
@@ -263,55 +284,87 @@ class Server:
 
     def _draw(self, n: int) -> list[int]:
         """The next ``n`` tokens-per-step draws, served from blocks drawn in one numpy
-        call (the same sequence as drawing them step by step, for far less overhead)."""
+        call (the same sequence as drawing them step by step, for far less overhead).
+        Every draw served is used, so the acceptance histogram is counted per block."""
+        if self._block_pos + n > len(self._block):
+            self._count_draws()
+            self._block += self.speculator.draw_accepted(self.rng, max(4096, n)).tolist()
         block, pos = self._block, self._block_pos
-        if pos + n > len(block):
-            block = block[pos:] + self.speculator.draw_accepted(self.rng, max(4096, n)).tolist()
-            pos = 0
-        self._block, self._block_pos = block, pos + n
+        self._block_pos = pos + n
         return block[pos:pos + n]
 
-    def _iteration(self, active: list[_Sequence]):
-        """One draft + verify (or decode) iteration; returns the requests not finished.
+    def _count_draws(self) -> None:
+        """Add the draws served from the current block to the acceptance histogram."""
+        served = self._block[:self._block_pos]
+        if served:
+            for a, k in enumerate(np.bincount(served).tolist()):
+                self.counts[a] += k
+        self._block, self._block_pos = self._block[self._block_pos:], 0
 
-        This is the engine's hot path, so the verify stage is written out here rather
-        than delegated to ``_stage``. The step's outcome is drawn, and the requests'
-        token counts advanced, before the step runs: nothing reads them until after.
+    def _decode(self, active: list[_Sequence], until_admissible: bool):
+        """Run iterations of the ``active`` requests until all have finished or, with
+        ``until_admissible`` (continuous batching), until a waiting request could join;
+        return the requests still running.
+
+        An iteration is a draft stage (if the speculator has one) and a verify (or
+        decode) stage. Its outcome is drawn, and the requests' token counts advanced,
+        before the stage runs (nothing reads them until after); requests that got their
+        last token finish when the stage ends. This is the engine's hot path: the stages
+        are written out here, with what they use held in local names.
         """
-        b = len(active)
-        context = 0
+        env, gpu, rows = self.env, self.gpu, self.step_rows
+        point, arm, stage = self.point_id, self.arm, self.step_stage
+        spec, cost_model = self.speculator, self.cost_model
+        step_cost, draft_cost, drafting = cost_model.step_cost, spec.draft_cost, spec.has_draft_stage
+        n, kind = spec.tokens_per_step, spec.verify_kind
+        waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
+        context = 0  # KV-cache tokens of the batch
         for s in active:
-            context += s.context
-        spec = self.speculator
-        draft = spec.draft_cost(self.cost_model, b, context)
-        if draft is not None:
-            yield from self._stage("draft", draft, b, 1, context, 0)
-        counts = self.counts
-        generated = 0
-        for s, a in zip(active, self._draw(b)):
-            counts[a] += 1
-            k = s.request.output_len - s.generated
-            if a < k:
-                k = a
-            s.generated += k
-            s.context += k
-            s.steps += 1
-            s.accepted += a
-            generated += k
-        n = spec.tokens_per_step
-        cost = self.cost_model.step_cost(b, n, context, spec.verify_kind)
-        with self.gpu.request() as grant:
-            yield grant
-            self.recorder.add_step((self.point_id, self.arm, self.step_stage, self.env.now,
-                                    cost.time_s, b, n, context, generated, cost), self.totals)
-            yield self.env.timeout(cost.time_s)
-        still = []
-        for s in active:
-            if s.generated < s.request.output_len:
-                still.append(s)
-            else:
-                self._finish(s)
-        return still
+            context += s.context_tokens()
+        while active:
+            b = len(active)
+            draft = draft_cost(cost_model, b, context) if drafting else None
+            if draft is not None:
+                with gpu.request() as grant:
+                    yield grant
+                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, draft))
+                    yield env.timeout(draft.time_s)
+            self.iterations += 1
+            generated = 0
+            finished = None
+            for s, a in zip(active, self._draw(b)):
+                s.accepted += a
+                left = s.remaining
+                if a < left:
+                    s.remaining = left - a
+                    generated += a
+                else:
+                    s.remaining = 0
+                    generated += left
+                    if finished is None:
+                        finished = [s]
+                    else:
+                        finished.append(s)
+            cost = step_cost(b, n, context, kind)
+            with gpu.request() as grant:
+                yield grant
+                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, cost))
+                yield env.timeout(cost.time_s)
+            if len(rows) >= STEP_BATCH:
+                self._hand_over_steps()
+            context += generated
+            if finished is not None:
+                active = [s for s in active if s.remaining]
+                for s in finished:
+                    context -= s.context_tokens()
+                    self._finish(s)
+                self.running = active
+                if until_admissible:
+                    self._mark_eligible()
+            if (until_admissible and waiting and len(active) < batch_size
+                    and self.kv_used + waiting[0].kv_tokens <= kv_capacity):
+                break
+        return active
 
     # -- schedulers -------------------------------------------------------------------
 
@@ -330,11 +383,8 @@ class Server:
                     continue
             batch = self._take(c.batch_size)
             self.running = batch
-            active = yield from self._prefill(batch)
-            while active:
-                self.running = active
-                active = yield from self._iteration(active)
-            self.running = []
+            self.running = yield from self._prefill(batch)
+            self.running = yield from self._decode(self.running, until_admissible=False)
             self._mark_eligible()
 
     def continuous_scheduler(self):
@@ -347,8 +397,7 @@ class Server:
                 self.running = [s for s in self.running if s not in new] + prefilled
                 self._mark_eligible()
             if self.running:
-                self.running = yield from self._iteration(self.running)
-                self._mark_eligible()
+                self.running = yield from self._decode(self.running, until_admissible=True)
                 continue
             if not new:
                 if not self.waiting and not self.expecting_arrivals():
@@ -364,11 +413,21 @@ class Server:
             env.process(self.source())
         scheduler = self.static_scheduler if self.config.batching == "static" else self.continuous_scheduler
         env.process(scheduler())
-        if math.isinf(self.config.max_sim_time_s):
-            env.run()
-        else:
-            env.run(until=self.config.max_sim_time_s)
+        until = None if math.isinf(self.config.max_sim_time_s) else self.config.max_sim_time_s
+        # The cyclic garbage collector is paused while the loop runs: the loop makes
+        # almost no reference cycles (a few hundred objects per run), but the collector
+        # would walk the growing lists of recorded rows again and again (a fifth of the
+        # run time of the seed scenario). Memory is still freed by reference counting.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            env.run(until)
+        finally:
+            if collecting:
+                gc.enable()
         self._advance()
+        self._count_draws()
+        self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
         unfinished = list(self.waiting) + [s for s in self.running if s.done is not None and not s.done.triggered]

@@ -45,23 +45,25 @@ class ArmTotals:
         self.columns = {c: array("d") for c in self.FLOAT_COLUMNS}
         self.columns.update({c: array("q") for c in self.INT_COLUMNS})
 
-    def add_step(self, stage: str, duration_s: float, batch: int, tokens: int) -> None:
-        self.stages += 1
-        self.generated_tokens += tokens
-        self.busy_s += duration_s
-        if stage == "prefill":
-            return
-        self.decode_time_s += duration_s
-        self.decode_tokens += tokens
-        if stage != "draft":
-            self.iterations += 1
-        batch_time = self.batch_time_s
-        if batch in batch_time:
-            batch_time[batch] += duration_s
-            self.batch_tokens[batch] += tokens
-        else:
-            batch_time[batch] = duration_s
-            self.batch_tokens[batch] = tokens
+    def add_steps(self, rows: list[tuple]) -> None:
+        """Add step rows (fields :data:`STEP_FIELDS`), in the order they ran."""
+        batch_time, batch_tokens = self.batch_time_s, self.batch_tokens
+        for _, _, stage, _, duration_s, batch, _, _, tokens, _ in rows:
+            self.stages += 1
+            self.generated_tokens += tokens
+            self.busy_s += duration_s
+            if stage == "prefill":
+                continue
+            self.decode_time_s += duration_s
+            self.decode_tokens += tokens
+            if stage != "draft":
+                self.iterations += 1
+            if batch in batch_time:
+                batch_time[batch] += duration_s
+                batch_tokens[batch] += tokens
+            else:
+                batch_time[batch] = duration_s
+                batch_tokens[batch] = tokens
 
     def add_request(self, row: tuple) -> None:
         c = self.columns
@@ -112,15 +114,26 @@ class Recorder:
             totals = self.totals[arm] = ArmTotals()
         return totals
 
-    def add_step(self, row: tuple, totals: ArmTotals | None = None) -> None:
-        """Record one GPU stage; ``totals`` is ``self.arm(row[1])`` if the caller has it."""
-        (totals or self.arm(row[1])).add_step(row[2], row[4], row[5], row[8])
-        if self.keep_steps:
-            self._step_count += 1
-            if self._step_count % self.sample_every == 0:
-                self.steps.append(row)
-                if self.sink is not None and len(self.steps) >= self.flush_rows:
-                    self.flush()
+    def add_steps(self, rows: list[tuple], totals: ArmTotals) -> None:
+        """Record GPU stages of one arm, in the order they ran; ``totals`` is that arm's.
+
+        The engine hands its steps over in batches: one call per step would cost a
+        tenth of a run's time.
+        """
+        totals.add_steps(rows)
+        if not self.keep_steps:
+            return
+        if self.sample_every == 1:
+            self.steps.extend(rows)
+        else:
+            every, count = self.sample_every, self._step_count
+            for row in rows:
+                count += 1
+                if count % every == 0:
+                    self.steps.append(row)
+            self._step_count = count
+        if self.sink is not None and len(self.steps) >= self.flush_rows:
+            self.flush()
 
     def add_request(self, row: tuple) -> None:
         self.arm(row[1]).add_request(row)

@@ -6,7 +6,9 @@ A speculator answers three questions for the engine:
   N, root included; 1 means plain autoregressive decoding);
 * ``draw_accepted(rng, n)``: tokens each of ``n`` sequences gets from one verify step
   (always >= 1: the root's token is always correct);
-* ``draft_cost(cost_model, batch)``: the drafting stage's cost, or ``None`` if none.
+* ``has_draft_stage``: whether an iteration runs a drafting stage before verifying;
+* ``draft_cost(cost_model, batch, context_tokens)``: that stage's cost (``None`` if
+  there is none).
 
 Acceptance models in this module:
 
@@ -139,6 +141,7 @@ class NoSpeculation:
     method = "none"
     tokens_per_step = 1
     verify_kind = "decode"
+    has_draft_stage = False
     acceptance = FixedAcceptance(1)
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -166,12 +169,13 @@ class MedusaSpeculation:
         self.num_heads = num_heads
         self.include_head_cost = include_head_cost
         self.verify_kind = "decode" if candidate_tokens == 1 else "verify"
+        self.has_draft_stage = include_head_cost and candidate_tokens > 1
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.acceptance.draw(rng, n)
 
     def draft_cost(self, cost_model, batch: int, context_tokens: int):
-        if not self.include_head_cost or self.tokens_per_step == 1:
+        if not self.has_draft_stage:
             return None
         return cost_model.medusa_heads_cost(batch, self.num_heads)
 
@@ -189,6 +193,7 @@ class DraftModelSpeculation:
 
     method = "draft_model"
     verify_kind = "chain_verify"
+    has_draft_stage = True
 
     def __init__(self, draft_cost_model, gamma: int, alpha: float,
                  alpha_per_position: tuple[float, ...] = ()) -> None:
