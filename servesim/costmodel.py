@@ -158,14 +158,12 @@ class CostModel:
             score_bytes = scores * p.score_bytes_per_element / 2  # half on each side of softmax
             rate = self.gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency
             qk = self._op("attn_qk", flops, k_bytes + q_bytes + score_bytes, rate, repeat=m.layers)
-            pv = self._op("attn_pv", flops, k_bytes + q_bytes + score_bytes, rate, repeat=m.layers)
-            return qk, pv
-        # fused kernel; causal mask skips the upper triangle among the new tokens
-        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
-        flops = 2.0 * m.heads * pairs * m.head_dim
-        qk = self._op("attn_qk", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
-        pv = self._op("attn_pv", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
-        return qk, pv
+        else:
+            # fused kernel; causal mask skips the upper triangle among the new tokens
+            pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
+            flops = 2.0 * m.heads * pairs * m.head_dim
+            qk = self._op("attn_qk", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
+        return qk, OpCost("attn_pv", *qk[1:])  # PV moves and computes what QK^T does
 
     # -- public ----------------------------------------------------------------------
 
@@ -213,9 +211,11 @@ class CostModel:
                 self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
             )
         qk, pv = self._attention(batch, tokens_per_seq, context_tokens, stage)
-        ops = (gemms[0], qk, pv) + gemms[1:]
-        cost = StepCost(ops, sum(op.time_s for op in ops))
-        return self._remember(key, cost)
+        qkv, o, gate, up, down, head = gemms
+        ops = (qkv, qk, pv, o, gate, up, down, head)
+        time_s = (qkv.time_s + qk.time_s + pv.time_s + o.time_s + gate.time_s + up.time_s
+                  + down.time_s + head.time_s)  # in execution order
+        return self._remember(key, StepCost(ops, time_s))
 
     def prefill_cost(self, prompt_lens: tuple[int, ...]) -> StepCost:
         """One prefill step of sequences with these prompt lengths, without padding

@@ -77,14 +77,17 @@ class ServingConfig:
 class _Sequence:
     """A request's state from arrival to finish.
 
-    ``remaining``: output tokens still to generate; the KV cache then holds
-    ``prompt_len + (output_len - remaining) - 1`` of its tokens (the last generated
-    token is the next step's query). ``joined_iteration``: the server's iteration count
-    when the request's prefill finished, so its verify steps are the iterations since.
+    ``remaining``: output tokens still to generate, less the tokens a verify step
+    accepted past the end (so <= 0 once finished). Every verify step's accepted tokens
+    count against it, so a prefilled request has accepted ``output_len - 1 -
+    remaining`` tokens in verify steps. While running, its KV cache holds
+    ``prompt_len + (output_len - remaining) - 1`` tokens (the last generated token is
+    the next step's query). ``joined_iteration``: the server's iteration count when the
+    request's prefill finished (its verify steps are the iterations since), -1 before.
     """
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
-                 "accepted", "first_token_s", "kv_tokens", "done")
+                 "first_token_s", "kv_tokens", "done")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -92,16 +95,15 @@ class _Sequence:
         self.eligible_s = math.nan
         self.start_s = math.nan
         self.remaining = request.output_len
-        self.joined_iteration = -1  # not prefilled yet
-        self.accepted = 0
+        self.joined_iteration = -1
         self.first_token_s = math.nan
         self.kv_tokens = kv_tokens
         self.done = done
 
     def context_tokens(self) -> int:
-        """Tokens of this request in the KV cache."""
+        """Tokens of this (running) request in the KV cache."""
         r = self.request
-        return r.prompt_len + r.output_len - self.remaining - 1
+        return r.prompt_len + r.output_len - max(self.remaining, 0) - 1
 
 
 class Server:
@@ -182,10 +184,13 @@ class Server:
         queue = s.start_s - s.arrival_s
         eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
         finish = self.env.now if status == "finished" else math.nan
-        steps = self.iterations - s.joined_iteration if s.joined_iteration >= 0 else 0
+        if s.joined_iteration >= 0:
+            steps, accepted = self.iterations - s.joined_iteration, r.output_len - 1 - s.remaining
+        else:
+            steps, accepted = 0, 0
         self.recorder.add_request((
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
-            finish, r.prompt_len, r.output_len, steps, s.accepted, queue,
+            finish, r.prompt_len, r.output_len, steps, accepted, queue,
             eligible - s.arrival_s, s.start_s - eligible, status))
 
     # -- arrivals ---------------------------------------------------------------------
@@ -330,21 +335,15 @@ class Server:
                     rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, draft))
                     yield env.timeout(draft.time_s)
             self.iterations += 1
-            generated = 0
-            finished = None
-            for s, a in zip(active, self._draw(b)):
-                s.accepted += a
-                left = s.remaining
-                if a < left:
-                    s.remaining = left - a
-                    generated += a
-                else:
-                    s.remaining = 0
+            draws = self._draw(b)
+            generated = sum(draws)  # less what finishing requests accept past their end
+            finished = []
+            for s, a in zip(active, draws):
+                left = s.remaining - a
+                s.remaining = left
+                if left <= 0:
                     generated += left
-                    if finished is None:
-                        finished = [s]
-                    else:
-                        finished.append(s)
+                    finished.append(s)
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
@@ -353,8 +352,8 @@ class Server:
             if len(rows) >= STEP_BATCH:
                 self._hand_over_steps()
             context += generated
-            if finished is not None:
-                active = [s for s in active if s.remaining]
+            if finished:
+                active = [s for s in active if s.remaining > 0]
                 for s in finished:
                     context -= s.context_tokens()
                     self._finish(s)
