@@ -25,9 +25,10 @@ def data_toml(name: str) -> dict:
     return tomllib.loads(data_text(name))
 
 
-def data_csv(name: str) -> list[dict[str, str]]:
-    """A bundled CSV file as a list of rows (strings; callers convert)."""
-    return list(csv.DictReader(data_text(name).splitlines()))
+@cache
+def data_csv(name: str) -> tuple[dict[str, str], ...]:
+    """A bundled CSV file as rows (strings; callers convert; cached, must not be mutated)."""
+    return tuple(csv.DictReader(data_text(name).splitlines()))
 
 
 @cache

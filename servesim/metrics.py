@@ -25,13 +25,14 @@ import math
 import numpy as np
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue", "slot_wait", "gpu_wait")
-STATS = (("mean", None), ("p50", 50), ("p90", 90), ("p99", 99))
+PERCENTILES = (50, 90, 99)
 
 
-def _stat(values: np.ndarray, q) -> float:
+def _stats(values: np.ndarray) -> list[float]:
+    """Mean, then the :data:`PERCENTILES` (NaN when there are no values)."""
     if values.size == 0:
-        return math.nan
-    return float(values.mean()) if q is None else float(np.percentile(values, q))
+        return [math.nan] * (1 + len(PERCENTILES))
+    return [float(values.mean())] + np.percentile(values, PERCENTILES).tolist()
 
 
 def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: float,
@@ -52,8 +53,8 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
     }
     out = {}
     for name in LATENCIES:
-        for stat, q in STATS:
-            out[f"{arm}_{name}_{stat}_s"] = _stat(values[name], q)
+        for stat, value in zip(("mean",) + tuple(f"p{q}" for q in PERCENTILES), _stats(values[name])):
+            out[f"{arm}_{name}_{stat}_s"] = value
     finished = int(ok.sum())
     window = (finish.max() - stats["first_arrival_s"]) if finished else math.nan
     tpot_all = np.zeros(finished)
