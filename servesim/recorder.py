@@ -93,11 +93,16 @@ class Recorder:
     sample_every: keep the rows of every n-th request (by id) and every n-th step;
     sink: ``sink(steps_rows, request_rows)`` receives the rows every ``flush_rows`` and
         at :meth:`flush`; without a sink the rows stay in ``steps`` / ``requests``.
+
+    Kept step rows are stored transposed, one tuple per field for each batch the
+    engine hands over: a long run keeps hundreds of thousands of them, and as separate
+    tuples every one would be an object for Python's cyclic garbage collector to walk.
     """
 
     def __init__(self, keep_steps: bool = True, keep_requests: bool = True, sample_every: int = 1,
                  sink=None, flush_rows: int = 100_000) -> None:
-        self.steps: list[tuple] = []
+        self._step_columns: list[tuple[tuple, ...]] = []
+        self._kept_steps = 0
         self.requests: list[tuple] = []
         self.accepted_counts: dict[str, list[int]] = {}
         """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
@@ -114,6 +119,11 @@ class Recorder:
             totals = self.totals[arm] = ArmTotals()
         return totals
 
+    @property
+    def steps(self) -> list[tuple]:
+        """The kept step rows (fields :data:`STEP_FIELDS`), in the order they ran."""
+        return [row for columns in self._step_columns for row in zip(*columns)]
+
     def add_steps(self, rows: list[tuple], totals: ArmTotals) -> None:
         """Record GPU stages of one arm, in the order they ran; ``totals`` is that arm's.
 
@@ -123,17 +133,15 @@ class Recorder:
         totals.add_steps(rows)
         if not self.keep_steps:
             return
-        if self.sample_every == 1:
-            self.steps.extend(rows)
-        else:
+        if self.sample_every > 1:
             every, count = self.sample_every, self._step_count
-            for row in rows:
-                count += 1
-                if count % every == 0:
-                    self.steps.append(row)
-            self._step_count = count
-        if self.sink is not None and len(self.steps) >= self.flush_rows:
-            self.flush()
+            self._step_count += len(rows)
+            rows = [row for i, row in enumerate(rows, count + 1) if i % every == 0]
+        if rows:
+            self._step_columns.append(tuple(zip(*rows)))
+            self._kept_steps += len(rows)
+            if self.sink is not None and self._kept_steps >= self.flush_rows:
+                self.flush()
 
     def add_request(self, row: tuple) -> None:
         self.arm(row[1]).add_request(row)
@@ -144,6 +152,6 @@ class Recorder:
 
     def flush(self) -> None:
         """Hand the kept rows to the sink (if any) and forget them."""
-        if self.sink is not None and (self.steps or self.requests):
+        if self.sink is not None and (self._step_columns or self.requests):
             self.sink(self.steps, self.requests)
-            self.steps, self.requests = [], []
+            self._step_columns, self._kept_steps, self.requests = [], 0, []
