@@ -29,24 +29,22 @@ class UsageError(Exception):
 
 
 class Progress:
-    """Points done, points per second and time left, on one stderr line; silent when
-    stderr is not a terminal (CI logs, pipes)."""
+    """A progress bar of sweep points on stderr (tqdm): points done, points per second
+    and time left; silent when stderr is not a terminal (CI logs, pipes)."""
 
     def __init__(self) -> None:
-        import time
-        self.clock = time.monotonic
-        self.start = self.clock()
-        self.enabled = sys.stderr.isatty()
+        self.bar = None
+        self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = self.clock() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        left = (total - done) / rate if rate > 0 else float("nan")
-        end = "\n" if done == total else ""
-        print(f"\r  points {done}/{total}  {rate:.1f}/s  {left:.0f} s left   ", end=end,
-              file=sys.stderr, flush=True)
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="point", desc="points", disable=None,
+                            dynamic_ncols=True, leave=True)
+        self.bar.update(done - self.done)
+        self.done = done
+        if done == total:
+            self.bar.close()
 
 
 def _jobs(value: str) -> int:
