@@ -131,6 +131,7 @@ class Server:
         self.totals = recorder.arm(arm)
         self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
+        self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
         self._block: list[int] = []
         self._block_pos = 0
         self.stats = {"in_system_area": 0.0, "kv_area": 0.0, "kv_peak_tokens": 0,
@@ -283,6 +284,7 @@ class Server:
             s.joined_iteration = self.iterations
             if s.remaining:
                 still.append(s)
+                self.context_tokens += s.request.prompt_len
             else:
                 self._finish(s)
         return still
@@ -323,10 +325,8 @@ class Server:
         step_cost, draft_cost, drafting = cost_model.step_cost, spec.draft_cost, spec.has_draft_stage
         n, kind = spec.tokens_per_step, spec.verify_kind
         waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
-        context = 0  # KV-cache tokens of the batch
-        for s in active:
-            context += s.context_tokens()
         while active:
+            context = self.context_tokens
             b = len(active)
             draft = draft_cost(cost_model, b, context) if drafting else None
             if draft is not None:
@@ -353,13 +353,14 @@ class Server:
                 self._hand_over_steps()
             context += generated
             if finished:
-                active = [s for s in active if s.remaining > 0]
                 for s in finished:
                     context -= s.context_tokens()
                     self._finish(s)
+                active = [s for s in active if s.remaining > 0]
                 self.running = active
                 if until_admissible:
                     self._mark_eligible()
+            self.context_tokens = context
             if (until_admissible and waiting and len(active) < batch_size
                     and self.kv_used + waiting[0].kv_tokens <= kv_capacity):
                 break
