@@ -61,11 +61,35 @@ class OpCost(NamedTuple):
         return "memory" if self.memory_time_s >= self.compute_time_s else "compute"
 
 
-class StepCost(NamedTuple):
-    """Time of one GPU stage and its per-operator breakdown."""
+class StepCost:
+    """Time of one GPU stage (``time_s``, seconds) and its per-operator breakdown (``ops``).
 
-    ops: tuple[OpCost, ...]
-    time_s: float
+    The breakdown can be left to be worked out when first asked for: ``explain`` is
+    then ``(function, *args)`` and ``ops`` is ``function(*args)``. Open-loop runs meet a
+    new batch context at almost every step; they need every step's time but keep the
+    breakdown of few steps, or none (``write_steps = false``).
+    """
+
+    __slots__ = ("time_s", "_ops", "_explain")
+
+    def __init__(self, ops: tuple[OpCost, ...] | None, time_s: float, explain: tuple | None = None) -> None:
+        self._ops, self.time_s, self._explain = ops, time_s, explain
+
+    @property
+    def ops(self) -> tuple[OpCost, ...]:
+        if self._ops is None:
+            function, *args = self._explain
+            self._ops, self._explain = function(*args), None
+        return self._ops
+
+    def __reduce__(self):  # pickled (to other processes) with its breakdown worked out
+        return StepCost, (self.ops, self.time_s)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StepCost) and (self.ops, self.time_s) == (other.ops, other.time_s)
+
+    def __repr__(self) -> str:
+        return f"StepCost(ops={self.ops!r}, time_s={self.time_s!r})"
 
     def op_times(self) -> dict[str, float]:
         """Seconds per operator, every name in :data:`OP_NAMES` (0 where absent)."""
@@ -141,8 +165,9 @@ class CostModel:
         return self._op(name, flops, hbm, self._flops, repeat=repeat)
 
     def _attention(self, batch: int, queries: int, context_tokens: int,
-                   stage: str) -> tuple[OpCost, OpCost]:
-        """Score (QK^T) and value (PV) operators over all layers.
+                   stage: str) -> tuple[float, float, float]:
+        """FLOPs and HBM bytes of the score (QK^T) operator in one layer, and the FLOP/s
+        its kernel achieves. The value (PV) operator moves and computes the same.
 
         ``queries`` new tokens per sequence attend to their sequence's cached context
         (``context_tokens`` summed over the batch) and to each other.
@@ -157,13 +182,18 @@ class CostModel:
             flops = 2.0 * scores * m.head_dim
             score_bytes = scores * p.score_bytes_per_element / 2  # half on each side of softmax
             rate = self.gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency
-            qk = self._op("attn_qk", flops, k_bytes + q_bytes + score_bytes, rate, repeat=m.layers)
-        else:
-            # fused kernel; causal mask skips the upper triangle among the new tokens
-            pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
-            flops = 2.0 * m.heads * pairs * m.head_dim
-            qk = self._op("attn_qk", flops, k_bytes + q_bytes, self._flops, repeat=m.layers)
-        return qk, OpCost("attn_pv", *qk[1:])  # PV moves and computes what QK^T does
+            return flops, k_bytes + q_bytes + score_bytes, rate
+        # fused kernel; causal mask skips the upper triangle among the new tokens
+        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
+        return 2.0 * m.heads * pairs * m.head_dim, k_bytes + q_bytes, self._flops
+
+    def _step_ops(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]
+                  ) -> tuple[OpCost, ...]:
+        """A step's operators in execution order, from its GEMMs and its attention's
+        per-layer FLOPs, bytes and FLOP/s."""
+        flops, hbm_bytes, rate = attention
+        qk = self._op("attn_qk", flops, hbm_bytes, rate, repeat=self.model.layers)
+        return (gemms[0], qk, OpCost("attn_pv", *qk[1:])) + gemms[1:]
 
     # -- public ----------------------------------------------------------------------
 
@@ -210,12 +240,14 @@ class CostModel:
                 self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
                 self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
             )
-        qk, pv = self._attention(batch, tokens_per_seq, context_tokens, stage)
+        attention = self._attention(batch, tokens_per_seq, context_tokens, stage)
+        flops, hbm_bytes, rate = attention
+        # the attention operators' time as _op works it out (the breakdown waits)
+        attention_s = _combine(hbm_bytes / self._bandwidth, flops / rate, self.profile.overlap) * self.model.layers
         qkv, o, gate, up, down, head = gemms
-        ops = (qkv, qk, pv, o, gate, up, down, head)
-        time_s = (qkv.time_s + qk.time_s + pv.time_s + o.time_s + gate.time_s + up.time_s
+        time_s = (qkv.time_s + attention_s + attention_s + o.time_s + gate.time_s + up.time_s
                   + down.time_s + head.time_s)  # in execution order
-        return self._remember(key, StepCost(ops, time_s))
+        return self._remember(key, StepCost(None, time_s, (self._step_ops, gemms, attention)))
 
     def prefill_cost(self, prompt_lens: tuple[int, ...]) -> StepCost:
         """One prefill step of sequences with these prompt lengths, without padding

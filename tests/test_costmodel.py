@@ -103,7 +103,23 @@ def test_step_is_memoised_and_total_is_sum(a100, llama7b):
     cm = CostModel(a100, llama7b)
     a = cm.step_cost(4, 16, 2048, "verify")
     assert cm.step_cost(4, 16, 2048, "verify") is a
-    assert a.time_s == pytest.approx(sum(op.time_s for op in a.ops))
+    # the time is handed out before the breakdown is worked out, and is exactly the sum
+    # of the operators' times in execution order
+    for stage, n in (("verify", 16), ("decode", 1), ("chain_verify", 5), ("prefill", 64)):
+        step = cm.step_cost(4, n, 3000 if stage != "prefill" else 0, stage)
+        assert step.time_s == sum(op.time_s for op in step.ops)
+        assert [op.name for op in step.ops] == ["qkv_proj", "attn_qk", "attn_pv", "o_proj",
+                                                "mlp_gate", "mlp_up", "mlp_down", "lm_head"]
+
+
+def test_step_cost_pickles_with_its_breakdown(a100, llama7b):
+    import pickle
+    cm = CostModel(a100, llama7b)
+    step = cm.step_cost(8, 16, 5000, "verify")
+    data = pickle.dumps(step)
+    assert b"CostModel" not in data  # the breakdown travels, not the model behind it
+    copy = pickle.loads(data)
+    assert copy == step and copy.time_s == step.time_s and copy.op_times() == step.op_times()
 
 
 def test_bad_arguments(a100, llama7b):
