@@ -292,21 +292,25 @@ class Server:
     def _draw(self, n: int) -> list[int]:
         """The next ``n`` tokens-per-step draws, served from blocks drawn in one numpy
         call (the same sequence as drawing them step by step, for far less overhead).
-        Every draw served is used, so the acceptance histogram is counted per block."""
+        Every draw served is used: the acceptance histogram counts each block as it is
+        drawn, and the run takes back the draws it did not serve (``_unserved``)."""
         if self._block_pos + n > len(self._block):
-            self._count_draws()
-            self._block += self.speculator.draw_accepted(self.rng, max(4096, n)).tolist()
+            block = self.speculator.draw_accepted(self.rng, max(4096, n))
+            self._count(block, +1)
+            self._block = self._block[self._block_pos:] + block.tolist()
+            self._block_pos = 0
         block, pos = self._block, self._block_pos
         self._block_pos = pos + n
         return block[pos:pos + n]
 
-    def _count_draws(self) -> None:
-        """Add the draws served from the current block to the acceptance histogram."""
-        served = self._block[:self._block_pos]
-        if served:
-            for a, k in enumerate(np.bincount(served).tolist()):
-                self.counts[a] += k
-        self._block, self._block_pos = self._block[self._block_pos:], 0
+    def _count(self, draws, sign: int) -> None:
+        for a, k in enumerate(np.bincount(draws).tolist()):
+            self.counts[a] += sign * k
+
+    def _unserved(self) -> None:
+        """Take the draws drawn but not served out of the acceptance histogram."""
+        if self._block_pos < len(self._block):
+            self._count(self._block[self._block_pos:], -1)
 
     def _decode(self, active: list[_Sequence], until_admissible: bool):
         """Run iterations of the ``active`` requests until all have finished or, with
@@ -426,7 +430,7 @@ class Server:
             if collecting:
                 gc.enable()
         self._advance()
-        self._count_draws()
+        self._unserved()
         self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
