@@ -262,13 +262,14 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     for key in dict.fromkeys(ALWAYS_IN_SUMMARY + point.swept):
         row[key] = point.values[key]
     row["candidate_tokens"] = speculator.tokens_per_step  # the verify width actually used
+    p05, p50, p95 = np.percentile(ratios, [5, 50, 95]).tolist()
     row.update({
         "speedup": spec_tps / base_tps,
         "speedup_with_drain": rate(spec.decode_tokens, spec.decode_time_s) / rate(base.decode_tokens, base.decode_time_s),
         "speedup_mean_paired": float(np.mean(ratios)),
-        "speedup_p05": float(np.percentile(ratios, 5)),
-        "speedup_p50": float(np.percentile(ratios, 50)),
-        "speedup_p95": float(np.percentile(ratios, 95)),
+        "speedup_p05": p05,
+        "speedup_p50": p50,
+        "speedup_p95": p95,
         "acceptance_rate": accepted / steps if steps else np.nan,
         "expected_acceptance_rate": float(speculator.acceptance.mean),
         "baseline_tokens_per_s": base_tps,
