@@ -28,13 +28,11 @@ LATENCIES = ("ttft", "tpot", "e2e", "queue", "slot_wait", "gpu_wait")
 PERCENTILES = (50, 90, 99)
 
 
-def _stats(values: np.ndarray) -> list[list[float]]:
-    """Per row of ``values`` (one latency each, equal lengths): the mean, then the
-    :data:`PERCENTILES` (NaN when there are no values). One numpy call for all rows."""
-    if values.shape[1] == 0:
-        return [[math.nan] * (1 + len(PERCENTILES))] * len(values)
-    percentiles = np.percentile(values, PERCENTILES, axis=1).T.tolist()
-    return [[mean] + p for mean, p in zip(values.mean(axis=1).tolist(), percentiles)]
+def _stats(values: np.ndarray) -> list[float]:
+    """The mean, then the :data:`PERCENTILES` (NaN when there are no values)."""
+    if values.size == 0:
+        return [math.nan] * (1 + len(PERCENTILES))
+    return [float(values.mean())] + np.percentile(values, PERCENTILES).tolist()
 
 
 def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: float,
@@ -53,13 +51,9 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         "slot_wait": req["slot_wait_s"][ok],
         "gpu_wait": req["gpu_wait_s"][ok],
     }
-    # tpot is over requests of more than one token, the others over all finished ones
-    same_length = [name for name in LATENCIES if name != "tpot"]
-    latency = dict(zip(same_length, _stats(np.array([values[name] for name in same_length]))))
-    latency["tpot"] = _stats(values["tpot"][np.newaxis])[0]
     names = ("mean",) + tuple(f"p{q}" for q in PERCENTILES)
     out = {f"{arm}_{name}_{stat}_s": value for name in LATENCIES
-           for stat, value in zip(names, latency[name])}
+           for stat, value in zip(names, _stats(values[name]))}
     finished = int(ok.sum())
     window = (finish.max() - stats["first_arrival_s"]) if finished else math.nan
     tpot_all = np.zeros(finished)
