@@ -10,7 +10,7 @@ from servesim.cli import main
 from servesim.costmodel import StepCost
 from servesim.engine import Recorder, ServingConfig, simulate
 from servesim.speculation import FixedAcceptance, MedusaSpeculation, NoSpeculation, TruncatedGeometricAcceptance
-from servesim.workload import Request, Workload, arrival_times, draw_lengths
+from servesim.workload import Request, RequestColumns, Workload, arrival_times, draw_lengths
 
 
 class FlatCost:
@@ -105,6 +105,19 @@ def test_closed_loop_keeps_at_most_clients_in_system():
         peak = max(peak, in_system)
     assert peak == 3
     assert max(r[5] for r in rec.steps) == 3
+
+
+def test_request_columns_make_the_same_requests_as_a_list():
+    n = RequestColumns.CHUNK + 5  # iteration crosses a chunk boundary
+    arrival = np.arange(n) * 0.25
+    prompt, output, think = np.arange(n) % 7 + 1, np.arange(n) % 5 + 2, np.full(n, 0.5)
+    columns = RequestColumns(arrival, prompt, output, think)
+    expected = [Request(i, i * 0.25, i % 7 + 1, i % 5 + 2, 0.5) for i in range(n)]
+    assert len(columns) == n
+    assert list(columns) == expected
+    assert columns[-1] == expected[-1] and columns[3:6] == expected[3:6]
+    with pytest.raises(IndexError):
+        columns[n]
 
 
 def test_gamma_arrivals_have_the_requested_mean_and_cv():
