@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,20 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
     return np.random.SeedSequence([scenario_seed, digest, replication])
 
 
-def build_cost_model(point: Point) -> CostModel:
-    gpu = get_gpu(point["gpu"])
-    profile = gpu.profile.with_overrides(**point.profile_overrides)
-    return CostModel(gpu, get_model(point["model"]), profile, point["dtype_bytes"])
+@lru_cache(maxsize=8)
+def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int) -> CostModel:
+    """Points that agree on GPU, model, kernel profile and dtype share one cost model,
+    so that its memo serves all of them (a sweep's baseline arms, for one, repeat the
+    same steps for every speculation setting). The last few are kept, per process."""
+    gpu = get_gpu(gpu_name)
+    return CostModel(gpu, get_model(model_name), gpu.profile.with_overrides(**dict(overrides)),
+                     dtype_bytes)
+
+
+def build_cost_model(point: Point, model: str | None = None) -> CostModel:
+    """The cost model of a point's target model (or of ``model``, e.g. its draft model)."""
+    return _cost_model(point["gpu"], model or point["model"],
+                       tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"])
 
 
 def build_speculator(point: Point):
@@ -66,9 +77,7 @@ def build_speculator(point: Point):
     if point["method"] == "none":
         return NoSpeculation()
     if point["method"] == "draft_model":
-        gpu = get_gpu(point["gpu"])
-        draft = CostModel(gpu, get_model(point["draft_model"]),
-                          gpu.profile.with_overrides(**point.profile_overrides), point["dtype_bytes"])
+        draft = build_cost_model(point, point["draft_model"])
         return DraftModelSpeculation(draft, point["gamma"], point["alpha"],
                                      tuple(point["alpha_per_position"]))
     n = point["candidate_tokens"]
