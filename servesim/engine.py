@@ -87,7 +87,7 @@ class _Sequence:
     """
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
-                 "first_token_s", "kv_tokens", "done")
+                 "first_token_s", "kv_tokens", "finished", "done")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -98,7 +98,8 @@ class _Sequence:
         self.joined_iteration = -1
         self.first_token_s = math.nan
         self.kv_tokens = kv_tokens
-        self.done = done
+        self.finished = False
+        self.done = done  # an event that succeeds when the request leaves (closed loop), or None
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
@@ -199,14 +200,14 @@ class Server:
     def arrive(self, request: Request) -> _Sequence:
         self._advance()
         s = _Sequence(request, self.env.now, request.prompt_len + request.output_len + self.lookahead,
-                      self.env.event())
+                      self.env.event() if self.workload.clients else None)
         self.arrived += 1
         if math.isnan(self.stats["first_arrival_s"]):
             self.stats["first_arrival_s"] = self.env.now
         self.stats["last_arrival_s"] = self.env.now
         if s.kv_tokens > self.config.kv_capacity_tokens:
             self._record(s, "rejected")
-            s.done.succeed()
+            self._leave(s)
         else:
             self._in_system += 1
             self.waiting.append(s)
@@ -271,7 +272,12 @@ class Server:
         self.kv_used -= s.kv_tokens
         self._in_system -= 1
         self._record(s, "finished")
-        s.done.succeed()
+        self._leave(s)
+
+    def _leave(self, s: _Sequence) -> None:
+        s.finished = True
+        if s.done is not None:  # a client waits for it
+            s.done.succeed()
 
     def _prefill(self, seqs: list[_Sequence]):
         cost = self.cost_model.prefill_cost(tuple(s.request.prompt_len for s in seqs))
@@ -434,7 +440,7 @@ class Server:
         self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
-        unfinished = list(self.waiting) + [s for s in self.running if s.done is not None and not s.done.triggered]
+        unfinished = list(self.waiting) + [s for s in self.running if not s.finished]
         for s in unfinished:
             self._record(s, "unfinished")
         self.stats.update(end_s=env.now, unfinished=len(unfinished),

@@ -48,22 +48,26 @@ class ArmTotals:
     def add_steps(self, rows: list[tuple]) -> None:
         """Add step rows (fields :data:`STEP_FIELDS`), in the order they ran."""
         batch_time, batch_tokens = self.batch_time_s, self.batch_tokens
+        busy_s, decode_time_s, decode_tokens = self.busy_s, self.decode_time_s, self.decode_tokens
+        generated, iterations = self.generated_tokens, self.iterations
         for _, _, stage, _, duration_s, batch, _, _, tokens, _ in rows:
-            self.stages += 1
-            self.generated_tokens += tokens
-            self.busy_s += duration_s
+            busy_s += duration_s
+            generated += tokens
             if stage == "prefill":
                 continue
-            self.decode_time_s += duration_s
-            self.decode_tokens += tokens
+            decode_time_s += duration_s
+            decode_tokens += tokens
             if stage != "draft":
-                self.iterations += 1
+                iterations += 1
             if batch in batch_time:
                 batch_time[batch] += duration_s
                 batch_tokens[batch] += tokens
             else:
                 batch_time[batch] = duration_s
                 batch_tokens[batch] = tokens
+        self.stages += len(rows)
+        self.busy_s, self.decode_time_s, self.decode_tokens = busy_s, decode_time_s, decode_tokens
+        self.generated_tokens, self.iterations = generated, iterations
 
     def add_request(self, row: tuple) -> None:
         c = self.columns
