@@ -5,9 +5,11 @@ come from a cost model (``prefill_cost``, ``step_cost``), drafting costs and tok
 from a speculator.
 
 Processes
-* a source puts requests into the waiting queue at their arrival times (open arrivals),
-  or ``clients`` client processes each send a request, wait for its last token, think
-  and send the next (closed loop);
+* open arrivals need no process: their times are known in advance, so the scheduler
+  lets in the requests that have arrived (each at its own arrival time) before every
+  decision and change of state, and sleeps until the next arrival when idle; in a
+  closed loop, ``clients`` client processes each send a request, wait for its last
+  token, think and send the next;
 * one scheduler decides what the GPU (a SimPy resource of capacity 1) does next:
 
   ``static``      takes up to ``batch_size`` waiting requests (FCFS, as many as fit in
@@ -108,7 +110,7 @@ class _Sequence:
 
 
 class Server:
-    """One arm of one point: a SimPy environment with its source and scheduler."""
+    """One arm of one point: a SimPy environment with its scheduler (and clients)."""
 
     def __init__(self, workload: Workload, config: ServingConfig, cost_model, speculator,
                  rng: np.random.Generator, recorder: Recorder, point_id: int, arm: str) -> None:
@@ -125,6 +127,8 @@ class Server:
         self.arrived = 0
         self.thinking = workload.clients  # clients that will send another request
         self._pending = iter(workload.requests)
+        # open loop: the next request to arrive (arrival times are known in advance)
+        self._next = None if workload.clients else next(self._pending, None)
         self.counts = recorder.accepted_counts.setdefault(arm, [])
         # a step yields at most its width in tokens: room for every possible draw
         self.counts.extend([0] * (speculator.tokens_per_step + 1 - len(self.counts)))
@@ -143,20 +147,27 @@ class Server:
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def _advance(self) -> None:
-        """Accumulate the time integrals of requests in system and KV occupancy."""
-        dt = self.env.now - self._last_t
+    def _advance(self, t_s: float | None = None) -> None:
+        """Accumulate the time integrals of requests in system and KV occupancy up to
+        ``t_s`` (default: now)."""
+        t_s = self.env.now if t_s is None else t_s
+        dt = t_s - self._last_t
         if dt:
             self.stats["in_system_area"] += self._in_system * dt
             self.stats["kv_area"] += self.kv_used * dt
-            self._last_t = self.env.now
+            self._last_t = t_s
 
     def _signal(self) -> None:
         if self.wake is not None and not self.wake.triggered:
             self.wake.succeed()
 
     def _wait(self, timeout_s: float | None = None):
+        """What an idle scheduler waits for: the next arrival (open loop: its time is
+        known; closed loop: a client wakes it), or ``timeout_s``, whichever is first."""
         self.wake = self.env.event()
+        if self._next is not None:
+            wait_s = self._next.arrival_s - self.env.now
+            return self.env.timeout(wait_s if timeout_s is None else min(wait_s, timeout_s))
         if timeout_s is None:
             return self.wake
         return self.wake | self.env.timeout(timeout_s)
@@ -166,8 +177,9 @@ class Server:
             return self.thinking > 0
         return self.arrived < len(self.workload.requests)
 
-    def _mark_eligible(self) -> None:
-        """Stamp ``eligible_s`` on the waiting requests the next decision would admit."""
+    def _mark_eligible(self, t_s: float | None = None) -> None:
+        """Stamp ``eligible_s`` (``t_s``, default now) on the waiting requests the next
+        decision would admit."""
         c = self.config
         if c.batching == "static":
             slots, kv_free = c.batch_size, c.kv_capacity_tokens
@@ -177,7 +189,7 @@ class Server:
             if slots <= 0 or s.kv_tokens > kv_free:
                 break
             if math.isnan(s.eligible_s):
-                s.eligible_s = self.env.now
+                s.eligible_s = self.env.now if t_s is None else t_s
             slots -= 1
             kv_free -= s.kv_tokens
 
@@ -197,31 +209,42 @@ class Server:
 
     # -- arrivals ---------------------------------------------------------------------
 
-    def arrive(self, request: Request) -> _Sequence:
-        self._advance()
-        s = _Sequence(request, self.env.now, request.prompt_len + request.output_len + self.lookahead,
+    def arrive(self, request: Request, t_s: float | None = None) -> _Sequence:
+        """``request`` arrives at ``t_s`` (default: now)."""
+        t_s = self.env.now if t_s is None else t_s
+        self._advance(t_s)
+        s = _Sequence(request, t_s, request.prompt_len + request.output_len + self.lookahead,
                       self.env.event() if self.workload.clients else None)
         self.arrived += 1
         if math.isnan(self.stats["first_arrival_s"]):
-            self.stats["first_arrival_s"] = self.env.now
-        self.stats["last_arrival_s"] = self.env.now
+            self.stats["first_arrival_s"] = t_s
+        self.stats["last_arrival_s"] = t_s
         if s.kv_tokens > self.config.kv_capacity_tokens:
             self._record(s, "rejected")
             self._leave(s)
         else:
             self._in_system += 1
             self.waiting.append(s)
-            self._mark_eligible()
+            self._mark_eligible(t_s)
         if not self.expecting_arrivals():
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
         self._signal()
         return s
 
-    def source(self):
-        for r in self.workload.requests:
-            if r.arrival_s > self.env.now:
-                yield self.env.timeout(r.arrival_s - self.env.now)
-            self.arrive(r)
+    def _ingest(self, before_s: float | None = None) -> None:
+        """Open loop: let in the requests that have arrived by now (or before
+        ``before_s``), each at its own arrival time.
+
+        Arrival times are known in advance, so arrivals are not SimPy events: the
+        scheduler takes them in before every decision and change of state (admission,
+        finish), which gives the same queue, time integrals and eligibility stamps as
+        one event per arrival, for much less work.
+        """
+        r = self._next
+        while r is not None and (r.arrival_s <= self.env.now if before_s is None else r.arrival_s < before_s):
+            self.arrive(r, r.arrival_s)
+            r = next(self._pending, None)
+        self._next = r
 
     def client(self):
         while True:
@@ -283,6 +306,7 @@ class Server:
         cost = self.cost_model.prefill_cost(tuple(s.request.prompt_len for s in seqs))
         yield from self._stage("prefill", cost, len(seqs), max(s.request.prompt_len for s in seqs),
                                0, len(seqs))
+        self._ingest()
         still = []
         for s in seqs:
             s.remaining -= 1
@@ -359,6 +383,8 @@ class Server:
                 yield grant
                 rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, cost))
                 yield env.timeout(cost.time_s)
+            if self._next is not None and self._next.arrival_s <= env.now:
+                self._ingest()
             if len(rows) >= STEP_BATCH:
                 self._hand_over_steps()
             context += generated
@@ -381,6 +407,7 @@ class Server:
     def static_scheduler(self):
         c = self.config
         while True:
+            self._ingest()
             if not self.waiting:
                 if not self.expecting_arrivals():
                     return
@@ -400,11 +427,13 @@ class Server:
     def continuous_scheduler(self):
         c = self.config
         while True:
+            self._ingest()
             new = self._take(c.batch_size - len(self.running))
             if new:
-                self.running.extend(new)
+                before = self.running
+                self.running = before + new
                 prefilled = yield from self._prefill(new)
-                self.running = [s for s in self.running if s not in new] + prefilled
+                self.running = before + prefilled
                 self._mark_eligible()
             if self.running:
                 self.running = yield from self._decode(self.running, until_admissible=True)
@@ -416,11 +445,8 @@ class Server:
 
     def run(self) -> float:
         env = self.env
-        if self.workload.clients:
-            for _ in range(self.workload.clients):
-                env.process(self.client())
-        else:
-            env.process(self.source())
+        for _ in range(self.workload.clients):
+            env.process(self.client())
         scheduler = self.static_scheduler if self.config.batching == "static" else self.continuous_scheduler
         env.process(scheduler())
         until = None if math.isinf(self.config.max_sim_time_s) else self.config.max_sim_time_s
@@ -435,6 +461,7 @@ class Server:
         finally:
             if collecting:
                 gc.enable()
+        self._ingest(before_s=env.now)  # stopped by max_sim_time_s: who came before the end
         self._advance()
         self._unserved()
         self._hand_over_steps()
