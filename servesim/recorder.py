@@ -44,6 +44,7 @@ class ArmTotals:
         self.batch_tokens: dict[int, int] = {}
         self.columns = {c: array("d") for c in self.FLOAT_COLUMNS}
         self.columns.update({c: array("q") for c in self.INT_COLUMNS})
+        self._pending: list[tuple] = []  # request rows not yet in the columns
 
     def add_steps(self, rows: list[tuple]) -> None:
         """Add step rows (fields :data:`STEP_FIELDS`), in the order they ran."""
@@ -70,22 +71,26 @@ class ArmTotals:
         self.generated_tokens, self.iterations = generated, iterations
 
     def add_request(self, row: tuple) -> None:
-        c = self.columns
-        c["request_id"].append(row[2])
-        c["arrival_s"].append(row[3])
-        c["start_s"].append(row[4])
-        c["first_token_s"].append(row[5])
-        c["finish_s"].append(row[6])
-        c["output_len"].append(row[8])
-        c["verify_steps"].append(row[9])
-        c["accepted_tokens"].append(row[10])
-        c["queue_delay_s"].append(row[11])
-        c["slot_wait_s"].append(row[12])
-        c["gpu_wait_s"].append(row[13])
-        c["status"].append(STATUS[row[14]])
+        """Add a request row (fields :data:`REQUEST_FIELDS`); rows reach the columns
+        1,024 at a time."""
+        self._pending.append(row)
+        if len(self._pending) >= 1024:
+            self._fill_columns()
+
+    def _fill_columns(self) -> None:
+        if not self._pending:
+            return
+        fields = dict(zip(REQUEST_FIELDS, zip(*self._pending)))
+        for name, column in self.columns.items():
+            if name == "status":
+                column.extend(STATUS[status] for status in fields[name])
+            else:
+                column.extend(fields[name])
+        self._pending.clear()
 
     def requests(self) -> dict[str, np.ndarray]:
         """The request columns as numpy arrays (no copy)."""
+        self._fill_columns()
         return {k: np.frombuffer(v, dtype=np.float64 if v.typecode == "d" else np.int64)
                 for k, v in self.columns.items()}
 
