@@ -139,11 +139,13 @@ class Server:
         self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
         self._block: list[int] = []
         self._block_pos = 0
-        self.stats = {"in_system_area": 0.0, "kv_area": 0.0, "kv_peak_tokens": 0,
+        self.stats = {"kv_peak_tokens": 0,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
                       "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
         self._in_system = 0
         self._last_t = 0.0
+        self._in_system_area = 0.0  # integral of requests in system over time (s)
+        self._kv_area = 0.0  # integral of reserved KV tokens over time (token s)
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -153,8 +155,8 @@ class Server:
         t_s = self.env.now if t_s is None else t_s
         dt = t_s - self._last_t
         if dt:
-            self.stats["in_system_area"] += self._in_system * dt
-            self.stats["kv_area"] += self.kv_used * dt
+            self._in_system_area += self._in_system * dt
+            self._kv_area += self.kv_used * dt
             self._last_t = t_s
 
     def _signal(self) -> None:
@@ -279,7 +281,8 @@ class Server:
             self.waiting.popleft()
             self._advance()
             self.kv_used += s.kv_tokens
-            self.stats["kv_peak_tokens"] = max(self.stats["kv_peak_tokens"], self.kv_used)
+            if self.kv_used > self.stats["kv_peak_tokens"]:
+                self.stats["kv_peak_tokens"] = self.kv_used
             if math.isnan(s.eligible_s):
                 s.eligible_s = self.env.now
             s.start_s = self.env.now
@@ -303,9 +306,9 @@ class Server:
             s.done.succeed()
 
     def _prefill(self, seqs: list[_Sequence]):
-        cost = self.cost_model.prefill_cost(tuple(s.request.prompt_len for s in seqs))
-        yield from self._stage("prefill", cost, len(seqs), max(s.request.prompt_len for s in seqs),
-                               0, len(seqs))
+        prompts = tuple([s.request.prompt_len for s in seqs])
+        cost = self.cost_model.prefill_cost(prompts)
+        yield from self._stage("prefill", cost, len(seqs), max(prompts), 0, len(seqs))
         self._ingest()
         still = []
         for s in seqs:
@@ -470,7 +473,8 @@ class Server:
         unfinished = list(self.waiting) + [s for s in self.running if not s.finished]
         for s in unfinished:
             self._record(s, "unfinished")
-        self.stats.update(end_s=env.now, unfinished=len(unfinished),
+        self.stats.update(end_s=env.now, unfinished=len(unfinished), in_system_area=self._in_system_area,
+                          kv_area=self._kv_area,
                           not_arrived=len(self.workload.requests) - self.arrived)
         self.recorder.arm_stats[self.arm] = self.stats
         return env.now
