@@ -124,28 +124,34 @@ class CostModel:
         self.dtype_bytes = dtype_bytes
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * self.profile.bandwidth_efficiency
         self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
-        self._cache: dict[tuple, StepCost] = {}
+        self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
+        self._chains: dict[tuple, StepCost] = {}  # draft-model chains
+        self._prefills: dict[tuple, StepCost] = {}  # variable-length prefills, by prompts
         # forward steps: by shape (batch, tokens per sequence, stage), then by context
         # (small dicts with integer keys: a lookup is cheaper than in one big dict)
         self._steps: dict[tuple, dict[int, StepCost]] = {}
         self._step_entries = 0
         self._gemm_cache: dict[tuple, tuple[OpCost, ...]] = {}  # see _gemms
 
-    CACHE_ENTRIES = 65536
-    """Memo size bound (forward steps, and separately all other costs): open-loop runs
-    meet ever new batch contexts, and an unbounded memo would grow with every step. An entry takes about 0.5 KB (0.65 KB once its
-    breakdown is worked out), so the memo stays under ~45 MB; when full, it starts
-    afresh. (On a 30,000-request open-loop run, 65,536 entries were 10% faster than
-    8,192: batch contexts recur more often than a small memo sees.)"""
+    STEP_MEMO_ENTRIES = 65536
+    """Bound of the memo of forward steps: open-loop runs meet ever new batch contexts,
+    and an unbounded memo would grow with every step. An entry takes about 0.5 KB (0.65
+    KB once its breakdown is worked out); a full memo starts afresh. (On a 30,000-request
+    open-loop run, 65,536 entries were 10% faster than 8,192: batch contexts recur more
+    often than a small memo sees.)"""
+
+    MEMO_ENTRIES = 8192
+    """Bound of each of the other memos (prefills, Medusa heads, draft chains). Each is
+    a dict of its own, so that the small ones stay quick to look up."""
 
     GEMM_CACHE_ENTRIES = 16384
     """Bound of the GEMM memo (about 1 KB an entry): variable-length prefills meet many
     token counts."""
 
-    def _remember(self, key: tuple, cost: StepCost) -> StepCost:
-        if len(self._cache) >= self.CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[key] = cost
+    def _remember(self, memo: dict, key: tuple, cost: StepCost) -> StepCost:
+        if len(memo) >= self.MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = cost
         return cost
 
     # -- building blocks -------------------------------------------------------------
@@ -241,11 +247,12 @@ class CostModel:
     def draft_chain_cost(self, batch: int, passes: int, context_tokens: int) -> StepCost:
         """``passes`` autoregressive steps of this (draft) model, one token per sequence
         each, contexts growing by one token per pass; reported as one ``draft_model`` op."""
-        key = ("draft_chain", batch, passes, context_tokens)
-        cached = self._cache.get(key)
+        key = (batch, passes, context_tokens)
+        cached = self._chains.get(key)
         if cached is None:
             steps = [self.step_cost(batch, 1, context_tokens + i * batch, "decode") for i in range(passes)]
-            cached = self._remember(key, _merged("draft_model", [op for step in steps for op in step.ops]))
+            cached = self._remember(self._chains, key,
+                                    _merged("draft_model", [op for step in steps for op in step.ops]))
         return cached
 
     def step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int,
@@ -269,7 +276,7 @@ class CostModel:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if batch < 1 or tokens_per_seq < 1 or context_tokens < 0:
             raise ValueError("batch and tokens_per_seq must be >= 1, context_tokens >= 0")
-        if self._step_entries >= self.CACHE_ENTRIES:
+        if self._step_entries >= self.STEP_MEMO_ENTRIES:
             self._steps.clear()
             self._step_entries, by_context = 0, None
         if by_context is None:
@@ -285,8 +292,7 @@ class CostModel:
         """One prefill step of sequences with these prompt lengths, without padding
         (variable-length kernels): GEMMs over all prompt tokens, causal fused attention
         within each prompt, logits for each sequence's last token."""
-        key = ("prefill", prompt_lens)
-        cached = self._cache.get(key)
+        cached = self._prefills.get(prompt_lens)
         if cached is not None:
             return cached
         if len(set(prompt_lens)) == 1:
@@ -298,18 +304,18 @@ class CostModel:
             attention = (2.0 * m.heads * pairs * m.head_dim,
                          tokens * m.kv_dim * dt + tokens * m.hidden * dt, self._flops)
             cached = self._step(self._gemms(tokens, len(prompt_lens)), attention)
-        return self._remember(key, cached)
+        return self._remember(self._prefills, prompt_lens, cached)
 
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
         """The Medusa heads: per head one residual block (hidden x hidden) and a
         vocabulary projection (hidden x vocab), on one hidden state per sequence (the
         last accepted token's). Weights of all heads are streamed once per step.
         """
-        key = ("medusa_heads", batch, num_heads)
-        cached = self._cache.get(key)
+        key = (batch, num_heads)
+        cached = self._heads.get(key)
         if cached is None:
             m = self.model
             ops = [self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads),
                    self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)]
-            cached = self._remember(key, _merged("draft_heads", ops))
+            cached = self._remember(self._heads, key, _merged("draft_heads", ops))
         return cached
