@@ -144,7 +144,7 @@ class Server:
                       "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
         self._in_system = 0
         self._last_t = 0.0
-        self._in_system_area = 0.0  # integral of requests in system over time (s)
+        self._in_system_area = 0.0  # integral of requests in system over time (request s)
         self._kv_area = 0.0  # integral of reserved KV tokens over time (token s)
 
     # -- bookkeeping ------------------------------------------------------------------
@@ -166,10 +166,10 @@ class Server:
     def _wait(self, timeout_s: float | None = None):
         """What an idle scheduler waits for: the next arrival (open loop: its time is
         known; closed loop: a client wakes it), or ``timeout_s``, whichever is first."""
-        self.wake = self.env.event()
         if self._next is not None:
             wait_s = self._next.arrival_s - self.env.now
             return self.env.timeout(wait_s if timeout_s is None else min(wait_s, timeout_s))
+        self.wake = self.env.event()
         if timeout_s is None:
             return self.wake
         return self.wake | self.env.timeout(timeout_s)

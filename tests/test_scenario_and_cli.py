@@ -1,7 +1,5 @@
 """Scenario validation, overrides, CLI exit codes and the Parquet output contract."""
 
-from pathlib import Path
-
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest

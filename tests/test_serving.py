@@ -1,6 +1,5 @@
 """Arrival processes, length distributions, batching policies and the KV cache."""
 
-import math
 
 import numpy as np
 import pandas as pd
