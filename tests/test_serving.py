@@ -93,6 +93,22 @@ def test_static_partial_batch_starts_after_max_wait():
     assert starts[3] == 30.0  # the last request: nothing more can come, no wait
 
 
+def test_arrival_during_a_step_keeps_its_own_time_and_joins_at_the_next_boundary():
+    # prefill 2^-6 s, decode steps 2^-7 s. Request 0 runs alone from t = 0; request 1
+    # arrives at t = 0.3, mid-step, with a batch slot free. Steps of request 0 end at
+    # 2^-6 + k 2^-7; the first end after 0.3 is k = ceil((0.3 - 2^-6) / 2^-7) = 37, at
+    # 0.3046875, when request 1 is admitted and prefilled (continuous batching).
+    w = Workload((Request(0, 0.0, 10, 100), Request(1, 0.3, 10, 2)))
+    rec = run(w, ServingConfig("continuous", 2))
+    r = {row[2]: dict(zip(("arrival_s", "start_s", "first_token_s", "slot_wait_s", "gpu_wait_s"),
+                          (row[3], row[4], row[5], row[12], row[13]))) for row in rec.requests}
+    assert r[1]["arrival_s"] == 0.3
+    assert r[1]["start_s"] == 0.3046875
+    assert r[1]["first_token_s"] == 0.3046875 + 2.0 ** -6
+    assert r[1]["slot_wait_s"] == 0.0  # a slot was free when it arrived
+    assert r[1]["gpu_wait_s"] == pytest.approx(0.0046875, abs=1e-12)
+
+
 def test_closed_loop_keeps_at_most_clients_in_system():
     reqs = tuple(Request(i, 0.0, 10, 5, think_time_s=0.01) for i in range(40))
     rec = run(Workload(reqs, clients=3), ServingConfig("continuous", 8))
