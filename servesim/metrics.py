@@ -28,11 +28,21 @@ LATENCIES = ("ttft", "tpot", "e2e", "queue", "slot_wait", "gpu_wait")
 PERCENTILES = (50, 90, 99)
 
 
-def _stats(values: np.ndarray) -> list[float]:
-    """The mean, then the :data:`PERCENTILES` (NaN when there are no values)."""
-    if values.size == 0:
-        return [math.nan] * (1 + len(PERCENTILES))
-    return [float(values.mean())] + np.percentile(values, PERCENTILES).tolist()
+STACKED_VALUES = 100_000
+"""Latencies of equal length with at most this many values in all are summarised in
+one numpy call (for small runs, numpy's per-call overhead is most of the summary's
+time); larger ones one at a time (stacking them would cost memory)."""
+
+
+def _stats(values: list[np.ndarray]) -> list[list[float]]:
+    """For each array: the mean, then the :data:`PERCENTILES` (NaN when it is empty)."""
+    if values[0].size == 0:
+        return [[math.nan] * (1 + len(PERCENTILES))] * len(values)
+    if len(values) > 1 and values[0].size * len(values) <= STACKED_VALUES:
+        stacked = np.array(values)
+        return [[mean] + p for mean, p in zip(stacked.mean(axis=1).tolist(),
+                                              np.percentile(stacked, PERCENTILES, axis=1).T.tolist())]
+    return [[float(v.mean())] + np.percentile(v, PERCENTILES).tolist() for v in values]
 
 
 def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: float,
@@ -51,9 +61,13 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         "slot_wait": req["slot_wait_s"][ok],
         "gpu_wait": req["gpu_wait_s"][ok],
     }
+    # tpot is over requests of more than one token, the others over all finished ones
+    same_length = [name for name in LATENCIES if name != "tpot"]
+    latency = dict(zip(same_length, _stats([values[name] for name in same_length])))
+    latency["tpot"] = _stats([values["tpot"]])[0]
     names = ("mean",) + tuple(f"p{q}" for q in PERCENTILES)
     out = {f"{arm}_{name}_{stat}_s": value for name in LATENCIES
-           for stat, value in zip(names, _stats(values[name]))}
+           for stat, value in zip(names, latency[name])}
     finished = int(ok.sum())
     window = (finish.max() - stats["first_arrival_s"]) if finished else math.nan
     tpot_all = np.zeros(finished)
