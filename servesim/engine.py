@@ -137,8 +137,9 @@ class Server:
         self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
         self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
-        self._block: list[int] = []
+        self._block: list[int] = []  # acceptance draws to serve (see _draw)
         self._block_pos = 0
+        self._drawn = np.zeros(0, dtype=np.int64)  # the last block drawn, as numpy drew it
         self.stats = {"kv_peak_tokens": 0,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
                       "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
@@ -328,7 +329,7 @@ class Server:
         Every draw served is used: the acceptance histogram counts each block as it is
         drawn, and the run takes back the draws it did not serve (``_unserved``)."""
         if self._block_pos + n > len(self._block):
-            block = self.speculator.draw_accepted(self.rng, max(4096, n))
+            block = self._drawn = self.speculator.draw_accepted(self.rng, max(4096, n))
             self._count(block, +1)
             self._block = self._block[self._block_pos:] + block.tolist()
             self._block_pos = 0
@@ -341,9 +342,12 @@ class Server:
             self.counts[a] += sign * k
 
     def _unserved(self) -> None:
-        """Take the draws drawn but not served out of the acceptance histogram."""
-        if self._block_pos < len(self._block):
-            self._count(self._block[self._block_pos:], -1)
+        """Take the draws drawn but not served out of the acceptance histogram. They
+        are the tail of the last numpy block: a refill is served from at once, and what
+        was left of the block before it is shorter than that first serving."""
+        unserved = len(self._block) - self._block_pos
+        if unserved:
+            self._count(self._drawn[len(self._drawn) - unserved:], -1)
 
     def _decode(self, active: list[_Sequence], until_admissible: bool):
         """Run iterations of the ``active`` requests until all have finished or, with
