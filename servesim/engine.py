@@ -125,6 +125,7 @@ class Server:
         self.wake = None
         self.kv_used = 0
         self.arrived = 0
+        self.num_requests = len(workload.requests)
         self.thinking = workload.clients  # clients that will send another request
         self._pending = iter(workload.requests)
         # open loop: the next request to arrive (arrival times are known in advance)
@@ -178,7 +179,7 @@ class Server:
     def expecting_arrivals(self) -> bool:
         if self.workload.clients:
             return self.thinking > 0
-        return self.arrived < len(self.workload.requests)
+        return self.arrived < self.num_requests
 
     def _mark_eligible(self, t_s: float | None = None) -> None:
         """Stamp ``eligible_s`` (``t_s``, default now) on the waiting requests the next
@@ -479,7 +480,7 @@ class Server:
             self._record(s, "unfinished")
         self.stats.update(end_s=env.now, unfinished=len(unfinished), in_system_area=self._in_system_area,
                           kv_area=self._kv_area,
-                          not_arrived=len(self.workload.requests) - self.arrived)
+                          not_arrived=self.num_requests - self.arrived)
         self.recorder.arm_stats[self.arm] = self.stats
         return env.now
 
