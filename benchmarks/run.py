@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # all cases
     python benchmarks/run.py --case seed     # one case
+    python benchmarks/run.py --repeat 3      # median of three runs of each in-process case
 
 Cases
   seed        the bundled seed scenario (Medusa figure), one process;
@@ -128,7 +129,7 @@ def run_million() -> dict:
             "peak_rss_bytes": peak}
 
 
-def run_case(case: str) -> dict:
+def run_case(case: str, repeat: int = 1) -> dict:
     from servesim.cli import bundled_scenario
     from servesim.runner import run_scenario
     from servesim.scenario import load_scenario
@@ -142,15 +143,19 @@ def run_case(case: str) -> dict:
         scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case.split("_j")[1])
     else:
         raise SystemExit(f"unknown case {case}")
-    start = time.perf_counter()
-    results = run_scenario(scenario, jobs)
-    wall = time.perf_counter() - start
+    walls = []
+    for _ in range(repeat):  # the same run each time; the median wall time is reported
+        start = time.perf_counter()
+        results = run_scenario(scenario, jobs)
+        walls.append(time.perf_counter() - start)
+    wall = sorted(walls)[len(walls) // 2]
     totals = [t for r in results for rec in r.recorders for t in rec.totals.values()]
     steps = sum(t.stages for t in totals)
     simulated = sum(t.busy_s for t in totals)
     tokens = sum(t.generated_tokens for t in totals)
     bare = sorted(bare_simpy(steps) for _ in range(3))[1]  # the median of three: the limit's noise
-    return {"case": case, "points": len(results), "jobs": jobs, "wall_s": wall, "gpu_steps": steps,
+    return {"case": case, "points": len(results), "jobs": jobs, "repeats": repeat, "wall_s": wall,
+            "gpu_steps": steps,
             "gpu_steps_per_s": steps / wall, "simulated_gpu_s": simulated,
             "simulated_over_wall": simulated / wall, "output_tokens_per_wall_s": tokens / wall,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -161,15 +166,19 @@ def run_case(case: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", help="run one case in this process and print JSON")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each in-process case this many times and report the median "
+                             "wall time (run-to-run spread here is about +-3%%)")
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_million() if args.case == "million" else run_case(args.case)))
+        print(json.dumps(run_million() if args.case == "million" else run_case(args.case, args.repeat)))
         return
     import pandas as pd
 
     rows = []
     for case in ("seed", "open100k", "sweep1000_j1", "sweep1000_j2", "million"):
-        out = subprocess.run([sys.executable, __file__, "--case", case], check=True,
+        out = subprocess.run([sys.executable, __file__, "--case", case, "--repeat", str(args.repeat)],
+                             check=True,
                              capture_output=True, text=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"done {case}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
