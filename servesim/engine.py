@@ -209,7 +209,7 @@ class Server:
         self.recorder.add_request((
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
             finish, r.prompt_len, r.output_len, steps, accepted, queue,
-            eligible - s.arrival_s, s.start_s - eligible, status))
+            eligible - s.arrival_s, s.start_s - eligible, status), self.totals)
 
     # -- arrivals ---------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ class Server:
         s = _Sequence(request, t_s, request.prompt_len + request.output_len + self.lookahead,
                       self.env.event() if self.workload.clients else None)
         self.arrived += 1
-        if math.isnan(self.stats["first_arrival_s"]):
+        if self.arrived == 1:
             self.stats["first_arrival_s"] = t_s
         self.stats["last_arrival_s"] = t_s
         if s.kv_tokens > self.config.kv_capacity_tokens:
@@ -265,14 +265,6 @@ class Server:
 
     # -- GPU stages -------------------------------------------------------------------
 
-    def _stage(self, stage: str, cost, batch: int, tokens_per_seq: int, context_tokens: int,
-               tokens_generated: int):
-        with self.gpu.request() as grant:
-            yield grant
-            self.step_rows.append((self.point_id, self.arm, stage, self.env.now, cost.time_s, batch,
-                                   tokens_per_seq, context_tokens, tokens_generated, cost))
-            yield self.env.timeout(cost.time_s)
-
     def _take(self, limit: int) -> list[_Sequence]:
         """Admit up to ``limit`` waiting requests, FCFS, as long as their KV fits."""
         batch = []
@@ -308,9 +300,15 @@ class Server:
             s.done.succeed()
 
     def _prefill(self, seqs: list[_Sequence]):
+        """One prefill stage for ``seqs``; each gets its first token. Returns those that
+        want more."""
         prompts = tuple([s.request.prompt_len for s in seqs])
         cost = self.cost_model.prefill_cost(prompts)
-        yield from self._stage("prefill", cost, len(seqs), max(prompts), 0, len(seqs))
+        with self.gpu.request() as grant:
+            yield grant
+            self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
+                                   len(seqs), max(prompts), 0, len(seqs), cost))
+            yield self.env.timeout(cost.time_s)
         self._ingest()
         still = []
         for s in seqs:

@@ -152,8 +152,10 @@ class Recorder:
             if self.sink is not None and self._kept_steps >= self.flush_rows:
                 self.flush()
 
-    def add_request(self, row: tuple) -> None:
-        self.arm(row[1]).add_request(row)
+    def add_request(self, row: tuple, totals: ArmTotals | None = None) -> None:
+        """Record one request (a row of ``requests.parquet``); ``totals`` is its arm's,
+        if the caller has it at hand."""
+        (totals or self.arm(row[1])).add_request(row)
         if self.keep_requests and row[2] % self.sample_every == 0:
             self.requests.append(row)
             if self.sink is not None and len(self.requests) >= self.flush_rows:
