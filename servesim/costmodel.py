@@ -64,22 +64,26 @@ class OpCost(NamedTuple):
 class StepCost:
     """Time of one GPU stage (``time_s``, seconds) and its per-operator breakdown (``ops``).
 
-    The breakdown can be left to be worked out when first asked for: ``explain`` is
-    then ``(function, *args)`` and ``ops`` is ``function(*args)``. Open-loop runs meet a
-    new batch context at almost every step; they need every step's time but keep the
-    breakdown of few steps, or none (``write_steps = false``).
+    The breakdown of a forward step can be left to be worked out when first asked for:
+    ``ops`` is then ``None`` and the step keeps the cost model, its GEMMs and its
+    attention's per-layer FLOPs, bytes and FLOP/s (see :meth:`CostModel._step_ops`).
+    Open-loop runs meet a new batch context at almost every step; they need every
+    step's time but keep the breakdown of few steps, or none (``write_steps = false``).
     """
 
-    __slots__ = ("time_s", "_ops", "_explain")
+    __slots__ = ("time_s", "_ops", "_model", "_gemms", "_attention")
 
-    def __init__(self, ops: tuple[OpCost, ...] | None, time_s: float, explain: tuple | None = None) -> None:
-        self._ops, self.time_s, self._explain = ops, time_s, explain
+    def __init__(self, ops: tuple[OpCost, ...] | None, time_s: float, model: "CostModel | None" = None,
+                 gemms: tuple[OpCost, ...] | None = None,
+                 attention: tuple[float, float, float] | None = None) -> None:
+        self._ops, self.time_s = ops, time_s
+        self._model, self._gemms, self._attention = model, gemms, attention
 
     @property
     def ops(self) -> tuple[OpCost, ...]:
         if self._ops is None:
-            function, *args = self._explain
-            self._ops, self._explain = function(*args), None
+            self._ops = self._model._step_ops(self._gemms, self._attention)
+            self._model = self._gemms = self._attention = None
         return self._ops
 
     def __reduce__(self):  # pickled (to other processes) with its breakdown worked out
@@ -124,6 +128,9 @@ class CostModel:
         self.dtype_bytes = dtype_bytes
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * self.profile.bandwidth_efficiency
         self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
+        self._underlap = 1.0 - self.profile.overlap  # the unhidden fraction (see _combine)
+        self._layers = model.layers
+        self._attention_shape = (model.heads, model.head_dim, model.kv_dim, model.hidden)
         self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
         self._chains: dict[tuple, StepCost] = {}  # draft-model chains
         self._prefills: dict[tuple, StepCost] = {}  # variable-length prefills, by prompts
@@ -189,20 +196,22 @@ class CostModel:
         ``queries`` new tokens per sequence attend to their sequence's cached context
         (``context_tokens`` summed over the batch) and to each other.
         """
-        m, p, dt = self.model, self.profile, self.dtype_bytes
+        heads, head_dim, kv_dim, hidden = self._attention_shape
+        dt = self.dtype_bytes
         kv_tokens = context_tokens + batch * queries  # keys after this step's tokens are appended
-        k_bytes = kv_tokens * m.kv_dim * dt  # K (or V) read, per layer
-        q_bytes = batch * queries * m.hidden * dt  # Q read (or O written), per layer
+        k_bytes = kv_tokens * kv_dim * dt  # K (or V) read, per layer
+        q_bytes = batch * queries * hidden * dt  # Q read (or O written), per layer
         if stage == "verify":
+            p = self.profile
             padded = math.ceil(queries / p.masked_attention_query_tile) * p.masked_attention_query_tile
-            scores = m.heads * padded * kv_tokens  # materialised score elements, per layer
-            flops = 2.0 * scores * m.head_dim
+            scores = heads * padded * kv_tokens  # materialised score elements, per layer
+            flops = 2.0 * scores * head_dim
             score_bytes = scores * p.score_bytes_per_element / 2  # half on each side of softmax
             rate = self.gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency
             return flops, k_bytes + q_bytes + score_bytes, rate
         # fused kernel; causal mask skips the upper triangle among the new tokens
         pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
-        return 2.0 * m.heads * pairs * m.head_dim, k_bytes + q_bytes, self._flops
+        return 2.0 * heads * pairs * head_dim, k_bytes + q_bytes, self._flops
 
     def _gemms(self, tokens: int, logit_tokens: int) -> tuple[OpCost, ...]:
         """The GEMMs of a forward step over ``tokens`` tokens, with logits for
@@ -228,11 +237,16 @@ class CostModel:
         FLOP/s: the time now (each attention operator's as :meth:`_op` works it out, all
         summed in execution order), the breakdown when first asked for."""
         flops, hbm_bytes, rate = attention
-        attention_s = _combine(hbm_bytes / self._bandwidth, flops / rate, self.profile.overlap) * self.model.layers
+        memory_s, compute_s = hbm_bytes / self._bandwidth, flops / rate
+        # _combine written out (this runs for every new batch context of a run)
+        if memory_s >= compute_s:
+            attention_s = (memory_s + self._underlap * compute_s) * self._layers
+        else:
+            attention_s = (compute_s + self._underlap * memory_s) * self._layers
         qkv, o, gate, up, down, head = gemms
         time_s = (qkv.time_s + attention_s + attention_s + o.time_s + gate.time_s + up.time_s
                   + down.time_s + head.time_s)
-        return StepCost(None, time_s, (self._step_ops, gemms, attention))
+        return StepCost(None, time_s, self, gemms, attention)
 
     def _step_ops(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]
                   ) -> tuple[OpCost, ...]:
