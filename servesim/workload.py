@@ -28,15 +28,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One inference request. Lengths are tokens; ``arrival_s`` is simulated seconds
-    (for closed-loop workloads, the engine sets the real arrival)."""
+    (for closed-loop workloads, the engine sets the real arrival).
+
+    A named tuple rather than a frozen dataclass: a long run makes one per request and
+    arm, and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field) costs
+    several times as much.
+    """
 
     request_id: int
     arrival_s: float
