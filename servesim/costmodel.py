@@ -138,6 +138,7 @@ class CostModel:
         # (small dicts with integer keys: a lookup is cheaper than in one big dict)
         self._steps: dict[tuple, dict[int, StepCost]] = {}
         self._step_entries = 0
+        self._shape_gemms: dict[tuple, tuple[OpCost, ...]] = {}  # the GEMMs of each shape in _steps
         self._gemm_cache: dict[tuple, tuple[OpCost, ...]] = {}  # see _gemms
 
     STEP_MEMO_ENTRIES = 65536
@@ -286,17 +287,22 @@ class CostModel:
             cached = by_context.get(context_tokens)
             if cached is not None:
                 return cached
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        if batch < 1 or tokens_per_seq < 1 or context_tokens < 0:
-            raise ValueError("batch and tokens_per_seq must be >= 1, context_tokens >= 0")
+        if context_tokens < 0:
+            raise ValueError(f"context_tokens must be >= 0, got {context_tokens}")
         if self._step_entries >= self.STEP_MEMO_ENTRIES:
             self._steps.clear()
+            self._shape_gemms.clear()
             self._step_entries, by_context = 0, None
-        if by_context is None:
+        if by_context is None:  # a new shape
+            if stage not in STAGES:
+                raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+            if batch < 1 or tokens_per_seq < 1:
+                raise ValueError("batch and tokens_per_seq must be >= 1")
             by_context = self._steps[(batch, tokens_per_seq, stage)] = {}
-        tokens = batch * tokens_per_seq
-        gemms = self._gemms(tokens, batch if stage == "prefill" else tokens)
+            tokens = batch * tokens_per_seq
+            self._shape_gemms[(batch, tokens_per_seq, stage)] = self._gemms(
+                tokens, batch if stage == "prefill" else tokens)
+        gemms = self._shape_gemms[(batch, tokens_per_seq, stage)]
         step = by_context[context_tokens] = self._step(gemms, self._attention(batch, tokens_per_seq,
                                                                                context_tokens, stage))
         self._step_entries += 1
