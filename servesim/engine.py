@@ -86,6 +86,8 @@ class _Sequence:
     ``prompt_len + (output_len - remaining) - 1`` tokens (the last generated token is
     the next step's query). ``joined_iteration``: the server's iteration count when the
     request's prefill finished (its verify steps are the iterations since), -1 before.
+    With fixed acceptance (``Server.fixed``), ``remaining`` is advanced only when the
+    request finishes or the run ends: until then it is the count after prefill.
     """
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
@@ -137,6 +139,11 @@ class Server:
         self.totals = recorder.arm(arm)
         self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
+        # fixed acceptance: tokens per step (no draws) and who finishes at which iteration
+        self.fixed = speculator.fixed_tokens_per_step
+        self._finish_at: dict[int, list[_Sequence]] = {}
+        # draft stage cost by batch size, if it does not depend on the context
+        self._drafts = None if speculator.draft_depends_on_context else {}
         self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
         self._block: list[int] = []  # acceptance draws to serve (see _draw)
         self._block_pos = 0
@@ -318,6 +325,8 @@ class Server:
             if s.remaining:
                 still.append(s)
                 self.context_tokens += s.request.prompt_len
+                if self.fixed:  # it finishes after ceil(remaining / fixed) iterations
+                    self._finish_at.setdefault(self.iterations - (-s.remaining // self.fixed), []).append(s)
             else:
                 self._finish(s)
         return still
@@ -365,25 +374,40 @@ class Server:
         step_cost, draft_cost, drafting = cost_model.step_cost, spec.draft_cost, spec.has_draft_stage
         n, kind = spec.tokens_per_step, spec.verify_kind
         waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
+        drafts, fixed, finish_at, counts = self._drafts, self.fixed, self._finish_at, self.counts
         while active:
             context = self.context_tokens
             b = len(active)
-            draft = draft_cost(cost_model, b, context) if drafting else None
+            draft = None
+            if drafting:
+                draft = drafts.get(b) if drafts is not None else None
+                if draft is None:
+                    draft = draft_cost(cost_model, b, context)
+                    if drafts is not None:
+                        drafts[b] = draft
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
                     rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, draft))
                     yield env.timeout(draft.time_s)
             self.iterations += 1
-            draws = self._draw(b)
-            generated = sum(draws)  # less what finishing requests accept past their end
-            finished = []
-            for s, a in zip(active, draws):
-                left = s.remaining - a
-                s.remaining = left
-                if left <= 0:
-                    generated += left
-                    finished.append(s)
+            if fixed:  # no draws; who finishes now was known at admission (see _prefill)
+                counts[fixed] += b
+                generated = b * fixed
+                finished = finish_at.pop(self.iterations, ())
+                for s in finished:
+                    s.remaining -= fixed * (self.iterations - s.joined_iteration)
+                    generated += s.remaining
+            else:
+                draws = self._draw(b)
+                generated = sum(draws)  # less what finishing requests accept past their end
+                finished = []
+                for s, a in zip(active, draws):
+                    left = s.remaining - a
+                    s.remaining = left
+                    if left <= 0:
+                        generated += left
+                        finished.append(s)
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
@@ -474,6 +498,10 @@ class Server:
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
         unfinished = list(self.waiting) + [s for s in self.running if not s.finished]
+        if self.fixed:  # remaining tokens of running requests, advanced to the last iteration
+            for s in unfinished:  # (not those cut in their last step: advanced already, <= 0)
+                if s.joined_iteration >= 0 and s.remaining > 0:
+                    s.remaining -= self.fixed * (self.iterations - s.joined_iteration)
         for s in unfinished:
             self._record(s, "unfinished")
         self.stats.update(end_s=env.now, unfinished=len(unfinished), in_system_area=self._in_system_area,

@@ -6,7 +6,13 @@ A speculator answers three questions for the engine:
   N, root included; 1 means plain autoregressive decoding);
 * ``draw_accepted(rng, n)``: tokens each of ``n`` sequences gets from one verify step
   (always >= 1: the root's token is always correct);
+* ``fixed_tokens_per_step``: the tokens every verify step yields when that is certain
+  (plain decoding: 1; Medusa with fixed acceptance), else ``None``: the engine then
+  needs no draws and knows at admission at which iteration a request finishes;
 * ``has_draft_stage``: whether an iteration runs a drafting stage before verifying;
+* ``draft_depends_on_context``: whether that stage's cost depends on the context (a
+  draft model attends to it; Medusa heads see one hidden state per sequence), so that
+  the engine may look it up once per batch size;
 * ``draft_cost(cost_model, batch, context_tokens)``: that stage's cost (``None`` if
   there is none).
 
@@ -141,7 +147,9 @@ class NoSpeculation:
     method = "none"
     tokens_per_step = 1
     verify_kind = "decode"
+    fixed_tokens_per_step = 1
     has_draft_stage = False
+    draft_depends_on_context = False
     acceptance = FixedAcceptance(1)
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -161,6 +169,7 @@ class MedusaSpeculation:
     """
 
     method = "medusa"
+    draft_depends_on_context = False  # the heads' cost depends on the batch only
 
     def __init__(self, candidate_tokens: int, acceptance, num_heads: int = 5,
                  include_head_cost: bool = True) -> None:
@@ -170,6 +179,7 @@ class MedusaSpeculation:
         self.include_head_cost = include_head_cost
         self.verify_kind = "decode" if candidate_tokens == 1 else "verify"
         self.has_draft_stage = include_head_cost and candidate_tokens > 1
+        self.fixed_tokens_per_step = acceptance.tokens if isinstance(acceptance, FixedAcceptance) else None
 
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.acceptance.draw(rng, n)
@@ -193,7 +203,9 @@ class DraftModelSpeculation:
 
     method = "draft_model"
     verify_kind = "chain_verify"
+    fixed_tokens_per_step = None
     has_draft_stage = True
+    draft_depends_on_context = True
 
     def __init__(self, draft_cost_model, gamma: int, alpha: float,
                  alpha_per_position: tuple[float, ...] = ()) -> None:

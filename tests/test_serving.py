@@ -1,5 +1,6 @@
 """Arrival processes, length distributions, batching policies and the KV cache."""
 
+import math
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,31 @@ def test_every_token_once_and_batch_and_kv_limits_hold(batching):
         assert r[14] == "finished"
         assert r[3] <= r[4] <= r[5] <= r[6]  # arrival <= start <= first token <= finish
         assert r[11] == pytest.approx(r[12] + r[13])  # queue = slot wait + GPU wait
+
+
+class DrawnFixed(MedusaSpeculation):
+    """Fixed acceptance served through the engine's drawing path (draws of k, one per
+    request and step) instead of its fixed-acceptance path: the reference for it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fixed_tokens_per_step = None
+
+
+@pytest.mark.parametrize("batching", ["static", "continuous"])
+@pytest.mark.parametrize("cut_s", [math.inf, 1.0, 1.0 + 2.0 ** -8])  # run to the end; cut between / inside steps
+@pytest.mark.parametrize("k", [1, 3])
+def test_fixed_acceptance_path_equals_drawing_k_every_step(batching, cut_s, k):
+    w = random_workload(n=120)
+    config = ServingConfig(batching, 5, max_wait_s=0.02, kv_capacity_tokens=1500, max_sim_time_s=cut_s)
+    fast = run(w, config, MedusaSpeculation(8, FixedAcceptance(k), include_head_cost=False))
+    drawn = run(w, config, DrawnFixed(8, FixedAcceptance(k), include_head_cost=False))
+    assert list(map(repr, fast.requests)) == list(map(repr, drawn.requests))  # repr: nan == nan
+    assert list(map(repr, fast.steps)) == list(map(repr, drawn.steps))
+    assert fast.accepted_counts == drawn.accepted_counts
+    assert fast.arm_stats == drawn.arm_stats
+    if cut_s < math.inf:
+        assert any(r[14] == "unfinished" and r[10] > 0 for r in fast.requests)
 
 
 def test_request_larger_than_the_kv_cache_is_rejected_and_counted():
