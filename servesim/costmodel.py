@@ -65,25 +65,25 @@ class StepCost:
     """Time of one GPU stage (``time_s``, seconds) and its per-operator breakdown (``ops``).
 
     The breakdown of a forward step can be left to be worked out when first asked for:
-    ``ops`` is then ``None`` and the step keeps the cost model, its GEMMs and its
-    attention's per-layer FLOPs, bytes and FLOP/s (see :meth:`CostModel._step_ops`).
+    ``ops`` is then ``None`` and the step keeps how to work it out,
+    ``explain(model, first, second)`` (a method of :class:`CostModel`, the cost model and
+    two arguments; no new object per step, so that a memo of many steps stays small).
     Open-loop runs meet a new batch context at almost every step; they need every
     step's time but keep the breakdown of few steps, or none (``write_steps = false``).
     """
 
-    __slots__ = ("time_s", "_ops", "_model", "_gemms", "_attention")
+    __slots__ = ("time_s", "_ops", "_explain", "_model", "_first", "_second")
 
-    def __init__(self, ops: tuple[OpCost, ...] | None, time_s: float, model: "CostModel | None" = None,
-                 gemms: tuple[OpCost, ...] | None = None,
-                 attention: tuple[float, float, float] | None = None) -> None:
+    def __init__(self, ops: tuple[OpCost, ...] | None, time_s: float, explain=None,
+                 model: "CostModel | None" = None, first=None, second=None) -> None:
         self._ops, self.time_s = ops, time_s
-        self._model, self._gemms, self._attention = model, gemms, attention
+        self._explain, self._model, self._first, self._second = explain, model, first, second
 
     @property
     def ops(self) -> tuple[OpCost, ...]:
         if self._ops is None:
-            self._ops = self._model._step_ops(self._gemms, self._attention)
-            self._model = self._gemms = self._attention = None
+            self._ops = self._explain(self._model, self._first, self._second)
+            self._explain = self._model = self._first = self._second = None
         return self._ops
 
     def __reduce__(self):  # pickled (to other processes) with its breakdown worked out
@@ -138,15 +138,16 @@ class CostModel:
         # (small dicts with integer keys: a lookup is cheaper than in one big dict)
         self._steps: dict[tuple, dict[int, StepCost]] = {}
         self._step_entries = 0
-        self._shape_gemms: dict[tuple, tuple[OpCost, ...]] = {}  # the GEMMs of each shape in _steps
+        self._shapes: dict[tuple, tuple] = {}  # each shape in _steps: (its key, its GEMMs)
         self._gemm_cache: dict[tuple, tuple[OpCost, ...]] = {}  # see _gemms
 
-    STEP_MEMO_ENTRIES = 65536
+    STEP_MEMO_ENTRIES = 262144
     """Bound of the memo of forward steps: open-loop runs meet ever new batch contexts,
-    and an unbounded memo would grow with every step. An entry takes about 0.5 KB (0.65
-    KB once its breakdown is worked out); a full memo starts afresh. (On a 30,000-request
-    open-loop run, 65,536 entries were 10% faster than 8,192: batch contexts recur more
-    often than a small memo sees.)"""
+    and an unbounded memo would grow with every step. An entry takes about 0.18 KB
+    (0.5 KB once its breakdown is worked out), so at most ~50 MB; a full memo starts
+    afresh. (The 100,000-request benchmark meets 171,000 (batch, context) pairs per
+    cost model: with 65,536 entries it worked out 336,000 steps, with 262,144 171,000,
+    and ran 3% faster.)"""
 
     MEMO_ENTRIES = 8192
     """Bound of each of the other memos (prefills, Medusa heads, draft chains). Each is
@@ -233,10 +234,10 @@ class CostModel:
             )
         return gemms
 
-    def _step(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]) -> StepCost:
-        """A forward step from its GEMMs and its attention's per-layer FLOPs, bytes and
-        FLOP/s: the time now (each attention operator's as :meth:`_op` works it out, all
-        summed in execution order), the breakdown when first asked for."""
+    def _step_time(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]) -> float:
+        """A forward step's time from its GEMMs and its attention's per-layer FLOPs,
+        bytes and FLOP/s: each attention operator's time as :meth:`_op` works it out, all
+        summed in execution order (so it equals the sum of :meth:`_step_ops` exactly)."""
         flops, hbm_bytes, rate = attention
         memory_s, compute_s = hbm_bytes / self._bandwidth, flops / rate
         # _combine written out (this runs for every new batch context of a run)
@@ -245,9 +246,8 @@ class CostModel:
         else:
             attention_s = (compute_s + self._underlap * memory_s) * self._layers
         qkv, o, gate, up, down, head = gemms
-        time_s = (qkv.time_s + attention_s + attention_s + o.time_s + gate.time_s + up.time_s
-                  + down.time_s + head.time_s)
-        return StepCost(None, time_s, self, gemms, attention)
+        return (qkv.time_s + attention_s + attention_s + o.time_s + gate.time_s + up.time_s
+                + down.time_s + head.time_s)
 
     def _step_ops(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]
                   ) -> tuple[OpCost, ...]:
@@ -256,6 +256,14 @@ class CostModel:
         flops, hbm_bytes, rate = attention
         qk = self._op("attn_qk", flops, hbm_bytes, rate, repeat=self.model.layers)
         return (gemms[0], qk, OpCost("attn_pv", *qk[1:])) + gemms[1:]
+
+    def _forward_ops(self, shape: tuple[int, int, str], context_tokens: int) -> tuple[OpCost, ...]:
+        """The operators of the forward step of ``shape`` (batch, tokens per sequence,
+        stage) at ``context_tokens`` (see :meth:`step_cost`)."""
+        batch, tokens_per_seq, stage = shape
+        tokens = batch * tokens_per_seq
+        return self._step_ops(self._gemms(tokens, batch if stage == "prefill" else tokens),
+                              self._attention(batch, tokens_per_seq, context_tokens, stage))
 
     # -- public ----------------------------------------------------------------------
 
@@ -291,20 +299,21 @@ class CostModel:
             raise ValueError(f"context_tokens must be >= 0, got {context_tokens}")
         if self._step_entries >= self.STEP_MEMO_ENTRIES:
             self._steps.clear()
-            self._shape_gemms.clear()
+            self._shapes.clear()
             self._step_entries, by_context = 0, None
         if by_context is None:  # a new shape
             if stage not in STAGES:
                 raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
             if batch < 1 or tokens_per_seq < 1:
                 raise ValueError("batch and tokens_per_seq must be >= 1")
-            by_context = self._steps[(batch, tokens_per_seq, stage)] = {}
+            shape = (batch, tokens_per_seq, stage)
+            by_context = self._steps[shape] = {}
             tokens = batch * tokens_per_seq
-            self._shape_gemms[(batch, tokens_per_seq, stage)] = self._gemms(
-                tokens, batch if stage == "prefill" else tokens)
-        gemms = self._shape_gemms[(batch, tokens_per_seq, stage)]
-        step = by_context[context_tokens] = self._step(gemms, self._attention(batch, tokens_per_seq,
-                                                                               context_tokens, stage))
+            self._shapes[shape] = (shape, self._gemms(tokens, batch if stage == "prefill" else tokens))
+        shape, gemms = self._shapes[(batch, tokens_per_seq, stage)]
+        time_s = self._step_time(gemms, self._attention(batch, tokens_per_seq, context_tokens, stage))
+        step = by_context[context_tokens] = StepCost(None, time_s, CostModel._forward_ops, self,
+                                                     shape, context_tokens)
         self._step_entries += 1
         return step
 
@@ -323,7 +332,9 @@ class CostModel:
             pairs = sum(n * (n + 1) / 2 for n in prompt_lens)
             attention = (2.0 * m.heads * pairs * m.head_dim,
                          tokens * m.kv_dim * dt + tokens * m.hidden * dt, self._flops)
-            cached = self._step(self._gemms(tokens, len(prompt_lens)), attention)
+            gemms = self._gemms(tokens, len(prompt_lens))
+            cached = StepCost(None, self._step_time(gemms, attention), CostModel._step_ops, self,
+                              gemms, attention)
         return self._remember(self._prefills, prompt_lens, cached)
 
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
