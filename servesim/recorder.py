@@ -88,6 +88,27 @@ class ArmTotals:
                 column.extend(fields[name])
         self._pending.clear()
 
+    def __getstate__(self) -> dict:
+        """Pickled (from worker processes) with all request columns in two byte strings:
+        unpickling two dozen small arrays per point was most of a parallel sweep's
+        overhead in the parent process."""
+        self._fill_columns()
+        state = {k: v for k, v in self.__dict__.items() if k not in ("columns", "_pending")}
+        state["_float_bytes"] = b"".join(self.columns[c].tobytes() for c in self.FLOAT_COLUMNS)
+        state["_int_bytes"] = b"".join(self.columns[c].tobytes() for c in self.INT_COLUMNS)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        floats, ints = array("d"), array("q")
+        floats.frombytes(state.pop("_float_bytes"))
+        ints.frombytes(state.pop("_int_bytes"))
+        self.__dict__.update(state)
+        self._pending = []
+        n = len(floats) // len(self.FLOAT_COLUMNS)
+        self.columns = {c: floats[i * n:(i + 1) * n] for i, c in enumerate(self.FLOAT_COLUMNS)}
+        self.columns.update({c: ints[i * n:(i + 1) * n] for i, c in enumerate(self.INT_COLUMNS)})
+
     def requests(self) -> dict[str, np.ndarray]:
         """The request columns as numpy arrays (no copy)."""
         self._fill_columns()

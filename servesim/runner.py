@@ -8,6 +8,7 @@ points run in, so a point gives the same numbers alone, in a sweep or in paralle
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -375,9 +376,18 @@ def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     workers = min(jobs, len(tasks))
     chunk = max(1, len(tasks) // (workers * 8))  # few, large messages: less pickling overhead
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for result in pool.map(_run_point_job, tasks, chunksize=chunk):
-            results.append(result)
-            if progress:
-                progress(len(results), len(tasks))
+    # The cyclic garbage collector is paused while results come in: it would walk the
+    # growing list of results again and again (in a 1,000-point sweep, as long as it
+    # takes to unpickle them), taking CPU time from the workers.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for result in pool.map(_run_point_job, tasks, chunksize=chunk):
+                results.append(result)
+                if progress:
+                    progress(len(results), len(tasks))
+    finally:
+        if collecting:
+            gc.enable()
     return results

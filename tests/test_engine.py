@@ -1,5 +1,7 @@
 """Engine invariants with hand-checkable cost models."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,27 @@ def test_draft_stage_holds_the_gpu_before_verify():
     stages = [(r[2], r[3]) for r in rec.steps if r[1] == "spec"]
     assert [s for s, _ in stages] == ["prefill", "draft", "verify"]
     assert stages[2][1] - stages[1][1] == 2.0 ** -8
+
+
+def test_arm_totals_pickle_with_every_request_column():
+    import pickle
+
+    from servesim.recorder import ArmTotals
+
+    totals = ArmTotals()
+    for i in range(1500):  # past the 1,024 rows that reach the columns at a time
+        totals.add_request((0, "spec", i, 0.5 * i, 0.5 * i + 1, 0.5 * i + 2, math.nan if i % 3 else 9.0,
+                            10, 20 + i, 7, 8, 1.0, 0.25, 0.75, "unfinished" if i % 3 else "finished"))
+    totals.add_steps([(0, "spec", "verify", 0.0, 0.5, 3, 4, 10, 7, None)])
+    copy = pickle.loads(pickle.dumps(totals))
+    a, b = totals.requests(), copy.requests()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype
+        np.testing.assert_array_equal(a[name], b[name])
+    assert b["request_id"].tolist() == list(range(1500))
+    assert b["status"].tolist() == [0 if i % 3 == 0 else 2 for i in range(1500)]
+    assert (copy.stages, copy.busy_s, copy.batch_time_s) == (1, 0.5, {3: 0.5})
+    more = pickle.loads(pickle.dumps(totals))  # an unpickled arm takes further rows
+    more.add_request((0, "spec", 1500, 1.0, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished"))
+    assert more.requests()["request_id"].tolist() == list(range(1501))
