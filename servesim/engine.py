@@ -147,6 +147,7 @@ class Server:
         self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
         self._block: list[int] = []  # acceptance draws to serve (see _draw)
         self._block_pos = 0
+        self._blocks_drawn = 0
         self._drawn = np.zeros(0, dtype=np.int64)  # the last block drawn, as numpy drew it
         self.stats = {"kv_peak_tokens": 0,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
@@ -337,7 +338,11 @@ class Server:
         Every draw served is used: the acceptance histogram counts each block as it is
         drawn, and the run takes back the draws it did not serve (``_unserved``)."""
         if self._block_pos + n > len(self._block):
-            block = self._drawn = self.speculator.draw_accepted(self.rng, max(4096, n))
+            # blocks grow 256, 1024, 4096 draws: short runs draw (and count) no more than
+            # they need; the sequence of draws is the same whatever the block sizes
+            size = max(n, 256 << min(2 * self._blocks_drawn, 4))
+            self._blocks_drawn += 1
+            block = self._drawn = self.speculator.draw_accepted(self.rng, size)
             self._count(block, +1)
             self._block = self._block[self._block_pos:] + block.tolist()
             self._block_pos = 0

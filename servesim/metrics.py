@@ -62,9 +62,11 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         "gpu_wait": req["gpu_wait_s"][ok],
     }
     # tpot is over requests of more than one token, the others over all finished ones
-    same_length = [name for name in LATENCIES if name != "tpot"]
-    latency = dict(zip(same_length, _stats([values[name] for name in same_length])))
-    latency["tpot"] = _stats([values["tpot"]])[0]
+    # (summarised together when that is all of them: one numpy call instead of two)
+    together = [name for name in LATENCIES if values[name].size == values["ttft"].size]
+    latency = dict(zip(together, _stats([values[name] for name in together])))
+    if "tpot" not in latency:
+        latency["tpot"] = _stats([values["tpot"]])[0]
     names = ("mean",) + tuple(f"p{q}" for q in PERCENTILES)
     out = {f"{arm}_{name}_{stat}_s": value for name in LATENCIES
            for stat, value in zip(names, latency[name])}
