@@ -363,7 +363,8 @@ class Server:
             self._count(self._drawn[len(self._drawn) - unserved:], -1)
 
     def _decode(self, active: list[_Sequence], until_admissible: bool):
-        """Run iterations of the ``active`` requests until all have finished or, with
+        """Run iterations of the ``active`` requests (the server's running list, from
+        which finished requests are removed) until all have finished or, with
         ``until_admissible`` (continuous batching), until a waiting request could join;
         return the requests still running.
 
@@ -427,8 +428,7 @@ class Server:
                 for s in finished:
                     context -= s.context_tokens()
                     self._finish(s)
-                active = [s for s in active if s.remaining > 0]
-                self.running = active
+                    active.remove(s)  # (active is self.running: it leaves the running set)
                 if until_admissible:
                     self._mark_eligible()
             self.context_tokens = context
