@@ -81,11 +81,13 @@ class ArmTotals:
         if not self._pending:
             return
         fields = dict(zip(REQUEST_FIELDS, zip(*self._pending)))
-        for name, column in self.columns.items():
-            if name == "status":
-                column.extend(STATUS[status] for status in fields[name])
-            else:
-                column.extend(fields[name])
+        for name, column in list(self.columns.items()):
+            values = [STATUS[status] for status in fields[name]] if name == "status" else fields[name]
+            try:
+                column.extend(values)
+            except BufferError:  # arrays from requests() still view it: grow a copy instead
+                column = self.columns[name] = array(column.typecode, column)
+                column.extend(values)
         self._pending.clear()
 
     def __getstate__(self) -> dict:
@@ -110,7 +112,8 @@ class ArmTotals:
         self.columns.update({c: ints[i * n:(i + 1) * n] for i, c in enumerate(self.INT_COLUMNS)})
 
     def requests(self) -> dict[str, np.ndarray]:
-        """The request columns as numpy arrays (no copy)."""
+        """The request columns as numpy arrays (no copy: views that keep showing the
+        requests recorded so far when more are added)."""
         self._fill_columns()
         return {k: np.frombuffer(v, dtype=np.float64 if v.typecode == "d" else np.int64)
                 for k, v in self.columns.items()}

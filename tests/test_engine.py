@@ -130,3 +130,20 @@ def test_arm_totals_pickle_with_every_request_column():
     more = pickle.loads(pickle.dumps(totals))  # an unpickled arm takes further rows
     more.add_request((0, "spec", 1500, 1.0, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished"))
     assert more.requests()["request_id"].tolist() == list(range(1501))
+
+
+def test_arm_totals_take_requests_while_their_columns_are_viewed():
+    from servesim.recorder import ArmTotals
+
+    def row(i):
+        return (0, "spec", i, 1.0 * i, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished")
+
+    totals = ArmTotals()
+    for i in range(3):
+        totals.add_request(row(i))
+    before = totals.requests()
+    for i in range(3, 1100):  # past a fill of the columns
+        totals.add_request(row(i))
+    assert before["request_id"].tolist() == [0, 1, 2]
+    assert totals.requests()["request_id"].tolist() == list(range(1100))
+
