@@ -95,6 +95,17 @@ class StepCost:
     def __repr__(self) -> str:
         return f"StepCost(ops={self.ops!r}, time_s={self.time_s!r})"
 
+    def truncated(self, time_s: float) -> "StepCost":
+        """This stage cut short after ``time_s`` seconds (a run stopped by
+        ``max_sim_time_s``): every operator's time, FLOPs and bytes scaled by the
+        fraction that ran (the breakdown of what the GPU did before the cut)."""
+        if time_s >= self.time_s:
+            return self
+        f = time_s / self.time_s if self.time_s > 0 else 0.0
+        ops = tuple(OpCost(o.name, o.flops * f, o.hbm_bytes * f, o.memory_time_s * f,
+                           o.compute_time_s * f, o.time_s * f) for o in self.ops)
+        return StepCost(ops, time_s)
+
     def op_times(self) -> dict[str, float]:
         """Seconds per operator, every name in :data:`OP_NAMES` (0 where absent)."""
         times = dict.fromkeys(OP_NAMES, 0.0)

@@ -148,8 +148,12 @@ class Server:
         self._block: list[int] = []  # acceptance draws to serve (see _draw)
         self._block_pos = 0
         self._blocks_drawn = 0
+        # the outcome of the stage on the GPU now (None between stages): () for a
+        # prefill or draft stage, a verify step's draws (or, with fixed acceptance, the
+        # requests it finishes); a run cut by max_sim_time_s takes it back (_cut_stage)
+        self._inflight = None
         self._drawn = np.zeros(0, dtype=np.int64)  # the last block drawn, as numpy drew it
-        self.stats = {"kv_peak_tokens": 0,
+        self.stats = {"kv_peak_tokens": 0, "busy_end_s": math.nan,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
                       "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
         self._in_system = 0
@@ -266,8 +270,7 @@ class Server:
                 self._signal()
                 return
             s = self.arrive(r)
-            yield s.done
-            self.thinking += 1
+            yield s.done  # (its leaving counted this client as thinking again)
             if r.think_time_s > 0:
                 yield self.env.timeout(r.think_time_s)
 
@@ -292,6 +295,9 @@ class Server:
         return batch
 
     def _hand_over_steps(self) -> None:
+        if self.step_rows:
+            last = self.step_rows[-1]
+            self.stats["busy_end_s"] = last[3] + last[4]  # end of the last stage so far
         self.recorder.add_steps(self.step_rows, self.totals)
         self.step_rows.clear()
 
@@ -305,6 +311,10 @@ class Server:
     def _leave(self, s: _Sequence) -> None:
         s.finished = True
         if s.done is not None:  # a client waits for it
+            # its client will send another request (or find none left): counted at
+            # once, before the client process resumes, so that a scheduler whose batch
+            # empties at this instant keeps expecting arrivals
+            self.thinking += 1
             s.done.succeed()
 
     def _prefill(self, seqs: list[_Sequence]):
@@ -316,7 +326,9 @@ class Server:
             yield grant
             self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
                                    len(seqs), max(prompts), 0, len(seqs), cost))
+            self._inflight = ()
             yield self.env.timeout(cost.time_s)
+        self._inflight = None
         self._ingest()
         still = []
         for s in seqs:
@@ -395,7 +407,9 @@ class Server:
                 with gpu.request() as grant:
                     yield grant
                     rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, draft))
+                    self._inflight = ()
                     yield env.timeout(draft.time_s)
+                self._inflight = None
             self.iterations += 1
             if fixed:  # no draws; who finishes now was known at admission (see _prefill)
                 counts[fixed] += b
@@ -418,7 +432,9 @@ class Server:
             with gpu.request() as grant:
                 yield grant
                 rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, cost))
+                self._inflight = finished if fixed else draws
                 yield env.timeout(cost.time_s)
+            self._inflight = None
             if self._next is not None and self._next.arrival_s <= env.now:
                 self._ingest()
             if len(rows) >= STEP_BATCH:
@@ -478,6 +494,42 @@ class Server:
                     return
                 yield self._wait()
 
+    def _cut_stage(self) -> None:
+        """The run was cut by ``max_sim_time_s`` while a stage was on the GPU: it did
+        not complete. Its row keeps the GPU time up to the cut and generates nothing;
+        a verify step's tokens are taken back from its requests and from the
+        acceptance histogram, and it does not count as an iteration."""
+        row = self.step_rows[-1]
+        start_s, duration_s = row[3], row[4]
+        kept_s = min(duration_s, max(0.0, self.env.now - start_s))
+        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0, row[9].truncated(kept_s))
+        outcome, self._inflight = self._inflight, None
+        if row[2] not in ("decode", "verify"):
+            return  # a prefill or draft stage: no request state was advanced
+        self.iterations -= 1
+        b = row[5]
+        if self.fixed:
+            self.counts[self.fixed] -= b
+            for s in outcome:  # finishers of that step: back to their count after prefill
+                s.remaining += self.fixed * (self.iterations + 1 - s.joined_iteration)
+        else:
+            self._count(np.asarray(outcome, dtype=np.int64), -1)
+            for s, a in zip(self.running, outcome):
+                s.remaining += a
+
+    def _record_not_arrived(self) -> None:
+        """Requests that had not arrived when ``max_sim_time_s`` cut the run: one row
+        each, status ``not_arrived`` (open loop: with the arrival time they would have
+        had; closed loop: NaN, no client had sent them)."""
+        nan = math.nan
+        pending = ([] if self._next is None else [self._next]) + list(self._pending)
+        self._next = None
+        for r in pending:
+            arrival = nan if self.workload.clients else r.arrival_s
+            self.recorder.add_request((
+                self.point_id, self.arm, r.request_id, arrival, nan, nan, nan, r.prompt_len,
+                r.output_len, 0, 0, nan, nan, nan, "not_arrived"), self.totals)
+
     def run(self) -> float:
         env = self.env
         for _ in range(self.workload.clients):
@@ -498,6 +550,8 @@ class Server:
                 gc.enable()
         self._ingest(before_s=env.now)  # stopped by max_sim_time_s: who came before the end
         self._advance()
+        if self._inflight is not None:
+            self._cut_stage()
         self._unserved()
         self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
@@ -509,6 +563,7 @@ class Server:
                     s.remaining -= self.fixed * (self.iterations - s.joined_iteration)
         for s in unfinished:
             self._record(s, "unfinished")
+        self._record_not_arrived()
         self.stats.update(end_s=env.now, unfinished=len(unfinished), in_system_area=self._in_system_area,
                           kv_area=self._kv_area,
                           not_arrived=self.num_requests - self.arrived)

@@ -10,7 +10,11 @@ carry the arm as a prefix (``baseline_`` / ``spec_``) and the unit as a suffix.
   each with mean, p50, p90, p99 over finished requests.
 * throughput: output tokens of finished requests per second of the busy window (first
   arrival to last finish); goodput: finished requests per second meeting both SLOs;
-* ``gpu_utilization``: GPU-busy seconds / window;
+* ``gpu_utilization``: GPU-busy seconds / (end of the last GPU stage - first arrival);
+  a stage cut by ``max_sim_time_s`` counts up to the cut only, so it is at most 1;
+* counts: ``requests`` (all of the arm's requests) = ``finished`` + ``rejected`` +
+  ``unfinished`` (arrived, not finished by the cut) + ``not_arrived`` (not arrived by
+  the cut), always;
 * ``mean_in_system``: time-average number of requests in the system (queued or running)
   over [0, end] — Little's law says it equals arrival rate x mean e2e latency;
 * KV cache: peak and time-mean reserved fraction of capacity;
@@ -77,15 +81,19 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
     meets = (values["ttft"] <= ttft_slo_s) & (tpot_all <= tpot_slo_s)
     end = stats["end_s"]
     capacity = stats["kv_capacity_tokens"]
-    arrived = len(req["status"])
+    status = req["status"]
+    arrived = int((status != 3).sum())  # every request but those not arrived by a cut
+    busy_window = stats["busy_end_s"] - stats["first_arrival_s"]  # NaN if the GPU never ran
     out.update({
+        f"{arm}_requests": int(status.size),
         f"{arm}_finished": finished,
-        f"{arm}_rejected": int((req["status"] == 1).sum()),
-        f"{arm}_unfinished": stats["unfinished"],
+        f"{arm}_rejected": int((status == 1).sum()),
+        f"{arm}_unfinished": int((status == 2).sum()),
+        f"{arm}_not_arrived": int((status == 3).sum()),
         f"{arm}_output_tokens_per_s": float(output.sum() / window) if window else math.nan,
         f"{arm}_goodput_requests_per_s": float(meets.sum() / window) if window else math.nan,
         f"{arm}_slo_attainment": float(meets.mean()) if finished else math.nan,
-        f"{arm}_gpu_utilization": totals.busy_s / window if window else math.nan,
+        f"{arm}_gpu_utilization": totals.busy_s / busy_window if busy_window > 0 else math.nan,
         f"{arm}_mean_in_system": stats["in_system_area"] / end if end else math.nan,
         f"{arm}_arrival_rate_per_s": (arrived / stats["last_arrival_s"]
                                       if stats["last_arrival_s"] > 0 else math.nan),

@@ -1,7 +1,7 @@
 """What a run records: exact per-arm totals always, and rows for the tables when asked.
 
-The engine hands every GPU stage and every finished (or rejected, or unfinished)
-request to a :class:`Recorder`. It keeps
+The engine hands every GPU stage and every finished (or rejected, unfinished or
+not arrived) request to a :class:`Recorder`. It keeps
 
 * per arm, :class:`ArmTotals`: GPU time and tokens by stage and batch size, and one
   compact column (``array``) per request figure: everything the summary needs, exact,
@@ -23,7 +23,8 @@ REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                   "first_token_s", "finish_s", "prompt_len", "output_len",
                   "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
                   "gpu_wait_s", "status")
-STATUS = {"finished": 0, "rejected": 1, "unfinished": 2}
+STATUS = {"finished": 0, "rejected": 1, "unfinished": 2, "not_arrived": 3}
+"""Every request of an arm ends in exactly one of these (codes of ``ArmTotals``)."""
 
 
 class ArmTotals:

@@ -255,6 +255,9 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     def rate(tokens, time):
         return tokens / time if time > 0 else np.nan
 
+    def ratio(a, b):  # NaN where the denominator is 0 or NaN (e.g. a run cut before any step)
+        return a / b if b > 0 else np.nan
+
     b_req, s_req = base.requests(), spec.requests()
     b_ok, s_ok = b_req["status"] == 0, s_req["status"] == 0
     b_ids, s_ids = b_req["request_id"][b_ok], s_req["request_id"][s_ok]
@@ -274,8 +277,9 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     row["candidate_tokens"] = speculator.tokens_per_step  # the verify width actually used
     p05, p50, p95 = np.percentile(ratios, [5, 50, 95]).tolist()
     row.update({
-        "speedup": spec_tps / base_tps,
-        "speedup_with_drain": rate(spec.decode_tokens, spec.decode_time_s) / rate(base.decode_tokens, base.decode_time_s),
+        "speedup": ratio(spec_tps, base_tps),
+        "speedup_with_drain": ratio(rate(spec.decode_tokens, spec.decode_time_s),
+                                    rate(base.decode_tokens, base.decode_time_s)),
         "speedup_mean_paired": float(np.mean(ratios)),
         "speedup_p05": p05,
         "speedup_p50": p50,
@@ -284,10 +288,10 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         "expected_acceptance_rate": float(speculator.acceptance.mean),
         "baseline_tokens_per_s": base_tps,
         "spec_tokens_per_s": spec_tps,
-        "step_time_ratio": spec_step / base_step,
+        "step_time_ratio": ratio(spec_step, base_step),
         "baseline_step_time_s": base_step,
         "spec_step_time_s": spec_step,
-        "requests": int(s_ok.sum()),
+        "paired_requests": int(common.size),
         "kv_capacity_tokens": recorder.arm_stats["spec"]["kv_capacity_tokens"],
     })
     for arm in ("baseline", "spec"):

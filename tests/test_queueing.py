@@ -176,5 +176,8 @@ max_sim_time_s = 5.0
     s = pd.read_parquet(out / "summary.parquet").iloc[0]
     assert s["baseline_saturated"] and s["baseline_unfinished"] > 1000
     requests = pd.read_parquet(out / "requests.parquet")
-    assert set(requests["status"]) == {"finished", "unfinished"}
+    assert set(requests["status"]) == {"finished", "unfinished", "not_arrived"}
+    # 500/s for 5 s: ~2,500 arrived; the other ~97,500 are reported as not arrived
+    assert 96_000 < s["baseline_not_arrived"] < 99_000
+    assert (requests.groupby("arm").size() == 100_000).all()
     assert requests.loc[requests.status == "finished", "finish_s"].max() <= 5.0
