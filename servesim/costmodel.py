@@ -4,23 +4,24 @@ Pure: no SimPy, no I/O. Given a GPU (datasheet peaks + kernel profile) and a mod
 shape, :meth:`CostModel.step_cost` returns the time of one forward step of a batch and a
 per-operator breakdown with FLOPs and HBM bytes.
 
-Each operator's time is a roofline with three refinements, all parameters of the
-:class:`~servesim.hardware.KernelProfile` (see its docstring for the physics):
+A step is the sum of its kernels, each costed by :mod:`servesim.cost.kernels` from
+the :class:`~servesim.hardware.KernelProfile` (see its docstring for the physics):
 
-* achieved, not peak, bandwidth and FLOP/s;
-* memory and compute overlap only partly: ``max(m, c) + (1 - overlap) * min(m, c)``;
-* granularity: GEMM token tiles, weight passes per ``weight_pass_tokens`` tokens, and for
-  tree-masked attention a padded query tile and a materialised score matrix.
+* GEMMs (q/k/v, o, gate/up, down, lm_head): a partial-overlap roofline at achieved
+  bandwidth and FLOP/s, with tile padding and wave quantization, plus a fixed time
+  per kernel;
+* attention as its own kernels: paged decode attention (KV at its own bandwidth, a
+  floor, a per-sequence cost, the split-KV occupancy loss at few sequences), causal
+  prefill attention at its own FLOP/s, and, for token-tree verify steps, either a fused
+  tree-masked kernel or (the Medusa paper's era) the score matrix materialised in HBM;
+* the elementwise kernels of each layer (two fused add + RMSNorm, rotary embedding,
+  SiLU-and-mul) and the final norm, memory-bound, each paying the kernel floor;
+* a serving framework's per-step overhead (``step_overhead_s``: scheduling,
+  sampling, detokenisation, Python between steps), once per forward step.
 
-Attention comes in two kernels. *Fused* attention (plain decode and prefill, a
-FlashAttention-style kernel) reads the KV cache once and never writes scores to HBM;
-with a causal mask it skips the masked half. *Materialised* attention (verify steps,
-whose tree mask the fused kernels of the Medusa era did not support) computes the full
-padded score matrix ``queries x (context + queries)`` per head and moves it through HBM.
-
-Assumptions: FP16/BF16 weights, activations and KV cache (``dtype_bytes``); norms,
-rotary embedding and residual adds are not charged (a few percent of a decode step);
-one GPU, no tensor parallelism.
+Mechanisms a profile leaves at their defaults are off (the Medusa paper's profile
+charges neither floors nor elementwise work). Assumptions: FP16/BF16 weights,
+activations and KV cache (``dtype_bytes``); one GPU, no tensor parallelism.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from servesim.cost import kernels
 from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
 
 OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
-            "mlp_down", "lm_head", "draft_heads", "draft_model")
+            "mlp_down", "elementwise", "lm_head", "framework", "draft_heads", "draft_model")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
@@ -122,26 +124,26 @@ def _merged(name: str, ops: list[OpCost]) -> StepCost:
     return StepCost((op,), op.time_s)
 
 
-def _combine(memory_time_s: float, compute_time_s: float, overlap: float) -> float:
-    """Partial-overlap roofline: the larger time plus the unhidden part of the smaller."""
-    hi, lo = max(memory_time_s, compute_time_s), min(memory_time_s, compute_time_s)
-    return hi + (1.0 - overlap) * lo
-
-
 class CostModel:
-    """Step times for one (GPU, model) pair. Results are memoised per instance."""
+    """Step times for one (GPU, model) pair. Results are memoised per instance.
+
+    step_overhead_s: the serving framework's fixed time per forward step (s), charged
+        as the ``framework`` operator of every target step (0 for a draft model's
+        passes, which run inside the target's engine step).
+    """
 
     def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
-                 dtype_bytes: int = 2) -> None:
+                 dtype_bytes: int = 2, step_overhead_s: float = 0.0) -> None:
         self.gpu = gpu
         self.model = model
         self.profile = profile or gpu.profile
         self.dtype_bytes = dtype_bytes
-        self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * self.profile.bandwidth_efficiency
-        self._flops = gpu.peak_fp16_flops_per_s * self.profile.compute_efficiency
-        self._underlap = 1.0 - self.profile.overlap  # the unhidden fraction (see _combine)
+        self.step_overhead_s = step_overhead_s
+        p = self.profile
+        self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
+        self._overlap = p.overlap
         self._layers = model.layers
-        self._attention_shape = (model.heads, model.head_dim, model.kv_dim, model.hidden)
+        self._decode_args = (model.heads, model.kv_heads, model.head_dim, dtype_bytes)
         self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
         self._chains: dict[tuple, StepCost] = {}  # draft-model chains
         self._prefills: dict[tuple, StepCost] = {}  # variable-length prefills, by prompts
@@ -149,8 +151,8 @@ class CostModel:
         # (small dicts with integer keys: a lookup is cheaper than in one big dict)
         self._steps: dict[tuple, dict[int, StepCost]] = {}
         self._step_entries = 0
-        self._shapes: dict[tuple, tuple] = {}  # each shape in _steps: (its key, its GEMMs)
-        self._gemm_cache: dict[tuple, tuple[OpCost, ...]] = {}  # see _gemms
+        self._shapes: dict[tuple, tuple] = {}  # each shape in _steps: (its key, its fixed ops, their time)
+        self._gemm_cache: dict[tuple, tuple] = {}  # see _fixed_ops
 
     STEP_MEMO_ENTRIES = 262144
     """Bound of the memo of forward steps: open-loop runs meet ever new batch contexts,
@@ -165,8 +167,8 @@ class CostModel:
     a dict of its own, so that the small ones stay quick to look up."""
 
     GEMM_CACHE_ENTRIES = 16384
-    """Bound of the GEMM memo (about 1 KB an entry): variable-length prefills meet many
-    token counts."""
+    """Bound of the memo of a step's context-independent operators (about 1 KB an
+    entry): variable-length prefills meet many token counts."""
 
     def _remember(self, memo: dict, key: tuple, cost: StepCost) -> StepCost:
         if len(memo) >= self.MEMO_ENTRIES:
@@ -176,105 +178,101 @@ class CostModel:
 
     # -- building blocks -------------------------------------------------------------
 
-    def _op(self, name: str, flops: float, hbm_bytes: float, flops_per_s: float,
-            compute_flops: float | None = None, repeat: int = 1) -> OpCost:
-        """An operator executed ``repeat`` times (once per layer for block operators)."""
-        memory_time = hbm_bytes / self._bandwidth
-        compute_time = (flops if compute_flops is None else compute_flops) / flops_per_s
-        time = _combine(memory_time, compute_time, self.profile.overlap)
-        return OpCost(name, flops * repeat, hbm_bytes * repeat, memory_time * repeat,
-                      compute_time * repeat, time * repeat)
-
     def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1) -> OpCost:
-        """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix.
+        """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix, run
+        ``repeat`` times (once per layer for block operators); see
+        :func:`servesim.cost.kernels.gemm`."""
+        flops, hbm, memory_s, compute_s, time_s = kernels.gemm(
+            self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes)
+        return OpCost(name, flops * repeat, hbm * repeat, memory_s * repeat,
+                      compute_s * repeat, time_s * repeat)
 
-        FLOPs are charged on tokens rounded up to ``gemm_token_tile``; weights are read
-        once, plus ``weight_reread_fraction`` of them for every further pass of
-        ``weight_pass_tokens`` tokens; activations are read and written once.
-        """
-        p = self.profile
-        padded = math.ceil(tokens / p.gemm_token_tile) * p.gemm_token_tile
-        passes = math.ceil(tokens / p.weight_pass_tokens)
-        weight_bytes = d_in * d_out * self.dtype_bytes
-        hbm = (weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction)
-               + tokens * (d_in + d_out) * self.dtype_bytes)
-        flops = 2.0 * padded * d_in * d_out
-        return self._op(name, flops, hbm, self._flops, repeat=repeat)
+    def _elementwise(self, tokens: int) -> OpCost | None:
+        """The elementwise kernels of all layers over ``tokens`` tokens and the final
+        norm (None if the profile does not charge them)."""
+        m, dt = self.model, self.dtype_bytes
+        per_layer = kernels.elementwise_bytes_per_token(m.hidden, m.kv_dim, m.intermediate, dt) * tokens
+        final = 2 * m.hidden * dt * tokens
+        hbm = per_layer * m.layers + final
+        memory_s, time_s = kernels.elementwise(
+            self.gpu, self.profile, hbm, self.profile.elementwise_kernels_per_layer * m.layers + 1)
+        if not time_s:
+            return None
+        return OpCost("elementwise", 0.0, hbm, memory_s, 0.0, time_s)
 
-    def _attention(self, batch: int, queries: int, context_tokens: int,
-                   stage: str) -> tuple[float, float, float]:
-        """FLOPs and HBM bytes of the score (QK^T) operator in one layer, and the FLOP/s
-        its kernel achieves. The value (PV) operator moves and computes the same.
-
-        ``queries`` new tokens per sequence attend to their sequence's cached context
-        (``context_tokens`` summed over the batch) and to each other.
-        """
-        heads, head_dim, kv_dim, hidden = self._attention_shape
-        dt = self.dtype_bytes
-        kv_tokens = context_tokens + batch * queries  # keys after this step's tokens are appended
-        k_bytes = kv_tokens * kv_dim * dt  # K (or V) read, per layer
-        q_bytes = batch * queries * hidden * dt  # Q read (or O written), per layer
-        if stage == "verify":
-            p = self.profile
-            padded = math.ceil(queries / p.masked_attention_query_tile) * p.masked_attention_query_tile
-            scores = heads * padded * kv_tokens  # materialised score elements, per layer
-            flops = 2.0 * scores * head_dim
-            score_bytes = scores * p.score_bytes_per_element / 2  # half on each side of softmax
-            rate = self.gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency
-            return flops, k_bytes + q_bytes + score_bytes, rate
-        # fused kernel; causal mask skips the upper triangle among the new tokens
-        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
-        return 2.0 * heads * pairs * head_dim, k_bytes + q_bytes, self._flops
-
-    def _gemms(self, tokens: int, logit_tokens: int) -> tuple[OpCost, ...]:
-        """The GEMMs of a forward step over ``tokens`` tokens, with logits for
-        ``logit_tokens`` of them (memoised: they do not depend on the context)."""
+    def _fixed_ops(self, tokens: int, logit_tokens: int) -> tuple[tuple[OpCost, ...], tuple[float, ...]]:
+        """The operators of a forward step over ``tokens`` tokens that do not depend on
+        the context (GEMMs, elementwise, lm_head over ``logit_tokens``, framework
+        overhead) and their times (memoised)."""
         key = (tokens, logit_tokens)
-        gemms = self._gemm_cache.get(key)
-        if gemms is None:
+        cached = self._gemm_cache.get(key)
+        if cached is None:
             if len(self._gemm_cache) >= self.GEMM_CACHE_ENTRIES:
                 self._gemm_cache.clear()
             m = self.model
-            gemms = self._gemm_cache[key] = (
-                self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
-                self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers),
-                self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
-                self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers),
-                self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers),
-                self.gemm("lm_head", logit_tokens, m.hidden, m.vocab),
-            )
-        return gemms
+            ops = [self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
+                   self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers)]
+            if self.profile.fused_gate_up:
+                merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * m.intermediate, m.layers)
+                half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
+                ops += [half, half._replace(name="mlp_up")]
+            else:
+                ops += [self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
+                        self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers)]
+            ops.append(self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers))
+            elementwise = self._elementwise(tokens)
+            if elementwise is not None:
+                ops.append(elementwise)
+            ops.append(self.gemm("lm_head", logit_tokens, m.hidden, m.vocab))
+            if self.step_overhead_s:
+                ops.append(OpCost("framework", 0.0, 0.0, 0.0, 0.0, self.step_overhead_s))
+            cached = self._gemm_cache[key] = (tuple(ops), tuple(op.time_s for op in ops))
+        return cached
 
-    def _step_time(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]) -> float:
-        """A forward step's time from its GEMMs and its attention's per-layer FLOPs,
-        bytes and FLOP/s: each attention operator's time as :meth:`_op` works it out, all
-        summed in execution order (so it equals the sum of :meth:`_step_ops` exactly)."""
-        flops, hbm_bytes, rate = attention
-        memory_s, compute_s = hbm_bytes / self._bandwidth, flops / rate
-        # _combine written out (this runs for every new batch context of a run)
-        if memory_s >= compute_s:
-            attention_s = (memory_s + self._underlap * compute_s) * self._layers
-        else:
-            attention_s = (compute_s + self._underlap * memory_s) * self._layers
-        qkv, o, gate, up, down, head = gemms
-        return (qkv.time_s + attention_s + attention_s + o.time_s + gate.time_s + up.time_s
-                + down.time_s + head.time_s)
+    @staticmethod
+    def _total(fixed_times: tuple[float, ...], attention_s: float) -> float:
+        """A step's time: its operators' times summed in execution order (qkv, the two
+        attention halves, the rest), so that it equals the sum of its breakdown exactly."""
+        t = fixed_times[0] + attention_s + attention_s
+        for x in fixed_times[1:]:
+            t += x
+        return t
 
-    def _step_ops(self, gemms: tuple[OpCost, ...], attention: tuple[float, float, float]
-                  ) -> tuple[OpCost, ...]:
-        """A step's operators in execution order, from its GEMMs and its attention's
-        per-layer FLOPs, bytes and FLOP/s."""
-        flops, hbm_bytes, rate = attention
-        qk = self._op("attn_qk", flops, hbm_bytes, rate, repeat=self.model.layers)
-        return (gemms[0], qk, OpCost("attn_pv", *qk[1:])) + gemms[1:]
+    def _attention(self, batch: int, queries: int, context_tokens: int, stage: str) -> tuple:
+        """Attention of one layer: (flops, HBM bytes, memory s, compute s, time s).
+
+        ``queries`` new tokens per sequence attend to their sequence's cached context
+        (``context_tokens`` summed over the batch) and, causally, to each other.
+        """
+        p, gpu = self.profile, self.gpu
+        heads, kv_heads, head_dim, dt = self._decode_args
+        kv_tokens = context_tokens + batch * queries  # keys after this step's tokens are appended
+        if stage == "verify" and not p.fused_tree_attention:
+            m = self.model
+            flops, hbm, rate = kernels.materialised_attention(
+                gpu, p, batch, queries, kv_tokens, heads, head_dim, m.kv_dim, m.hidden, dt)
+            memory_s, compute_s = hbm / self._bandwidth, flops / rate
+            return flops, hbm, memory_s, compute_s, kernels.combine(memory_s, compute_s, self._overlap)
+        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
+        if stage == "prefill" and context_tokens == 0:
+            return kernels.prefill_attention(gpu, p, batch, batch * queries, pairs, heads, kv_heads, head_dim, dt)
+        return kernels.decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, head_dim, dt)
+
+    def _step_ops(self, fixed: tuple[OpCost, ...], attention: tuple) -> tuple[OpCost, ...]:
+        """A step's operators in execution order: attention reported half as the score
+        (QK^T) and half as the value (PV) operator."""
+        layers = self._layers
+        flops, hbm, memory_s, compute_s, time_s = attention
+        qk = OpCost("attn_qk", flops * layers / 2, hbm * layers / 2, memory_s * layers / 2,
+                    compute_s * layers / 2, time_s * self._layers / 2)
+        return (fixed[0], qk, qk._replace(name="attn_pv")) + fixed[1:]
 
     def _forward_ops(self, shape: tuple[int, int, str], context_tokens: int) -> tuple[OpCost, ...]:
         """The operators of the forward step of ``shape`` (batch, tokens per sequence,
         stage) at ``context_tokens`` (see :meth:`step_cost`)."""
         batch, tokens_per_seq, stage = shape
-        tokens = batch * tokens_per_seq
-        return self._step_ops(self._gemms(tokens, batch if stage == "prefill" else tokens),
-                              self._attention(batch, tokens_per_seq, context_tokens, stage))
+        fixed, _ = self._fixed_ops(batch * tokens_per_seq, batch if stage == "prefill" else batch * tokens_per_seq)
+        return self._step_ops(fixed, self._attention(batch, tokens_per_seq, context_tokens, stage))
 
     # -- public ----------------------------------------------------------------------
 
@@ -298,8 +296,8 @@ class CostModel:
             for a verify step, the prompt for prefill).
         context_tokens: tokens already in the KV cache, summed over the batch (attention
             cost is linear in each sequence's context, so only the sum matters).
-        stage: one of :data:`STAGES` (``verify`` uses tree-masked, materialised
-            attention; prefill computes logits for the last token only).
+        stage: one of :data:`STAGES` (``verify`` uses the tree-attention kernel of the
+            profile; prefill computes logits for the last token only).
         """
         by_context = self._steps.get((batch, tokens_per_seq, stage))
         if by_context is not None:
@@ -320,9 +318,10 @@ class CostModel:
             shape = (batch, tokens_per_seq, stage)
             by_context = self._steps[shape] = {}
             tokens = batch * tokens_per_seq
-            self._shapes[shape] = (shape, self._gemms(tokens, batch if stage == "prefill" else tokens))
-        shape, gemms = self._shapes[(batch, tokens_per_seq, stage)]
-        time_s = self._step_time(gemms, self._attention(batch, tokens_per_seq, context_tokens, stage))
+            self._shapes[shape] = (shape,) + self._fixed_ops(tokens, batch if stage == "prefill" else tokens)
+        shape, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
+        time_s = self._total(fixed_times, self._attention(batch, tokens_per_seq, context_tokens, stage)[4]
+                             * self._layers / 2)
         step = by_context[context_tokens] = StepCost(None, time_s, CostModel._forward_ops, self,
                                                      shape, context_tokens)
         self._step_entries += 1
@@ -338,14 +337,14 @@ class CostModel:
         if len(set(prompt_lens)) == 1:
             cached = self.step_cost(len(prompt_lens), prompt_lens[0], 0, "prefill")
         else:
-            m, dt = self.model, self.dtype_bytes
+            heads, kv_heads, head_dim, dt = self._decode_args
             tokens = sum(prompt_lens)
             pairs = sum(n * (n + 1) / 2 for n in prompt_lens)
-            attention = (2.0 * m.heads * pairs * m.head_dim,
-                         tokens * m.kv_dim * dt + tokens * m.hidden * dt, self._flops)
-            gemms = self._gemms(tokens, len(prompt_lens))
-            cached = StepCost(None, self._step_time(gemms, attention), CostModel._step_ops, self,
-                              gemms, attention)
+            attention = kernels.prefill_attention(self.gpu, self.profile, len(prompt_lens), tokens, pairs,
+                                                  heads, kv_heads, head_dim, dt)
+            fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens))
+            cached = StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
+                              CostModel._step_ops, self, fixed, attention)
         return self._remember(self._prefills, prompt_lens, cached)
 
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:

@@ -19,7 +19,7 @@ import numpy as np
 from servesim.costmodel import CostModel
 from servesim.engine import Recorder, simulate
 from servesim.results import PartSink
-from servesim.hardware import get_gpu
+from servesim.hardware import get_framework, get_gpu
 from servesim.metrics import arm_metrics
 from servesim.models import get_model
 from servesim.engine import ServingConfig
@@ -58,19 +58,23 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 
 
 @lru_cache(maxsize=8)
-def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int) -> CostModel:
-    """Points that agree on GPU, model, kernel profile and dtype share one cost model,
-    so that its memo serves all of them (a sweep's baseline arms, for one, repeat the
-    same steps for every speculation setting). The last few are kept, per process."""
-    gpu = get_gpu(gpu_name)
+def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
+                framework: str, kernel_profile: str, target: bool) -> CostModel:
+    """Points that agree on GPU, model, kernel profile, framework and dtype share one
+    cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
+    repeat the same steps for every speculation setting). The last few are kept, per
+    process. A draft model (``target`` false) pays no framework overhead of its own."""
+    fw = get_framework(framework)
+    gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
     return CostModel(gpu, get_model(model_name), gpu.profile.with_overrides(**dict(overrides)),
-                     dtype_bytes)
+                     dtype_bytes, fw.step_overhead_s if target else 0.0)
 
 
 def build_cost_model(point: Point, model: str | None = None) -> CostModel:
     """The cost model of a point's target model (or of ``model``, e.g. its draft model)."""
     return _cost_model(point["gpu"], model or point["model"],
-                       tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"])
+                       tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
+                       point["framework"], point["kernel_profile"], model is None)
 
 
 def build_speculator(point: Point):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from servesim.hardware import PROFILE_FIELDS, gpu_names
+from servesim.hardware import PROFILE_FIELDS, framework_names, gpu_names
+from servesim.hardware.kernel_profile import profile_problems
 from servesim.models import model_names
 
 
@@ -92,6 +93,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "hardware": {
         "gpu": Key(str, "a100-80gb-pcie", "GPU catalog name (`servesim list`)", choices=gpu_names),
+        "kernel_profile": Key(str, "", "kernel profile: a bundled name (`servesim list`, e.g. `medusa-paper`) or the path of a TOML file from `servesim calibrate`; empty = the GPU's calibrated profile for `serving.framework`"),
     },
     "model": {
         "model": Key(str, "llama-7b", "model catalog name (`servesim list`)", choices=model_names),
@@ -128,6 +130,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         **_length_keys("output", "output_len", 256),
     },
     "serving": {
+        "framework": Key(str, "vllm", "serving framework whose per-step overhead and kernels are charged (`servesim list`): `vllm`, `sglang`, `trtllm` or `none` (kernels only)", choices=framework_names),
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0),
@@ -229,15 +232,13 @@ def resolve_key(source: str, name: str) -> tuple[str, str]:
 def _check_profile(source: str, table: Any) -> dict[str, float]:
     if not isinstance(table, dict):
         raise ScenarioError(source, PROFILE_SECTION, "expected a table")
-    out = {}
     for k, v in table.items():
         if k not in PROFILE_FIELDS:
             raise ScenarioError(source, f"{PROFILE_SECTION}.{k}",
                                 f"unknown kernel-profile key; allowed: {', '.join(PROFILE_FIELDS)}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ScenarioError(source, f"{PROFILE_SECTION}.{k}", f"expected a number >= 0, got {v!r}")
-        out[k] = v
-    return out
+    for k, problem in profile_problems(table).items():
+        raise ScenarioError(source, f"{PROFILE_SECTION}.{k}", problem)
+    return dict(table)
 
 
 def parse_override(source: str, assignment: str) -> tuple[str, Any]:
@@ -338,7 +339,7 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
     return scenario
 
 
-PATH_KEYS = ("trace_file", "prompt_file", "output_file", "acceptance_curve", "head_accuracy")
+PATH_KEYS = ("trace_file", "prompt_file", "output_file", "acceptance_curve", "head_accuracy", "kernel_profile")
 """Keys that may name files; relative paths are tried next to the scenario file first."""
 
 
@@ -355,6 +356,16 @@ def _resolve_paths(source: str, values: dict) -> None:
 def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
+    if v["kernel_profile"]:
+        from servesim.hardware import ProfileError, get_profile, profile_names
+        try:
+            profile, _ = get_profile(v["kernel_profile"])
+        except KeyError:
+            raise ScenarioError(source, "hardware.kernel_profile",
+                                f"unknown kernel profile {v['kernel_profile']!r}; allowed: "
+                                f"{', '.join(profile_names())} or the path of a profile TOML file") from None
+        except ProfileError as e:
+            raise ScenarioError(source, "hardware.kernel_profile", str(e)) from None
     if v["method"] == "medusa" and v["acceptance"] == "fixed":
         if v["accepted_tokens"] > v["candidate_tokens"]:
             raise ScenarioError(source, "speculation.accepted_tokens",

@@ -1,22 +1,26 @@
-"""The GPU catalog: datasheet facts of each GPU and its kernel profile.
+"""The GPU catalog: datasheet facts of each GPU and the kernel profile it runs with.
 
-A :class:`GPU` holds datasheet facts. A :class:`KernelProfile` holds what real kernels
-achieve on it and how they tile work; each field is one physical mechanism, documented
-below. Both are plain data loaded from ``data/gpus.toml``: a new GPU is a table there,
-not a code path.
+A :class:`GPU` holds datasheet facts; its kernel profile (what real kernels achieve on
+it) is named by the catalog entry's ``kernel_profile`` per serving framework and lives
+in ``data/profiles/<name>.toml`` with the report of the fit that made it. Both are plain
+data: a new GPU is a table in ``data/gpus.toml``, a new profile a file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
 
 from servesim.catalog import data_toml
-from servesim.hardware.kernel_profile import KernelProfile
+from servesim.hardware.kernel_profile import KernelProfile, ProfileError, load_profile_file, profile_from_table
 
 
 @dataclass(frozen=True)
 class GPU:
-    """Datasheet facts of one GPU (dense FP16 peak, HBM bandwidth, capacity)."""
+    """Datasheet facts of one GPU (dense FP16 peak, HBM bandwidth, capacity) and the
+    kernel profile it runs with by default (``profile``; ``profile_name`` names it)."""
 
     name: str
     description: str
@@ -27,6 +31,9 @@ class GPU:
     num_sms: int
     source: str
     profile: KernelProfile
+    profile_name: str = ""
+    provenance: str = ""
+    interconnect: str = ""
 
     @property
     def ridge_flops_per_byte(self) -> float:
@@ -34,17 +41,59 @@ class GPU:
         return self.peak_fp16_flops_per_s / self.hbm_bandwidth_bytes_per_s
 
 
+GPU_FACTS = ("description", "hbm_bandwidth_bytes_per_s", "peak_fp16_flops_per_s", "memory_bytes",
+             "l2_cache_bytes", "num_sms", "source")
+
+
 def gpu_names() -> list[str]:
     """Catalog names of all GPUs."""
-    return [k for k in data_toml("gpus.toml") if k != "default_profile"]
+    return list(data_toml("gpus.toml"))
 
 
-def get_gpu(name: str) -> GPU:
-    """The catalog GPU ``name`` with its kernel profile; KeyError if unknown."""
+def profile_names() -> list[str]:
+    """Names of the bundled kernel profiles (``data/profiles/<name>.toml``)."""
+    folder = resources.files("servesim").joinpath("data", "profiles")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+@cache
+def _bundled_profile(name: str) -> tuple[KernelProfile, dict]:
+    table = data_toml(f"profiles/{name}.toml")
+    return profile_from_table(table, f"servesim/data/profiles/{name}.toml"), table
+
+
+def get_profile(name_or_path: str) -> tuple[KernelProfile, dict]:
+    """A kernel profile and its file's tables: a bundled name (``servesim list``) or the
+    path of a TOML file written by ``servesim calibrate``. KeyError for a name that is
+    neither; ProfileError for a file that is not a valid profile."""
+    if name_or_path in profile_names():
+        return _bundled_profile(name_or_path)
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ProfileError(f"{name_or_path}: no such kernel-profile file")
+        return load_profile_file(path)
+    raise KeyError(name_or_path)
+
+
+def default_profile_name(gpu_name: str, framework: str = "vllm") -> str:
+    """The bundled profile a GPU runs with under ``framework`` (its calibrated profile
+    for that framework's kernels, else its vLLM one)."""
+    entry = data_toml("gpus.toml")[gpu_name]
+    profiles = entry["kernel_profile"]
+    return profiles.get(framework) or profiles["vllm"]
+
+
+def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU:
+    """The catalog GPU ``name`` with its kernel profile: ``kernel_profile`` (a name or
+    file) if given, else the GPU's own for ``framework``. KeyError if unknown."""
     table = data_toml("gpus.toml")
-    if name not in table or name == "default_profile":
+    if name not in table:
         raise KeyError(name)
-    entry = dict(table[name])
-    profile = dict(table["default_profile"])
-    profile.update(entry.pop("profile", {}))
-    return GPU(name=name, profile=KernelProfile(**profile), **entry)
+    entry = table[name]
+    profile_name = kernel_profile or default_profile_name(name, framework)
+    profile, profile_table = get_profile(profile_name)
+    fit = profile_table.get("fit", {})
+    provenance = entry.get("provenance", "") if not kernel_profile else fit.get("provenance", "")
+    return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
+               interconnect=entry.get("interconnect", ""), **{k: entry[k] for k in GPU_FACTS})

@@ -1,18 +1,33 @@
-"""Kernel profiles: what real kernels achieve on a GPU, one named mechanism per field."""
+"""Kernel profiles: what real kernels achieve on a GPU, one named mechanism per field.
+
+A profile is data: the bundled ones live in ``servesim/data/profiles/<name>.toml``
+(``[profile]``, the fields below, and ``[fit]``, the report of the calibration that
+made it); a user's own comes from ``servesim calibrate`` and is named by its path.
+Fields added after the first profile (the Medusa paper's) default to values that
+switch their mechanism off, so that profile reproduces its figure unchanged.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import math
+from dataclasses import MISSING, dataclass, fields, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class KernelProfile:
     """How close kernels come to the GPU's peaks, and the granularity they work in.
 
+    Times are seconds per kernel call for one layer; efficiencies are fractions of the
+    GPU's datasheet peaks (``GPU.hbm_bandwidth_bytes_per_s``, ``peak_fp16_flops_per_s``).
+
     bandwidth_efficiency:
-        Achieved fraction of peak HBM bandwidth for streaming reads (weights, KV cache).
+        Achieved fraction of peak HBM bandwidth for streaming reads (GEMM weights and
+        activations; the KV cache too unless ``decode_attention_bandwidth_efficiency``
+        is set).
     compute_efficiency:
-        Achieved fraction of peak dense FP16 tensor-core FLOP/s for GEMMs.
+        Achieved fraction of peak dense FP16 tensor-core FLOP/s for GEMMs: the plateau
+        that large GEMMs reach.
     overlap:
         Fraction of the smaller of an operator's memory time and compute time that is
         hidden under the larger. 1 is the ideal roofline ``max(mem, compute)``; 0 is
@@ -26,16 +41,75 @@ class KernelProfile:
         (the kernel's largest M tile times the rows that share a weight tile in L2).
         A step with more tokens than this streams the weights again per extra pass.
     weight_reread_fraction:
-        Fraction of each extra weight pass that misses L2 and is read from HBM again.
+        Fraction of each extra weight pass that misses L2 and is read from HBM again
+        (0: no re-read; measured GEMMs show no step at ``weight_pass_tokens``, so the
+        measured profiles set 0; the Medusa paper's simulator needs it for its drop
+        between 64 and 80 candidates).
     masked_attention_query_tile:
         Query-tile size of the attention kernel used when a tree mask forces the score
-        matrix to be materialised (verify steps). Query rows are padded to it.
+        matrix to be materialised (verify steps with ``fused_tree_attention = false``).
+        Query rows are padded to it.
     score_bytes_per_element:
         HBM bytes moved per materialised attention-score element: writing QK^T, adding
         the tree mask, the FP32 softmax's reads and writes, and reading it back for PV.
     masked_attention_compute_efficiency:
         Achieved fraction of peak tensor FLOP/s for that materialised attention (small
         batched GEMMs per head, partly on CUDA cores).
+    gemm_tile_n:
+        GEMM tile size along the output (N) dimension; 0 = the paper-era model (only
+        the token dimension padded). When set, a GEMM's ``ceil(M / gemm_token_tile) x
+        ceil(N / gemm_tile_n)`` output tiles run in waves of one tile per SM, and
+        compute is charged for whole waves (wave quantization): a GEMM of 1.1 waves
+        costs 2 waves of tile time.
+    kernel_fixed_s:
+        Fixed time of every GEMM and elementwise kernel: launch, prologue and pipeline
+        ramp (s), added to its roofline time. Small kernels are floor-bound by it.
+    fused_gate_up:
+        The MLP's gate and up projections run as one GEMM of twice the width (vLLM's
+        ``MergedColumnParallelLinear``, TRT-LLM's fused gated MLP): one kernel floor,
+        wave quantization over the merged width. Reported half in each column.
+    l2_bandwidth_ratio:
+        Bandwidth, as a multiple of peak HBM bandwidth, of reads whose working set fits
+        in L2 *and was left there by the previous call*. Only kernel microbenchmarks
+        (which re-run one kernel on the same tensors) see it; a serving step streams
+        each layer's weights and KV once, so the cost model never applies it.
+        ``servesim calibrate`` uses it to read such measurements fairly (0 = unknown).
+    decode_attention_fixed_s:
+        Fixed time of the paged decode-attention kernel (s): launch and the split-KV
+        reduction.
+    decode_attention_per_seq_s:
+        Time per sequence of a decode-attention call (s): page-table walk, query load
+        and output write of one sequence, which dominate at large batches of short KV.
+    decode_attention_bandwidth_efficiency:
+        Achieved fraction of peak HBM bandwidth for reading the KV cache in decode
+        attention, at full occupancy (0 = ``bandwidth_efficiency``).
+    decode_attention_occupancy_seqs:
+        Occupancy loss of split-KV decode attention at few sequences: KV streaming time
+        is multiplied by ``1 + this / (sequences x KV heads)`` (few (sequence, KV head)
+        pairs leave SMs idle even with the KV split). 0 = no loss.
+    prefill_attention_fixed_s:
+        Fixed time of the causal prefill (FlashAttention varlen) kernel (s).
+    prefill_attention_per_seq_s:
+        Time per sequence of a prefill-attention call (s).
+    prefill_attention_per_token_s:
+        Time per query token of a prefill-attention call, all heads (s): loading Q,
+        the online softmax's rescaling and the output write, which make short prompts
+        reach a small fraction of peak FLOP/s.
+    prefill_attention_compute_efficiency:
+        Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
+        its causal FLOPs (0 = ``compute_efficiency``).
+    fused_tree_attention:
+        Verify steps of a token tree run a fused attention kernel with a tree mask
+        (FlashInfer custom masks, TRT-LLM's spec-decoding kernels), costed like decode
+        attention with several queries per sequence. ``false``: the score matrix is
+        materialised in HBM (the Medusa paper's era; see ``masked_attention_*``).
+    elementwise_bandwidth_efficiency:
+        Achieved fraction of peak HBM bandwidth of memory-bound elementwise kernels
+        (fused add + RMSNorm, rotary embedding, SiLU-and-mul, the final norm);
+        0 = elementwise work not charged (the Medusa paper's simulator).
+    elementwise_kernels_per_layer:
+        Elementwise kernels per decoder layer, each paying ``kernel_fixed_s``: two
+        fused residual-add + RMSNorm, the rotary embedding and SiLU-and-mul (4).
     """
 
     bandwidth_efficiency: float
@@ -47,28 +121,122 @@ class KernelProfile:
     masked_attention_query_tile: int
     score_bytes_per_element: float
     masked_attention_compute_efficiency: float
+    gemm_tile_n: int = 0
+    kernel_fixed_s: float = 0.0
+    fused_gate_up: bool = False
+    l2_bandwidth_ratio: float = 0.0
+    decode_attention_fixed_s: float = 0.0
+    decode_attention_per_seq_s: float = 0.0
+    decode_attention_bandwidth_efficiency: float = 0.0
+    decode_attention_occupancy_seqs: float = 0.0
+    prefill_attention_fixed_s: float = 0.0
+    prefill_attention_per_seq_s: float = 0.0
+    prefill_attention_per_token_s: float = 0.0
+    prefill_attention_compute_efficiency: float = 0.0
+    fused_tree_attention: bool = False
+    elementwise_bandwidth_efficiency: float = 0.0
+    elementwise_kernels_per_layer: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("bandwidth_efficiency", "compute_efficiency",
-                     "masked_attention_compute_efficiency"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
-        for name in ("overlap", "weight_reread_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        for name in ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if self.score_bytes_per_element < 0:
-            raise ValueError("score_bytes_per_element must be >= 0")
+        for name, problem in profile_problems(self.__dict__).items():
+            raise ValueError(f"{name} {problem}")
 
     def with_overrides(self, **overrides: float) -> "KernelProfile":
         """A copy with some parameters replaced (scenario `[hardware.profile]`)."""
         return replace(self, **overrides)
 
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
+
+FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency")
+"""Fields in (0, 1]."""
+UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "decode_attention_bandwidth_efficiency",
+                 "prefill_attention_compute_efficiency", "elementwise_bandwidth_efficiency")
+"""Fields in [0, 1] (0 where it means 'not set')."""
+TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
+"""Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
+COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer")
+"""Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
+FLAGS = ("fused_gate_up", "fused_tree_attention")
+MAX_TILE = 65536
+MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1}
+"""Token counts that may be 'never' in practice (no second weight pass)."""
+MAX_SECONDS = 1.0
+"""Upper bound of a per-kernel time (s): a kernel floor of a second is not a GPU."""
+MAX_SCORE_BYTES = 1024.0
+MAX_L2_RATIO = 100.0
+
+
+def profile_problems(values: dict) -> dict[str, str]:
+    """What is wrong with each field of ``values`` (name -> problem), for profiles from
+    the catalog, a scenario's overrides or a file; empty if all are valid. Every
+    number must be finite and within its documented range."""
+    problems: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in PROFILE_FIELDS:
+            problems[name] = f"is not a kernel-profile field; allowed: {', '.join(PROFILE_FIELDS)}"
+            continue
+        if name in FLAGS:
+            if not isinstance(value, bool):
+                problems[name] = f"must be true or false, got {value!r}"
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems[name] = f"must be a number, got {value!r}"
+            continue
+        if not math.isfinite(value):
+            problems[name] = f"must be finite, got {value!r}"
+        elif name in FRACTIONS and not 0 < value <= 1:
+            problems[name] = f"must be in (0, 1], got {value!r}"
+        elif name in UNIT_INTERVAL and not 0 <= value <= 1:
+            problems[name] = f"must be in [0, 1], got {value!r}"
+        elif name in TILES and (int(value) != value or not 1 <= value <= MAX_TOKENS.get(name, MAX_TILE)):
+            problems[name] = f"must be an integer in [1, {MAX_TOKENS.get(name, MAX_TILE)}], got {value!r}"
+        elif name in COUNTS and (int(value) != value or not 0 <= value <= MAX_TILE):
+            problems[name] = f"must be an integer in [0, {MAX_TILE}], got {value!r}"
+        elif name.endswith("_s") and not 0 <= value <= MAX_SECONDS:
+            problems[name] = f"must be in [0, {MAX_SECONDS}] seconds, got {value!r}"
+        elif name == "score_bytes_per_element" and not 0 <= value <= MAX_SCORE_BYTES:
+            problems[name] = f"must be in [0, {MAX_SCORE_BYTES}], got {value!r}"
+        elif name == "l2_bandwidth_ratio" and not 0 <= value <= MAX_L2_RATIO:
+            problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
+        elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
+            problems[name] = f"must be in [0, 1e6], got {value!r}"
+    return problems
+
+
+class ProfileError(ValueError):
+    """A kernel-profile file that cannot be used (names the file and the field)."""
+
+
+def load_profile_file(path: str | Path) -> tuple[KernelProfile, dict]:
+    """A kernel profile from a TOML file (``[profile]`` table of fields; ``[fit]``,
+    the calibration report, optional); returns the profile and the whole file."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{path}: cannot read kernel profile: {getattr(e, 'strerror', None) or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: not valid TOML: {e}") from None
+    return profile_from_table(table, str(path)), table
+
+
+def profile_from_table(table: dict, source: str) -> KernelProfile:
+    """A kernel profile from a parsed profile file (see :func:`load_profile_file`)."""
+    values = table.get("profile")
+    if not isinstance(values, dict):
+        raise ProfileError(f"{source}: expected a [profile] table of kernel-profile fields")
+    problems = profile_problems(values)
+    if problems:
+        name, problem = next(iter(problems.items()))
+        raise ProfileError(f"{source}: profile.{name} {problem}")
+    required = [f.name for f in fields(KernelProfile) if f.default is MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ProfileError(f"{source}: [profile] lacks {', '.join(missing)}")
+    return KernelProfile(**values)

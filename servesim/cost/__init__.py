@@ -1,0 +1,1 @@
+"""The cost model's building blocks: pure formulas of kernel times (``kernels``)."""

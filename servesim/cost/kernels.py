@@ -1,0 +1,145 @@
+"""Time of one kernel call for one layer: GEMM, attention, elementwise. Pure formulas.
+
+Every function takes the GPU (datasheet peaks), the kernel profile (what kernels
+achieve; see :class:`~servesim.hardware.KernelProfile` for each mechanism) and the
+kernel's shape, and returns seconds. They are written with arithmetic only (no
+branches on the shape), so that the same code costs one step in the engine (Python
+numbers) and a whole measured table at once in ``servesim calibrate`` (numpy arrays):
+the cost model and its calibration cannot drift apart.
+
+``l2_resident`` (calibration only) reads a measurement the way a microbenchmark made
+it: a kernel re-run on the same tensors finds a working set that fits in L2 still
+there. A serving step never does (see ``KernelProfile.l2_bandwidth_ratio``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def combine(memory_s, compute_s, overlap):
+    """Partial-overlap roofline: the larger time plus the unhidden part of the smaller
+    (``max + (1 - overlap) x min``, written without branches)."""
+    smaller = (memory_s + compute_s - abs(memory_s - compute_s)) * 0.5
+    return memory_s + compute_s - overlap * smaller
+
+
+def ceil_div(a, b):
+    """``ceil(a / b)`` for non-negative integers (Python ints or integer arrays)."""
+    return -(-a // b)
+
+
+def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio):
+    """Bytes per second a kernel streams at; L2 rate for resident working sets in a
+    microbenchmark replay."""
+    hbm = gpu.hbm_bandwidth_bytes_per_s * efficiency
+    if not l2_resident or ratio <= 0:
+        return hbm
+    return np.where(working_set_bytes <= gpu.l2_cache_bytes, gpu.hbm_bandwidth_bytes_per_s * ratio, hbm)
+
+
+def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
+    """``y[m, n] = x[m, k] W[k, n]``: (flops executed, HBM bytes, memory s, compute s,
+    time s) of one call.
+
+    Memory: weights once (plus ``weight_reread_fraction`` of them per further pass of
+    ``weight_pass_tokens`` tokens) and activations in and out. Compute: with
+    ``gemm_tile_n``, whole waves of ``gemm_token_tile x gemm_tile_n`` output tiles, one
+    tile per SM per wave (wave quantization); without, the token dimension padded to
+    ``gemm_token_tile``. Time: ``kernel_fixed_s`` + the partial-overlap roofline.
+    """
+    tm = p.gemm_token_tile
+    weight_bytes = n * k * dtype_bytes
+    passes = ceil_div(m, p.weight_pass_tokens)
+    hbm = weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction) + m * (n + k) * dtype_bytes
+    if p.gemm_tile_n:
+        tn = p.gemm_tile_n
+        tiles = ceil_div(m, tm) * ceil_div(n, tn)
+        flops = 2.0 * tiles * tm * tn * k
+        slots = ceil_div(tiles, gpu.num_sms) * gpu.num_sms
+        compute_flops = 2.0 * slots * tm * tn * k
+    else:
+        flops = compute_flops = 2.0 * ceil_div(m, tm) * tm * n * k
+    memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
+    compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
+    return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, p.overlap)
+
+
+def attention_rate(gpu, p):
+    """FLOP/s of fused (FlashAttention-style) attention."""
+    return gpu.peak_fp16_flops_per_s * (p.prefill_attention_compute_efficiency or p.compute_efficiency)
+
+
+def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, head_dim,
+                     dtype_bytes, l2_resident=False):
+    """Paged attention of ``batch`` sequences with ``queries`` new tokens each over
+    their KV cache (decode: 1; a fused tree or chain verify: several), one layer:
+    (flops, HBM bytes, memory s, compute s, time s).
+
+    kv_tokens: keys (= values) read, summed over the batch; pairs: (query, key) pairs
+    computed (causal among the new tokens). K and V are read once at the decode
+    bandwidth, slowed at few (sequence, KV head) pairs by the split-KV occupancy loss;
+    Q is read and the output written once. Grouped-query attention enters through
+    ``kv_heads``.
+    """
+    kv_bytes = 2.0 * kv_tokens * kv_heads * head_dim * dtype_bytes
+    q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
+    flops = 4.0 * heads * head_dim * pairs
+    hbm = kv_bytes + q_bytes
+    efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
+    occupancy = 1.0 + p.decode_attention_occupancy_seqs / (batch * kv_heads)
+    memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
+    compute_s = flops / attention_rate(gpu, p)
+    time_s = (p.decode_attention_fixed_s + p.decode_attention_per_seq_s * batch
+              + combine(memory_s, compute_s, p.overlap))
+    return flops, hbm, memory_s, compute_s, time_s
+
+
+def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes):
+    """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
+    layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
+    (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
+
+    Time: fixed + per sequence + per query token + the roofline of the causal FLOPs at
+    the fused-attention rate and of Q, K, V and the output moved once.
+    """
+    hbm = 2.0 * tokens * (heads + kv_heads) * head_dim * dtype_bytes
+    flops = 4.0 * heads * head_dim * pairs
+    memory_s = hbm / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
+    compute_s = flops / attention_rate(gpu, p)
+    time_s = (p.prefill_attention_fixed_s + p.prefill_attention_per_seq_s * batch
+              + p.prefill_attention_per_token_s * tokens + combine(memory_s, compute_s, p.overlap))
+    return flops, hbm, memory_s, compute_s, time_s
+
+
+def elementwise(gpu, p, hbm_bytes, kernels):
+    """``kernels`` memory-bound elementwise kernels moving ``hbm_bytes`` in all:
+    (memory s, time s); (0, 0) when the profile does not charge elementwise work."""
+    if not p.elementwise_bandwidth_efficiency:
+        return 0.0, 0.0
+    memory_s = hbm_bytes / (gpu.hbm_bandwidth_bytes_per_s * p.elementwise_bandwidth_efficiency)
+    return memory_s, kernels * p.kernel_fixed_s + memory_s
+
+
+def elementwise_bytes_per_token(hidden, kv_dim, intermediate, dtype_bytes):
+    """HBM bytes per token of one decoder layer's elementwise kernels: two fused
+    residual-add + RMSNorm (read input and residual, write both: 4 x hidden each), the
+    rotary embedding of Q and K (read and write: 2 x (hidden + kv_dim)) and
+    SiLU-and-mul (read gate and up, write the product: 3 x intermediate)."""
+    return (8 * hidden + 2 * (hidden + kv_dim) + 3 * intermediate) * dtype_bytes
+
+
+def materialised_attention(gpu, p, batch, queries, kv_tokens, heads, head_dim, kv_dim, hidden, dtype_bytes):
+    """Tree-masked attention with the score matrix materialised in HBM (the Medusa
+    paper's verify kernel), one layer, QK and PV together: (flops, HBM bytes, FLOP/s).
+
+    The query rows are padded to ``masked_attention_query_tile``; the scores
+    ``heads x padded x kv_tokens`` move through HBM at ``score_bytes_per_element``.
+    """
+    padded = ceil_div(queries, p.masked_attention_query_tile) * p.masked_attention_query_tile
+    scores = heads * padded * kv_tokens
+    flops = 4.0 * scores * head_dim
+    k_bytes = kv_tokens * kv_dim * dtype_bytes
+    q_bytes = batch * queries * hidden * dtype_bytes
+    hbm = 2.0 * (k_bytes + q_bytes) + scores * p.score_bytes_per_element
+    return flops, hbm, gpu.peak_fp16_flops_per_s * p.masked_attention_compute_efficiency

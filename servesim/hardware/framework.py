@@ -1,0 +1,39 @@
+"""Serving-framework profiles: the time a serving engine adds to every forward step.
+
+Between two forward steps a serving engine schedules the next batch, samples, checks
+stop conditions, detokenises and runs Python; what of that is not overlapped with the
+GPU's work is time the GPU waits. servesim charges it as one fixed time per forward
+step, ``step_overhead_s`` (the ``framework`` operator of a step), from
+``data/frameworks.toml``, where each value says where it comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servesim.catalog import data_toml
+
+
+@dataclass(frozen=True)
+class FrameworkProfile:
+    """A serving framework: its per-step overhead (s), the kernels it runs (the
+    ``kernels`` key of a GPU's ``kernel_profile`` table) and where the number comes
+    from."""
+
+    name: str
+    description: str
+    step_overhead_s: float
+    kernels: str
+    source: str
+
+
+def framework_names() -> list[str]:
+    return list(data_toml("frameworks.toml"))
+
+
+def get_framework(name: str) -> FrameworkProfile:
+    """The framework ``name`` (``servesim list``); KeyError if unknown."""
+    table = data_toml("frameworks.toml")
+    if name not in table:
+        raise KeyError(name)
+    return FrameworkProfile(name=name, **table[name])
