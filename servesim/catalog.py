@@ -14,6 +14,11 @@ from functools import cache
 from importlib import resources
 
 
+def data_path(name: str) -> str:
+    """File-system path of the bundled data file ``name`` (for readers that want a path)."""
+    return str(resources.files("servesim").joinpath("data", name))
+
+
 def data_text(name: str) -> str:
     """Text of the bundled data file ``name``."""
     return resources.files("servesim").joinpath("data", name).read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Command line: ``servesim run | validate | cost | list``.
+"""Command line: ``servesim run | plan | validate | plot | tree | list | cost | calibrate | profile``.
 
 Errors in the user's input (scenario files, overrides, names) print one message naming
 the file and key and exit with status 2, without a traceback and without writing.
@@ -17,7 +17,8 @@ import pandas as pd
 
 from servesim import __version__
 from servesim.costmodel import CostModel, STAGES
-from servesim.hardware import get_gpu, gpu_names
+from servesim.hardware import (ProfileError, framework_names, get_framework, get_gpu, get_profile,
+                               gpu_names, profile_names)
 from servesim.models import get_model, model_names
 from servesim.scenario import ScenarioError, load_scenario
 
@@ -260,13 +261,32 @@ def cmd_tree(args) -> int:
 
 
 def cmd_list(args) -> int:
-    print("GPUs")
+    print("GPUs (kernel profile: under serving.framework = vllm; provenance: where it comes from)")
     rows = []
     for name in gpu_names():
         g = get_gpu(name)
         rows.append({"name": name, "bandwidth_GB/s": g.hbm_bandwidth_bytes_per_s / 1e9,
                      "fp16_TFLOP/s": g.peak_fp16_flops_per_s / 1e12, "memory_GB": g.memory_bytes / 1e9,
-                     "ridge_FLOP/B": g.ridge_flops_per_byte, "description": g.description})
+                     "ridge_FLOP/B": g.ridge_flops_per_byte, "kernel_profile": g.profile_name,
+                     "description": g.description})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
+    for name in gpu_names():
+        print(f"  {name}: {get_gpu(name).provenance}")
+    print("\nKernel profiles (hardware.kernel_profile; a calibrated profile's fit: median |error| in-sample / "
+          "out-of-sample, %)")
+    rows = []
+    for name in profile_names():
+        _, table = get_profile(name)
+        fit = table.get("fit", {})
+        row = {"name": name, "provenance": fit.get("provenance", "")}
+        for op in ("gemm", "decode_attention", "prefill_attention", "elementwise"):
+            ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
+            row[op] = f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out else "-"
+        rows.append(row)
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("\nServing frameworks (serving.framework)")
+    rows = [{"name": f.name, "step_overhead_ms": f.step_overhead_s * 1e3, "kernels": f.kernels,
+             "source": f.source} for f in map(get_framework, framework_names())]
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
     print("\nModels")
     rows = []
@@ -281,16 +301,26 @@ def cmd_list(args) -> int:
 
 def cmd_cost(args) -> int:
     try:
-        gpu = get_gpu(args.gpu)
+        framework = get_framework(args.framework)
     except KeyError:
-        raise UsageError(f"--gpu: unknown GPU {args.gpu!r}; allowed: {', '.join(gpu_names())}") from None
+        raise UsageError(f"--framework: unknown framework {args.framework!r}; "
+                         f"allowed: {', '.join(framework_names())}") from None
+    try:
+        gpu = get_gpu(args.gpu, framework.kernels, args.kernel_profile or "")
+    except KeyError as e:
+        if e.args[0] == args.gpu:
+            raise UsageError(f"--gpu: unknown GPU {args.gpu!r}; allowed: {', '.join(gpu_names())}") from None
+        raise UsageError(f"--kernel-profile: unknown profile {args.kernel_profile!r}; allowed: "
+                         f"{', '.join(profile_names())} or the path of a profile TOML file") from None
+    except ProfileError as e:
+        raise UsageError(f"--kernel-profile: {e}") from None
     try:
         model = get_model(args.model)
     except KeyError:
         raise UsageError(f"--model: unknown model {args.model!r}; allowed: {', '.join(model_names())}") from None
     if min(args.batch) < 1 or min(args.tokens_per_seq) < 1:
         raise UsageError("--batch and --tokens-per-seq must be >= 1")
-    cm = CostModel(gpu, model)
+    cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s)
     rows = []
     for batch in args.batch:
         for n in args.tokens_per_seq:
@@ -309,8 +339,65 @@ def cmd_cost(args) -> int:
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     else:
-        print(f"{gpu.description}, {model.description}, profile: {cm.profile}")
+        print(f"{gpu.description}, {model.description}; kernel profile {gpu.profile_name} "
+              f"({gpu.provenance or 'user file'}); framework {framework.name} "
+              f"({framework.step_overhead_s * 1e3:g} ms per step)")
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from servesim.hardware.calibrate import CalibrationError, calibrate, write_profile
+    from servesim.hardware.kernel_table import KernelTableError, read_kernel_table
+
+    try:
+        gpu = get_gpu(args.gpu, kernel_profile="medusa-paper")  # only its datasheet facts are used
+    except KeyError:
+        raise UsageError(f"--gpu: unknown GPU {args.gpu!r}; allowed: {', '.join(gpu_names())}") from None
+    framework = args.framework.lower()
+    try:
+        if args.aiconfigurator:
+            from servesim.hardware.aiconfigurator import read_database
+            measured = args.measured_gpu or gpu.measured_as
+            if not measured:
+                raise UsageError(f"--measured-gpu: {args.gpu} has no measured_as name in the catalog; "
+                                 "give the database folder name (e.g. h100_sxm)")
+            table = read_database(measured, framework)
+            source = "aiconfigurator-core database"
+        else:
+            from servesim.catalog import data_path
+            path = args.table or data_path("calibration/kernels_measured.csv.gz")
+            table = read_kernel_table(path)
+            source = str(args.table or "the bundled measured tables (servesim/data/calibration/)")
+            gpus = sorted(set(table["gpu"]))
+            measured = args.measured_gpu or (gpu.measured_as if gpu.measured_as in gpus else
+                                             (gpus[0] if len(gpus) == 1 else ""))
+            if not measured:
+                raise UsageError(f"--measured-gpu: the table has GPUs {', '.join(gpus)}; say which is {args.gpu}")
+        content = calibrate(table, gpu, framework, measured)
+    except (KernelTableError, CalibrationError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    fit = content["fit"]
+    print(f"{args.gpu} ({measured}), {framework} kernels {', '.join(fit['framework_versions'])}, from {source}")
+    for section in ("in_sample", "out_of_sample"):
+        frame = pd.DataFrame(fit[section]).T
+        frame.index.name = "op class"
+        print(f"\n{section.replace('_', '-')} |error| %"
+              + (" (whole shapes held out of the fit)" if section == "out_of_sample" else ""))
+        print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
+    if fit["qkv_scaling"]:
+        print("\nqkv GEMM t(M)/t(1), measured vs predicted (serving: weights from HBM)")
+        print(pd.DataFrame(fit["qkv_scaling"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for note in fit["notes"]:
+        print(f"note: {note}")
+    out = Path(args.out or f"{args.gpu}-{framework}.toml")
+    header = (f"Kernel profile of {gpu.description} under {framework} kernels, written by servesim calibrate.\n"
+              f"Use it with hardware.kernel_profile = \"{out}\" or --kernel-profile {out}.")
+    try:
+        write_profile(content, out, header)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write: {e.strerror}") from None
+    print(f"\nwrote {out}")
     return 0
 
 
@@ -419,7 +506,24 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--stage", choices=STAGES,
                       help="default: decode for 1 token per sequence, verify otherwise")
     cost.add_argument("--format", choices=("table", "csv"), default="table")
+    cost.add_argument("--kernel-profile", metavar="NAME|FILE",
+                      help="kernel profile (bundled name or calibrate's TOML); default: the GPU's own")
+    cost.add_argument("--framework", default="vllm",
+                      help="serving framework: its per-step overhead and its kernels (default vllm; none = kernels only)")
     cost.set_defaults(func=cmd_cost)
+
+    cal = sub.add_parser("calibrate", help="fit a GPU's kernel profile to measured kernel tables")
+    cal.add_argument("--gpu", required=True, help="catalog GPU whose datasheet peaks the profile is relative to")
+    cal.add_argument("--framework", default="vllm", help="whose kernels: vllm (default), sglang, trtllm, ...")
+    source = cal.add_mutually_exclusive_group()
+    source.add_argument("--table", metavar="CSV",
+                        help="a kernel table (servesim profile's CSV); default: the bundled measured tables")
+    source.add_argument("--aiconfigurator", action="store_true",
+                        help="read aiconfigurator-core's installed database (pip install 'servesim[calibrate]')")
+    cal.add_argument("--measured-gpu", help="the GPU's name in the table (default: the catalog's measured_as, "
+                                            "else the table's only GPU)")
+    cal.add_argument("--out", metavar="FILE.toml", help="write the profile here (default: <gpu>-<framework>.toml)")
+    cal.set_defaults(func=cmd_calibrate)
     return p
 
 

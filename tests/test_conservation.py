@@ -154,6 +154,6 @@ max_sim_time_s = 0.5
     check_conservation(point, summary, steps, requests)
     for arm in ARMS:
         assert 100 <= summary[f"{arm}_not_arrived"] <= 190  # ~150 expected
-        assert 0.9 <= summary[f"{arm}_gpu_utilization"] <= 1.0  # overloaded: busy to the cut
+        assert 0.9 <= summary[f"{arm}_gpu_utilization"] <= 1 + 1e-9  # overloaded: busy to the cut
     ends = steps["start_s"] + steps["duration_s"]
     assert ends.max() == pytest.approx(0.5)  # the stage running at the cut is cut there

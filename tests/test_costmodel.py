@@ -109,7 +109,7 @@ def test_step_is_memoised_and_total_is_sum(a100, llama7b):
         step = cm.step_cost(4, n, 3000 if stage != "prefill" else 0, stage)
         assert step.time_s == sum(op.time_s for op in step.ops)
         assert [op.name for op in step.ops] == ["qkv_proj", "attn_qk", "attn_pv", "o_proj",
-                                                "mlp_gate", "mlp_up", "mlp_down", "lm_head"]
+                                                "mlp_gate", "mlp_up", "mlp_down", "elementwise", "lm_head"]
 
 
 def test_step_cost_pickles_with_its_breakdown(a100, llama7b):

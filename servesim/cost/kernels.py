@@ -112,13 +112,14 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     return flops, hbm, memory_s, compute_s, time_s
 
 
-def elementwise(gpu, p, hbm_bytes, kernels):
+def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False):
     """``kernels`` memory-bound elementwise kernels moving ``hbm_bytes`` in all:
     (memory s, time s); (0, 0) when the profile does not charge elementwise work."""
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
-    memory_s = hbm_bytes / (gpu.hbm_bandwidth_bytes_per_s * p.elementwise_bandwidth_efficiency)
-    return memory_s, kernels * p.kernel_fixed_s + memory_s
+    memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,
+                                      l2_resident, p.l2_bandwidth_ratio)
+    return memory_s, kernels * p.elementwise_fixed_s + memory_s
 
 
 def elementwise_bytes_per_token(hidden, kv_dim, intermediate, dtype_bytes):

@@ -34,6 +34,8 @@ class GPU:
     profile_name: str = ""
     provenance: str = ""
     interconnect: str = ""
+    measured_as: str = ""
+    """The GPU's name in measured kernel tables (aiconfigurator-core's folder name), if any."""
 
     @property
     def ridge_flops_per_byte(self) -> float:
@@ -96,4 +98,5 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
     fit = profile_table.get("fit", {})
     provenance = entry.get("provenance", "") if not kernel_profile else fit.get("provenance", "")
     return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
-               interconnect=entry.get("interconnect", ""), **{k: entry[k] for k in GPU_FACTS})
+               interconnect=entry.get("interconnect", ""), measured_as=entry.get("measured_as", ""),
+               **{k: entry[k] for k in GPU_FACTS})

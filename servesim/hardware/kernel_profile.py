@@ -62,8 +62,8 @@ class KernelProfile:
         compute is charged for whole waves (wave quantization): a GEMM of 1.1 waves
         costs 2 waves of tile time.
     kernel_fixed_s:
-        Fixed time of every GEMM and elementwise kernel: launch, prologue and pipeline
-        ramp (s), added to its roofline time. Small kernels are floor-bound by it.
+        Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
+        to its roofline time. Small GEMMs are floor-bound by it.
     fused_gate_up:
         The MLP's gate and up projections run as one GEMM of twice the width (vLLM's
         ``MergedColumnParallelLinear``, TRT-LLM's fused gated MLP): one kernel floor,
@@ -108,8 +108,11 @@ class KernelProfile:
         (fused add + RMSNorm, rotary embedding, SiLU-and-mul, the final norm);
         0 = elementwise work not charged (the Medusa paper's simulator).
     elementwise_kernels_per_layer:
-        Elementwise kernels per decoder layer, each paying ``kernel_fixed_s``: two
-        fused residual-add + RMSNorm, the rotary embedding and SiLU-and-mul (4).
+        Elementwise kernels per decoder layer, each paying ``elementwise_fixed_s``:
+        two fused residual-add + RMSNorm, the rotary embedding and SiLU-and-mul (4).
+    elementwise_fixed_s:
+        Fixed time of one elementwise kernel (s): launch and ramp of a kernel that does
+        little arithmetic (measured separately from GEMMs: a few microseconds).
     """
 
     bandwidth_efficiency: float
@@ -136,6 +139,7 @@ class KernelProfile:
     fused_tree_attention: bool = False
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
+    elementwise_fixed_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name, problem in profile_problems(self.__dict__).items():

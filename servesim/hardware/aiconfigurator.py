@@ -1,0 +1,71 @@
+"""Read the measured kernel database of ``aiconfigurator-core`` (the ``calibrate`` extra).
+
+NVIDIA's ``aiconfigurator-core`` (Apache-2.0; servesim matched 0.12.0) ships measured
+per-kernel latencies under ``aiconfigurator_core/systems/data/<gpu>/<op family>/
+<framework>/<version>/*.parquet``, milliseconds per call of one layer. This module turns
+the tables servesim calibrates on into its kernel-table format
+(:mod:`servesim.hardware.kernel_table`): bf16 GEMMs, bf16 decode (generation) and
+prefill (context) attention with bf16 KV, no sliding window, beam 1, and the
+``scale_matrix`` quantize kernel (bf16 in, fp8 out: a memory-bound elementwise kernel
+of 3 bytes per element). A newer release with new GPUs is read the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
+
+
+def database_root() -> Path:
+    """The installed package's ``systems/data`` folder."""
+    try:
+        from importlib import resources
+        root = resources.files("aiconfigurator_core").joinpath("systems", "data")
+    except ModuleNotFoundError:
+        raise FileNotFoundError("aiconfigurator-core is not installed: pip install 'servesim[calibrate]'") from None
+    return Path(str(root))
+
+
+def _frames(root: Path, gpu: str, family: str, name: str, framework: str):
+    for path in sorted((root / gpu / family).glob(f"{framework}/*/{name}")):
+        yield path, pd.read_parquet(path)
+
+
+def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.DataFrame:
+    """The kernel table of ``gpu`` (a database folder name, e.g. ``h100_sxm``) and
+    ``framework`` (``vllm``, ``sglang``, ``trtllm``)."""
+    root = root or database_root()
+    if not (root / gpu).is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise FileNotFoundError(f"{root}: no GPU folder {gpu!r}; the database has {', '.join(have)}")
+    out = []
+
+    def add(frame: pd.DataFrame, path: Path, **columns) -> None:
+        columns.setdefault("source", str(path.relative_to(root.parents[1])))
+        out.append(pd.DataFrame({"gpu": gpu, "framework": framework,
+                                 "version": frame["version"].astype(str), **columns}))
+
+    for path, g in _frames(root, gpu, "gemm", "gemm_perf.parquet", framework):
+        g = g[g["gemm_dtype"] == "bfloat16"]
+        add(g, path, op="gemm", m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3)
+    for path, a in _frames(root, gpu, "attention", "generation_attention_perf.parquet", framework):
+        a = a[(a["attn_dtype"] == "bfloat16") & (a["kv_cache_dtype"] == "bfloat16")
+              & (a["window_size"].fillna(0) == 0) & (a["beam_width"] == 1) & (a["isl"] == 1)]
+        add(a, path, op="decode_attention", batch_size=a["batch_size"], kv_len=a["step"] + 1,
+            num_heads=a["num_heads"], num_kv_heads=a["num_key_value_heads"], head_dim=a["head_dim"],
+            latency_s=a["latency"] * 1e-3)
+    for path, c in _frames(root, gpu, "attention", "context_attention_perf.parquet", framework):
+        c = c[(c["attn_dtype"] == "bfloat16") & (c["kv_cache_dtype"] == "bfloat16")
+              & (c["window_size"].fillna(0) == 0) & (c["beam_width"] == 1) & (c["step"] == 0)]
+        add(c, path, op="prefill_attention", batch_size=c["batch_size"], seq_len=c["isl"],
+            num_heads=c["num_heads"], num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"],
+            latency_s=c["latency"] * 1e-3)
+    for path, e in _frames(root, gpu, "quantize", "scale_matrix_perf.parquet", framework):
+        add(e, path, op="elementwise", m=e["m"], k=e["k"], bytes_per_element=3, latency_s=e["latency"] * 1e-3)
+    if not out:
+        raise FileNotFoundError(f"{root / gpu}: no {framework} GEMM, attention or quantize tables")
+    table = pd.concat(out, ignore_index=True).reindex(columns=list(COLUMNS))
+    return check_kernel_table(table, f"aiconfigurator-core {gpu}/{framework}")

@@ -1,0 +1,241 @@
+"""Fit a GPU's kernel profile to measured kernel tables (``servesim calibrate``).
+
+Each op class has its own parameters and is fitted on its own rows, in this order
+(later classes use what earlier ones found):
+
+=====================  ============================================================  ============================
+op class               fitted                                                        searched over (integers)
+=====================  ============================================================  ============================
+gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
+                       kernel_fixed_s, l2_bandwidth_ratio                            gemm_tile_n in {64, 128, 256}
+prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,
+                       compute_efficiency}
+decode_attention       decode_attention_{fixed_s, per_seq_s, bandwidth_efficiency,
+                       occupancy_seqs}
+elementwise            elementwise_{fixed_s, bandwidth_efficiency}
+=====================  ============================================================  ============================
+
+Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
+GEMM outgrows one weight pass), ``fused_gate_up`` and ``fused_tree_attention`` (what
+vLLM, SGLang and TRT-LLM run), four elementwise kernels per layer. An op class with no
+rows keeps documented fallbacks (elementwise: the GEMM's streaming bandwidth and a
+2 us floor), and the report says so.
+
+The objective is the log of predicted / measured time with a soft-L1 loss (robust to a
+few rows the model does not explain, such as GDDR parts' L2-resident GEMMs), solved by
+scipy's least squares (the ``calibrate`` extra). Measurements are read as the
+microbenchmark made them (working sets that fit in L2 stay there between calls); the
+profile that comes out predicts serving steps, which stream from HBM.
+
+Out-of-sample error: the same fit on a split that holds out whole shapes (every third
+distinct GEMM (n, k), attention batch size and prompt length, starting with the second),
+evaluated on the held-out rows. The profile written is the fit on all rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from servesim.hardware.kernel_profile import KernelProfile
+from servesim.hardware.kernel_table import OPS, error_report, predict_op
+
+BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0.8, gemm_token_tile=128,
+                     weight_pass_tokens=2**31 - 1, weight_reread_fraction=0.0, masked_attention_query_tile=64,
+                     score_bytes_per_element=12.0, masked_attention_compute_efficiency=0.1, gemm_tile_n=128,
+                     kernel_fixed_s=5e-6, fused_gate_up=True, l2_bandwidth_ratio=0.0,
+                     decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=0.0,
+                     decode_attention_bandwidth_efficiency=0.8, decode_attention_occupancy_seqs=0.0,
+                     prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0,
+                     prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
+                     fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
+                     elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6)
+"""Where a fit starts, and what an op class without data keeps."""
+
+# per op class: (field, scale, lower, upper); the solver works on value / scale
+PARAMETERS = {
+    "gemm": (("bandwidth_efficiency", 1.0, 0.05, 1.0), ("compute_efficiency", 1.0, 0.05, 1.0),
+             ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0),
+             ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
+    "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
+                          ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
+                          ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),
+                          ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0)),
+    "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
+                         ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
+                         ("decode_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
+                         ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3)),
+    "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
+                    ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0)),
+}
+GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))]}
+HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
+                "elementwise": ("k",)}
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot run (no rows for the GPU and framework, scipy missing)."""
+
+
+def _least_squares():
+    try:
+        from scipy.optimize import least_squares
+    except ImportError:
+        raise CalibrationError("calibration needs scipy: pip install 'servesim[calibrate]'") from None
+    return least_squares
+
+
+def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
+    """``profile`` with the parameters of ``op`` fitted to ``rows`` (see module docstring)."""
+    least_squares = _least_squares()
+    params = PARAMETERS[op]
+    measured = rows["latency_s"].to_numpy(float)
+    best, best_cost = profile, math.inf
+    for fixed in GRID.get(op, [{}]):
+        start = replace(profile, **fixed)
+
+        def make(x, start=start):
+            return replace(start, **{name: float(v * scale) for (name, scale, _, _), v in zip(params, x)})
+
+        def residuals(x):
+            return np.log(predict_op(op, rows, gpu, make(x)) / measured)
+
+        x0 = [min(max(getattr(start, name) / scale, lo), hi) for name, scale, lo, hi in params]
+        x0 = [min(max(v, lo + 1e-9 * (hi - lo)), hi - 1e-9 * (hi - lo)) for v, (_, _, lo, hi) in zip(x0, params)]
+        result = least_squares(residuals, x0, bounds=([p[2] for p in params], [p[3] for p in params]),
+                               loss="soft_l1", f_scale=0.05, max_nfev=400)
+        if result.cost < best_cost:
+            best, best_cost = make(result.x), result.cost
+    return best
+
+
+def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[KernelProfile, list[str]]:
+    """Fit every op class that ``table`` (one GPU and framework) has rows for; returns
+    the profile and notes on classes that kept their fallbacks."""
+    profile, notes = base, []
+    for op in ("gemm", "prefill_attention", "decode_attention", "elementwise"):
+        rows = table[table["op"] == op]
+        if len(rows) < 2 * len(PARAMETERS[op]):
+            if op == "elementwise":
+                profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency)
+                notes.append("elementwise: no measured rows; streaming bandwidth of the GEMMs and a 2 us floor assumed")
+            else:
+                notes.append(f"{op}: no measured rows; starting values kept")
+            continue
+        profile = fit_op(op, rows, gpu, profile)
+    return profile, notes
+
+
+def holdout_mask(table: pd.DataFrame) -> np.ndarray:
+    """Rows held out of the out-of-sample fit: whole shapes (every third distinct value
+    of the op's shape key, starting with the second)."""
+    mask = np.zeros(len(table), dtype=bool)
+    for op, keys in HOLDOUT_KEYS.items():
+        rows = (table["op"] == op).to_numpy()
+        if not rows.any():
+            continue
+        key = table.loc[rows, list(keys)].astype(float).apply(tuple, axis=1)
+        held = set(sorted(key.unique())[1::3])
+        mask[np.flatnonzero(rows)] = key.isin(held).to_numpy()
+    return mask
+
+
+def report(table: pd.DataFrame, gpu, profile: KernelProfile) -> dict[str, dict]:
+    """Per op class: error statistics of ``profile`` on ``table``'s rows."""
+    out = {}
+    for op in OPS:
+        rows = table[table["op"] == op]
+        if len(rows):
+            out[op] = error_report(rows["latency_s"].to_numpy(float), predict_op(op, rows, gpu, profile))
+    return out
+
+
+def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int = 12288, k: int = 4096,
+                ms=(16, 64, 128, 256, 512, 4096)) -> list[dict]:
+    """t(M)/t(1) of the qkv GEMM (n x k), measured and predicted, at ``ms``."""
+    rows = table[(table["op"] == "gemm") & (table["n"] == n) & (table["k"] == k)]
+    rows = rows.groupby("m", as_index=False)["latency_s"].median()
+    if 1 not in set(rows["m"]):
+        return []
+    t1 = float(rows.loc[rows["m"] == 1, "latency_s"].iloc[0])
+    frame = pd.DataFrame({"op": "gemm", "m": [1, *ms], "n": n, "k": k})
+    pred = predict_op("gemm", frame, gpu, profile, l2_resident=False)
+    out = []
+    for i, m in enumerate(ms, start=1):
+        measured = rows.loc[rows["m"] == m, "latency_s"]
+        if measured.empty:
+            continue
+        ratio_measured = float(measured.iloc[0]) / t1
+        ratio_predicted = float(pred[i] / pred[0])
+        out.append({"m": m, "measured": ratio_measured, "predicted": ratio_predicted,
+                    "error_pct": (ratio_predicted / ratio_measured - 1) * 100})
+    return out
+
+
+def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str) -> dict:
+    """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
+    ``table_gpu``; returns the profile file's content (``profile`` and ``fit``)."""
+    rows = table[(table["gpu"] == table_gpu) & (table["framework"] == framework)].reset_index(drop=True)
+    if rows.empty:
+        have = sorted(set(zip(table["gpu"], table["framework"])))
+        raise CalibrationError(f"no measured rows for GPU {table_gpu!r} and framework {framework!r}; "
+                               f"the table has: {', '.join(f'{g}/{f}' for g, f in have)}")
+    profile, notes = fit_profile(rows, gpu)
+    held = holdout_mask(rows)
+    split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
+    versions = sorted(set(rows["version"]))
+    fit = {
+        "provenance": f"calibrated from measured {framework} kernels on {table_gpu}",
+        "gpu_measured": table_gpu, "framework": framework, "framework_versions": versions,
+        "sources": sorted(set(rows["source"]) - {""}),
+        "method": "servesim calibrate (servesim/hardware/calibrate.py)",
+        "notes": notes,
+        "in_sample": report(rows, gpu, profile),
+        "out_of_sample": report(rows[held], gpu, split_profile),
+        "qkv_scaling": qkv_scaling(rows, gpu, profile),
+    }
+    return {"profile": profile.to_dict(), "fit": fit}
+
+
+def to_toml(content: dict, header: str = "") -> str:
+    """A profile file (``[profile]``, then ``[fit]`` with its tables) as TOML text."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines.append("[profile]")
+    for key, value in content["profile"].items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    fit = content["fit"]
+    lines.append("\n[fit]")
+    for key, value in fit.items():
+        if not isinstance(value, dict) and not (isinstance(value, list) and value and isinstance(value[0], dict)):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for section in ("in_sample", "out_of_sample"):
+        for op, stats in fit.get(section, {}).items():
+            lines.append(f"\n[fit.{section}.{op}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in stats.items())
+    for row in fit.get("qkv_scaling", []):
+        lines.append("\n[[fit.qkv_scaling]]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(float(f"{value:.6g}"))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_profile(content: dict, path: str | Path, header: str = "") -> Path:
+    path = Path(path)
+    path.write_text(to_toml(content, header), encoding="utf-8")
+    return path

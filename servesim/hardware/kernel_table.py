@@ -1,0 +1,140 @@
+"""Measured kernel tables: the format ``servesim profile`` writes and ``servesim
+calibrate`` reads, and the cost model's prediction of every row.
+
+A kernel table is a CSV (optionally gzipped) with one row per measured kernel call of
+one layer, ``latency_s`` seconds, and these columns (unused ones empty):
+
+========================  ==================================================================
+``gpu``                   the GPU (aiconfigurator folder name, e.g. ``h100_sxm``, or any label)
+``framework``             ``vllm`` | ``sglang`` | ``trtllm`` | ``torch`` ... (whose kernels)
+``version``               the framework's version
+``op``                    ``gemm`` | ``decode_attention`` | ``prefill_attention`` | ``elementwise``
+``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); elementwise: ``m`` x ``k`` elements
+``batch_size``            attention: sequences
+``seq_len``               prefill attention: prompt tokens per sequence (no cached prefix, causal)
+``kv_len``                decode attention: keys read per sequence (cached tokens + the new one)
+``num_heads``             attention: query heads
+``num_kv_heads``          attention: key/value heads (grouped-query attention when fewer)
+``head_dim``              attention: head dimension
+``bytes_per_element``     elementwise: bytes moved per element (read + write)
+``latency_s``             the measured time of one call (s)
+``source``                where the row comes from (free text)
+========================  ==================================================================
+
+All tensors are 16-bit (bf16/fp16) unless ``bytes_per_element`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from servesim.cost import kernels
+
+OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise")
+COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
+           "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "source")
+REQUIRED = {"gemm": ("m", "n", "k"),
+            "decode_attention": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+            "prefill_attention": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
+            "elementwise": ("m", "k", "bytes_per_element")}
+FRAMEWORK_NAMES = {"VLLM": "vllm", "TRTLLM": "trtllm", "SGLang": "sglang", "SGLANG": "sglang"}
+DTYPE_BYTES = 2
+
+
+class KernelTableError(ValueError):
+    """A kernel table that cannot be read (names the file, the column and the rows)."""
+
+
+def read_kernel_table(path: str | Path) -> pd.DataFrame:
+    """Read and check a kernel table (see the module docstring)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, EOFError) as e:
+        raise KernelTableError(f"{path}: cannot read kernel table: {e}") from None
+    return check_kernel_table(frame, str(path))
+
+
+def check_kernel_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The table with columns in order, framework names normalised and every row
+    checked: known op, its shape columns positive integers, latency finite and > 0."""
+    missing = [c for c in ("op", "latency_s") if c not in frame.columns]
+    if missing:
+        raise KernelTableError(f"{source}: missing column(s) {', '.join(missing)}; "
+                               f"a kernel table has columns {', '.join(COLUMNS)}")
+    if frame.empty:
+        raise KernelTableError(f"{source}: no rows")
+    frame = frame.reindex(columns=list(COLUMNS)).copy()
+    for column in ("gpu", "framework", "version", "source"):
+        frame[column] = frame[column].fillna("").astype(str)
+    frame["framework"] = frame["framework"].replace(FRAMEWORK_NAMES).str.lower()
+    bad = ~frame["op"].isin(OPS)
+    if bad.any():
+        raise KernelTableError(f"{source}: column op: {frame['op'][bad].iloc[0]!r} in {int(bad.sum())} row(s); "
+                               f"allowed: {', '.join(OPS)}")
+    latency = pd.to_numeric(frame["latency_s"], errors="coerce")
+    bad = ~(np.isfinite(latency) & (latency > 0))
+    if bad.any():
+        raise KernelTableError(f"{source}: column latency_s: {int(bad.sum())} row(s) not a finite number > 0 "
+                               f"(first at row {int(np.flatnonzero(bad)[0]) + 2})")
+    frame["latency_s"] = latency
+    for op, columns in REQUIRED.items():
+        rows = frame["op"] == op
+        for column in columns:
+            values = pd.to_numeric(frame.loc[rows, column], errors="coerce")
+            bad = ~(np.isfinite(values) & (values >= 1) & (values <= 2**40) & (values == np.round(values)))
+            if bad.any():
+                raise KernelTableError(f"{source}: column {column}: {int(bad.sum())} {op} row(s) not a "
+                                       f"positive integer (at most 2^40)")
+            frame.loc[rows, column] = values
+    for column in ("m", "n", "k", "batch_size", "seq_len", "kv_len", "num_heads", "num_kv_heads",
+                   "head_dim", "bytes_per_element"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def predict(frame: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.ndarray:
+    """The cost model's time (s) of every row of a kernel table, as the measurement
+    made it (``l2_resident``: a microbenchmark re-runs each kernel on the same
+    tensors; see ``KernelProfile.l2_bandwidth_ratio``)."""
+    out = np.full(len(frame), np.nan)
+    op = frame["op"].to_numpy()
+    for name in OPS:
+        rows = op == name
+        if not rows.any():
+            continue
+        d = frame[rows]
+        out[rows] = predict_op(name, d, gpu, profile, l2_resident)
+    return out
+
+
+def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.ndarray:
+    """:func:`predict` for rows of one op."""
+    if name == "gemm":
+        m, n, k = (d[c].to_numpy(np.int64) for c in ("m", "n", "k"))
+        return kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident)[4]
+    if name == "elementwise":
+        hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
+        return kernels.elementwise(gpu, profile, hbm, 1, l2_resident)[1]
+    b = d["batch_size"].to_numpy(float)
+    heads, kv_heads, head_dim = (d[c].to_numpy(float) for c in ("num_heads", "num_kv_heads", "head_dim"))
+    if name == "decode_attention":
+        kv = d["kv_len"].to_numpy(float)
+        pairs = b * kv  # one query per sequence over all its keys
+        return kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
+                                        DTYPE_BYTES, l2_resident)[4]
+    s = d["seq_len"].to_numpy(float)
+    return kernels.prefill_attention(gpu, profile, b, b * s, b * s * (s + 1) / 2, heads, kv_heads, head_dim,
+                                     DTYPE_BYTES)[4]
+
+
+def error_report(measured: np.ndarray, predicted: np.ndarray) -> dict:
+    """Fit statistics of predicted against measured times: rows, median, p90 and max
+    of |error| and the signed median, in percent of measured."""
+    err = (predicted / measured - 1.0) * 100.0
+    a = np.abs(err)
+    return {"rows": int(len(err)), "median_abs_pct": float(np.median(a)), "p90_abs_pct": float(np.percentile(a, 90)),
+            "max_abs_pct": float(a.max()), "signed_median_pct": float(np.median(err))}

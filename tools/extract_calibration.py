@@ -1,0 +1,70 @@
+"""Build servesim's bundled calibration table (run on demand; the output is committed).
+
+    pip install aiconfigurator-core==0.12.0   # NVIDIA, Apache-2.0: the measured database
+    python tools/extract_calibration.py [--reference DIR]
+
+Writes ``servesim/data/calibration/kernels_measured.csv.gz`` in servesim's kernel-table
+format (see ``servesim/hardware/kernel_table.py``): bf16 GEMMs of Llama-7B/8B layer
+shapes, decode and prefill attention (32 query heads x 128), from the extract in
+``../shared/reference/kernels/`` (``--reference``), and memory-bound elementwise
+kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per element) for k in
+{512, 4096, 12288, 51200} from the aiconfigurator-core package, for the GPUs servesim
+calibrates (A100 SXM, H100 SXM, H200 SXM, L40S, B200) and its three frameworks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
+COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
+           "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "source")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reference", default=str(Path(__file__).resolve().parents[2] / "shared/reference/kernels"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1]
+                                             / "servesim/data/calibration/kernels_measured.csv.gz"))
+    args = parser.parse_args()
+    ref = Path(args.reference)
+    frames = []
+    g = pd.read_csv(ref / "gemm_llama_shapes_measured.csv")
+    frames.append(pd.DataFrame({"gpu": g.gpu, "framework": g.framework, "version": g.version, "op": "gemm",
+                                "m": g.m, "n": g.n, "k": g.k, "latency_s": g.latency_ms * 1e-3,
+                                "source": g.file_in_package}))
+    a = pd.read_csv(ref / "generation_attention_32h_128d_measured.csv")
+    frames.append(pd.DataFrame({"gpu": a.gpu, "framework": a.framework, "version": a.version,
+                                "op": "decode_attention", "batch_size": a.batch_size,
+                                # `step` tokens are cached; the new token's K/V is appended and read too
+                                "kv_len": a.step + 1, "num_heads": a.num_heads,
+                                "num_kv_heads": a.num_key_value_heads, "head_dim": a.head_dim,
+                                "latency_s": a.latency_ms * 1e-3, "source": a.file_in_package}))
+    c = pd.read_csv(ref / "context_attention_32h_128d_measured.csv")
+    frames.append(pd.DataFrame({"gpu": c.gpu, "framework": c.framework, "version": c.version,
+                                "op": "prefill_attention", "batch_size": c.batch_size, "seq_len": c.isl,
+                                "num_heads": c.num_heads, "num_kv_heads": c.num_key_value_heads,
+                                "head_dim": c.head_dim, "latency_s": c.latency_ms * 1e-3,
+                                "source": c.file_in_package}))
+    data = resources.files("aiconfigurator_core").joinpath("systems", "data")
+    for gpu in GPUS:
+        for path in sorted(Path(str(data / gpu / "quantize")).glob("*/*/scale_matrix_perf.parquet")):
+            e = pd.read_parquet(path)
+            e = e[e.k.isin([512, 4096, 12288, 51200])]
+            frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
+                                        "op": "elementwise", "m": e.m, "k": e.k, "bytes_per_element": 3,
+                                        "latency_s": e.latency * 1e-3,
+                                        "source": str(path.relative_to(Path(str(data)).parents[1]))}))
+    table = pd.concat(frames, ignore_index=True)
+    table = table[table.gpu.isin(GPUS)].reindex(columns=list(COLUMNS))
+    table.to_csv(args.out, index=False, float_format="%.6g")
+    print(f"wrote {args.out}: {len(table)} rows")
+    print(table.groupby(["gpu", "framework", "op"]).size().to_string())
+
+
+if __name__ == "__main__":
+    main()
