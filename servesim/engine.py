@@ -18,8 +18,9 @@ Processes
                   prefill step for the batch, then iterations until every request of
                   the batch has finished (finished requests leave; the batch shrinks).
   ``continuous``  iteration-level scheduling: before every iteration, admits waiting
-                  requests (FCFS, as many as fit) up to ``batch_size`` running; runs
-                  their prefill as its own step first (prefill-first policy), then one
+                  requests (FCFS, as many as fit, their prompts within
+                  ``max_num_batched_tokens``) up to ``batch_size`` running; runs their
+                  prefill as its own step first (prefill-first policy), then one
                   iteration for all running requests.
 
   An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
@@ -67,6 +68,10 @@ class ServingConfig:
         this long (seconds; inf = only when no more requests can come).
     kv_capacity_tokens: KV-cache capacity in tokens (inf = unlimited).
     max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
+    max_num_batched_tokens: continuous batching: most prompt tokens one prefill step
+        takes in (vLLM's name; a prompt longer than that still runs, alone). Admitting
+        only that many new requests per step spreads a burst of arrivals over several
+        prefill steps, each followed by an iteration of the running requests.
     """
 
     batching: str = "static"
@@ -74,6 +79,7 @@ class ServingConfig:
     max_wait_s: float = math.inf
     kv_capacity_tokens: float = math.inf
     max_sim_time_s: float = math.inf
+    max_num_batched_tokens: float = math.inf
 
 
 class _Sequence:
@@ -276,12 +282,17 @@ class Server:
 
     # -- GPU stages -------------------------------------------------------------------
 
-    def _take(self, limit: int) -> list[_Sequence]:
-        """Admit up to ``limit`` waiting requests, FCFS, as long as their KV fits."""
+    def _take(self, limit: int, token_budget: float = math.inf) -> list[_Sequence]:
+        """Admit up to ``limit`` waiting requests, FCFS, as long as their KV fits and
+        their prompts fit in ``token_budget`` tokens (the first always does)."""
         batch = []
+        tokens = 0
         while self.waiting and len(batch) < limit:
             s = self.waiting[0]
             if self.kv_used + s.kv_tokens > self.config.kv_capacity_tokens:
+                break
+            tokens += s.request.prompt_len
+            if batch and tokens > token_budget:
                 break
             self.waiting.popleft()
             self._advance()
@@ -479,7 +490,7 @@ class Server:
         c = self.config
         while True:
             self._ingest()
-            new = self._take(c.batch_size - len(self.running))
+            new = self._take(c.batch_size - len(self.running), c.max_num_batched_tokens)
             if new:
                 before = self.running
                 self.running = before + new
@@ -580,5 +591,6 @@ def simulate(workload: Workload | list[Request], *, cost_model, speculator,
     config = config or ServingConfig()
     if batch_size is not None:
         config = ServingConfig(config.batching, batch_size, config.max_wait_s,
-                               config.kv_capacity_tokens, config.max_sim_time_s)
+                               config.kv_capacity_tokens, config.max_sim_time_s,
+                               config.max_num_batched_tokens)
     return Server(workload, config, cost_model, speculator, rng, recorder, point_id, arm).run()

@@ -32,6 +32,10 @@ class ScenarioError(Exception):
         super().__init__(f"{where}: {message}")
 
 
+MAX_INT = 2**31 - 1
+"""Bound of every integer key that has no bound of its own."""
+
+
 @dataclass(frozen=True)
 class Key:
     """One scenario key: its type, default, unit/meaning and an optional check."""
@@ -43,6 +47,12 @@ class Key:
     minimum: float | None = None
     check: Callable[[Any], str | None] | None = None
     """Extra rule for structured values: returns a message if the value is bad."""
+    maximum: float | None = None
+    """Largest allowed value (numbers). Integers without one are bounded by
+    :data:`MAX_INT`: sizes are allocated from them, and a huge one must be refused
+    before anything runs, not fail (or hang) half-way."""
+    infinite: bool = False
+    """A float key that may be ``inf`` (no limit). NaN is never allowed."""
 
     def allowed(self) -> list[str] | None:
         if self.choices is None:
@@ -133,12 +143,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "framework": Key(str, "vllm", "serving framework whose per-step overhead and kernels are charged (`servesim list`): `vllm`, `sglang`, `trtllm` or `none` (kernels only)", choices=framework_names),
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1),
-        "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0),
+        "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True),
+        "max_num_batched_tokens": Key(int, 8192, "continuous: most prompt tokens admitted into one prefill step (vLLM's name and default; 0 = no limit); a longer prompt runs alone", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
         "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0),
-        "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
-        "ttft_slo_s": Key(float, math.inf, "time-to-first-token target for goodput (s)", minimum=0.0),
-        "tpot_slo_s": Key(float, math.inf, "time-per-output-token target for goodput (s)", minimum=0.0),
+        "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True),
+        "ttft_slo_s": Key(float, math.inf, "time-to-first-token target for goodput (s)", minimum=0.0, infinite=True),
+        "tpot_slo_s": Key(float, math.inf, "time-per-output-token target for goodput (s)", minimum=0.0, infinite=True),
     },
     "output": {
         "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
@@ -203,8 +214,14 @@ def check_value(source: str, dotted: str, key: Key, value: Any) -> Any:
         value, ok = float(value), True
     if not ok:
         raise ScenarioError(source, dotted, f"expected {_type_name(key.type)}, got {value!r}")
+    if key.type is float and (math.isnan(value) or (math.isinf(value) and not key.infinite)):
+        raise ScenarioError(source, dotted, f"must be a finite number{' or inf' if key.infinite else ''}, "
+                                            f"got {value!r}")
     if key.minimum is not None and value < key.minimum:
         raise ScenarioError(source, dotted, f"must be >= {key.minimum:g}, got {value!r}")
+    maximum = key.maximum if key.maximum is not None else (MAX_INT if key.type is int else None)
+    if maximum is not None and value > maximum and not (key.infinite and math.isinf(value)):
+        raise ScenarioError(source, dotted, f"must be <= {maximum:g}, got {value!r}")
     allowed = key.allowed()
     if allowed is not None and value not in allowed:
         raise ScenarioError(source, dotted, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")

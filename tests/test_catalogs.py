@@ -10,7 +10,7 @@ from servesim.models import get_model, model_names
 PUBLISHED = {
     "llama-7b": "6.7", "llama-13b": "13.0", "llama-33b": "32.5", "llama-65b": "65.2",
     "llama-2-7b": "6.74", "llama-2-13b": "13.02", "llama-2-70b": "68.98",
-    "llama-3-8b": "8.03", "llama-3-70b": "70.55", "mistral-7b": "7.24",
+    "llama-3-8b": "8.03", "llama-3-1-8b": "8.03", "llama-3-70b": "70.55", "mistral-7b": "7.24",
     "vicuna-7b": "6.7", "vicuna-13b": "13.0", "vicuna-33b": "32.5",
     "llama-68m": "0.068", "llama-160m": "0.16", "tinyllama-1.1b": "1.1",
 }
