@@ -60,22 +60,23 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 
 @lru_cache(maxsize=8)
 def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
-                framework: str, kernel_profile: str, target: bool) -> CostModel:
+                framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0) -> CostModel:
     """Points that agree on GPU, model, kernel profile, framework and dtype share one
     cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
     repeat the same steps for every speculation setting). The last few are kept, per
     process. A draft model (``target`` false) pays no framework overhead of its own."""
     fw = get_framework(framework)
     gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
+    overhead = fw.step_overhead_s if step_overhead_s < 0 else step_overhead_s
     return CostModel(gpu, get_model(model_name), gpu.profile.with_overrides(**dict(overrides)),
-                     dtype_bytes, fw.step_overhead_s if target else 0.0)
+                     dtype_bytes, overhead if target else 0.0)
 
 
 def build_cost_model(point: Point, model: str | None = None) -> CostModel:
     """The cost model of a point's target model (or of ``model``, e.g. its draft model)."""
     return _cost_model(point["gpu"], model or point["model"],
                        tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
-                       point["framework"], point["kernel_profile"], model is None)
+                       point["framework"], point["kernel_profile"], model is None, point["step_overhead_s"])
 
 
 def build_speculator(point: Point):
