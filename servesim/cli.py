@@ -354,7 +354,7 @@ def cmd_calibrate(args) -> int:
         gpu = get_gpu(args.gpu, kernel_profile="medusa-paper")  # only its datasheet facts are used
     except KeyError:
         raise UsageError(f"--gpu: unknown GPU {args.gpu!r}; allowed: {', '.join(gpu_names())}") from None
-    framework = args.framework.lower()
+    framework = (args.framework or "vllm").lower()
     try:
         if args.aiconfigurator:
             from servesim.hardware.aiconfigurator import read_database
@@ -369,6 +369,9 @@ def cmd_calibrate(args) -> int:
             path = args.table or data_path("calibration/kernels_measured.csv.gz")
             table = read_kernel_table(path)
             source = str(args.table or "the bundled measured tables (servesim/data/calibration/)")
+            frameworks = sorted(set(table["framework"]))
+            if args.framework is None and len(frameworks) == 1:
+                framework = frameworks[0]
             gpus = sorted(set(table["gpu"]))
             measured = args.measured_gpu or (gpu.measured_as if gpu.measured_as in gpus else
                                              (gpus[0] if len(gpus) == 1 else ""))
@@ -398,6 +401,30 @@ def cmd_calibrate(args) -> int:
     except OSError as e:
         raise UsageError(f"--out {out}: cannot write: {e.strerror}") from None
     print(f"\nwrote {out}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from servesim.hardware.profiler import FULL, QUICK, ProfileUnavailable, profile_model
+
+    try:
+        model = get_model(args.model)
+    except KeyError:
+        raise UsageError(f"--model: unknown model {args.model!r}; allowed: {', '.join(model_names())}") from None
+    if not 1 <= args.repeat <= 1000:
+        raise UsageError(f"--repeat must be in [1, 1000], got {args.repeat}")
+    out = Path(args.out)
+    try:
+        table = profile_model(model, args.backend, args.device, FULL if args.full else QUICK,
+                              repeat=args.repeat, progress=lambda what: print(f"timed {what}", file=sys.stderr))
+    except ProfileUnavailable as e:
+        raise UsageError(str(e)) from None
+    try:
+        table.to_csv(out, index=False, float_format="%.6g")
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write: {e.strerror}") from None
+    print(f"wrote {out}: {len(table)} kernels timed on {table['gpu'].iloc[0]} ({args.backend}); "
+          f"fit a profile with: servesim calibrate --gpu GPU --table {out}")
     return 0
 
 
@@ -514,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="fit a GPU's kernel profile to measured kernel tables")
     cal.add_argument("--gpu", required=True, help="catalog GPU whose datasheet peaks the profile is relative to")
-    cal.add_argument("--framework", default="vllm", help="whose kernels: vllm (default), sglang, trtllm, ...")
+    cal.add_argument("--framework", help="whose kernels: vllm, sglang, trtllm, ... (default: the table's "
+                                         "only framework, else vllm)")
     source = cal.add_mutually_exclusive_group()
     source.add_argument("--table", metavar="CSV",
                         help="a kernel table (servesim profile's CSV); default: the bundled measured tables")
@@ -524,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             "else the table's only GPU)")
     cal.add_argument("--out", metavar="FILE.toml", help="write the profile here (default: <gpu>-<framework>.toml)")
     cal.set_defaults(func=cmd_calibrate)
+
+    prof = sub.add_parser("profile", help="time a model's kernels on this machine and write a kernel table")
+    prof.add_argument("--model", default="llama-7b", help="catalog model whose layer shapes are timed")
+    prof.add_argument("--out", default="kernels.csv", help="kernel table to write (CSV; default kernels.csv)")
+    prof.add_argument("--backend", choices=("torch", "numpy"), default="torch",
+                      help="torch (pip install 'servesim[profile]'; default) or numpy (CPU only, for testing)")
+    prof.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    prof.add_argument("--full", action="store_true", help="the full grid of shapes (default: a quick one)")
+    prof.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (median kept)")
+    prof.set_defaults(func=cmd_profile)
     return p
 
 

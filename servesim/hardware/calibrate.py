@@ -6,12 +6,12 @@ Each op class has its own parameters and is fitted on its own rows, in this orde
 =====================  ============================================================  ============================
 op class               fitted                                                        searched over (integers)
 =====================  ============================================================  ============================
-gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
-                       kernel_fixed_s, l2_bandwidth_ratio                            gemm_tile_n in {64, 128, 256}
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,
                        compute_efficiency}
 decode_attention       decode_attention_{fixed_s, per_seq_s, bandwidth_efficiency,
-                       occupancy_seqs}
+                       occupancy_seqs}, l2_bandwidth_ratio
+gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
+                       kernel_fixed_s                                                gemm_tile_n in {64, 128, 256}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
@@ -60,8 +60,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
 # per op class: (field, scale, lower, upper); the solver works on value / scale
 PARAMETERS = {
     "gemm": (("bandwidth_efficiency", 1.0, 0.05, 1.0), ("compute_efficiency", 1.0, 0.05, 1.0),
-             ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0),
-             ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
+             ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0)),
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),
@@ -69,11 +68,16 @@ PARAMETERS = {
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
                          ("decode_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
-                         ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3)),
+                         ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
+                         ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0)),
 }
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))]}
+ORDER = ("prefill_attention", "decode_attention", "gemm", "elementwise")
+"""Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
+kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
+kernels then use; prefill attention's FLOP/s is the compute side of decode attention."""
 HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
                 "elementwise": ("k",)}
 
@@ -118,14 +122,16 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
     """Fit every op class that ``table`` (one GPU and framework) has rows for; returns
     the profile and notes on classes that kept their fallbacks."""
     profile, notes = base, []
-    for op in ("gemm", "prefill_attention", "decode_attention", "elementwise"):
+    for op in ORDER:
         rows = table[table["op"] == op]
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency)
-                notes.append("elementwise: no measured rows; streaming bandwidth of the GEMMs and a 2 us floor assumed")
+                notes.append(f"elementwise: {len(rows)} measured rows, too few to fit; the GEMMs' streaming "
+                             "bandwidth and a 2 us floor assumed")
             else:
-                notes.append(f"{op}: no measured rows; starting values kept")
+                notes.append(f"{op}: {len(rows)} measured rows, too few to fit {len(PARAMETERS[op])} parameters; "
+                             "starting values kept")
             continue
         profile = fit_op(op, rows, gpu, profile)
     return profile, notes

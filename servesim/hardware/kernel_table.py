@@ -69,7 +69,7 @@ def check_kernel_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         raise KernelTableError(f"{source}: no rows")
     frame = frame.reindex(columns=list(COLUMNS)).copy()
     for column in ("gpu", "framework", "version", "source"):
-        frame[column] = frame[column].fillna("").astype(str)
+        frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
     frame["framework"] = frame["framework"].replace(FRAMEWORK_NAMES).str.lower()
     bad = ~frame["op"].isin(OPS)
     if bad.any():

@@ -1,7 +1,7 @@
-"""Fit the A100 kernel profile to the Medusa batch-4 figure (run on demand).
+"""Fit the `medusa-paper` kernel profile to the Medusa batch-4 figure (run on demand).
 
     pip install -e '.[calibrate]'   # adds scipy
-    python tools/calibrate.py
+    python tools/fit_medusa_paper.py
 
 What it fits: the continuous kernel-profile parameters (compute_efficiency, overlap,
 weight_reread_fraction, score_bytes_per_element, masked_attention_compute_efficiency),
@@ -15,7 +15,8 @@ bandwidth_efficiency (the figure holds only ratios of step times, and the fit is
 it between 0.4 and 0.6: it is fixed at 0.5 beforehand) and the tile sizes (integers,
 chosen by comparing the fit at the hardware's usual tile sizes 16/32/64/128; printed).
 
-It prints the parameters to paste into servesim/data/gpus.toml [default_profile].
+It prints the parameters to paste into servesim/data/profiles/medusa-paper.toml. (Measured
+profiles come from `servesim calibrate`; see tools/calibrate_all.sh.)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def errors(profile, gpu, model) -> np.ndarray:
 
 
 def main() -> None:
-    gpu, model = get_gpu("a100-80gb-pcie"), get_model("llama-7b")
+    gpu, model = get_gpu("a100-80gb-pcie", kernel_profile="medusa-paper"), get_model("llama-7b")
     base = gpu.profile
     results = []
     for tile, qtile in itertools.product((32, 64, 128), (16, 32, 64)):
