@@ -7,9 +7,9 @@ the file and key and exit with status 2, without a traceback and without writing
 from __future__ import annotations
 
 import argparse
-import shutil
+import signal
 import sys
-import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -96,9 +96,10 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
 
 # -- commands ---------------------------------------------------------------------------
 
-def _run_streamed(scenario, out_dir: Path, args):
-    """Run a scenario with its table rows streamed to part files in a hidden folder of
-    ``out_dir``; returns the small tables, that folder and the results."""
+def _run_streamed(scenario, output, args):
+    """Run a scenario with its table rows streamed to part files in the staging folder
+    of ``output`` (a :class:`~servesim.output.RunOutput`); returns the small tables and
+    the results."""
     from servesim.results import acceptance_frame
     from servesim.runner import run_scenario
 
@@ -107,17 +108,26 @@ def _run_streamed(scenario, out_dir: Path, args):
             import ray  # noqa: F401
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'servesim[ray]'") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parts_dir = Path(tempfile.mkdtemp(prefix=".parts-", dir=out_dir))
-    try:
-        results = run_scenario(scenario, args.jobs, Progress(), part_dir=parts_dir,
-                               executor=args.executor, address=args.address)
-    except BaseException:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-        raise
+    _announce_size(scenario)
+    results = run_scenario(scenario, args.jobs, Progress(), part_dir=output.part_dir,
+                           executor=args.executor, address=args.address)
     tables = {"summary": pd.DataFrame([r.summary for r in results]),
               "acceptance": acceptance_frame(results)}
-    return tables, parts_dir, results
+    return tables, results
+
+
+LARGE_SWEEP = 10_000
+"""Sweeps with more points than this say how big they are before they start."""
+
+
+def _announce_size(scenario) -> None:
+    n = len(scenario.points()) * scenario.values["replications"]
+    if n <= LARGE_SWEEP:
+        return
+    requests = n * 2 * scenario.values["num_requests"]
+    print(f"{scenario.name}: {n:,} points x 2 arms, about {requests:,} simulated requests; at the "
+          f"measured ~150,000 GPU stages/s per core this takes minutes to hours; the summary keeps "
+          f"~{n * 3 // 1000:,} MB in memory and the tables are streamed to disk", file=sys.stderr)
 
 
 def _parts(results) -> dict[str, list[Path]]:
@@ -128,26 +138,56 @@ def _parts(results) -> dict[str, list[Path]]:
             wanted.setdefault(name, []).extend(files)
     return wanted
 
-def cmd_run(args) -> int:
+
+def _write_run(out_dir: Path, scenario, args, extra=None):
+    """Run ``scenario`` into ``out_dir``: stage, write every table, swap in. Returns the
+    summary, the results and the written paths. ``extra(summary) -> {name: frame}`` adds
+    tables (the planner's)."""
+    from servesim.output import RunOutput
     from servesim.results import write_tables
 
+    output = RunOutput(out_dir)
+    try:
+        tables, results = _run_streamed(scenario, output, args)
+        if extra is not None:
+            tables.update(extra(tables["summary"]))
+        staged = write_tables(output.staging, tables, scenario.text, scenario.seed, _parts(results))
+        final = output.commit()
+    except BaseException:
+        output.abort()
+        raise
+    return tables["summary"], results, [final / p.name for p in staged]
+
+
+def _arm_report(summary: pd.DataFrame) -> str:
+    """Requests that did not finish, and saturated points, per arm: what a reader must
+    know before trusting a latency figure."""
+    lines = []
+    for arm in ("baseline", "spec"):
+        counts = {k: int(summary.get(f"{arm}_{k}", pd.Series([0])).sum())
+                  for k in ("requests", "finished", "rejected", "unfinished", "not_arrived")}
+        saturated = int(summary.get(f"{arm}_saturated", pd.Series([False])).sum())
+        line = (f"{arm}: {counts['finished']:,} of {counts['requests']:,} requests finished")
+        extras = [f"{counts[k]:,} {k.replace('_', ' ')}" for k in ("rejected", "unfinished", "not_arrived") if counts[k]]
+        if saturated:
+            extras.append(f"{saturated} of {len(summary)} points saturated (the queue was still growing)")
+        lines.append(line + ("; " + ", ".join(extras) if extras else ""))
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    tables, parts_dir, results = _run_streamed(scenario, out_dir, args)
-    try:
-        summary = tables["summary"]
-        written = write_tables(out_dir, tables, scenario.text, scenario.seed, _parts(results))
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
+    summary, results, written = _write_run(out_dir, scenario, args)
     print(f"{scenario.name}: {len(results)} points, seed {scenario.seed}")
     print(summary_table(summary, list(scenario.sweep)))
+    print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
 def cmd_plan(args) -> int:
     from servesim.planner import KNOBS, lower_is_better, plan
-    from servesim.results import write_tables
 
     scenario = load_scenario(args.scenario, args.set)
     swept = list(scenario.sweep)
@@ -155,19 +195,19 @@ def cmd_plan(args) -> int:
         raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
                          f"{', '.join(KNOBS)} for the planner to choose among")
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    tables, parts_dir, results = _run_streamed(scenario, out_dir, args)
-    try:
-        if args.objective not in tables["summary"].columns:
+
+    def plan_table(summary):
+        if args.objective not in summary.columns:
             raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
-                             + ", ".join(tables["summary"].columns))
-        tables["plan"] = plan(tables["summary"], swept, args.objective)
-        written = write_tables(out_dir, tables, scenario.text, scenario.seed, _parts(results))
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
+                             + ", ".join(summary.columns))
+        return {"plan": plan(summary, swept, args.objective)}
+
+    summary, results, written = _write_run(out_dir, scenario, args, plan_table)
     direction = "lowest" if lower_is_better(args.objective) else "highest"
     print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
           f"(of {len(results)} simulated)")
-    print(tables["plan"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(pd.read_parquet(out_dir / "plan.parquet").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -565,15 +605,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C, so that a run removes its staging folder."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from servesim.inputs import InputError
+    from servesim.output import OutputError
+
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except (ScenarioError, UsageError) as e:
+    except (ScenarioError, UsageError, InputError, OutputError) as e:
         print(f"servesim: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("servesim: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("servesim: terminated; nothing written", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from servesim.metrics import arm_metrics
 from servesim.models import get_model
 from servesim.engine import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
+from servesim.scenario import weights_bytes as scenario_weights_bytes
 from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
@@ -142,15 +143,9 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
     return recorder, sink.close()
 
 
-def weights_bytes(point: Point, cost_model, speculator) -> float:
+def weights_bytes(point: Point, cost_model=None, speculator=None) -> float:
     """Bytes of all weights on the GPU: target, Medusa heads or draft model."""
-    m = cost_model.model
-    total = m.params
-    if point["method"] == "medusa":
-        total += point["num_heads"] * (m.hidden * m.hidden + m.hidden * m.vocab)
-    elif point["method"] == "draft_model":
-        total += speculator.draft_cost_model.model.params
-    return total * point["dtype_bytes"]
+    return scenario_weights_bytes(point.values)
 
 
 def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
@@ -393,11 +388,20 @@ def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        try:
             for result in pool.map(_run_point_job, tasks, chunksize=chunk):
                 results.append(result)
                 if progress:
                     progress(len(results), len(tasks))
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than
+            # wait for the points they are running (the executor has no public way to)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         if collecting:
             gc.enable()

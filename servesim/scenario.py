@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from servesim.hardware import PROFILE_FIELDS, framework_names, gpu_names
 from servesim.hardware.kernel_profile import profile_problems
+from servesim.inputs import MAX_CANDIDATES, MAX_HEADS, MAX_RANK, MAX_REQUESTS, MAX_TOKENS, InputError
 from servesim.models import model_names
 
 
@@ -34,6 +35,13 @@ class ScenarioError(Exception):
 
 MAX_INT = 2**31 - 1
 """Bound of every integer key that has no bound of its own."""
+MAX_REPLICATIONS = 1000
+MAX_GAMMA = 64
+"""Most tokens a draft model drafts per iteration."""
+MAX_CLIENTS = 1_000_000
+MAX_BATCH = 65_536
+MAX_SIGMA = 10.0
+"""Largest log-space standard deviation of a lognormal length (e^10 ~ 22,000x spread)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,13 @@ class Key:
 
 
 def _tree_paths_problem(value: list) -> str | None:
+    if len(value) >= MAX_CANDIDATES:
+        return f"has {len(value)} paths; a tree has at most {MAX_CANDIDATES - 1} nodes besides the root"
     for path in value:
-        if (not isinstance(path, list) or not path
-                or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in path)):
-            return f"expected a list of paths, each a non-empty list of ranks >= 0, got {path!r}"
+        if (not isinstance(path, list) or not path or len(path) > MAX_HEADS
+                or not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < MAX_RANK for r in path)):
+            return (f"expected a list of paths, each a list of 1 to {MAX_HEADS} ranks in [0, {MAX_RANK}), "
+                    f"got {path!r}")
     seen = {tuple(p) for p in value}
     for path in value:
         if len(path) > 1 and tuple(path[:-1]) not in seen:
@@ -73,6 +84,8 @@ def _tree_paths_problem(value: list) -> str | None:
 
 
 def _probabilities_problem(value: list) -> str | None:
+    if len(value) > MAX_GAMMA:
+        return f"has {len(value)} entries; gamma is at most {MAX_GAMMA}"
     for a in value:
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < 1:
             return f"expected a list of probabilities in [0, 1), got {a!r}"
@@ -86,9 +99,9 @@ def _length_keys(kind: str, center: str, default_max: int) -> dict[str, "Key"]:
     """The keys of one length distribution (``prompt_*`` or ``output_*``)."""
     return {
         f"{kind}_dist": Key(str, "fixed", f"{kind} lengths: `fixed` (`{center}`), `uniform`, `lognormal`, `geometric` or `empirical`", choices=LENGTH_DISTS),
-        f"{kind}_min": Key(int, 1, f"smallest {kind} (`uniform`)", minimum=1),
-        f"{kind}_max": Key(int, default_max, f"largest {kind} (`uniform`)", minimum=1),
-        f"{kind}_sigma": Key(float, 0.5, "log-space standard deviation (`lognormal`)", minimum=0.0),
+        f"{kind}_min": Key(int, 1, f"smallest {kind} (`uniform`)", minimum=1, maximum=MAX_TOKENS),
+        f"{kind}_max": Key(int, default_max, f"largest {kind} (`uniform`)", minimum=1, maximum=MAX_TOKENS),
+        f"{kind}_sigma": Key(float, 0.5, f"log-space standard deviation (`lognormal`; draws are clipped to [1, {MAX_TOKENS:,}])", minimum=0.0, maximum=MAX_SIGMA),
         f"{kind}_file": Key(str, "", f"CSV/Parquet file to resample {kind} lengths from (`empirical`)"),
         f"{kind}_column": Key(str, f"{kind}_len", "its column (`empirical`)"),
     }
@@ -98,8 +111,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key(str, None, "scenario name; default output folder is outputs/<name>/ (default: file name)"),
         "description": Key(str, "", "free text"),
-        "seed": Key(int, 0, "root seed; each random stream derives from it and the keys it depends on", minimum=0),
-        "replications": Key(int, 1, "independent replications per point (different random streams); K >= 2 gives a 95% interval of the mean speedup", minimum=1),
+        "seed": Key(int, 0, "root seed; each random stream derives from it and the keys it depends on", minimum=0, maximum=2**64 - 1),
+        "replications": Key(int, 1, "independent replications per point (different random streams); K >= 2 gives a 95% interval of the mean speedup", minimum=1, maximum=MAX_REPLICATIONS),
     },
     "hardware": {
         "gpu": Key(str, "a100-80gb-pcie", "GPU catalog name (`servesim list`)", choices=gpu_names),
@@ -107,56 +120,56 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model": {
         "model": Key(str, "llama-7b", "model catalog name (`servesim list`)", choices=model_names),
-        "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1),
+        "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1, maximum=8),
     },
     "speculation": {
         "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` or `draft_model`", choices=("none", "medusa", "draft_model")),
-        "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1),
+        "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1, maximum=MAX_CANDIDATES),
         "acceptance": Key(str, "curve", "Medusa: `curve` (random tokens per step with the acceptance curve's mean), `tree` (heads' correct ranks drawn from `head_accuracy`, walked down the tree) or `fixed` (always `accepted_tokens`)", choices=("curve", "tree", "fixed")),
         "head_accuracy": Key(str, "", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,...; empty = the target model's bundled table"),
         "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
         "tree_paths": Key(list, [], "for `tree`: the tree as a list of paths of ranks, e.g. [[0], [0, 0], [1]] (overrides `tree`; candidate_tokens is then len + 1)", check=_tree_paths_problem),
         "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model's catalog name", choices=model_names),
-        "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1),
-        "alpha": Key(float, 0.7, "for `draft_model`: probability that each drafted token is accepted, i.i.d.", minimum=0.0),
+        "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1, maximum=MAX_GAMMA),
+        "alpha": Key(float, 0.7, "for `draft_model`: probability that each drafted token is accepted, i.i.d.", minimum=0.0, maximum=1.0),
         "alpha_per_position": Key(list, [], "for `draft_model`: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (length gamma; overrides alpha)", check=_probabilities_problem),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
-        "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1),
-        "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0),
-        "num_heads": Key(int, 5, "Medusa heads", minimum=1),
+        "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1, maximum=MAX_CANDIDATES),
+        "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0, maximum=MAX_CANDIDATES),
+        "num_heads": Key(int, 5, "Medusa heads", minimum=1, maximum=MAX_HEADS),
         "include_head_cost": Key(bool, True, "charge the Medusa heads' compute as a `draft` stage"),
     },
     "workload": {
         "arrival": Key(str, "closed", "`closed` (all wait at time 0), `closed_loop` (`clients` clients with think time), `poisson`, `gamma` (bursty, `cv`) or `trace` (`trace_file`)", choices=("closed", "closed_loop", "poisson", "gamma", "trace")),
-        "num_requests": Key(int, 32, "requests per arm (not for `trace`)", minimum=1),
-        "rate_per_s": Key(float, 1.0, "mean arrival rate, requests per second (`poisson`, `gamma`)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
-        "cv": Key(float, 1.0, "coefficient of variation of inter-arrival times (`gamma`; 1 = Poisson)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}"),
-        "clients": Key(int, 4, "concurrent clients (`closed_loop`)", minimum=1),
-        "think_time_s": Key(float, 0.0, "mean think time between a client's requests, exponential (`closed_loop`)", minimum=0.0),
+        "num_requests": Key(int, 32, "requests per arm (not for `trace`)", minimum=1, maximum=MAX_REQUESTS),
+        "rate_per_s": Key(float, 1.0, "mean arrival rate, requests per second (`poisson`, `gamma`)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", maximum=1e9),
+        "cv": Key(float, 1.0, "coefficient of variation of inter-arrival times (`gamma`; 1 = Poisson)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", maximum=100.0),
+        "clients": Key(int, 4, "concurrent clients (`closed_loop`)", minimum=1, maximum=MAX_CLIENTS),
+        "think_time_s": Key(float, 0.0, "mean think time between a client's requests, exponential (`closed_loop`)", minimum=0.0, maximum=1e9),
         "trace_file": Key(str, "", "CSV or Parquet with columns arrival_s, prompt_len, output_len (`trace`)"),
-        "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
+        "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1, maximum=MAX_TOKENS),
         **_length_keys("prompt", "seq_len", 1024),
-        "output_len": Key(int, 64, "output tokens, the first one from prefill: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1),
+        "output_len": Key(int, 64, "output tokens, the first one from prefill: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1, maximum=MAX_TOKENS),
         **_length_keys("output", "output_len", 256),
     },
     "serving": {
         "framework": Key(str, "vllm", "serving framework whose per-step overhead and kernels are charged (`servesim list`): `vllm`, `sglang`, `trtllm` or `none` (kernels only)", choices=framework_names),
         "step_overhead_s": Key(float, -1.0, "the framework's fixed time per forward step (s); -1 = the value of `framework` (`servesim list`)", minimum=-1.0, maximum=1.0, check=lambda v: None if v == -1.0 or v >= 0 else f"must be -1 or in [0, 1], got {v!r}"),
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
-        "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1),
-        "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True),
+        "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
+        "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
         "max_num_batched_tokens": Key(int, 8192, "continuous: most prompt tokens admitted into one prefill step (vLLM's name and default; 0 = no limit); a longer prompt runs alone", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
-        "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0),
-        "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True),
-        "ttft_slo_s": Key(float, math.inf, "time-to-first-token target for goodput (s)", minimum=0.0, infinite=True),
-        "tpot_slo_s": Key(float, math.inf, "time-per-output-token target for goodput (s)", minimum=0.0, infinite=True),
+        "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0, maximum=2**40),
+        "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True, maximum=1e12),
+        "ttft_slo_s": Key(float, math.inf, "time-to-first-token target for goodput (s)", minimum=0.0, infinite=True, maximum=1e9),
+        "tpot_slo_s": Key(float, math.inf, "time-per-output-token target for goodput (s)", minimum=0.0, infinite=True, maximum=1e9),
     },
     "output": {
         "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
         "write_steps": Key(bool, True, "write steps.parquet (one row per GPU stage)"),
         "write_requests": Key(bool, True, "write requests.parquet (one row per request and arm)"),
-        "sample_every": Key(int, 1, "keep the rows of every n-th request and every n-th GPU stage in requests/steps.parquet (the summary is always exact)", minimum=1),
+        "sample_every": Key(int, 1, "keep the rows of every n-th request and every n-th GPU stage in requests/steps.parquet (the summary is always exact)", minimum=1, maximum=10**9),
     },
 }
 
@@ -215,6 +228,10 @@ def check_value(source: str, dotted: str, key: Key, value: Any) -> Any:
         value, ok = float(value), True
     if not ok:
         raise ScenarioError(source, dotted, f"expected {_type_name(key.type)}, got {value!r}")
+    if isinstance(value, str) and dotted != "description" and any(ord(c) < 32 and c != "\t" for c in value):
+        raise ScenarioError(source, dotted, f"contains a control character (NUL, newline, ...): {value!r}")
+    if isinstance(value, str) and len(value) > 4096:
+        raise ScenarioError(source, dotted, f"is {len(value)} characters long; at most 4096")
     if key.type is float and (math.isnan(value) or (math.isinf(value) and not key.infinite)):
         raise ScenarioError(source, dotted, f"must be a finite number{' or inf' if key.infinite else ''}, "
                                             f"got {value!r}")
@@ -274,19 +291,27 @@ def parse_override(source: str, assignment: str) -> tuple[str, Any]:
 
 def _apply_override(source: str, raw: dict, key: str, value: Any) -> None:
     """Write one ``--set`` into the raw TOML dict; a fixed value removes that sweep entry."""
+    where = f"{source} (--set {key})"
+
+    def table(parent: dict, name: str, dotted: str) -> dict:
+        """``parent[name]``, which must be a table (or absent: then a new one)."""
+        entry = parent.setdefault(name, {})
+        if not isinstance(entry, dict):
+            raise ScenarioError(where, dotted, f"is {entry!r} in the file, not a table; cannot set a key inside it")
+        return entry
+
     if key.startswith("sweep."):
-        raw.setdefault("sweep", {})[key.removeprefix("sweep.")] = value
+        table(raw, "sweep", "sweep")[key.removeprefix("sweep.")] = value
         return
     if key.startswith(PROFILE_SECTION + "."):
-        raw.setdefault("hardware", {}).setdefault("profile", {})[key.rpartition(".")[2]] = value
+        table(table(raw, "hardware", "hardware"), "profile", PROFILE_SECTION)[key.rpartition(".")[2]] = value
         return
-    where = f"{source} (--set {key})"
     section, bare = resolve_key(where, key)
     check_value(where, f"{section}.{bare}" if section else bare, SCHEMA[section][bare], value)
-    target = raw.setdefault(section, {}) if section else raw
+    target = table(raw, section, section) if section else raw
     target[bare] = value
     sweep = raw.get("sweep", {})
-    for name in list(sweep):
+    for name in list(sweep if isinstance(sweep, dict) else ()):
         if name in (bare, f"{section}.{bare}"):
             del sweep[name]
 
@@ -299,6 +324,8 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ScenarioError(source, None, f"cannot read file: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ScenarioError(source, None, f"not UTF-8 text (byte {e.start}); a scenario file is UTF-8 TOML") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -371,9 +398,39 @@ def _resolve_paths(source: str, values: dict) -> None:
                 values[key] = str(candidate)
 
 
+def weights_bytes(values: dict) -> float:
+    """Bytes of all weights a point puts on the GPU: target, Medusa heads or draft model."""
+    from servesim.models import get_model
+    m = get_model(values["model"])
+    total = m.params
+    if values["method"] == "medusa":
+        total += values["num_heads"] * (m.hidden * m.hidden + m.hidden * m.vocab)
+    elif values["method"] == "draft_model":
+        total += get_model(values["draft_model"]).params
+    return total * values["dtype_bytes"]
+
+
+def _check_weights_fit(source: str, v: dict) -> None:
+    """Weights must fit in GPU memory x gpu_memory_utilization, whatever the KV override."""
+    from servesim.catalog import data_toml
+    memory = data_toml("gpus.toml")[v["gpu"]]["memory_bytes"]
+    usable = memory * v["gpu_memory_utilization"]
+    weights = weights_bytes(v)
+    if weights > usable:
+        what = {"medusa": " with its Medusa heads", "draft_model": f" with draft model {v['draft_model']}"}.get(v["method"], "")
+        fits = [g for g, e in data_toml("gpus.toml").items() if weights <= e["memory_bytes"] * v["gpu_memory_utilization"]]
+        raise ScenarioError(source, "model.model",
+                            f"{v['model']}{what} has {weights / 1e9:.1f} GB of weights "
+                            f"({v['dtype_bytes']} bytes per parameter), more than {v['gpu']}'s "
+                            f"{memory / 1e9:.0f} GB x gpu_memory_utilization {v['gpu_memory_utilization']:g} = "
+                            f"{usable / 1e9:.1f} GB; it fits on one of: {', '.join(fits) or 'no single catalog GPU'}"
+                            " (tensor parallelism is not modelled yet)")
+
+
 def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
+    _check_weights_fit(source, v)
     if v["kernel_profile"]:
         from servesim.hardware import ProfileError, get_profile, profile_names
         try:
@@ -388,10 +445,19 @@ def check_point(source: str, point: Point) -> None:
         if v["accepted_tokens"] > v["candidate_tokens"]:
             raise ScenarioError(source, "speculation.accepted_tokens",
                                 f"{v['accepted_tokens']} exceeds candidate_tokens {v['candidate_tokens']}")
-    if v["method"] == "medusa" and v["acceptance"] == "curve" and v["acceptance_curve"] != "medusa-sim":
-        if not Path(v["acceptance_curve"]).is_file():
+    if v["method"] == "medusa" and v["acceptance"] == "curve":
+        from servesim.speculation import acceptance_curve
+        if v["acceptance_curve"] != "medusa-sim" and not Path(v["acceptance_curve"]).is_file():
             raise ScenarioError(source, "speculation.acceptance_curve",
                                 f"no such file: {v['acceptance_curve']!r}; use 'medusa-sim' or a CSV path")
+        try:
+            curve = acceptance_curve(v["acceptance_curve"])
+        except InputError as e:
+            raise ScenarioError(source, "speculation.acceptance_curve", str(e)) from None
+        if not min(curve) <= v["candidate_tokens"] <= max(curve):
+            raise ScenarioError(source, "speculation.candidate_tokens",
+                                f"{v['candidate_tokens']} is outside the acceptance curve's range "
+                                f"{min(curve)}..{max(curve)} ({v['acceptance_curve']})")
     if v["method"] == "draft_model" and v["alpha_per_position"] and len(v["alpha_per_position"]) != v["gamma"]:
         raise ScenarioError(source, "speculation.alpha_per_position",
                             f"has {len(v['alpha_per_position'])} entries, gamma is {v['gamma']}")
@@ -405,6 +471,12 @@ def check_point(source: str, point: Point) -> None:
                                 f"{table!r} is neither a bundled table "
                                 f"({', '.join(BUNDLED_ACCURACY)}) nor a CSV file"
                                 + ("" if v["head_accuracy"] else " (empty means the model's own table)"))
+        if table not in BUNDLED_ACCURACY:
+            from servesim.inputs import read_head_accuracy
+            try:
+                read_head_accuracy(table)
+            except InputError as e:
+                raise ScenarioError(source, "speculation.head_accuracy", str(e)) from None
         if v["tree"] and v["tree"] not in bundled_tree_names():
             raise ScenarioError(source, "speculation.tree",
                                 f"unknown tree {v['tree']!r}; allowed: {', '.join(bundled_tree_names())} or empty (greedy)")
@@ -415,21 +487,21 @@ def check_point(source: str, point: Point) -> None:
                 raise ScenarioError(source, "speculation.candidate_tokens",
                                     f"{v['candidate_tokens']} exceeds the {size} tokens of tree {v['tree']!r}")
     if v["arrival"] == "trace":
-        from servesim.workload import TraceError, read_trace
+        from servesim.inputs import read_trace_columns
         if not v["trace_file"]:
             raise ScenarioError(source, "workload.trace_file", "required when arrival = 'trace'")
         try:
-            read_trace(v["trace_file"])
-        except TraceError as e:
+            read_trace_columns(v["trace_file"])
+        except InputError as e:
             raise ScenarioError(source, "workload.trace_file", str(e)) from None
     for kind in ("prompt", "output"):
         if v[f"{kind}_dist"] == "uniform" and v[f"{kind}_min"] > v[f"{kind}_max"]:
             raise ScenarioError(source, f"workload.{kind}_min", f"{v[kind + '_min']} exceeds {kind}_max {v[kind + '_max']}")
         if v[f"{kind}_dist"] == "empirical":
-            from servesim.workload import TraceError, integer_column, read_table
+            from servesim.inputs import length_column
             try:
-                integer_column(read_table(v[f"{kind}_file"]), v[f"{kind}_file"], v[f"{kind}_column"])
-            except TraceError as e:
+                length_column(v[f"{kind}_file"], v[f"{kind}_column"])
+            except InputError as e:
                 raise ScenarioError(source, f"workload.{kind}_file", str(e)) from None
     if v["max_accepted"] > v["candidate_tokens"]:
         raise ScenarioError(source, "speculation.max_accepted",

@@ -106,9 +106,8 @@ def acceptance_curve(source: str) -> dict[int, float]:
     """
     if source == "medusa-sim":
         return medusa_acceptance_curve()
-    import csv
-    with open(source, newline="", encoding="utf-8") as f:
-        return {int(r["candidate_tokens"]): float(r["acceptance_rate"]) for r in csv.DictReader(f)}
+    from servesim.inputs import read_acceptance_curve
+    return read_acceptance_curve(source)
 
 
 def interpolate_curve(curve: dict[int, float], candidate_tokens: int) -> float:

@@ -55,8 +55,8 @@ def head_rank_probabilities(source: str) -> np.ndarray:
     if source in BUNDLED_ACCURACY:
         rows = [r for r in data_csv("medusa_head_accuracy.csv") if r["model"] == BUNDLED_ACCURACY[source]]
         return _rank_probabilities(rows, source)
-    with open(source, newline="", encoding="utf-8") as f:
-        return _rank_probabilities(list(csv.DictReader(f)), source)
+    from servesim.inputs import read_head_accuracy
+    return np.diff(read_head_accuracy(source), axis=1, prepend=0.0)
 
 
 def path_probability(path: tuple[int, ...], probs: np.ndarray) -> float:

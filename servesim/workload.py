@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
+
+from servesim.inputs import (MAX_TOKENS, InputError, integer_column, length_column, read_table,  # noqa: F401
+                             read_trace_columns)
 
 
 class Request(NamedTuple):
@@ -96,55 +98,16 @@ class Workload:
     clients: int = 0
 
 
-class TraceError(ValueError):
-    """A trace or length file is malformed; the message names file, row and column."""
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame (by extension)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except Exception as e:  # a parse error of any kind becomes one clear message
-        raise TraceError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {e}") from None
-
-
-def integer_column(frame: pd.DataFrame, path, column: str) -> np.ndarray:
-    """A column of integers >= 1; TraceError naming file, row and column otherwise."""
-    if column not in frame.columns:
-        raise TraceError(f"{path}: missing column {column!r} (columns: {', '.join(map(str, frame.columns))})")
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-    for row, v in enumerate(values):
-        if not np.isfinite(v) or v != np.floor(v) or v < 1:
-            raw = frame[column].iloc[row]
-            raise TraceError(f"{path}: row {row + 1}, column {column!r}: {raw!r} is not an integer >= 1")
-    return values.astype(np.int64)
+TraceError = InputError
+"""A trace or length file is malformed (see :mod:`servesim.inputs`)."""
 
 
 def read_trace(path: str | Path) -> list[Request]:
-    """Requests from a trace file; rows are numbered from 1 after the header."""
-    frame = read_table(path)
-    if "arrival_s" not in frame.columns:
-        raise TraceError(f"{path}: missing column 'arrival_s' (columns: {', '.join(map(str, frame.columns))})")
-    arrivals = pd.to_numeric(frame["arrival_s"], errors="coerce").to_numpy(dtype=float)
-    previous = 0.0
-    for row, t in enumerate(arrivals):
-        if not np.isfinite(t) or t < 0:
-            raise TraceError(f"{path}: row {row + 1}, column 'arrival_s': "
-                             f"{frame['arrival_s'].iloc[row]!r} is not a time >= 0")
-        if t < previous:
-            raise TraceError(f"{path}: row {row + 1}, column 'arrival_s': {t} is earlier than "
-                             f"the row before ({previous}); arrivals must not decrease")
-        previous = t
-    prompts = integer_column(frame, path, "prompt_len")
-    outputs = integer_column(frame, path, "output_len")
-    if len(frame) == 0:
-        raise TraceError(f"{path}: no rows")
-    return [Request(i, float(a), int(p), int(o)) for i, (a, p, o) in enumerate(zip(arrivals, prompts, outputs))]
+    """Requests from a trace file (columns ``arrival_s``, ``prompt_len``,
+    ``output_len``; checked by :func:`servesim.inputs.read_trace_columns`)."""
+    arrivals, prompts, outputs = read_trace_columns(path)
+    return [Request(i, float(a), int(p), int(o))
+            for i, (a, p, o) in enumerate(zip(arrivals.tolist(), prompts.tolist(), outputs.tolist()))]
 
 
 def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: int, high: int,
@@ -154,13 +117,14 @@ def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: 
         return np.full(n, center, dtype=np.int64)
     if dist == "uniform":
         return rng.integers(low, high + 1, size=n)
-    if dist == "lognormal":
-        return np.maximum(1, np.rint(center * np.exp(sigma * rng.standard_normal(n)))).astype(np.int64)
+    if dist == "lognormal":  # clipped to [1, MAX_TOKENS] before the integer conversion
+        with np.errstate(over="ignore"):
+            drawn = center * np.exp(sigma * rng.standard_normal(n))
+        return np.clip(np.rint(drawn), 1, MAX_TOKENS).astype(np.int64)
     if dist == "geometric":
         return rng.geometric(1.0 / center, size=n).astype(np.int64)
     if dist == "empirical":
-        values = integer_column(read_table(file), file, column)
-        return rng.choice(values, size=n, replace=True)
+        return rng.choice(length_column(file, column), size=n, replace=True)
     raise ValueError(f"unknown length distribution {dist!r}")
 
 
