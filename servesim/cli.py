@@ -468,6 +468,35 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _read_parquet(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table of a run folder, or a UsageError naming the file and what is wrong."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # garbage, truncated, not Parquet: one clear message
+        raise UsageError(f"{path}: not a readable Parquet table ({type(e).__name__}: {str(e)[:200]}); "
+                         "run `servesim run` again") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{path}: missing column(s) {', '.join(missing)}; not a servesim table of this version")
+    return frame
+
+
+def _measured_seed_summary(summary: pd.DataFrame):
+    """The seed scenario under the GPU's measured kernels (kernels only, no framework
+    overhead), if ``summary`` is the seed sweep under the paper's profile; else None."""
+    from servesim.runner import run_scenario
+
+    if not {"candidate_tokens", "seq_len", "gpu"} <= set(summary.columns):
+        return None, ""
+    name, text = bundled_scenario()
+    gpu = str(summary["gpu"].iloc[0])
+    scenario = load_scenario(name, [f"gpu={gpu}", "kernel_profile=", "framework=none",
+                                    "write_steps=false", "write_requests=false"], text=text)
+    results = run_scenario(scenario, jobs=1)
+    from servesim.hardware import default_profile_name
+    return pd.DataFrame([r.summary for r in results]), f"measured kernels ({default_profile_name(gpu)})"
+
+
 def cmd_plot(args) -> int:
     directory = Path(args.dir)
     summary_path = directory / "summary.parquet"
@@ -479,29 +508,43 @@ def cmd_plot(args) -> int:
         raise UsageError("plotting needs matplotlib: pip install 'servesim[plot]'") from None
     from servesim import plots
 
-    summary = pd.read_parquet(summary_path)
+    summary = _read_parquet(summary_path, ("speedup", "batch_size", "gpu", "model", "method"))
+    if summary.empty:
+        raise UsageError(f"{summary_path}: no rows")
     varies = {c for c in ("candidate_tokens", "rate_per_s") if c in summary.columns and summary[c].nunique() > 1}
     if not varies:
         raise UsageError(f"{summary_path}: nothing to plot; the figures need a sweep over "
                          "candidate_tokens and/or rate_per_s")
-    written = []
-    if "rate_per_s" in varies:
-        written.append(plots.latency_vs_load(summary, directory / "latency_vs_load.png"))
+    written, skipped = [], []
+    try:
+        if "rate_per_s" in varies:
+            written.append(plots.latency_vs_load(summary, directory / "latency_vs_load.png"))
+            if "candidate_tokens" in varies:
+                written.append(plots.width_vs_load(summary, directory / "width_vs_load.png"))
         if "candidate_tokens" in varies:
-            written.append(plots.width_vs_load(summary, directory / "width_vs_load.png"))
-    if "candidate_tokens" in varies:
-        reference = None
-        if args.reference:
-            from servesim.catalog import medusa_figure
-            reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
-        written.append(plots.speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png", reference))
-        if (directory / "steps.parquet").is_file():
-            steps = pd.read_parquet(directory / "steps.parquet")
-            written.append(plots.verify_breakdown(summary, steps, directory / "verify_breakdown.png"))
-        else:
-            print("no steps.parquet (output.write_steps = false): skipping verify_breakdown.png")
-        requests = pd.read_parquet(directory / "requests.parquet")
-        written.append(plots.request_speedup(summary, requests, directory / "request_speedup.png"))
+            reference = measured = None
+            label = ""
+            if args.reference:
+                from servesim.catalog import medusa_figure
+                reference = pd.DataFrame(medusa_figure(), columns=["candidate_tokens", "seq_len", "speedup"])
+                measured, label = _measured_seed_summary(summary)
+            written.append(plots.speedup_vs_candidates(summary, directory / "speedup_vs_candidates.png",
+                                                       reference, measured, label))
+            if (directory / "steps.parquet").is_file():
+                steps = _read_parquet(directory / "steps.parquet", ("arm", "stage", "duration_s", "point_id"))
+                written.append(plots.verify_breakdown(summary, steps, directory / "verify_breakdown.png"))
+            else:
+                skipped.append("verify_breakdown.png (no steps.parquet: output.write_steps = false)")
+            if (directory / "requests.parquet").is_file():
+                requests = _read_parquet(directory / "requests.parquet",
+                                         ("arm", "point_id", "request_id", "first_token_s", "finish_s", "status"))
+                written.append(plots.request_speedup(summary, requests, directory / "request_speedup.png"))
+            else:
+                skipped.append("request_speedup.png (no requests.parquet: output.write_requests = false)")
+    except OSError as e:
+        raise UsageError(f"{directory}: cannot write a figure there: {e.strerror or e}") from None
+    for note in skipped:
+        print(f"skipped {note}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -67,7 +67,11 @@ def _title(summary: pd.DataFrame) -> str:
 
 
 def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
-                          reference: pd.DataFrame | None = None) -> Path:
+                          reference: pd.DataFrame | None = None,
+                          measured: pd.DataFrame | None = None, measured_label: str = "") -> Path:
+    """Speedup against candidate tokens per panel value (the seed figure's layout);
+    ``reference`` (dotted): the Medusa figure; ``measured`` (dashed): the same sweep under
+    measured kernels, so a reader sees where the paper's simulator and real kernels part."""
     plt = _pyplot()
     group = panel_key(summary)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -81,12 +85,16 @@ def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
         if reference is not None and group in reference.columns:
             ref = reference[reference[group] == value].sort_values("candidate_tokens")
             ax.plot(ref["candidate_tokens"], ref["speedup"], ls=":", color=line.get_color(), lw=1)
+        if measured is not None and group in measured.columns:
+            real = measured[measured[group] == value].sort_values("candidate_tokens")
+            ax.plot(real["candidate_tokens"], real["speedup"], ls="--", color=line.get_color(), lw=1, alpha=0.8)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("candidate tokens per sequence (verify width)")
     ax.set_ylabel("speedup over autoregressive decoding (x)")
     batch = summary["batch_size"].iloc[0] if summary["batch_size"].nunique() == 1 else "swept"
-    ax.set_title(f"{_title(summary)}, batch {batch}"
-                 + ("  (dotted: reference figure)" if reference is not None else ""), fontsize=10)
+    notes = (["dotted: reference figure"] if reference is not None else []) + (
+        [f"dashed: {measured_label or 'measured kernels'}"] if measured is not None else [])
+    ax.set_title(f"{_title(summary)}, batch {batch}" + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=9)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.text(0.01, 0.01, "lines: full-batch decode throughput ratio; bands: per-request p05-p95",
