@@ -352,6 +352,9 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
                 values[k] = check_value(source, f"{name}.{k}", SCHEMA[name][k], v)
         elif name in SCHEMA[""]:
             values[name] = check_value(source, name, SCHEMA[""][name], entry)
+        elif name in SCHEMA:
+            raise ScenarioError(source, name, f"is a section: expected a table [{name}] of keys, "
+                                              f"got {entry!r}, which is not a table")
         else:
             raise ScenarioError(source, name, f"unknown top-level key; allowed: {', '.join(SCHEMA[''])} "
                                 "and the sections " + ", ".join(s for s in SCHEMA if s))
