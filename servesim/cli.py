@@ -91,16 +91,26 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
              "speedup_p05", "speedup_p95", "acceptance_rate", "expected_acceptance_rate",
              "step_time_ratio", "baseline_tokens_per_s", "spec_tokens_per_s")
     cols = list(dict.fromkeys(["point_id"] + swept + [c for c in fixed if c in summary.columns]))
-    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    shown = summary[cols] if len(summary) <= PRINTED_ROWS else summary[cols].head(PRINTED_ROWS)
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    if len(summary) > PRINTED_ROWS:
+        text += f"\n... {len(summary) - PRINTED_ROWS:,} more points in summary.parquet"
+    return text
+
+
+PRINTED_ROWS = 60
+"""Points printed on the terminal; the rest are in summary.parquet."""
 
 
 # -- commands ---------------------------------------------------------------------------
 
 def _run_streamed(scenario, output, args):
-    """Run a scenario with its table rows streamed to part files in the staging folder
-    of ``output`` (a :class:`~servesim.output.RunOutput`); returns the small tables and
-    the results."""
-    from servesim.results import acceptance_frame
+    """Run a scenario with every table streamed to part files in the staging folder of
+    ``output`` (a :class:`~servesim.output.RunOutput`): steps and requests by the points
+    themselves, summary and acceptance rows here, a few thousand at a time, so that
+    memory stays bounded however long the sweep. Returns the part files per table and
+    the number of points."""
+    from servesim.results import FRAMES, FrameSink, acceptance_rows
     from servesim.runner import run_scenario
 
     if args.executor == "ray":
@@ -109,11 +119,21 @@ def _run_streamed(scenario, output, args):
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'servesim[ray]'") from None
     _announce_size(scenario)
-    results = run_scenario(scenario, args.jobs, Progress(), part_dir=output.part_dir,
-                           executor=args.executor, address=args.address)
-    tables = {"summary": pd.DataFrame([r.summary for r in results]),
-              "acceptance": acceptance_frame(results)}
-    return tables, results
+    part_dir = output.part_dir
+    sinks = {name: FrameSink(part_dir, name) for name in ("summary", "acceptance")}
+    parts: dict[str, list[Path]] = {}
+
+    def consume(result) -> None:
+        sinks["summary"].add([result.summary], FRAMES["summary"])
+        sinks["acceptance"].add(acceptance_rows(result), FRAMES["acceptance"])
+        for name, files in result.parts.items():
+            parts.setdefault(name, []).extend(files)
+
+    run_scenario(scenario, args.jobs, Progress(), part_dir=part_dir, executor=args.executor,
+                 address=args.address, consume=consume)
+    for sink in sinks.values():
+        sink.flush(FRAMES[sink.name])
+    return {**{name: sink.paths for name, sink in sinks.items()}, **parts}, sinks["summary"].count
 
 
 LARGE_SWEEP = 10_000
@@ -130,33 +150,29 @@ def _announce_size(scenario) -> None:
           f"~{n * 3 // 1000:,} MB in memory and the tables are streamed to disk", file=sys.stderr)
 
 
-def _parts(results) -> dict[str, list[Path]]:
-    """Part files per table, in point and replication order (empty lists included)."""
-    wanted = {}
-    for r in results:
-        for name, files in r.parts.items():
-            wanted.setdefault(name, []).extend(files)
-    return wanted
-
-
 def _write_run(out_dir: Path, scenario, args, extra=None):
     """Run ``scenario`` into ``out_dir``: stage, write every table, swap in. Returns the
-    summary, the results and the written paths. ``extra(summary) -> {name: frame}`` adds
-    tables (the planner's)."""
+    summary (read back from the written table), the number of points and the written
+    paths. ``extra(summary) -> {name: frame}`` adds tables (the planner's)."""
     from servesim.output import RunOutput
     from servesim.results import write_tables
 
     output = RunOutput(out_dir)
     try:
-        tables, results = _run_streamed(scenario, output, args)
+        parts, points = _run_streamed(scenario, output, args)
+        tables = {}
         if extra is not None:
-            tables.update(extra(tables["summary"]))
-        staged = write_tables(output.staging, tables, scenario.text, scenario.seed, _parts(results))
+            summary = pd.concat([pd.read_parquet(p) for p in parts["summary"]], ignore_index=True)
+            tables.update(extra(summary))
+        order = ["summary", "acceptance"] + [n for n in parts if n not in ("summary", "acceptance")]
+        staged = write_tables(output.staging, tables, scenario.text, scenario.seed,
+                              {name: parts[name] for name in order if name in parts})
         final = output.commit()
     except BaseException:
         output.abort()
         raise
-    return tables["summary"], results, [final / p.name for p in staged]
+    summary = pd.read_parquet(final / "summary.parquet")
+    return summary, points, [final / p.name for p in staged]
 
 
 def _arm_report(summary: pd.DataFrame) -> str:
@@ -178,8 +194,8 @@ def _arm_report(summary: pd.DataFrame) -> str:
 def cmd_run(args) -> int:
     scenario = load_scenario(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
-    summary, results, written = _write_run(out_dir, scenario, args)
-    print(f"{scenario.name}: {len(results)} points, seed {scenario.seed}")
+    summary, points, written = _write_run(out_dir, scenario, args)
+    print(f"{scenario.name}: {points} points, seed {scenario.seed}")
     print(summary_table(summary, list(scenario.sweep)))
     print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -202,10 +218,10 @@ def cmd_plan(args) -> int:
                              + ", ".join(summary.columns))
         return {"plan": plan(summary, swept, args.objective)}
 
-    summary, results, written = _write_run(out_dir, scenario, args, plan_table)
+    summary, points, written = _write_run(out_dir, scenario, args, plan_table)
     direction = "lowest" if lower_is_better(args.objective) else "highest"
     print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
-          f"(of {len(results)} simulated)")
+          f"(of {points} simulated)")
     print(pd.read_parquet(out_dir / "plan.parquet").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))

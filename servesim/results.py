@@ -53,7 +53,9 @@ def requests_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
                          "gpu_wait_s": "float64", "arm": "str", "status": "str"})
 
 
-FRAMES = {"steps": steps_frame, "requests": requests_frame}
+FRAMES = {"steps": steps_frame, "requests": requests_frame,
+          "summary": lambda rows, replication=0: pd.DataFrame(rows),
+          "acceptance": lambda rows, replication=0: acceptance_table(rows)}
 
 
 class PartSink:
@@ -87,18 +89,63 @@ class PartSink:
         return dict(self.paths)
 
 
-def acceptance_frame(results) -> pd.DataFrame:
-    """Histogram of tokens drawn per verify step and request, spec arm: one row per
-    (point, replication, tokens) with ``count`` and ``fraction`` of that replication."""
+STREAM_ROWS = 2000
+"""Rows of a per-point table kept in memory before they go to a part file."""
+
+
+class FrameSink:
+    """Rows of a per-point table (summary, acceptance) streamed to part files of at most
+    ``rows`` rows each, every part cast to the first one's schema, so that a sweep's
+    memory stays bounded however many points it has."""
+
+    def __init__(self, part_dir: str | Path, name: str, rows: int | None = None) -> None:
+        self.part_dir, self.name, self.limit = Path(part_dir), name, rows or STREAM_ROWS
+        self.pending: list = []
+        self.paths: list[Path] = []
+        self.schema: pa.Schema | None = None
+        self.count = 0
+
+    def add(self, rows: list, frame_of) -> None:
+        """Add rows; ``frame_of(rows)`` makes their DataFrame."""
+        self.pending.extend(rows)
+        self.count += len(rows)
+        if len(self.pending) >= self.limit:
+            self.flush(frame_of)
+
+    def flush(self, frame_of) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_pandas(frame_of(self.pending), preserve_index=False)
+        if self.schema is None:
+            self.schema = table.schema
+        else:
+            table = table.cast(self.schema)
+        path = self.part_dir / f"{self.name}-{len(self.paths):06d}.parquet"
+        pq.write_table(table, path)
+        self.paths.append(path)
+        self.pending = []
+
+
+def acceptance_rows(result) -> list[tuple]:
+    """Rows of ``acceptance.parquet`` of one point's result (see :func:`acceptance_frame`)."""
+    point_id = result.summary["point_id"]
     rows = []
-    for result in results:
-        point_id = result.summary["point_id"]
-        for replication, counts in enumerate(result.accepted_counts):
-            total = sum(counts)
-            rows.extend((point_id, replication, k, c, c / total) for k, c in enumerate(counts) if c)
+    for replication, counts in enumerate(result.accepted_counts):
+        total = sum(counts)
+        rows.extend((point_id, replication, k, c, c / total) for k, c in enumerate(counts) if c)
+    return rows
+
+
+def acceptance_table(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["point_id", "replication", "tokens", "count", "fraction"])
     return frame.astype({"point_id": "int64", "replication": "int64", "tokens": "int64",
                          "count": "int64", "fraction": "float64"})
+
+
+def acceptance_frame(results) -> pd.DataFrame:
+    """Histogram of tokens drawn per verify step and request, spec arm: one row per
+    (point, replication, tokens) with ``count`` and ``fraction`` of that replication."""
+    return acceptance_table([row for result in results for row in acceptance_rows(result)])
 
 
 def metadata(scenario_text: str, seed: int) -> dict[bytes, bytes]:

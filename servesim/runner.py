@@ -353,7 +353,7 @@ def _run_on_ray(tasks: list[tuple], address: str | None, jobs: int, progress,
 
 def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
                  part_dir: Path | None = None, executor: str = "local",
-                 address: str | None = None) -> list[PointResult]:
+                 address: str | None = None, consume=None) -> list[PointResult]:
     """Every point of a scenario, in sweep order.
 
     jobs: local worker processes (1 = in this process), or CPUs of a local Ray
@@ -364,17 +364,35 @@ def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
         keeping them in the results.
     executor: ``"local"`` (processes on this machine) or ``"ray"`` (the optional
         ``servesim[ray]`` extra; ``address`` of an existing cluster, or a local one).
+    consume: optional callable(result), given each point's result in sweep order
+        instead of keeping it (a long sweep's memory then stays bounded: the caller
+        streams what it needs); the returned list is then empty.
     """
     points = scenario.points()
     tasks = [(p, scenario.seed, scenario.values["replications"], part_dir) for p in points]
     if executor == "ray":
-        return _run_on_ray(tasks, address, jobs, progress, part_dir)
+        results = _run_on_ray(tasks, address, jobs, progress, part_dir)
+        if consume is None:
+            return results
+        for result in results:
+            consume(result)
+        return []
     results: list[PointResult] = []
+    done = 0
+
+    def take(result: PointResult) -> None:
+        nonlocal done
+        done += 1
+        if consume is None:
+            results.append(result)
+        else:
+            consume(result)
+        if progress:
+            progress(done, len(tasks))
+
     if jobs <= 1 or len(points) <= 1:
         for task in tasks:
-            results.append(_run_point_job(task))
-            if progress:
-                progress(len(results), len(tasks))
+            take(_run_point_job(task))
         return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -391,9 +409,7 @@ def run_scenario(scenario: Scenario, jobs: int = 1, progress=None,
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         try:
             for result in pool.map(_run_point_job, tasks, chunksize=chunk):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(tasks))
+                take(result)
         except BaseException:
             # interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than
             # wait for the points they are running (the executor has no public way to)
