@@ -196,3 +196,38 @@ def test_bad_kernel_tables_are_refused_with_the_column(tmp_path, content, messag
     with pytest.raises(KernelTableError, match=message):
         read_kernel_table(path)
     assert main(["calibrate", "--gpu", "h100-sxm", "--table", str(path)]) == 2
+
+
+def test_aiconfigurator_database_layout_is_read(tmp_path):
+    """The installed database's layout (systems/data/<gpu>/<family>/<framework>/<version>/
+    *.parquet, milliseconds per call) becomes a kernel table in seconds: bf16 rows only,
+    decode attention's cached tokens + 1 read, prefill attention without a prefix."""
+    from servesim.hardware.aiconfigurator import read_database
+    root = tmp_path / "aiconfigurator_core" / "systems" / "data"
+    common = {"framework": "VLLM", "version": "0.24.0"}
+    layout = {
+        "gemm/vllm/0.24.0/gemm_perf.parquet": pd.DataFrame(
+            {**common, "gemm_dtype": ["bfloat16", "fp8"], "m": [1, 1], "n": [4096, 4096], "k": [4096, 4096],
+             "latency": [0.02, 0.01]}),
+        "attention/vllm/0.24.0/generation_attention_perf.parquet": pd.DataFrame(
+            {**common, "batch_size": [8], "isl": [1], "num_heads": [32], "num_key_value_heads": [8], "head_dim": [128],
+             "beam_width": [1], "attn_dtype": ["bfloat16"], "kv_cache_dtype": ["bfloat16"], "step": [1023],
+             "window_size": [0], "latency": [0.05]}),
+        "attention/vllm/0.24.0/context_attention_perf.parquet": pd.DataFrame(
+            {**common, "batch_size": [2, 2], "isl": [512, 512], "num_heads": [32, 32], "num_key_value_heads": [8, 8],
+             "head_dim": [128, 128], "beam_width": [1, 1], "attn_dtype": ["bfloat16", "bfloat16"],
+             "kv_cache_dtype": ["bfloat16", "fp8"], "step": [0, 0], "window_size": [0, 0], "latency": [0.3, 0.2]}),
+        "quantize/vllm/0.24.0/scale_matrix_perf.parquet": pd.DataFrame(
+            {**common, "m": [64], "k": [4096], "latency": [0.004]}),
+    }
+    for rel, frame in layout.items():
+        path = root / "h100_sxm" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path)
+    table = read_database("h100_sxm", "vllm", root=root)
+    assert list(table["op"]) == ["gemm", "decode_attention", "prefill_attention", "elementwise"]
+    assert table["latency_s"].tolist() == pytest.approx([2e-5, 5e-5, 3e-4, 4e-6])
+    assert table.loc[1, "kv_len"] == 1024 and table.loc[3, "bytes_per_element"] == 3
+    assert (table["framework"] == "vllm").all()
+    with pytest.raises(FileNotFoundError, match="no GPU folder"):
+        read_database("b300_sxm", "vllm", root=root)
