@@ -376,7 +376,11 @@ def cmd_cost(args) -> int:
         raise UsageError(f"--model: unknown model {args.model!r}; allowed: {', '.join(model_names())}") from None
     if min(args.batch) < 1 or min(args.tokens_per_seq) < 1:
         raise UsageError("--batch and --tokens-per-seq must be >= 1")
-    cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s)
+    try:
+        cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s,
+                       tensor_parallel_size=args.tensor_parallel_size)
+    except ValueError as e:
+        raise UsageError(f"--tensor-parallel-size: {e}") from None
     rows = []
     for batch in args.batch:
         for n in args.tokens_per_seq:
@@ -395,7 +399,8 @@ def cmd_cost(args) -> int:
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     else:
-        print(f"{gpu.description}, {model.description}; kernel profile {gpu.profile_name} "
+        print(f"{gpu.description}" + (f" x {cm.tensor_parallel_size} (tensor parallel)" if cm.tensor_parallel_size > 1 else "")
+              + f", {model.description}; kernel profile {gpu.profile_name} "
               f"({gpu.provenance or 'user file'}); framework {framework.name} "
               f"({framework.step_overhead_s * 1e3:g} ms per step)")
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -634,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--format", choices=("table", "csv"), default="table")
     cost.add_argument("--kernel-profile", metavar="NAME|FILE",
                       help="kernel profile (bundled name or calibrate's TOML); default: the GPU's own")
+    cost.add_argument("--tensor-parallel-size", type=int, choices=(1, 2, 4, 8), default=1,
+                      help="GPUs the model is split across (default 1)")
     cost.add_argument("--framework", default="vllm",
                       help="serving framework: its per-step overhead and its kernels (default vllm; none = kernels only)")
     cost.set_defaults(func=cmd_cost)

@@ -21,7 +21,16 @@ the :class:`~servesim.hardware.KernelProfile` (see its docstring for the physics
 
 Mechanisms a profile leaves at their defaults are off (the Medusa paper's profile
 charges neither floors nor elementwise work). Assumptions: FP16/BF16 weights,
-activations and KV cache (``dtype_bytes``); one GPU, no tensor parallelism.
+activations and KV cache (``dtype_bytes``).
+
+Tensor parallelism (``tensor_parallel_size`` n, Megatron-style as vLLM runs it): every
+GPU holds 1/n of the query heads, of the KV heads (at least one: KV heads are
+replicated when there are fewer than n), of the MLP width and of the vocabulary, and
+runs its share of every GEMM and of attention; norms run on the full hidden state on
+every GPU; two all-reduces per layer (after the output projection and after the MLP's
+down projection) of ``tokens x hidden`` activations, costed by
+:func:`servesim.cost.kernels.allreduce` from the GPU's interconnect. The step time is
+one GPU's (all run in lockstep). The logits' all-gather is not charged (a few KB).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
 
 OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
-            "mlp_down", "elementwise", "lm_head", "framework", "draft_heads", "draft_model")
+            "mlp_down", "elementwise", "allreduce", "lm_head", "framework", "draft_heads", "draft_model")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
@@ -133,17 +142,25 @@ class CostModel:
     """
 
     def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
-                 dtype_bytes: int = 2, step_overhead_s: float = 0.0) -> None:
+                 dtype_bytes: int = 2, step_overhead_s: float = 0.0, tensor_parallel_size: int = 1) -> None:
         self.gpu = gpu
         self.model = model
         self.profile = profile or gpu.profile
         self.dtype_bytes = dtype_bytes
         self.step_overhead_s = step_overhead_s
+        tp = self.tensor_parallel_size = tensor_parallel_size
+        if tp < 1 or model.heads % tp or model.intermediate % tp:
+            raise ValueError(f"tensor_parallel_size {tp} must divide the {model.heads} attention heads and "
+                             f"the MLP width {model.intermediate} of {model.name}")
+        if tp > 1 and not gpu.interconnect_bandwidth_bytes_per_s:
+            raise ValueError(f"{gpu.name} has no interconnect bandwidth in the catalog; tensor parallelism needs it")
         p = self.profile
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
         self._overlap = p.overlap
         self._layers = model.layers
-        self._decode_args = (model.heads, model.kv_heads, model.head_dim, dtype_bytes)
+        self.heads_per_gpu = model.heads // tp
+        self.kv_heads_per_gpu = max(1, model.kv_heads // tp)  # replicated when fewer than tp
+        self._decode_args = (self.heads_per_gpu, self.kv_heads_per_gpu, model.head_dim, dtype_bytes)
         self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
         self._chains: dict[tuple, StepCost] = {}  # draft-model chains
         self._prefills: dict[tuple, StepCost] = {}  # variable-length prefills, by prompts
@@ -178,6 +195,10 @@ class CostModel:
 
     # -- building blocks -------------------------------------------------------------
 
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes of one token on one GPU (its share of the KV heads)."""
+        return 2 * self.model.layers * self.kv_heads_per_gpu * self.model.head_dim * self.dtype_bytes
+
     def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1) -> OpCost:
         """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix, run
         ``repeat`` times (once per layer for block operators); see
@@ -189,9 +210,15 @@ class CostModel:
 
     def _elementwise(self, tokens: int) -> OpCost | None:
         """The elementwise kernels of all layers over ``tokens`` tokens and the final
-        norm (None if the profile does not charge them)."""
-        m, dt = self.model, self.dtype_bytes
-        per_layer = kernels.elementwise_bytes_per_token(m.hidden, m.kv_dim, m.intermediate, dt) * tokens
+        norm (None if the profile does not charge them); on one GPU's share of the
+        heads and MLP width (norms and residuals on the whole hidden state)."""
+        m, dt, tp = self.model, self.dtype_bytes, self.tensor_parallel_size
+        local = kernels.elementwise_bytes_per_token(m.hidden, m.kv_dim, m.intermediate, dt)
+        if tp > 1:  # rotary embedding of the local heads, SiLU-and-mul of the local width
+            rope_full, act_full = 2 * (m.hidden + m.kv_dim) * dt, 3 * m.intermediate * dt
+            rope = 2 * (self.heads_per_gpu + self.kv_heads_per_gpu) * m.head_dim * dt
+            local = local - rope_full - act_full + rope + act_full // tp
+        per_layer = local * tokens
         final = 2 * m.hidden * dt * tokens
         hbm = per_layer * m.layers + final
         memory_s, time_s = kernels.elementwise(
@@ -209,21 +236,29 @@ class CostModel:
         if cached is None:
             if len(self._gemm_cache) >= self.GEMM_CACHE_ENTRIES:
                 self._gemm_cache.clear()
-            m = self.model
-            ops = [self.gemm("qkv_proj", tokens, m.hidden, m.hidden + 2 * m.kv_dim, m.layers),
-                   self.gemm("o_proj", tokens, m.hidden, m.hidden, m.layers)]
+            m, tp = self.model, self.tensor_parallel_size
+            q_width = self.heads_per_gpu * m.head_dim
+            kv_width = self.kv_heads_per_gpu * m.head_dim
+            inter = m.intermediate // tp
+            ops = [self.gemm("qkv_proj", tokens, m.hidden, q_width + 2 * kv_width, m.layers),
+                   self.gemm("o_proj", tokens, q_width, m.hidden, m.layers)]
             if self.profile.fused_gate_up:
-                merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * m.intermediate, m.layers)
+                merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * inter, m.layers)
                 half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
                 ops += [half, half._replace(name="mlp_up")]
             else:
-                ops += [self.gemm("mlp_gate", tokens, m.hidden, m.intermediate, m.layers),
-                        self.gemm("mlp_up", tokens, m.hidden, m.intermediate, m.layers)]
-            ops.append(self.gemm("mlp_down", tokens, m.intermediate, m.hidden, m.layers))
+                ops += [self.gemm("mlp_gate", tokens, m.hidden, inter, m.layers),
+                        self.gemm("mlp_up", tokens, m.hidden, inter, m.layers)]
+            ops.append(self.gemm("mlp_down", tokens, inter, m.hidden, m.layers))
             elementwise = self._elementwise(tokens)
             if elementwise is not None:
                 ops.append(elementwise)
-            ops.append(self.gemm("lm_head", logit_tokens, m.hidden, m.vocab))
+            if tp > 1:  # two per layer, of the tokens' hidden states
+                message = tokens * m.hidden * self.dtype_bytes
+                once = kernels.allreduce(self.gpu, self.profile, message, tp)
+                ops.append(OpCost("allreduce", 0.0, 2.0 * m.layers * message * 2 * (tp - 1) / tp, once * 2 * m.layers,
+                                  0.0, once * 2 * m.layers))
+            ops.append(self.gemm("lm_head", logit_tokens, m.hidden, -(-m.vocab // tp)))
             if self.step_overhead_s:
                 ops.append(OpCost("framework", 0.0, 0.0, 0.0, 0.0, self.step_overhead_s))
             cached = self._gemm_cache[key] = (tuple(ops), tuple(op.time_s for op in ops))
@@ -248,9 +283,8 @@ class CostModel:
         heads, kv_heads, head_dim, dt = self._decode_args
         kv_tokens = context_tokens + batch * queries  # keys after this step's tokens are appended
         if stage == "verify" and not p.fused_tree_attention:
-            m = self.model
             flops, hbm, rate = kernels.materialised_attention(
-                gpu, p, batch, queries, kv_tokens, heads, head_dim, m.kv_dim, m.hidden, dt)
+                gpu, p, batch, queries, kv_tokens, heads, head_dim, kv_heads * head_dim, heads * head_dim, dt)
             memory_s, compute_s = hbm / self._bandwidth, flops / rate
             return flops, hbm, memory_s, compute_s, kernels.combine(memory_s, compute_s, self._overlap)
         pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
@@ -355,8 +389,8 @@ class CostModel:
         key = (batch, num_heads)
         cached = self._heads.get(key)
         if cached is None:
-            m = self.model
-            ops = [self.gemm("draft_heads", batch, m.hidden, m.hidden, num_heads),
-                   self.gemm("draft_heads", batch, m.hidden, m.vocab, num_heads)]
+            m, tp = self.model, self.tensor_parallel_size
+            ops = [self.gemm("draft_heads", batch, m.hidden, -(-m.hidden // tp), num_heads),
+                   self.gemm("draft_heads", batch, m.hidden, -(-m.vocab // tp), num_heads)]
             cached = self._remember(self._heads, key, _merged("draft_heads", ops))
         return cached

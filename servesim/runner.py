@@ -61,7 +61,8 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 
 @lru_cache(maxsize=8)
 def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
-                framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0) -> CostModel:
+                framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0,
+                tensor_parallel_size: int = 1) -> CostModel:
     """Points that agree on GPU, model, kernel profile, framework and dtype share one
     cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
     repeat the same steps for every speculation setting). The last few are kept, per
@@ -70,14 +71,25 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
     gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
     overhead = fw.step_overhead_s if step_overhead_s < 0 else step_overhead_s
     return CostModel(gpu, get_model(model_name), gpu.profile.with_overrides(**dict(overrides)),
-                     dtype_bytes, overhead if target else 0.0)
+                     dtype_bytes, overhead if target else 0.0, tensor_parallel_size)
 
 
 def build_cost_model(point: Point, model: str | None = None) -> CostModel:
     """The cost model of a point's target model (or of ``model``, e.g. its draft model)."""
     return _cost_model(point["gpu"], model or point["model"],
                        tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
-                       point["framework"], point["kernel_profile"], model is None, point["step_overhead_s"])
+                       point["framework"], point["kernel_profile"], model is None, point["step_overhead_s"],
+                       _draft_tp(point, model))
+
+
+def _draft_tp(point: Point, model: str | None) -> int:
+    """The target runs at tensor_parallel_size; a draft model too where its heads split
+    as evenly (vLLM runs the draft with the target's TP), else on one GPU's share."""
+    tp = point["tensor_parallel_size"]
+    if model is None:
+        return tp
+    m = get_model(model)
+    return tp if not (m.heads % tp or m.intermediate % tp) else 1
 
 
 def build_speculator(point: Point):
@@ -149,12 +161,17 @@ def weights_bytes(point: Point, cost_model=None, speculator=None) -> float:
 
 
 def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
-    """KV-cache tokens: the scenario's value, or (memory x utilisation - weights) / KV
-    bytes per token (both arms get the spec arm's weights, so they share one capacity)."""
+    """KV-cache tokens: the scenario's value, or, per GPU, (memory x utilisation -
+    weights / tensor_parallel_size) / KV bytes per token on one GPU (a draft model's own
+    KV included); both arms get the spec arm's weights, so they share one capacity."""
     if point["kv_capacity_tokens"]:
         return point["kv_capacity_tokens"]
-    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point, cost_model, speculator)
-    return max(0, int(free // cost_model.model.kv_bytes_per_token(point["dtype_bytes"])))
+    tp = point["tensor_parallel_size"]
+    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point) / tp
+    kv = cost_model.kv_bytes_per_token()
+    if point["method"] == "draft_model":  # the draft's own KV cache grows with the same tokens
+        kv += speculator.draft_cost_model.kv_bytes_per_token()
+    return max(0, int(free // kv))
 
 
 def serving_config(point: Point, cost_model, speculator) -> ServingConfig:

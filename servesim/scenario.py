@@ -116,6 +116,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "hardware": {
         "gpu": Key(str, "a100-80gb-pcie", "GPU catalog name (`servesim list`)", choices=gpu_names),
+        "tensor_parallel_size": Key(int, 1, "GPUs a model is split across (tensor parallelism, vLLM's name): 1, 2, 4 or 8; weights, heads, KV heads and FLOPs are split, two all-reduces per layer are charged from the GPU's interconnect", check=lambda v: None if v in (1, 2, 4, 8) else f"must be 1, 2, 4 or 8, got {v!r}"),
         "kernel_profile": Key(str, "", "kernel profile: a bundled name (`servesim list`, e.g. `medusa-paper`) or the path of a TOML file from `servesim calibrate`; empty = the GPU's calibrated profile for `serving.framework`"),
     },
     "model": {
@@ -414,20 +415,29 @@ def weights_bytes(values: dict) -> float:
 
 
 def _check_weights_fit(source: str, v: dict) -> None:
-    """Weights must fit in GPU memory x gpu_memory_utilization, whatever the KV override."""
+    """Weights must fit in GPU memory x gpu_memory_utilization (per GPU: 1/tp of them),
+    whatever the KV override; the model's heads and MLP width must split over tp."""
     from servesim.catalog import data_toml
+    from servesim.models import get_model
+    tp = v["tensor_parallel_size"]
+    m = get_model(v["model"])
+    if m.heads % tp or m.intermediate % tp:
+        raise ScenarioError(source, "hardware.tensor_parallel_size",
+                            f"{tp} does not divide {v['model']}'s {m.heads} attention heads and MLP width "
+                            f"{m.intermediate}")
     memory = data_toml("gpus.toml")[v["gpu"]]["memory_bytes"]
     usable = memory * v["gpu_memory_utilization"]
     weights = weights_bytes(v)
-    if weights > usable:
+    if weights / tp > usable:
         what = {"medusa": " with its Medusa heads", "draft_model": f" with draft model {v['draft_model']}"}.get(v["method"], "")
-        fits = [g for g, e in data_toml("gpus.toml").items() if weights <= e["memory_bytes"] * v["gpu_memory_utilization"]]
+        fitting = [n for n in (1, 2, 4, 8) if weights / n <= usable and not m.heads % n and not m.intermediate % n]
+        advice = (f"the smallest tensor_parallel_size that fits on {v['gpu']} is {fitting[0]}" if fitting else
+                  f"it does not fit on 8 x {v['gpu']}")
         raise ScenarioError(source, "model.model",
                             f"{v['model']}{what} has {weights / 1e9:.1f} GB of weights "
-                            f"({v['dtype_bytes']} bytes per parameter), more than {v['gpu']}'s "
-                            f"{memory / 1e9:.0f} GB x gpu_memory_utilization {v['gpu_memory_utilization']:g} = "
-                            f"{usable / 1e9:.1f} GB; it fits on one of: {', '.join(fits) or 'no single catalog GPU'}"
-                            " (tensor parallelism is not modelled yet)")
+                            f"({v['dtype_bytes']} bytes per parameter), {weights / tp / 1e9:.1f} GB per GPU at "
+                            f"tensor_parallel_size {tp}: more than {v['gpu']}'s {memory / 1e9:.0f} GB x "
+                            f"gpu_memory_utilization {v['gpu_memory_utilization']:g} = {usable / 1e9:.1f} GB; {advice}")
 
 
 def check_point(source: str, point: Point) -> None:

@@ -93,6 +93,7 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
     rows += [{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": 32, "num_kv_heads": 8,
               "head_dim": 128} for b in (1, 4, 16) for s in (64, 256, 1024, 4096, 8192)]
     rows += [{"op": "elementwise", "m": mm, "k": k, "bytes_per_element": 3} for mm in m for k in (4096, 51200)]
+    rows += [{"op": "allreduce", "m": 4 ** e, "n": n, "bytes_per_element": 2} for e in range(4, 14) for n in (2, 4, 8)]
     frame = pd.DataFrame(rows)
     frame["latency_s"] = 1.0
     frame = check_kernel_table(frame, "synthetic")
@@ -109,7 +110,8 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
                     prefill_attention_per_token_s=1.5e-8, prefill_attention_compute_efficiency=0.6,
-                    elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6)
+                    elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6,
+                    allreduce_fixed_s=5e-6, allreduce_hop_s=3e-7, allreduce_bandwidth_efficiency=0.7)
     fitted, notes = fit_profile(synthetic_table(gpu, truth), gpu)
     assert notes == []
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n) == (128, 256)
@@ -117,7 +119,8 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
                             ("decode_attention_bandwidth_efficiency", 0.03),
                             ("prefill_attention_compute_efficiency", 0.05),
-                            ("elementwise_bandwidth_efficiency", 0.05), ("elementwise_fixed_s", 0.1)):
+                            ("elementwise_bandwidth_efficiency", 0.05), ("elementwise_fixed_s", 0.1),
+                            ("allreduce_fixed_s", 0.15), ("allreduce_bandwidth_efficiency", 0.05)):
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=tolerance), name
 
 

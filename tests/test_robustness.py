@@ -195,7 +195,8 @@ def test_weights_that_do_not_fit_are_refused_whatever_the_kv_override(tmp_path, 
                                    "speculation.method": "none", "serving.kv_capacity_tokens": 100_000}))
     code, err = run_cli(["run", str(path), "--out", str(tmp_path / "out")], capsys)
     # 68.98e9 parameters x 2 bytes
-    assert code == 2 and "138.0 GB of weights" in err and "72.0 GB" in err and "b200" in err, err
+    assert code == 2 and "138.0 GB of weights" in err and "72.0 GB" in err, err
+    assert "smallest tensor_parallel_size that fits on a100-80gb-sxm is 2" in err
 
 
 def test_not_utf8_and_non_table_set(tmp_path, capsys):

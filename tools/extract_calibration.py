@@ -9,7 +9,9 @@ shapes, decode and prefill attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``), and memory-bound elementwise
 kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per element) for k in
 {512, 4096, 12288, 51200} from the aiconfigurator-core package, for the GPUs servesim
-calibrates (A100 SXM, H100 SXM, H200 SXM, L40S, B200) and its three frameworks.
+calibrates (A100 SXM, H100 SXM, H200 SXM, L40S, B200) and its three frameworks; and the
+frameworks' custom all-reduce (bf16, CUDA-graph mode where measured, the newest version
+per framework: ``m`` elements over ``n`` GPUs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+from packaging.version import Version
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
 COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
@@ -58,6 +61,20 @@ def main() -> None:
             frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
                                         "op": "elementwise", "m": e.m, "k": e.k, "bytes_per_element": 3,
                                         "latency_s": e.latency * 1e-3,
+                                        "source": str(path.relative_to(Path(str(data)).parents[1]))}))
+    for gpu in GPUS:
+        by_framework: dict[str, list[Path]] = {}
+        for path in sorted(Path(str(data / gpu / "comm")).glob("*/*/custom_allreduce_perf.parquet")):
+            by_framework.setdefault(path.parts[-3], []).append(path)
+        for framework, paths in by_framework.items():
+            path = max(paths, key=lambda p: Version(p.parts[-2]))  # the newest version measured
+            e = pd.read_parquet(path)
+            e = e[e.allreduce_dtype == "bfloat16"]
+            if "kernel_source" in e and e.kernel_source.str.contains("graph").any():
+                e = e[e.kernel_source.str.contains("graph")]  # CUDA-graph replay, as servers run it
+            frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
+                                        "op": "allreduce", "m": e.message_size, "n": e.num_gpus,
+                                        "bytes_per_element": 2, "latency_s": e.latency * 1e-3,
                                         "source": str(path.relative_to(Path(str(data)).parents[1]))}))
     table = pd.concat(frames, ignore_index=True)
     table = table[table.gpu.isin(GPUS)].reindex(columns=list(COLUMNS))

@@ -130,6 +130,18 @@ def elementwise_bytes_per_token(hidden, kv_dim, intermediate, dtype_bytes):
     return (8 * hidden + 2 * (hidden + kv_dim) + 3 * intermediate) * dtype_bytes
 
 
+def allreduce(gpu, p, message_bytes, num_gpus):
+    """All-reduce of ``message_bytes`` over ``num_gpus`` GPUs (tensor parallelism), as a
+    ring: each GPU sends and receives ``2 (n - 1) / n x bytes`` over its interconnect
+    link (``GPU.interconnect_bandwidth_bytes_per_s`` per direction) at
+    ``allreduce_bandwidth_efficiency``, after ``allreduce_fixed_s`` and ``n - 1`` hops of
+    ``allreduce_hop_s``: seconds (0 on one GPU)."""
+    n = num_gpus
+    link = gpu.interconnect_bandwidth_bytes_per_s * p.allreduce_bandwidth_efficiency
+    wire_s = 2.0 * (n - 1) / n * message_bytes / link
+    return (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
+
+
 def materialised_attention(gpu, p, batch, queries, kv_tokens, heads, head_dim, kv_dim, hidden, dtype_bytes):
     """Tree-masked attention with the score matrix materialised in HBM (the Medusa
     paper's verify kernel), one layer, QK and PV together: (flops, HBM bytes, FLOP/s).

@@ -13,6 +13,7 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, bandwidth_efficienc
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s                                                gemm_tile_n in {64, 128, 256}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency}
+allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
@@ -72,14 +73,16 @@ PARAMETERS = {
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0)),
+    "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
+                  ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))]}
-ORDER = ("prefill_attention", "decode_attention", "gemm", "elementwise")
+ORDER = ("prefill_attention", "decode_attention", "gemm", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
 kernels then use; prefill attention's FLOP/s is the compute side of decode attention."""
 HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
-                "elementwise": ("k",)}
+                "elementwise": ("k",), "allreduce": ("m",)}
 
 
 class CalibrationError(ValueError):

@@ -34,6 +34,8 @@ class GPU:
     profile_name: str = ""
     provenance: str = ""
     interconnect: str = ""
+    interconnect_bandwidth_bytes_per_s: float = 0.0
+    """GPU-to-GPU link bandwidth per direction (NVLink or PCIe), for all-reduces."""
     measured_as: str = ""
     """The GPU's name in measured kernel tables (aiconfigurator-core's folder name), if any."""
 
@@ -99,4 +101,5 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
     provenance = entry.get("provenance", "") if not kernel_profile else fit.get("provenance", "")
     return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
                interconnect=entry.get("interconnect", ""), measured_as=entry.get("measured_as", ""),
+               interconnect_bandwidth_bytes_per_s=entry.get("interconnect_bandwidth_bytes_per_s", 0.0),
                **{k: entry[k] for k in GPU_FACTS})

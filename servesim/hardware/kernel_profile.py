@@ -113,6 +113,14 @@ class KernelProfile:
     elementwise_fixed_s:
         Fixed time of one elementwise kernel (s): launch and ramp of a kernel that does
         little arithmetic (measured separately from GEMMs: a few microseconds).
+    allreduce_fixed_s:
+        Fixed time of one tensor-parallel all-reduce (s): launch and the barrier of the
+        framework's custom all-reduce kernel.
+    allreduce_hop_s:
+        Time per ring hop of an all-reduce (s): ``n - 1`` of them on ``n`` GPUs.
+    allreduce_bandwidth_efficiency:
+        Achieved fraction of the GPU's interconnect bandwidth per direction
+        (``GPU.interconnect_bandwidth_bytes_per_s``) for an all-reduce's ring traffic.
     """
 
     bandwidth_efficiency: float
@@ -140,6 +148,9 @@ class KernelProfile:
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
     elementwise_fixed_s: float = 0.0
+    allreduce_fixed_s: float = 10e-6
+    allreduce_hop_s: float = 0.0
+    allreduce_bandwidth_efficiency: float = 0.7
 
     def __post_init__(self) -> None:
         for name, problem in profile_problems(self.__dict__).items():
@@ -155,7 +166,8 @@ class KernelProfile:
 
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 
-FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency")
+FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
+             "allreduce_bandwidth_efficiency")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "decode_attention_bandwidth_efficiency",
                  "prefill_attention_compute_efficiency", "elementwise_bandwidth_efficiency")

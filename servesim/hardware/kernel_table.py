@@ -8,15 +8,16 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``gpu``                   the GPU (aiconfigurator folder name, e.g. ``h100_sxm``, or any label)
 ``framework``             ``vllm`` | ``sglang`` | ``trtllm`` | ``torch`` ... (whose kernels)
 ``version``               the framework's version
-``op``                    ``gemm`` | ``decode_attention`` | ``prefill_attention`` | ``elementwise``
-``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); elementwise: ``m`` x ``k`` elements
+``op``                    ``gemm`` | ``decode_attention`` | ``prefill_attention`` | ``elementwise`` | ``allreduce``
+``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); elementwise: ``m`` x ``k`` elements;
+                          allreduce: ``m`` elements over ``n`` GPUs
 ``batch_size``            attention: sequences
 ``seq_len``               prefill attention: prompt tokens per sequence (no cached prefix, causal)
 ``kv_len``                decode attention: keys read per sequence (cached tokens + the new one)
 ``num_heads``             attention: query heads
 ``num_kv_heads``          attention: key/value heads (grouped-query attention when fewer)
 ``head_dim``              attention: head dimension
-``bytes_per_element``     elementwise: bytes moved per element (read + write)
+``bytes_per_element``     elementwise: bytes moved per element (read + write); allreduce: bytes per element
 ``latency_s``             the measured time of one call (s)
 ``source``                where the row comes from (free text)
 ========================  ==================================================================
@@ -33,13 +34,14 @@ import pandas as pd
 
 from servesim.cost import kernels
 
-OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise")
+OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce")
 COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
            "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "source")
 REQUIRED = {"gemm": ("m", "n", "k"),
             "decode_attention": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
             "prefill_attention": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
-            "elementwise": ("m", "k", "bytes_per_element")}
+            "elementwise": ("m", "k", "bytes_per_element"),
+            "allreduce": ("m", "n", "bytes_per_element")}
 FRAMEWORK_NAMES = {"VLLM": "vllm", "TRTLLM": "trtllm", "SGLang": "sglang", "SGLANG": "sglang"}
 DTYPE_BYTES = 2
 
@@ -116,6 +118,9 @@ def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = Tru
     if name == "gemm":
         m, n, k = (d[c].to_numpy(np.int64) for c in ("m", "n", "k"))
         return kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident)[4]
+    if name == "allreduce":
+        message = d["m"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
+        return kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))
     if name == "elementwise":
         hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
         return kernels.elementwise(gpu, profile, hbm, 1, l2_resident)[1]

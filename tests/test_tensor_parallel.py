@@ -1,0 +1,90 @@
+"""Tensor parallelism: the all-reduce and a TP step against hand-worked values, memory
+per GPU, and a 70B model served on 4 x H100."""
+
+from dataclasses import replace
+
+import pytest
+
+from servesim.cli import main
+from servesim.cost import kernels
+from servesim.costmodel import CostModel
+from servesim.hardware import get_gpu
+from servesim.models import get_model
+
+
+def test_ring_allreduce_hand_worked():
+    """8 MB over 4 GPUs on NVLink 4 (450 GB/s per direction) at 70%: each GPU moves
+    2 x 3/4 x 8 MB = 12 MB in 12e6 / 315e9 = 38.1 us, plus 5 us and 3 hops of 0.5 us."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7)
+    assert kernels.allreduce(gpu, p, 8e6, 4) == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
+    assert kernels.allreduce(gpu, p, 8e6, 1) == 0
+
+
+def test_tp_step_splits_weights_heads_and_adds_two_allreduces_per_layer():
+    """Llama-2-70B (64 heads, 8 KV heads, MLP 28672) at TP 4: each GPU's qkv GEMM is
+    (16 + 2 x 2) heads x 128 wide, its MLP 7168 wide, its KV 2 heads; two all-reduces
+    of tokens x 8192 x 2 B per layer."""
+    gpu, m = get_gpu("h100-sxm"), get_model("llama-2-70b")
+    cm = CostModel(gpu, m, tensor_parallel_size=4)
+    assert (cm.heads_per_gpu, cm.kv_heads_per_gpu) == (16, 2)
+    ops = {op.name: op for op in cm.step_cost(8, 1, 8 * 1000, "decode").ops}
+    one = CostModel(gpu, m, tensor_parallel_size=1)
+    assert ops["qkv_proj"].time_s == pytest.approx(one.gemm("q", 8, 8192, (16 + 4) * 128, 80).time_s)
+    assert ops["mlp_down"].time_s == pytest.approx(one.gemm("d", 8, 7168, 8192, 80).time_s)
+    once = kernels.allreduce(gpu, gpu.profile, 8 * 8192 * 2, 4)
+    assert ops["allreduce"].time_s == pytest.approx(2 * 80 * once)
+    assert cm.kv_bytes_per_token() == 2 * 80 * 2 * 128 * 2  # K and V, 80 layers, 2 KV heads of 128
+    # KV heads are replicated when there are fewer than GPUs: Llama-3-8B has 8
+    assert CostModel(gpu, get_model("llama-3-8b"), tensor_parallel_size=8).kv_heads_per_gpu == 1
+
+
+def test_more_gpus_decode_faster_but_not_linearly():
+    gpu, m = get_gpu("h100-sxm"), get_model("llama-2-70b")
+    t = {tp: CostModel(gpu, m, tensor_parallel_size=tp).step_cost(16, 1, 16 * 1024, "decode").time_s
+         for tp in (2, 4, 8)}
+    assert t[8] < t[4] < t[2]
+    assert t[2] / t[4] < 2 and t[4] / t[8] < 2  # all-reduces and floors do not shrink
+
+
+def test_tp_must_divide_heads():
+    with pytest.raises(ValueError, match="must divide"):
+        CostModel(get_gpu("h100-sxm"), get_model("llama-68m"), tensor_parallel_size=8)
+
+
+def test_70b_on_four_h100s_serves_every_request(tmp_path, capsys):
+    path = tmp_path / "tp4.toml"
+    path.write_text("""
+[hardware]
+gpu = "h100-sxm"
+tensor_parallel_size = 4
+[model]
+model = "llama-2-70b"
+[speculation]
+method = "draft_model"
+draft_model = "llama-68m"
+gamma = 3
+[workload]
+arrival = "poisson"
+rate_per_s = 2.0
+num_requests = 40
+seq_len = 256
+output_len = 32
+[serving]
+batching = "continuous"
+batch_size = 16
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--jobs", "1"]) == 0
+    import pandas as pd
+    s = pd.read_parquet(out / "summary.parquet").iloc[0]
+    assert s["baseline_finished"] == s["spec_finished"] == 40
+    # per GPU: 80 GB x 0.9 - (68.98B + 68M params) x 2 B / 4 = 37.5 GB for KV at 81,920 B a
+    # token (70B: 80 layers x 2 KV heads x 128 x 2 x 2 B) + the draft's 2 layers x 12 x 64 x 2 x 2 B
+    weights = (get_model("llama-2-70b").params + get_model("llama-68m").params) * 2 / 4
+    kv = 2 * 80 * 2 * 128 * 2 + CostModel(get_gpu("h100-sxm"), get_model("llama-68m"), tensor_parallel_size=4).kv_bytes_per_token()
+    assert s["kv_capacity_tokens"] == int((80e9 * 0.9 - weights) // kv)
+    path.write_text(path.read_text().replace("tensor_parallel_size = 4", "tensor_parallel_size = 1"))
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "the smallest tensor_parallel_size that fits on h100-sxm is 2" in capsys.readouterr().err
