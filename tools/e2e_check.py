@@ -27,12 +27,13 @@ GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200"}
 
 
 def simulate(gpu: str, framework: str, isl: int, osl: int, concurrency: int, rounds: int = 4,
-             overrides: list[str] = ()) -> tuple[float, float]:
+             overrides: list[str] = (), tp: int = 1) -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of the baseline arm of one closed-loop point."""
     text = f"""
 name = "e2e"
 [hardware]
 gpu = "{gpu}"
+tensor_parallel_size = {tp}
 [model]
 model = "llama-3-1-8b"
 [speculation]
@@ -57,17 +58,19 @@ write_requests = false
     return s["baseline_ttft_mean_s"], s["baseline_tpot_mean_s"]
 
 
-def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = 4) -> pd.DataFrame:
-    """The TP-1, 16-bit points of ``backend``, simulated with ``framework``'s profile
-    (default: the backend's own)."""
+def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = 4,
+          tps: tuple[int, ...] = (1,)) -> pd.DataFrame:
+    """The 16-bit points of ``backend`` at tensor-parallel sizes ``tps``, simulated with
+    ``framework``'s profile (default: the backend's own)."""
     framework = framework or backend
     d = pd.read_csv(data_path("checks/silicon_e2e_llama31_8b.csv"))
-    d = d[(d["backend"] == backend) & (d["tp_size"] == 1) & d["system"].isin(GPUS) & d["precision"].isna()]
+    d = d[(d["backend"] == backend) & d["tp_size"].isin(tps) & d["system"].isin(GPUS) & d["precision"].isna()]
     rows = []
-    for _, r in d.sort_values(["system", "isl", "osl", "batch_size"]).iterrows():
+    for _, r in d.sort_values(["system", "tp_size", "isl", "osl", "batch_size"]).iterrows():
         ttft, tpot = simulate(GPUS[r["system"]], framework, int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
-                              rounds, overrides)
-        rows.append({"backend": backend, "framework_profile": framework, "gpu": r["system"], "isl": int(r["isl"]), "osl": int(r["osl"]),
+                              rounds, overrides, int(r["tp_size"]))
+        rows.append({"backend": backend, "framework_profile": framework, "gpu": r["system"],
+                     "tp": int(r["tp_size"]), "isl": int(r["isl"]), "osl": int(r["osl"]),
                      "concurrency": int(r["batch_size"]),
                      "measured_ttft_ms": r["silicon_ttft_ms"], "simulated_ttft_ms": ttft * 1e3,
                      "measured_tpot_ms": r["silicon_tpot_ms"], "simulated_tpot_ms": tpot * 1e3})
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out")
+    parser.add_argument("--tp", default="1", help="tensor-parallel sizes, comma-separated (default 1)")
     parser.add_argument("--fit-overhead", action="store_true",
                         help=f"fit the backend's per-step overhead on the points with ISL != {HELD_OUT_ISL}")
     args = parser.parse_args()
@@ -117,12 +121,13 @@ def main() -> None:
             print(f"  {name}: {len(part)} points, TPOT median |error| {np.median(np.abs(e)):.1f}%, "
                   f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
     else:
-        out = check(args.backend, args.framework, args.set, args.rounds)
+        out = check(args.backend, args.framework, args.set, args.rounds, tuple(int(t) for t in args.tp.split(",")))
     print(out.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    for m in ("ttft", "tpot"):
-        e = out[f"{m}_error_pct"].abs()
-        print(f"{m}: median |error| {np.median(e):.1f}%, p90 {np.percentile(e, 90):.1f}%, "
-              f"signed median {np.median(out[f'{m}_error_pct']):.1f}%")
+    for tp, part in out.groupby("tp"):
+        for m in ("ttft", "tpot"):
+            e = part[f"{m}_error_pct"]
+            print(f"TP {tp}, {m}: {len(part)} points, median |error| {np.median(e.abs()):.1f}%, "
+                  f"p90 {np.percentile(e.abs(), 90):.1f}%, signed median {np.median(e):.1f}%")
     if args.out:
         out.to_csv(args.out, index=False, float_format="%.4g")
         print(f"wrote {args.out}")
