@@ -47,6 +47,8 @@ OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
+MIXED = "mixed"
+"""The stage of a step that carries prefill chunks and decodes together (``mixed_step_cost``)."""
 """Step kinds: ``verify`` checks a token tree (tree mask, materialised attention);
 ``chain_verify`` checks a chain of drafted tokens (causal mask, fused attention)."""
 
@@ -360,6 +362,34 @@ class CostModel:
                                                      shape, context_tokens)
         self._step_entries += 1
         return step
+
+    def mixed_step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int, stage: str,
+                        chunks: tuple[tuple[int, int], ...]) -> StepCost:
+        """One forward step over ``batch`` decoding sequences (``tokens_per_seq`` query
+        tokens each, ``context_tokens`` cached in all, ``stage`` as in
+        :meth:`step_cost`) and prefill ``chunks`` (chunk tokens, tokens of the same
+        prompt already cached) together, as a chunked-prefill scheduler runs them:
+        GEMMs over all the step's tokens, decode attention for the decodes, causal
+        attention of each chunk over itself and its cached prefix, logits for every
+        decode token and each chunk's last, one framework overhead. A step without
+        chunks is :meth:`step_cost`; one without decodes is a prefill of the chunks."""
+        if not chunks:
+            return self.step_cost(batch, tokens_per_seq, context_tokens, stage)
+        heads, kv_heads, head_dim, dt = self._decode_args
+        chunk_tokens = sum(c for c, _ in chunks)
+        prefix = sum(p for _, p in chunks)
+        pairs = sum(c * p + c * (c + 1) / 2 for c, p in chunks)
+        prefill = kernels.prefill_attention(self.gpu, self.profile, len(chunks), chunk_tokens, pairs,
+                                            heads, kv_heads, head_dim, dt, prefix)
+        if batch:
+            decode = self._attention(batch, tokens_per_seq, context_tokens, stage)
+            attention = tuple(a + b for a, b in zip(decode, prefill))
+        else:
+            attention = prefill
+        fixed, fixed_times = self._fixed_ops(batch * tokens_per_seq + chunk_tokens,
+                                             batch * tokens_per_seq + len(chunks))
+        return StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
+                        CostModel._step_ops, self, fixed, attention)
 
     def prefill_cost(self, prompt_lens: tuple[int, ...]) -> StepCost:
         """One prefill step of sequences with these prompt lengths, without padding

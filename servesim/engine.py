@@ -336,7 +336,7 @@ class Server:
         with self.gpu.request() as grant:
             yield grant
             self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
-                                   len(seqs), max(prompts), 0, len(seqs), cost))
+                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), cost))
             self._inflight = ()
             yield self.env.timeout(cost.time_s)
         self._inflight = None
@@ -417,7 +417,7 @@ class Server:
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
-                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, draft))
+                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, draft))
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
@@ -442,7 +442,7 @@ class Server:
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
-                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, cost))
+                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, 0, 0, cost))
                 self._inflight = finished if fixed else draws
                 yield env.timeout(cost.time_s)
             self._inflight = None
@@ -513,12 +513,16 @@ class Server:
         row = self.step_rows[-1]
         start_s, duration_s = row[3], row[4]
         kept_s = min(duration_s, max(0.0, self.env.now - start_s))
-        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0, row[9].truncated(kept_s))
+        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:11] + (row[-1].truncated(kept_s),)
         outcome, self._inflight = self._inflight, None
-        if row[2] not in ("decode", "verify"):
+        if row[2] not in ("decode", "verify", "mixed"):
             return  # a prefill or draft stage: no request state was advanced
+        if row[2] == "mixed":
+            outcome = outcome[0]  # (decode outcome, chunks): chunks advance only after the step
+            if row[5] == row[9]:
+                return  # no decodes in it
         self.iterations -= 1
-        b = row[5]
+        b = row[5] - row[9]
         if self.fixed:
             self.counts[self.fixed] -= b
             for s in outcome:  # finishers of that step: back to their count after prefill

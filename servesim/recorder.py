@@ -18,7 +18,11 @@ from array import array
 import numpy as np
 
 STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
-               "tokens_per_seq", "context_tokens", "tokens_generated", "cost")
+               "tokens_per_seq", "context_tokens", "tokens_generated", "prefill_seqs",
+               "prefill_tokens", "cost")
+"""A step row: ``batch_size`` sequences in the stage, of which ``prefill_seqs`` carry
+``prefill_tokens`` prompt tokens (a prefill stage, or the chunks of a mixed step) and
+the others ``tokens_per_seq`` decode (or verify) tokens each."""
 REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                   "first_token_s", "finish_s", "prompt_len", "output_len",
                   "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
@@ -52,11 +56,12 @@ class ArmTotals:
         batch_time, batch_tokens = self.batch_time_s, self.batch_tokens
         busy_s, decode_time_s, decode_tokens = self.busy_s, self.decode_time_s, self.decode_tokens
         generated, iterations = self.generated_tokens, self.iterations
-        for _, _, stage, _, duration_s, batch, _, _, tokens, _ in rows:
+        for _, _, stage, _, duration_s, batch, _, _, tokens, prefill_seqs, _, _ in rows:
             busy_s += duration_s
             generated += tokens
             if stage == "prefill":
                 continue
+            batch -= prefill_seqs  # a mixed step's decoding batch
             decode_time_s += duration_s
             decode_tokens += tokens
             if stage != "draft":

@@ -35,10 +35,18 @@ def steps_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
     op_times = [row[-1].op_times() for row in rows]
     for op in OP_NAMES:
         frame[f"{op}_s"] = pd.Series([t[op] for t in op_times], dtype="float64")
-    return frame.astype({"point_id": "int64", "batch_size": "int64", "tokens_per_seq": "int64",
-                         "context_tokens": "int64", "tokens_generated": "int64",
-                         "replication": "int64", "start_s": "float64", "duration_s": "float64",
-                         "arm": "str", "stage": "str"})
+    frame = frame.astype({"point_id": "int64", "batch_size": "int64", "tokens_per_seq": "int64",
+                          "context_tokens": "int64", "tokens_generated": "int64",
+                          "prefill_seqs": "int64", "prefill_tokens": "int64",
+                          "replication": "int64", "start_s": "float64", "duration_s": "float64",
+                          "arm": "str", "stage": "str"})
+    # vLLM's step figures: sequences, prompt tokens and decode tokens the step computed
+    frame["num_seqs"] = frame["batch_size"]
+    frame["num_prefill_tokens"] = frame["prefill_tokens"]
+    decoding = (frame["batch_size"] - frame["prefill_seqs"]) * frame["tokens_per_seq"]
+    frame["num_decode_tokens"] = decoding.where(frame["stage"] != "prefill", 0).astype("int64")
+    frame["num_batched_tokens"] = frame["num_prefill_tokens"] + frame["num_decode_tokens"]
+    return frame
 
 
 def requests_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:

@@ -95,15 +95,17 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     return flops, hbm, memory_s, compute_s, time_s
 
 
-def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes):
+def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
 
     Time: fixed + per sequence + per query token + the roofline of the causal FLOPs at
-    the fused-attention rate and of Q, K, V and the output moved once.
+    the fused-attention rate and of Q, K, V and the output moved once. A chunk of a
+    prompt whose earlier part is cached (chunked prefill) also reads that part's K and
+    V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
     """
-    hbm = 2.0 * tokens * (heads + kv_heads) * head_dim * dtype_bytes
+    hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
     memory_s = hbm / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
     compute_s = flops / attention_rate(gpu, p)
