@@ -68,10 +68,16 @@ class ServingConfig:
         this long (seconds; inf = only when no more requests can come).
     kv_capacity_tokens: KV-cache capacity in tokens (inf = unlimited).
     max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
-    max_num_batched_tokens: continuous batching: most prompt tokens one prefill step
-        takes in (vLLM's name; a prompt longer than that still runs, alone). Admitting
-        only that many new requests per step spreads a burst of arrivals over several
-        prefill steps, each followed by an iteration of the running requests.
+    max_num_batched_tokens: continuous batching: the token budget of a step (vLLM's
+        name). ``prefill_first``: most prompt tokens one prefill step takes in (a
+        longer prompt still runs, alone). ``vllm``: decode, verify and prefill-chunk
+        tokens of one step together.
+    scheduler: continuous batching's policy: ``prefill_first`` (new requests'
+        prefill as a step of its own before the next iteration) or ``vllm`` (vLLM V1:
+        decodes first, then prefill chunks within the token budget, mixed into the
+        same step; see ``Server.vllm_scheduler``).
+    long_prefill_token_threshold: ``vllm``: most tokens of one prompt per step (0 =
+        the budget's).
     """
 
     batching: str = "static"
@@ -80,6 +86,8 @@ class ServingConfig:
     kv_capacity_tokens: float = math.inf
     max_sim_time_s: float = math.inf
     max_num_batched_tokens: float = math.inf
+    scheduler: str = "prefill_first"
+    long_prefill_token_threshold: int = 0
 
 
 class _Sequence:
@@ -97,7 +105,7 @@ class _Sequence:
     """
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
-                 "first_token_s", "kv_tokens", "finished", "done")
+                 "first_token_s", "kv_tokens", "finished", "done", "computed")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -110,6 +118,7 @@ class _Sequence:
         self.kv_tokens = kv_tokens
         self.finished = False
         self.done = done  # an event that succeeds when the request leaves (closed loop), or None
+        self.computed = 0  # prompt tokens prefilled so far (vllm policy's chunks)
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
@@ -130,6 +139,7 @@ class Server:
         self.lookahead = speculator.tokens_per_step - 1
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []
+        self.prefilling: list[_Sequence] = []  # vllm policy: admitted, prompt partly computed
         self.wake = None
         self.kv_used = 0
         self.arrived = 0
@@ -206,7 +216,8 @@ class Server:
         if c.batching == "static":
             slots, kv_free = c.batch_size, c.kv_capacity_tokens
         else:
-            slots, kv_free = c.batch_size - len(self.running), c.kv_capacity_tokens - self.kv_used
+            slots = c.batch_size - len(self.running) - len(self.prefilling)
+            kv_free = c.kv_capacity_tokens - self.kv_used
         for s in self.waiting:
             if slots <= 0 or s.kv_tokens > kv_free:
                 break
@@ -464,7 +475,126 @@ class Server:
                 break
         return active
 
+    def _mixed_step(self, chunks: list[tuple[_Sequence, int]]):
+        """One step of the vLLM policy with prefill ``chunks`` ((request, tokens) in
+        FCFS order): the running requests' iteration (a draft stage first, if the
+        speculator has one) and the chunks in one forward. A request whose last chunk
+        ran gets its first token and decodes from the next step on."""
+        env, gpu, rows = self.env, self.gpu, self.step_rows
+        spec, cost_model = self.speculator, self.cost_model
+        n, kind, fixed = spec.tokens_per_step, spec.verify_kind, self.fixed
+        active = self.running
+        b = len(active)
+        context = self.context_tokens
+        if b and spec.has_draft_stage:
+            draft = spec.draft_cost(cost_model, b, context)
+            if draft is not None:
+                with gpu.request() as grant:
+                    yield grant
+                    rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, draft))
+                    self._inflight = ()
+                    yield env.timeout(draft.time_s)
+                self._inflight = None
+        generated, finished, outcome = 0, [], None
+        if b:
+            self.iterations += 1
+            if fixed:
+                self.counts[fixed] += b
+                generated = b * fixed
+                finished = self._finish_at.pop(self.iterations, ())
+                for s in finished:
+                    s.remaining -= fixed * (self.iterations - s.joined_iteration)
+                    generated += s.remaining
+                outcome = finished
+            else:
+                outcome = draws = self._draw(b)
+                generated = sum(draws)
+                finished = []
+                for s, a in zip(active, draws):
+                    left = s.remaining - a
+                    s.remaining = left
+                    if left <= 0:
+                        generated += left
+                        finished.append(s)
+        shape = tuple((take, s.computed) for s, take in chunks)
+        cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
+        completing = [s for s, take in chunks if s.computed + take == s.request.prompt_len]
+        stage = "mixed" if b else "prefill"
+        prefill_tokens = sum(take for _, take in chunks)
+        with gpu.request() as grant:
+            yield grant
+            # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
+            rows.append((self.point_id, self.arm, stage, env.now, cost.time_s, b + len(chunks),
+                         n if b else max(take for _, take in chunks), context + sum(p for _, p in shape),
+                         generated + len(completing), len(chunks), prefill_tokens, cost))
+            self._inflight = (outcome, chunks)
+            yield env.timeout(cost.time_s)
+        self._inflight = None
+        self._ingest()
+        context += generated
+        for s in finished:
+            context -= s.context_tokens()
+            self._finish(s)
+            active.remove(s)
+        for s, take in chunks:
+            s.computed += take
+        for s in completing:
+            self.prefilling.remove(s)
+            s.remaining -= 1
+            s.first_token_s = env.now
+            s.joined_iteration = self.iterations
+            if s.remaining:
+                active.append(s)
+                context += s.request.prompt_len
+                if fixed:
+                    self._finish_at.setdefault(self.iterations - (-s.remaining // fixed), []).append(s)
+            else:
+                self._finish(s)
+        self.context_tokens = context
+        if len(rows) >= STEP_BATCH:
+            self._hand_over_steps()
+        self._mark_eligible()
+
     # -- schedulers -------------------------------------------------------------------
+
+    def vllm_scheduler(self):
+        """vLLM V1's policy (see ``ServingConfig``): per step, every running request's
+        decode (or verify) tokens first, then prefill chunks of partly prefilled
+        requests, then of waiting ones (FCFS, admitted while fewer than ``batch_size``
+        run and their KV fits), within ``max_num_batched_tokens``; each chunk at most
+        ``long_prefill_token_threshold`` tokens. Steps with no chunk run on the decode
+        fast path."""
+        c = self.config
+        n = self.speculator.tokens_per_step
+        threshold = c.long_prefill_token_threshold or math.inf
+        while True:
+            self._ingest()
+            budget = c.max_num_batched_tokens - len(self.running) * n
+            chunks = []
+            for s in self.prefilling:
+                if budget <= 0:
+                    break
+                take = int(min(s.request.prompt_len - s.computed, budget, threshold))
+                chunks.append((s, take))
+                budget -= take
+            while budget > 0 and self.waiting and len(self.running) + len(self.prefilling) < c.batch_size:
+                admitted = self._take(1)
+                if not admitted:
+                    break
+                s = admitted[0]
+                s.computed = 0
+                self.prefilling.append(s)
+                take = int(min(s.request.prompt_len, budget, threshold))
+                chunks.append((s, take))
+                budget -= take
+            if chunks:
+                yield from self._mixed_step(chunks)
+            elif self.running:
+                self.running = yield from self._decode(self.running, until_admissible=True)
+            elif not self.waiting and not self.expecting_arrivals():
+                return
+            else:
+                yield self._wait()
 
     def static_scheduler(self):
         c = self.config
@@ -549,7 +679,12 @@ class Server:
         env = self.env
         for _ in range(self.workload.clients):
             env.process(self.client())
-        scheduler = self.static_scheduler if self.config.batching == "static" else self.continuous_scheduler
+        if self.config.batching == "static":
+            scheduler = self.static_scheduler
+        elif self.config.scheduler == "vllm":
+            scheduler = self.vllm_scheduler
+        else:
+            scheduler = self.continuous_scheduler
         env.process(scheduler())
         until = None if math.isinf(self.config.max_sim_time_s) else self.config.max_sim_time_s
         # The cyclic garbage collector is paused while the loop runs: the loop makes
@@ -571,7 +706,8 @@ class Server:
         self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
-        unfinished = list(self.waiting) + [s for s in self.running if not s.finished]
+        unfinished = (list(self.waiting) + list(self.prefilling)
+                      + [s for s in self.running if not s.finished])
         if self.fixed:  # remaining tokens of running requests, advanced to the last iteration
             for s in unfinished:  # (not those cut in their last step: advanced already, <= 0)
                 if s.joined_iteration >= 0 and s.remaining > 0:
@@ -594,7 +730,6 @@ def simulate(workload: Workload | list[Request], *, cost_model, speculator,
         workload = Workload(tuple(workload))
     config = config or ServingConfig()
     if batch_size is not None:
-        config = ServingConfig(config.batching, batch_size, config.max_wait_s,
-                               config.kv_capacity_tokens, config.max_sim_time_s,
-                               config.max_num_batched_tokens)
+        from dataclasses import replace
+        config = replace(config, batch_size=batch_size)
     return Server(workload, config, cost_model, speculator, rng, recorder, point_id, arm).run()

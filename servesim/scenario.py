@@ -159,7 +159,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
-        "max_num_batched_tokens": Key(int, 8192, "continuous: most prompt tokens admitted into one prefill step (vLLM's name and default; 0 = no limit); a longer prompt runs alone", minimum=0, maximum=2**31),
+        "scheduler": Key(str, "vllm", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step) or `prefill_first` (each new request's prefill as a step of its own first)", choices=("vllm", "prefill_first")),
+        "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = no limit below the budget)", minimum=0, maximum=2**31),
+        "max_num_batched_tokens": Key(int, 8192, "continuous: the token budget of one step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens; `prefill_first` the prompt tokens of a prefill step (a longer prompt runs alone)", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
         "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0, maximum=2**40),
         "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True, maximum=1e12),
@@ -444,6 +446,14 @@ def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
     _check_weights_fit(source, v)
+    if v["batching"] == "continuous" and v["scheduler"] == "vllm" and v["max_num_batched_tokens"]:
+        width = v["gamma"] + 1 if v["method"] == "draft_model" else (
+            1 if v["method"] == "none" else (len(v["tree_paths"]) + 1 if v["tree_paths"] else v["candidate_tokens"]))
+        if v["max_num_batched_tokens"] <= v["batch_size"] * width:
+            raise ScenarioError(source, "serving.max_num_batched_tokens",
+                                f"{v['max_num_batched_tokens']} must exceed batch_size {v['batch_size']} x "
+                                f"{width} tokens per sequence per step, so that every running request's "
+                                "decode fits in a step with room for prefill")
     if v["kernel_profile"]:
         from servesim.hardware import ProfileError, get_profile, profile_names
         try:

@@ -74,7 +74,9 @@ SPECULATION = {
 @st.composite
 def scenarios(draw):
     arrival = draw(st.sampled_from(sorted(ARRIVALS)))
-    batching = draw(st.sampled_from(["static", "continuous"]))
+    batching = draw(st.sampled_from(["static", "continuous", "continuous-prefill_first"]))
+    scheduler = "prefill_first" if batching.endswith("prefill_first") else "vllm"
+    batching = batching.split("-")[0]
     spec = draw(st.sampled_from(sorted(SPECULATION)))
     n = draw(st.integers(1, 40))
     output = draw(st.sampled_from(['output_len = 1', 'output_len = 9',
@@ -97,6 +99,8 @@ prompt_max = 200
 {output}
 [serving]
 batching = "{batching}"
+scheduler = "{scheduler}"
+max_num_batched_tokens = {draw(st.sampled_from([0, 400, 8192]))}
 batch_size = {draw(st.integers(1, 6))}
 kv_capacity_tokens = {kv}
 {f"max_sim_time_s = {cut}" if cut else ""}
