@@ -558,12 +558,17 @@ class Server:
     # -- schedulers -------------------------------------------------------------------
 
     def vllm_scheduler(self):
-        """vLLM V1's policy (see ``ServingConfig``): per step, every running request's
-        decode (or verify) tokens first, then prefill chunks of partly prefilled
-        requests, then of waiting ones (FCFS, admitted while fewer than ``batch_size``
-        run and their KV fits), within ``max_num_batched_tokens``; each chunk at most
-        ``long_prefill_token_threshold`` tokens. Steps with no chunk run on the decode
-        fast path."""
+        """vLLM V1's policy, matched to ``Scheduler.schedule`` in
+        ``vllm/v1/core/sched/scheduler.py`` (vLLM main, commit 00024d3, read 2026-12-01):
+        a token budget of ``max_num_batched_tokens`` per step; the running requests
+        first, in admission order, each its new tokens (a decode's verify width, a
+        partly prefilled prompt's next chunk of at most ``long_prefill_token_threshold``
+        tokens and what is left of the budget); then waiting requests, FCFS, while the
+        budget lasts and fewer than ``batch_size`` (``max_num_seqs``) run, each with its
+        first chunk; all in one forward step. Differences, stated: every running decode
+        is always scheduled (the scenario's budget must exceed ``batch_size`` x the
+        verify width), and KV is reserved whole at admission, so nothing is ever
+        preempted. Steps with no chunk run on the decode fast path."""
         c = self.config
         n = self.speculator.tokens_per_step
         threshold = c.long_prefill_token_threshold or math.inf
