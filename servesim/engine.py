@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
+from servesim.kv_cache import PagedKVCache
 from servesim.recorder import Recorder
 from servesim.workload import Request, Workload
 
@@ -78,6 +79,11 @@ class ServingConfig:
         same step; see ``Server.vllm_scheduler``).
     long_prefill_token_threshold: ``vllm``: most tokens of one prompt per step (0 =
         the budget's).
+    kv_cache: ``reserve`` (a request reserves prompt + output + lookahead tokens when
+        admitted; nothing is preempted) or, with the ``vllm`` policy, ``paged`` (blocks of
+        ``block_size`` tokens allocated as tokens are appended; a request that cannot
+        grow preempts the most recently admitted running request, which is recomputed:
+        its blocks are freed and it re-prefills its prompt and the tokens it generated).
     """
 
     batching: str = "static"
@@ -88,6 +94,8 @@ class ServingConfig:
     max_num_batched_tokens: float = math.inf
     scheduler: str = "prefill_first"
     long_prefill_token_threshold: int = 0
+    kv_cache: str = "reserve"
+    block_size: int = 16
 
 
 class _Sequence:
@@ -105,7 +113,8 @@ class _Sequence:
     """
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
-                 "first_token_s", "kv_tokens", "finished", "done", "computed")
+                 "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
+                 "target", "steps_before", "extra_tokens")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -119,11 +128,29 @@ class _Sequence:
         self.finished = False
         self.done = done  # an event that succeeds when the request leaves (closed loop), or None
         self.computed = 0  # prompt tokens prefilled so far (vllm policy's chunks)
+        # paged KV (vllm policy): blocks held, times preempted, tokens to prefill (the
+        # prompt, or after a preemption prompt + tokens generated), verify steps run and
+        # tokens yielded by re-prefills before the last preemption
+        self.blocks = 0
+        self.preemptions = 0
+        self.target = request.prompt_len
+        self.steps_before = 0
+        self.extra_tokens = 0
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
         r = self.request
         return r.prompt_len + r.output_len - max(self.remaining, 0) - 1
+
+
+class _StepOutcome:
+    """What a step of the vllm policy drew for its decodes (None without decodes), for
+    taking it back if ``max_sim_time_s`` cuts the step."""
+
+    __slots__ = ("decodes",)
+
+    def __init__(self, decodes) -> None:
+        self.decodes = decodes
 
 
 class Server:
@@ -140,6 +167,7 @@ class Server:
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []
         self.prefilling: list[_Sequence] = []  # vllm policy: admitted, prompt partly computed
+        self.kv = PagedKVCache(config.kv_capacity_tokens, config.block_size)  # used when paged
         self.wake = None
         self.kv_used = 0
         self.arrived = 0
@@ -156,7 +184,10 @@ class Server:
         self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
         # fixed acceptance: tokens per step (no draws) and who finishes at which iteration
-        self.fixed = speculator.fixed_tokens_per_step
+        self.paged = config.batching == "continuous" and config.scheduler == "vllm" and config.kv_cache == "paged"
+        # fixed acceptance's shortcut needs every admitted request to run to its end; with
+        # preemption it does not, so a paged cache draws (a constant) like the others
+        self.fixed = None if self.paged else speculator.fixed_tokens_per_step
         self._finish_at: dict[int, list[_Sequence]] = {}
         # draft stage cost by batch size, if it does not depend on the context
         self._drafts = None if speculator.draft_depends_on_context else {}
@@ -232,13 +263,14 @@ class Server:
         eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
         finish = self.env.now if status == "finished" else math.nan
         if s.joined_iteration >= 0:
-            steps, accepted = self.iterations - s.joined_iteration, r.output_len - 1 - s.remaining
+            steps = self.iterations - s.joined_iteration + s.steps_before
+            accepted = r.output_len - 1 - s.remaining - s.extra_tokens
         else:
-            steps, accepted = 0, 0
+            steps, accepted = s.steps_before, r.output_len - 1 - s.remaining - s.extra_tokens if s.preemptions else 0
         self.recorder.add_request((
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
             finish, r.prompt_len, r.output_len, steps, accepted, queue,
-            eligible - s.arrival_s, s.start_s - eligible, status), self.totals)
+            eligible - s.arrival_s, s.start_s - eligible, status, s.preemptions), self.totals)
 
     # -- arrivals ---------------------------------------------------------------------
 
@@ -252,7 +284,8 @@ class Server:
         if self.arrived == 1:
             self.stats["first_arrival_s"] = t_s
         self.stats["last_arrival_s"] = t_s
-        if s.kv_tokens > self.config.kv_capacity_tokens:
+        need = self.kv.blocks(s.kv_tokens) * self.kv.block_size if self.paged else s.kv_tokens
+        if need > self.config.kv_capacity_tokens:  # it could never fit, even alone
             self._record(s, "rejected")
             self._leave(s)
         else:
@@ -325,7 +358,12 @@ class Server:
 
     def _finish(self, s: _Sequence) -> None:
         self._advance()
-        self.kv_used -= s.kv_tokens
+        if self.paged:
+            self.kv.release(s.blocks)
+            s.blocks = 0
+            self.kv_used = self.kv.used_tokens
+        else:
+            self.kv_used -= s.kv_tokens
         self._in_system -= 1
         self._record(s, "finished")
         self._leave(s)
@@ -518,16 +556,17 @@ class Server:
                         finished.append(s)
         shape = tuple((take, s.computed) for s, take in chunks)
         cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
-        completing = [s for s, take in chunks if s.computed + take == s.request.prompt_len]
-        stage = "mixed" if b else "prefill"
+        completing = [s for s, take in chunks if s.computed + take == s.target]
+        stage = ("mixed" if b else "prefill") if chunks else self.step_stage
         prefill_tokens = sum(take for _, take in chunks)
         with gpu.request() as grant:
             yield grant
             # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
             rows.append((self.point_id, self.arm, stage, env.now, cost.time_s, b + len(chunks),
-                         n if b else max(take for _, take in chunks), context + sum(p for _, p in shape),
-                         generated + len(completing), len(chunks), prefill_tokens, cost))
-            self._inflight = (outcome, chunks)
+                         n if b or not chunks else max(take for _, take in chunks),
+                         context + sum(p for _, p in shape), generated + len(completing), len(chunks),
+                         prefill_tokens, cost))
+            self._inflight = _StepOutcome(outcome)
             yield env.timeout(cost.time_s)
         self._inflight = None
         self._ingest()
@@ -541,11 +580,14 @@ class Server:
         for s in completing:
             self.prefilling.remove(s)
             s.remaining -= 1
-            s.first_token_s = env.now
+            if s.preemptions:
+                s.extra_tokens += 1  # a re-prefill's token, not a verify step's
+            else:
+                s.first_token_s = env.now
             s.joined_iteration = self.iterations
             if s.remaining:
                 active.append(s)
-                context += s.request.prompt_len
+                context += s.target
                 if fixed:
                     self._finish_at.setdefault(self.iterations - (-s.remaining // fixed), []).append(s)
             else:
@@ -554,6 +596,103 @@ class Server:
         if len(rows) >= STEP_BATCH:
             self._hand_over_steps()
         self._mark_eligible()
+
+    def _grow(self, s: _Sequence, tokens: int) -> bool:
+        """Paged KV: room for ``tokens`` tokens of ``s`` (blocks allocated now)."""
+        held = self.kv.grow(s.blocks, tokens)
+        if held is None:
+            return False
+        if held != s.blocks:
+            self._advance()
+            s.blocks = held
+            self.kv_used = self.kv.used_tokens
+            if self.kv_used > self.stats["kv_peak_tokens"]:
+                self.stats["kv_peak_tokens"] = self.kv_used
+        return True
+
+    def _preempt(self, s: _Sequence) -> None:
+        """Recompute preemption (vLLM's): free ``s``'s blocks; it goes back to the front
+        of the waiting queue and will re-prefill its prompt and the tokens it generated."""
+        self._advance()
+        if s in self.prefilling:
+            self.prefilling.remove(s)
+        else:
+            self.running.remove(s)
+            self.context_tokens -= s.context_tokens()
+            s.steps_before += self.iterations - s.joined_iteration
+            s.joined_iteration = -1
+        self.kv.release(s.blocks)
+        s.blocks = 0
+        self.kv_used = self.kv.used_tokens
+        generated = s.request.output_len - s.remaining
+        s.target = s.request.prompt_len + generated if generated else s.request.prompt_len
+        s.computed = 0
+        s.preemptions += 1
+        self.waiting.appendleft(s)
+
+    def paged_vllm_scheduler(self):
+        """The vLLM policy (see :meth:`vllm_scheduler`) with a paged KV cache: before a
+        step every scheduled request gets the blocks its new tokens need (decodes: the
+        verify width, whose extra slots are vLLM's lookahead); when one cannot, the most
+        recently admitted running request is preempted (recomputed), as often as needed;
+        waiting requests are admitted only in steps without a preemption, each with the
+        blocks of its first chunk. Every step runs through :meth:`_mixed_step`."""
+        c = self.config
+        n = self.speculator.tokens_per_step
+        threshold = c.long_prefill_token_threshold or math.inf
+        while True:
+            self._ingest()
+            budget = c.max_num_batched_tokens - len(self.running) * n
+            preempted = False
+            for s in list(self.running):  # admission order
+                if s not in self.running:
+                    continue  # preempted for an earlier one
+                while not self._grow(s, s.context_tokens() + n):
+                    victim = self.prefilling[-1] if self.prefilling else self.running[-1]
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is s:
+                        break
+            budget = c.max_num_batched_tokens - len(self.running) * n
+            chunks = []
+            for s in list(self.prefilling):
+                if budget <= 0:
+                    break
+                take = int(min(s.target - s.computed, budget, threshold))
+                while not self._grow(s, s.computed + take):
+                    victim = self.prefilling[-1]
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is s:
+                        break
+                if s in self.prefilling:
+                    chunks.append((s, take))
+                    budget -= take
+            while (not preempted and budget > 0 and self.waiting
+                   and len(self.running) + len(self.prefilling) < c.batch_size):
+                s = self.waiting[0]
+                take = int(min(s.target, budget, threshold))
+                if not self._grow(s, take):
+                    break
+                self.waiting.popleft()
+                if math.isnan(s.eligible_s):
+                    s.eligible_s = self.env.now
+                if math.isnan(s.start_s):
+                    s.start_s = self.env.now
+                s.computed = 0
+                self.prefilling.append(s)
+                chunks.append((s, take))
+                budget -= take
+            if chunks or self.running:
+                yield from self._mixed_step(chunks)
+            elif not self.waiting and not self.expecting_arrivals():
+                return
+            elif self.waiting and not self.prefilling:
+                # nothing runs and the first waiting request cannot get its blocks: it
+                # can never fit (rejected at arrival otherwise); cannot happen
+                raise AssertionError("paged KV: an idle GPU cannot admit the first waiting request")
+            else:
+                yield self._wait()
 
     # -- schedulers -------------------------------------------------------------------
 
@@ -650,12 +789,12 @@ class Server:
         kept_s = min(duration_s, max(0.0, self.env.now - start_s))
         self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:11] + (row[-1].truncated(kept_s),)
         outcome, self._inflight = self._inflight, None
-        if row[2] not in ("decode", "verify", "mixed"):
-            return  # a prefill or draft stage: no request state was advanced
-        if row[2] == "mixed":
-            outcome = outcome[0]  # (decode outcome, chunks): chunks advance only after the step
-            if row[5] == row[9]:
+        if isinstance(outcome, _StepOutcome):  # a step of the vllm policy
+            outcome = outcome.decodes  # (its chunks advance only after the step)
+            if outcome is None:
                 return  # no decodes in it
+        elif row[2] not in ("decode", "verify"):
+            return  # a prefill or draft stage: no request state was advanced
         self.iterations -= 1
         b = row[5] - row[9]
         if self.fixed:
@@ -678,7 +817,7 @@ class Server:
             arrival = nan if self.workload.clients else r.arrival_s
             self.recorder.add_request((
                 self.point_id, self.arm, r.request_id, arrival, nan, nan, nan, r.prompt_len,
-                r.output_len, 0, 0, nan, nan, nan, "not_arrived"), self.totals)
+                r.output_len, 0, 0, nan, nan, nan, "not_arrived", 0), self.totals)
 
     def run(self) -> float:
         env = self.env
@@ -686,6 +825,8 @@ class Server:
             env.process(self.client())
         if self.config.batching == "static":
             scheduler = self.static_scheduler
+        elif self.config.scheduler == "vllm" and self.config.kv_cache == "paged":
+            scheduler = self.paged_vllm_scheduler
         elif self.config.scheduler == "vllm":
             scheduler = self.vllm_scheduler
         else:

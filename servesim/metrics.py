@@ -90,6 +90,7 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         f"{arm}_rejected": int((status == 1).sum()),
         f"{arm}_unfinished": int((status == 2).sum()),
         f"{arm}_not_arrived": int((status == 3).sum()),
+        f"{arm}_preemptions": int(req["preemptions"].sum()),
         f"{arm}_output_tokens_per_s": float(output.sum() / window) if window else math.nan,
         f"{arm}_goodput_requests_per_s": float(meets.sum() / window) if window else math.nan,
         f"{arm}_slo_attainment": float(meets.mean()) if finished else math.nan,

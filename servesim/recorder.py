@@ -26,7 +26,7 @@ the others ``tokens_per_seq`` decode (or verify) tokens each."""
 REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                   "first_token_s", "finish_s", "prompt_len", "output_len",
                   "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
-                  "gpu_wait_s", "status")
+                  "gpu_wait_s", "status", "preemptions")
 STATUS = {"finished": 0, "rejected": 1, "unfinished": 2, "not_arrived": 3}
 """Every request of an arm ends in exactly one of these (codes of ``ArmTotals``)."""
 
@@ -36,7 +36,7 @@ class ArmTotals:
 
     FLOAT_COLUMNS = ("arrival_s", "start_s", "first_token_s", "finish_s", "queue_delay_s",
                      "slot_wait_s", "gpu_wait_s")
-    INT_COLUMNS = ("request_id", "output_len", "verify_steps", "accepted_tokens", "status")
+    INT_COLUMNS = ("request_id", "output_len", "verify_steps", "accepted_tokens", "status", "preemptions")
 
     def __init__(self) -> None:
         self.stages = 0

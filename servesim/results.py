@@ -58,7 +58,7 @@ def requests_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
                          "replication": "int64", "arrival_s": "float64", "start_s": "float64",
                          "first_token_s": "float64", "finish_s": "float64",
                          "queue_delay_s": "float64", "slot_wait_s": "float64",
-                         "gpu_wait_s": "float64", "arm": "str", "status": "str"})
+                         "gpu_wait_s": "float64", "arm": "str", "status": "str", "preemptions": "int64"})
 
 
 FRAMES = {"steps": steps_frame, "requests": requests_frame,

@@ -160,6 +160,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
         "scheduler": Key(str, "vllm", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step) or `prefill_first` (each new request's prefill as a step of its own first)", choices=("vllm", "prefill_first")),
+        "kv_cache": Key(str, "reserve", "KV-cache management: `reserve` (a request reserves prompt + output + lookahead when admitted; no preemption) or `paged` (with scheduler `vllm`: vLLM's blocks allocated as tokens are appended; a request that cannot grow preempts the most recently admitted one, recomputed later)", choices=("reserve", "paged")),
+        "block_size": Key(int, 16, "`paged`: tokens per KV block (vLLM's name and default)", minimum=1, maximum=1024),
         "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = no limit below the budget)", minimum=0, maximum=2**31),
         "max_num_batched_tokens": Key(int, 8192, "continuous: the token budget of one step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens; `prefill_first` the prompt tokens of a prefill step (a longer prompt runs alone)", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
@@ -446,6 +448,9 @@ def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
     _check_weights_fit(source, v)
+    if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and v["scheduler"] == "vllm"):
+        raise ScenarioError(source, "serving.kv_cache", "`paged` needs batching = \"continuous\" and "
+                                                        "scheduler = \"vllm\"")
     if v["batching"] == "continuous" and v["scheduler"] == "vllm" and v["max_num_batched_tokens"]:
         width = v["gamma"] + 1 if v["method"] == "draft_model" else (
             1 if v["method"] == "none" else (len(v["tree_paths"]) + 1 if v["tree_paths"] else v["candidate_tokens"]))

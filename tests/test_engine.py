@@ -116,7 +116,7 @@ def test_arm_totals_pickle_with_every_request_column():
     totals = ArmTotals()
     for i in range(1500):  # past the 1,024 rows that reach the columns at a time
         totals.add_request((0, "spec", i, 0.5 * i, 0.5 * i + 1, 0.5 * i + 2, math.nan if i % 3 else 9.0,
-                            10, 20 + i, 7, 8, 1.0, 0.25, 0.75, "unfinished" if i % 3 else "finished"))
+                            10, 20 + i, 7, 8, 1.0, 0.25, 0.75, "unfinished" if i % 3 else "finished", 0))
     totals.add_steps([(0, "spec", "verify", 0.0, 0.5, 3, 4, 10, 7, 0, 0, None)])
     copy = pickle.loads(pickle.dumps(totals))
     a, b = totals.requests(), copy.requests()
@@ -128,7 +128,7 @@ def test_arm_totals_pickle_with_every_request_column():
     assert b["status"].tolist() == [0 if i % 3 == 0 else 2 for i in range(1500)]
     assert (copy.stages, copy.busy_s, copy.batch_time_s) == (1, 0.5, {3: 0.5})
     more = pickle.loads(pickle.dumps(totals))  # an unpickled arm takes further rows
-    more.add_request((0, "spec", 1500, 1.0, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished"))
+    more.add_request((0, "spec", 1500, 1.0, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished", 0))
     assert more.requests()["request_id"].tolist() == list(range(1501))
 
 
@@ -136,7 +136,7 @@ def test_arm_totals_take_requests_while_their_columns_are_viewed():
     from servesim.recorder import ArmTotals
 
     def row(i):
-        return (0, "spec", i, 1.0 * i, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished")
+        return (0, "spec", i, 1.0 * i, 1.0, 1.0, 1.0, 1, 1, 0, 0, 0.0, 0.0, 0.0, "finished", 0)
 
     totals = ArmTotals()
     for i in range(3):

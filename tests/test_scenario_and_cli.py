@@ -239,7 +239,7 @@ def test_sampled_or_switched_off_rows_leave_the_summary_exact(tmp_path):
 def test_part_files_stream_in_row_groups_and_merge_back(tmp_path):
     from servesim.recorder import Recorder
     from servesim.results import PartSink, requests_frame, write_tables
-    rows = [(0, "spec", i, 0.0, 0.1, 0.2, 0.3, 10, 5, 2, 4, 0.1, 0.05, 0.05, "finished") for i in range(7)]
+    rows = [(0, "spec", i, 0.0, 0.1, 0.2, 0.3, 10, 5, 2, 4, 0.1, 0.05, 0.05, "finished", 0) for i in range(7)]
     sink = PartSink(tmp_path, 0, 0)
     rec = Recorder(sink=sink, flush_rows=2)
     for row in rows:
