@@ -198,7 +198,8 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
     policy (or other swept key); a dotted line where speculation stops paying (its p99
     end-to-end latency exceeds the baseline's); hollow markers: saturated points."""
     plt = _pyplot()
-    other = next((c for c in ("batching", "candidate_tokens", "batch_size", "model", "gpu")
+    other = next((c for c in ("batching", "scheduler", "kv_cache", "candidate_tokens", "batch_size",
+                              "tensor_parallel_size", "model", "gpu")
                   if c in summary.columns and summary[c].nunique() > 1), None)
     groups = list(summary.groupby(other)) if other else [(None, summary)]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, sharex=True)
@@ -210,7 +211,8 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
             rows = rows.sort_values("rate_per_s")
             color = colors[i % len(colors)]
             name = f"{other} = {value}" if other else ""
-            for arm, style in (("baseline", "--"), ("spec", "-")):
+            arms = (("baseline", "-"),) if rows["method"].iloc[0] == "none" else (("baseline", "--"), ("spec", "-"))
+            for arm, style in arms:
                 ax.plot(rows["rate_per_s"], rows[f"{arm}_{metric}"], style, color=color,
                         label=f"{arm} {name}".strip())
                 sat = rows[rows[f"{arm}_saturated"]]
@@ -226,8 +228,11 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
     for ax in axes[1]:
         ax.set_xlabel("arrival rate (requests/s)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{_title(summary)}: latency under load\n(dashed: baseline, solid: speculation; "
-                 "dotted: speculation stops paying at p99; hollow markers: saturated)", fontsize=9)
+    same = summary["method"].iloc[0] == "none"  # both arms plain decoding: one curve each
+    fig.suptitle(f"{_title(summary)}: latency under load\n("
+                 + ("baseline = spec: no speculation; " if same else
+                    "dashed: baseline, solid: speculation; dotted: speculation stops paying at p99; ")
+                 + "hollow markers: saturated)", fontsize=9)
     fig.tight_layout()
     return _save(fig, Path(out_png))
 
