@@ -84,6 +84,8 @@ class ServingConfig:
         ``block_size`` tokens allocated as tokens are appended; a request that cannot
         grow preempts the most recently admitted running request, which is recomputed:
         its blocks are freed and it re-prefills its prompt and the tokens it generated).
+    enable_prefix_caching: ``paged``: the full blocks of a request's shared prefix stay
+        cached; a later request with that prefix skips prefilling them.
     """
 
     batching: str = "static"
@@ -96,6 +98,7 @@ class ServingConfig:
     long_prefill_token_threshold: int = 0
     kv_cache: str = "reserve"
     block_size: int = 16
+    enable_prefix_caching: bool = False
 
 
 class _Sequence:
@@ -114,7 +117,7 @@ class _Sequence:
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
                  "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
-                 "target", "steps_before", "extra_tokens")
+                 "target", "steps_before", "extra_tokens", "shared_tokens")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -136,6 +139,7 @@ class _Sequence:
         self.target = request.prompt_len
         self.steps_before = 0
         self.extra_tokens = 0
+        self.shared_tokens = 0  # its leading tokens in cached prefix blocks (not its own)
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
@@ -201,6 +205,7 @@ class Server:
         self._inflight = None
         self._drawn = np.zeros(0, dtype=np.int64)  # the last block drawn, as numpy drew it
         self.stats = {"kv_peak_tokens": 0, "busy_end_s": math.nan,
+                      "prefix_hit_tokens": 0, "prompt_tokens_admitted": 0,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
                       "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
         self._in_system = 0
@@ -359,9 +364,7 @@ class Server:
     def _finish(self, s: _Sequence) -> None:
         self._advance()
         if self.paged:
-            self.kv.release(s.blocks)
-            s.blocks = 0
-            self.kv_used = self.kv.used_tokens
+            self._release(s)
         else:
             self.kv_used -= s.kv_tokens
         self._in_system -= 1
@@ -577,6 +580,8 @@ class Server:
             active.remove(s)
         for s, take in chunks:
             s.computed += take
+            if self.paged:
+                self._prefix_computed(s)
         for s in completing:
             self.prefilling.remove(s)
             s.remaining -= 1
@@ -598,8 +603,9 @@ class Server:
         self._mark_eligible()
 
     def _grow(self, s: _Sequence, tokens: int) -> bool:
-        """Paged KV: room for ``tokens`` tokens of ``s`` (blocks allocated now)."""
-        held = self.kv.grow(s.blocks, tokens)
+        """Paged KV: room for ``tokens`` tokens of ``s`` (blocks allocated now; those in
+        a cached prefix it uses are not its own)."""
+        held = self.kv.grow(s.blocks, tokens - s.shared_tokens)
         if held is None:
             return False
         if held != s.blocks:
@@ -609,6 +615,43 @@ class Server:
             if self.kv_used > self.stats["kv_peak_tokens"]:
                 self.stats["kv_peak_tokens"] = self.kv_used
         return True
+
+    def _release(self, s: _Sequence) -> None:
+        """Paged KV: free ``s``'s own blocks and stop using its cached prefix."""
+        self.kv.release(s.blocks)
+        s.blocks = 0
+        if s.shared_tokens:
+            self.kv.unref(s.request.prefix_id)
+            s.shared_tokens = 0
+        self.kv_used = self.kv.used_tokens
+
+    def _prefix_hit(self, s: _Sequence) -> None:
+        """Prefix caching, at admission: the cached full blocks of ``s``'s prefix are
+        its first tokens (at least one prompt token is still computed, as in vLLM)."""
+        r = s.request
+        self.stats["prompt_tokens_admitted"] += s.target
+        if not (self.config.enable_prefix_caching and r.prefix_id >= 0):
+            return
+        usable = min(r.prefix_len, s.target - 1) // self.kv.block_size
+        cached = self.kv.lookup(r.prefix_id)
+        if not cached:
+            return
+        if cached > usable:  # cannot use them (a prompt shorter than the prefix's blocks)
+            self.kv.unref(r.prefix_id)
+            return
+        s.shared_tokens = s.computed = cached * self.kv.block_size
+        self.stats["prefix_hit_tokens"] += s.computed
+
+    def _prefix_computed(self, s: _Sequence) -> None:
+        """Prefix caching: ``s`` computed its prefix's full blocks itself; they stay
+        cached under the prefix's id (unless another request cached them first)."""
+        r = s.request
+        blocks = r.prefix_len // self.kv.block_size
+        if (self.config.enable_prefix_caching and r.prefix_id >= 0 and not s.shared_tokens and blocks
+                and s.computed >= blocks * self.kv.block_size and s.blocks >= blocks
+                and self.kv.register(r.prefix_id, blocks)):
+            s.blocks -= blocks
+            s.shared_tokens = blocks * self.kv.block_size
 
     def _preempt(self, s: _Sequence) -> None:
         """Recompute preemption (vLLM's): free ``s``'s blocks; it goes back to the front
@@ -621,9 +664,7 @@ class Server:
             self.context_tokens -= s.context_tokens()
             s.steps_before += self.iterations - s.joined_iteration
             s.joined_iteration = -1
-        self.kv.release(s.blocks)
-        s.blocks = 0
-        self.kv_used = self.kv.used_tokens
+        self._release(s)
         generated = s.request.output_len - s.remaining
         s.target = s.request.prompt_len + generated if generated else s.request.prompt_len
         s.computed = 0
@@ -671,15 +712,21 @@ class Server:
             while (not preempted and budget > 0 and self.waiting
                    and len(self.running) + len(self.prefilling) < c.batch_size):
                 s = self.waiting[0]
-                take = int(min(s.target, budget, threshold))
-                if not self._grow(s, take):
+                s.computed = 0
+                self._prefix_hit(s)
+                take = int(min(s.target - s.computed, budget, threshold))
+                if not self._grow(s, s.computed + take):  # not admitted after all: undo the lookup
+                    self.stats["prompt_tokens_admitted"] -= s.target
+                    if s.shared_tokens:
+                        self.stats["prefix_hit_tokens"] -= s.shared_tokens
+                        self.kv.unref(s.request.prefix_id)
+                        s.shared_tokens = s.computed = 0
                     break
                 self.waiting.popleft()
                 if math.isnan(s.eligible_s):
                     s.eligible_s = self.env.now
                 if math.isnan(s.start_s):
                     s.start_s = self.env.now
-                s.computed = 0
                 self.prefilling.append(s)
                 chunks.append((s, take))
                 budget -= take

@@ -91,6 +91,9 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         f"{arm}_unfinished": int((status == 2).sum()),
         f"{arm}_not_arrived": int((status == 3).sum()),
         f"{arm}_preemptions": int(req["preemptions"].sum()),
+        # prompt tokens served from the prefix cache / prompt tokens of admitted requests
+        f"{arm}_prefix_cache_hit_rate": (stats.get("prefix_hit_tokens", 0) / stats["prompt_tokens_admitted"]
+                                         if stats.get("prompt_tokens_admitted") else math.nan),
         f"{arm}_output_tokens_per_s": float(output.sum() / window) if window else math.nan,
         f"{arm}_goodput_requests_per_s": float(meets.sum() / window) if window else math.nan,
         f"{arm}_slo_attainment": float(meets.mean()) if finished else math.nan,

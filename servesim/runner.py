@@ -178,7 +178,8 @@ def serving_config(point: Point, cost_model, speculator) -> ServingConfig:
     return ServingConfig(point["batching"], point["batch_size"], point["max_wait_s"],
                          kv_capacity_tokens(point, cost_model, speculator), point["max_sim_time_s"],
                          point["max_num_batched_tokens"] or math.inf, point["scheduler"],
-                         point["long_prefill_token_threshold"], point["kv_cache"], point["block_size"])
+                         point["long_prefill_token_threshold"], point["kv_cache"], point["block_size"],
+                         point["enable_prefix_caching"])
 
 
 def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_model=None,

@@ -150,6 +150,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "trace_file": Key(str, "", "CSV or Parquet with columns arrival_s, prompt_len, output_len (`trace`)"),
         "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1, maximum=MAX_TOKENS),
         **_length_keys("prompt", "seq_len", 1024),
+        "shared_prefix_tokens": Key(int, 0, "tokens of a shared prefix every prompt begins with (a system prompt, few-shot examples; at most the prompt); 0 = none", minimum=0, maximum=MAX_TOKENS),
+        "num_prefixes": Key(int, 1, "distinct shared prefixes, one drawn uniformly per request", minimum=1, maximum=MAX_REQUESTS),
         "output_len": Key(int, 64, "output tokens, the first one from prefill: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1, maximum=MAX_TOKENS),
         **_length_keys("output", "output_len", 256),
     },
@@ -160,6 +162,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
         "scheduler": Key(str, "vllm", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step) or `prefill_first` (each new request's prefill as a step of its own first)", choices=("vllm", "prefill_first")),
+        "enable_prefix_caching": Key(bool, False, "`paged`: keep the full KV blocks of shared prefixes and reuse them instead of prefilling those tokens (vLLM's automatic prefix caching; LRU eviction of unused ones)"),
         "kv_cache": Key(str, "reserve", "KV-cache management: `reserve` (a request reserves prompt + output + lookahead when admitted; no preemption) or `paged` (with scheduler `vllm`: vLLM's blocks allocated as tokens are appended; a request that cannot grow preempts the most recently admitted one, recomputed later)", choices=("reserve", "paged")),
         "block_size": Key(int, 16, "`paged`: tokens per KV block (vLLM's name and default)", minimum=1, maximum=1024),
         "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = no limit below the budget)", minimum=0, maximum=2**31),
@@ -448,6 +451,8 @@ def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
     _check_weights_fit(source, v)
+    if v["enable_prefix_caching"] and v["kv_cache"] != "paged":
+        raise ScenarioError(source, "serving.enable_prefix_caching", "needs kv_cache = \"paged\"")
     if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and v["scheduler"] == "vllm"):
         raise ScenarioError(source, "serving.kv_cache", "`paged` needs batching = \"continuous\" and "
                                                         "scheduler = \"vllm\"")

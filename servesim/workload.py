@@ -50,6 +50,9 @@ class Request(NamedTuple):
     prompt_len: int
     output_len: int
     think_time_s: float = 0.0
+    prefix_id: int = -1
+    """The shared prefix its prompt begins with (-1: none); ``prefix_len`` tokens long."""
+    prefix_len: int = 0
 
 
 class RequestColumns(Sequence):
@@ -61,11 +64,15 @@ class RequestColumns(Sequence):
     CHUNK = 4096  # requests turned into Python values at a time when iterating
 
     def __init__(self, arrival_s: np.ndarray, prompt_len: np.ndarray, output_len: np.ndarray,
-                 think_time_s: np.ndarray) -> None:
+                 think_time_s: np.ndarray, prefix_id: np.ndarray | None = None,
+                 prefix_len: np.ndarray | None = None) -> None:
         self.arrival_s = np.asarray(arrival_s, dtype=np.float64)
         self.prompt_len = np.asarray(prompt_len, dtype=np.int64)
         self.output_len = np.asarray(output_len, dtype=np.int64)
         self.think_time_s = np.asarray(think_time_s, dtype=np.float64)
+        n = len(self.arrival_s)
+        self.prefix_id = np.full(n, -1, dtype=np.int64) if prefix_id is None else np.asarray(prefix_id, np.int64)
+        self.prefix_len = np.zeros(n, dtype=np.int64) if prefix_len is None else np.asarray(prefix_len, np.int64)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -78,15 +85,16 @@ class RequestColumns(Sequence):
         if not 0 <= i < len(self):
             raise IndexError(i)
         return Request(i, float(self.arrival_s[i]), int(self.prompt_len[i]), int(self.output_len[i]),
-                       float(self.think_time_s[i]))
+                       float(self.think_time_s[i]), int(self.prefix_id[i]), int(self.prefix_len[i]))
 
     def __iter__(self) -> Iterator[Request]:
         for start in range(0, len(self), self.CHUNK):
             end = start + self.CHUNK
             columns = (self.arrival_s[start:end].tolist(), self.prompt_len[start:end].tolist(),
-                       self.output_len[start:end].tolist(), self.think_time_s[start:end].tolist())
-            for i, (t, p, o, z) in enumerate(zip(*columns), start):
-                yield Request(i, t, p, o, z)
+                       self.output_len[start:end].tolist(), self.think_time_s[start:end].tolist(),
+                       self.prefix_id[start:end].tolist(), self.prefix_len[start:end].tolist())
+            for i, (t, p, o, z, k, n) in enumerate(zip(*columns), start):
+                yield Request(i, t, p, o, z, k, n)
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,8 @@ def arrival_times(rng: np.random.Generator, n: int, process: str, rate_per_s: fl
 
 def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
     """The workload of a sweep point from its scenario values (keys of [workload])."""
-    arrivals_seq, prompt_seq, output_seq, think_seq = seed.spawn(4)
+    # (spawned children are numbered: adding the fifth leaves the first four's draws alone)
+    arrivals_seq, prompt_seq, output_seq, think_seq, prefix_seq = seed.spawn(5)
     v = values
     if v["arrival"] == "trace":
         return Workload(tuple(read_trace(v["trace_file"])))
@@ -163,7 +172,12 @@ def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
     think = np.zeros(n)
     if v["arrival"] == "closed_loop" and v["think_time_s"] > 0:
         think = np.random.default_rng(think_seq).exponential(v["think_time_s"], size=n)
-    return Workload(RequestColumns(times, prompts, outputs, think),
+    prefix_id = prefix_len = None
+    if v["shared_prefix_tokens"]:
+        # each prompt begins with one of num_prefixes shared prefixes, chosen uniformly
+        prefix_id = np.random.default_rng(prefix_seq).integers(0, v["num_prefixes"], size=n)
+        prefix_len = np.minimum(v["shared_prefix_tokens"], prompts)
+    return Workload(RequestColumns(times, prompts, outputs, think, prefix_id, prefix_len),
                     v["clients"] if v["arrival"] == "closed_loop" else 0)
 
 

@@ -102,12 +102,15 @@ num_requests = {n}
 prompt_dist = "uniform"
 prompt_min = 16
 prompt_max = 200
+shared_prefix_tokens = {draw(st.sampled_from([0, 8, 40]))}
+num_prefixes = {draw(st.integers(1, 3))}
 {output}
 [serving]
 batching = "{batching}"
 scheduler = "{scheduler}"
 kv_cache = "{kv_cache}"
 block_size = {draw(st.sampled_from([1, 16]))}
+enable_prefix_caching = {"true" if kv_cache == "paged" and draw(st.booleans()) else "false"}
 max_num_batched_tokens = {draw(st.sampled_from([0, 400, 8192]))}
 batch_size = {draw(st.integers(1, 6))}
 kv_capacity_tokens = {kv}

@@ -120,3 +120,39 @@ def test_paged_cache_admits_more_than_whole_reservations_would():
     assert end(paged) < end(rec)
     assert all(x[14] == "finished" for x in paged.requests)
     assert sum(x[8] for x in paged.steps) == 8 * 24
+
+
+def run_cached(requests, capacity, block_size=4, budget=64, seqs=4):
+    cost = MixedFlatCost()
+    cost.seen = []
+    rec = Recorder()
+    config = ServingConfig("continuous", seqs, kv_capacity_tokens=capacity, max_num_batched_tokens=budget,
+                           scheduler="vllm", kv_cache="paged", block_size=block_size, enable_prefix_caching=True)
+    simulate(Workload(tuple(requests)), config=config, cost_model=cost, speculator=NoSpeculation(),
+             rng=np.random.default_rng(0), recorder=rec, point_id=0, arm="baseline")
+    return rec, cost.seen
+
+
+def test_hand_worked_prefix_cache_hit():
+    """Blocks of 4; A and B share prefix 0 (9 tokens: 2 full blocks); A (prompt 10)
+    arrives at 0 and computes all 10; B (prompt 11) arrives later and finds the 8 cached
+    tokens: it prefills 3, over a cached prefix of 8. Hit rate 8 / (10 + 11)."""
+    a = Request(0, 0.0, 10, 2, 0.0, 0, 9)
+    b = Request(1, 0.5, 11, 2, 0.0, 0, 9)
+    rec, seen = run_cached([a, b], capacity=64)
+    assert [step for step in seen if step[1]] == [(0, ((10, 0),)), (0, ((3, 8),))]  # the prefills
+    stats = rec.arm_stats["baseline"]
+    assert (stats["prefix_hit_tokens"], stats["prompt_tokens_admitted"]) == (8, 21)
+    assert all(r[14] == "finished" for r in rec.requests)
+
+
+def test_unused_prefixes_are_evicted_lru_first():
+    """16 tokens of KV in blocks of 4. A (prefix 0) then C (prefix 1) each leave 1 cached
+    block (prefix 4 tokens); D (prefix 2, prompt 13 = 4 blocks) needs the whole cache:
+    both unused prefixes are evicted, the older first; E (prefix 0 again) then misses."""
+    reqs = [Request(0, 0.0, 5, 1, 0.0, 0, 4), Request(1, 1.0, 5, 1, 0.0, 1, 4),
+            Request(2, 2.0, 13, 1, 0.0, 2, 4), Request(3, 3.0, 5, 1, 0.0, 0, 4)]
+    rec, seen = run_cached(reqs, capacity=16)
+    assert [chunks for _, chunks in seen] == [((5, 0),), ((5, 0),), ((13, 0),), ((5, 0),)]
+    assert rec.arm_stats["baseline"]["prefix_hit_tokens"] == 0
+    assert all(r[14] == "finished" for r in rec.requests)
