@@ -7,7 +7,9 @@
 Cases
   seed        the bundled seed scenario (Medusa figure), one process;
   open100k    100,000 requests, Poisson arrivals at about 70% of capacity, continuous
-              batching (32 running), Medusa tree acceptance, both arms;
+              batching (32 running, the vllm scheduler), Medusa tree acceptance, both arms;
+  open100k_paged  the same with vLLM's paged KV cache (preemption) and prefix caching
+              (a 256-token shared prefix, 8 distinct ones);
   sweep1000   a 1,000-point sweep (candidate tokens x context x batch), with --jobs 1
               and with --jobs 2;
   million     1,000,000 requests (both arms) through `servesim run` with streamed output
@@ -139,6 +141,10 @@ def run_case(case: str, repeat: int = 1) -> dict:
         scenario, jobs = load_scenario(source, text=text), 1
     elif case == "open100k":
         scenario, jobs = load_scenario("open100k.toml", text=OPEN100K), 1
+    elif case == "open100k_paged":
+        scenario, jobs = load_scenario("open100k.toml", ["kv_cache=paged", "enable_prefix_caching=true",
+                                                         "shared_prefix_tokens=256", "num_prefixes=8"],
+                                       text=OPEN100K), 1
     elif case.startswith("sweep1000"):
         scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case.split("_j")[1])
     else:
@@ -177,7 +183,7 @@ def main() -> None:
     import pandas as pd
 
     rows = []
-    for case in ("seed", "open100k", "sweep1000_j1", "sweep1000_j2", "million"):
+    for case in ("seed", "open100k", "open100k_paged", "sweep1000_j1", "sweep1000_j2", "million"):
         out = subprocess.run([sys.executable, __file__, "--case", case, "--repeat", str(args.repeat)],
                              check=True,
                              capture_output=True, text=True, cwd=ROOT)

@@ -456,7 +456,18 @@ class Server:
         n, kind = spec.tokens_per_step, spec.verify_kind
         waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
         drafts, fixed, finish_at, counts = self._drafts, self.fixed, self._finish_at, self.counts
+        paged, block = self.paged, self.kv.block_size
         while active:
+            if paged:  # every request needs room for context + width; the scheduler preempts
+                grown = True
+                for s in active:
+                    r = s.request
+                    if r.prompt_len + r.output_len - s.remaining - 1 + n - s.shared_tokens > s.blocks * block:
+                        if not self._grow(s, s.context_tokens() + n):
+                            grown = False
+                            break
+                if not grown:
+                    break
             context = self.context_tokens
             b = len(active)
             draft = None
@@ -511,9 +522,12 @@ class Server:
                 if until_admissible:
                     self._mark_eligible()
             self.context_tokens = context
-            if (until_admissible and waiting and len(active) < batch_size
-                    and self.kv_used + waiting[0].kv_tokens <= kv_capacity):
-                break
+            if until_admissible and waiting and len(active) < batch_size:
+                if paged:
+                    if self.kv.free_blocks * block >= min(waiting[0].target, self.config.max_num_batched_tokens):
+                        break
+                elif self.kv_used + waiting[0].kv_tokens <= kv_capacity:
+                    break
         return active
 
     def _mixed_step(self, chunks: list[tuple[_Sequence, int]]):
@@ -557,11 +571,15 @@ class Server:
                     if left <= 0:
                         generated += left
                         finished.append(s)
-        shape = tuple((take, s.computed) for s, take in chunks)
-        cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
-        completing = [s for s, take in chunks if s.computed + take == s.target]
-        stage = ("mixed" if b else "prefill") if chunks else self.step_stage
-        prefill_tokens = sum(take for _, take in chunks)
+        if chunks:
+            shape = tuple((take, s.computed) for s, take in chunks)
+            cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
+            completing = [s for s, take in chunks if s.computed + take == s.target]
+            stage = "mixed" if b else "prefill"
+            prefill_tokens = sum(take for _, take in chunks)
+        else:  # a plain iteration (paged KV runs every step here)
+            shape, completing, stage, prefill_tokens = (), (), self.step_stage, 0
+            cost = cost_model.step_cost(b, n, context, kind)
         with gpu.request() as grant:
             yield grant
             # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
@@ -685,7 +703,13 @@ class Server:
             self._ingest()
             budget = c.max_num_batched_tokens - len(self.running) * n
             preempted = False
+            block = self.kv.block_size
             for s in list(self.running):  # admission order
+                r = s.request
+                # (the common case inline: its blocks already hold context + width)
+                if (r.prompt_len + r.output_len - s.remaining - 1 + n - s.shared_tokens <= s.blocks * block
+                        and s.remaining > 0 and not preempted):
+                    continue
                 if s not in self.running:
                     continue  # preempted for an earlier one
                 while not self._grow(s, s.context_tokens() + n):
@@ -730,8 +754,10 @@ class Server:
                 self.prefilling.append(s)
                 chunks.append((s, take))
                 budget -= take
-            if chunks or self.running:
+            if chunks:
                 yield from self._mixed_step(chunks)
+            elif self.running:  # decodes only: the fast path, until a request could join or needs a block
+                self.running = yield from self._decode(self.running, until_admissible=True)
             elif not self.waiting and not self.expecting_arrivals():
                 return
             elif self.waiting and not self.prefilling:

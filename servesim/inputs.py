@@ -102,10 +102,11 @@ def length_column(path: str, column: str) -> np.ndarray:
     return _cached_lengths(str(p), p.stat().st_mtime_ns, column)
 
 
-def read_trace_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_trace_columns(path: str | Path) -> tuple[np.ndarray, ...]:
     """Arrival times (s, finite, >= 0, non-decreasing), prompt and output lengths of a
-    trace file (columns ``arrival_s``, ``prompt_len``, ``output_len``); read and
-    checked once per file version (a sweep's points share it)."""
+    trace file (columns ``arrival_s``, ``prompt_len``, ``output_len``), and, if it has
+    columns ``prefix_id`` (-1 = none) and ``prefix_len``, each prompt's shared prefix;
+    read and checked once per file version (a sweep's points share it)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such file")
@@ -113,7 +114,7 @@ def read_trace_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 @lru_cache(maxsize=8)
-def _cached_trace(path: str, mtime_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cached_trace(path: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
     frame = read_table(path)
     if len(frame) > MAX_REQUESTS:
         raise InputError(f"{path}: {len(frame):,} rows; at most {MAX_REQUESTS:,} requests per arm")
@@ -127,7 +128,19 @@ def _cached_trace(path: str, mtime_ns: int) -> tuple[np.ndarray, np.ndarray, np.
         row = int(earlier[0]) + 1
         raise InputError(f"{path}: row {row + 1}, column 'arrival_s': {arrivals[row]} is earlier than the row "
                          f"before ({arrivals[row - 1]}); arrivals must not decrease")
-    return arrivals, integer_column(frame, path, "prompt_len"), integer_column(frame, path, "output_len")
+    prompts = integer_column(frame, path, "prompt_len")
+    outputs = integer_column(frame, path, "output_len")
+    if "prefix_id" in frame.columns or "prefix_len" in frame.columns:
+        # optional: the shared prefix each prompt begins with (prefix caching)
+        prefix_id = integer_column(frame, path, "prefix_id", -1, 2**62)
+        prefix_len = integer_column(frame, path, "prefix_len", 0, MAX_TOKENS)
+        over = prefix_len > prompts
+        if over.any():
+            row = int(np.flatnonzero(over)[0])
+            raise InputError(f"{path}: row {row + 1}, column 'prefix_len': {prefix_len[row]} exceeds the row's "
+                             f"prompt_len {prompts[row]}")
+        return arrivals, prompts, outputs, prefix_id, prefix_len
+    return arrivals, prompts, outputs
 
 
 def read_head_accuracy(path: str | Path) -> np.ndarray:

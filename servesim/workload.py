@@ -113,9 +113,15 @@ TraceError = InputError
 def read_trace(path: str | Path) -> list[Request]:
     """Requests from a trace file (columns ``arrival_s``, ``prompt_len``,
     ``output_len``; checked by :func:`servesim.inputs.read_trace_columns`)."""
-    arrivals, prompts, outputs = read_trace_columns(path)
-    return [Request(i, float(a), int(p), int(o))
-            for i, (a, p, o) in enumerate(zip(arrivals.tolist(), prompts.tolist(), outputs.tolist()))]
+    columns = read_trace_columns(path)
+    arrivals, prompts, outputs = columns[:3]
+    if len(columns) == 5:
+        prefix_id, prefix_len = columns[3].tolist(), columns[4].tolist()
+    else:
+        prefix_id, prefix_len = [-1] * len(arrivals), [0] * len(arrivals)
+    return [Request(i, float(a), int(p), int(o), 0.0, int(k), int(n))
+            for i, (a, p, o, k, n) in enumerate(zip(arrivals.tolist(), prompts.tolist(), outputs.tolist(),
+                                                   prefix_id, prefix_len))]
 
 
 def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: int, high: int,
