@@ -398,3 +398,17 @@ def test_summary_rows_are_streamed_and_the_tables_match_an_in_memory_run(tmp_pat
     expected = pd.DataFrame([r.summary for r in run_scenario(load_scenario(str(path)))])
     assert len(written) == 40
     pd.testing.assert_frame_equal(written, expected)
+
+
+def test_a_large_sweep_says_how_big_it_is_before_it_starts(capsys):
+    """Above 10,000 points (x replications) the run prints its size and an estimate
+    before anything runs; smaller sweeps print nothing."""
+    from servesim.cli import _announce_size
+    from servesim.scenario import load_scenario
+    big = load_scenario("big.toml", text=scenario_text({**BASE, "sweep.seq_len": list(range(1, 102)),
+                                                        "sweep.candidate_tokens": list(range(1, 101))}))
+    _announce_size(big)
+    err = capsys.readouterr().err
+    assert "10,100 points x 2 arms" in err and "streamed to disk" in err
+    _announce_size(load_scenario("small.toml", text=scenario_text({**BASE, "sweep.seq_len": [1, 2]})))
+    assert capsys.readouterr().err == ""
