@@ -172,6 +172,8 @@ class CostModel:
         self._step_entries = 0
         self._shapes: dict[tuple, tuple] = {}  # each shape in _steps: (its key, its fixed ops, their time)
         self._gemm_cache: dict[tuple, tuple] = {}  # see _fixed_ops
+        self._layer_cache: dict[int, tuple] = {}
+        self._head_cache: dict[int, OpCost] = {}
 
     STEP_MEMO_ENTRIES = 262144
     """Bound of the memo of forward steps: open-loop runs meet ever new batch contexts,
@@ -232,39 +234,55 @@ class CostModel:
     def _fixed_ops(self, tokens: int, logit_tokens: int) -> tuple[tuple[OpCost, ...], tuple[float, ...]]:
         """The operators of a forward step over ``tokens`` tokens that do not depend on
         the context (GEMMs, elementwise, lm_head over ``logit_tokens``, framework
-        overhead) and their times (memoised)."""
+        overhead) and their times (memoised; the layers' operators by ``tokens`` and the
+        lm_head by ``logit_tokens`` apart, so that mixed steps, whose two counts vary
+        independently, reuse both)."""
         key = (tokens, logit_tokens)
         cached = self._gemm_cache.get(key)
         if cached is None:
             if len(self._gemm_cache) >= self.GEMM_CACHE_ENTRIES:
                 self._gemm_cache.clear()
-            m, tp = self.model, self.tensor_parallel_size
-            q_width = self.heads_per_gpu * m.head_dim
-            kv_width = self.kv_heads_per_gpu * m.head_dim
-            inter = m.intermediate // tp
-            ops = [self.gemm("qkv_proj", tokens, m.hidden, q_width + 2 * kv_width, m.layers),
-                   self.gemm("o_proj", tokens, q_width, m.hidden, m.layers)]
-            if self.profile.fused_gate_up:
-                merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * inter, m.layers)
-                half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
-                ops += [half, half._replace(name="mlp_up")]
-            else:
-                ops += [self.gemm("mlp_gate", tokens, m.hidden, inter, m.layers),
-                        self.gemm("mlp_up", tokens, m.hidden, inter, m.layers)]
-            ops.append(self.gemm("mlp_down", tokens, inter, m.hidden, m.layers))
-            elementwise = self._elementwise(tokens)
-            if elementwise is not None:
-                ops.append(elementwise)
-            if tp > 1:  # two per layer, of the tokens' hidden states
-                message = tokens * m.hidden * self.dtype_bytes
-                once = kernels.allreduce(self.gpu, self.profile, message, tp)
-                ops.append(OpCost("allreduce", 0.0, 2.0 * m.layers * message * 2 * (tp - 1) / tp, once * 2 * m.layers,
-                                  0.0, once * 2 * m.layers))
-            ops.append(self.gemm("lm_head", logit_tokens, m.hidden, -(-m.vocab // tp)))
+                self._layer_cache.clear()
+                self._head_cache.clear()
+            layers = self._layer_cache.get(tokens)
+            if layers is None:
+                layers = self._layer_cache[tokens] = self._layer_ops(tokens)
+            head = self._head_cache.get(logit_tokens)
+            if head is None:
+                m = self.model
+                head = self._head_cache[logit_tokens] = self.gemm(
+                    "lm_head", logit_tokens, m.hidden, -(-m.vocab // self.tensor_parallel_size))
+            ops = layers + (head,)
             if self.step_overhead_s:
-                ops.append(OpCost("framework", 0.0, 0.0, 0.0, 0.0, self.step_overhead_s))
-            cached = self._gemm_cache[key] = (tuple(ops), tuple(op.time_s for op in ops))
+                ops += (OpCost("framework", 0.0, 0.0, 0.0, 0.0, self.step_overhead_s),)
+            cached = self._gemm_cache[key] = (ops, tuple(op.time_s for op in ops))
         return cached
+
+    def _layer_ops(self, tokens: int) -> tuple[OpCost, ...]:
+        """The decoder layers' GEMMs, elementwise kernels and all-reduces over ``tokens``."""
+        m, tp = self.model, self.tensor_parallel_size
+        q_width = self.heads_per_gpu * m.head_dim
+        kv_width = self.kv_heads_per_gpu * m.head_dim
+        inter = m.intermediate // tp
+        ops = [self.gemm("qkv_proj", tokens, m.hidden, q_width + 2 * kv_width, m.layers),
+               self.gemm("o_proj", tokens, q_width, m.hidden, m.layers)]
+        if self.profile.fused_gate_up:
+            merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * inter, m.layers)
+            half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
+            ops += [half, half._replace(name="mlp_up")]
+        else:
+            ops += [self.gemm("mlp_gate", tokens, m.hidden, inter, m.layers),
+                    self.gemm("mlp_up", tokens, m.hidden, inter, m.layers)]
+        ops.append(self.gemm("mlp_down", tokens, inter, m.hidden, m.layers))
+        elementwise = self._elementwise(tokens)
+        if elementwise is not None:
+            ops.append(elementwise)
+        if tp > 1:  # two per layer, of the tokens' hidden states
+            message = tokens * m.hidden * self.dtype_bytes
+            once = kernels.allreduce(self.gpu, self.profile, message, tp)
+            ops.append(OpCost("allreduce", 0.0, 2.0 * m.layers * message * 2 * (tp - 1) / tp, once * 2 * m.layers,
+                              0.0, once * 2 * m.layers))
+        return tuple(ops)
 
     @staticmethod
     def _total(fixed_times: tuple[float, ...], attention_s: float) -> float:
