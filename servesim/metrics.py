@@ -19,7 +19,8 @@ carry the arm as a prefix (``baseline_`` / ``spec_``) and the unit as a suffix.
   over [0, end] — Little's law says it equals arrival rate x mean e2e latency;
 * KV cache: peak and time-mean reserved fraction of capacity;
 * ``saturated``: at the last arrival more than max(2 x batch size, 10% of arrivals)
-  requests were still waiting: the queue was growing, the offered load exceeds capacity.
+  requests were still waiting: the queue was growing, the offered load exceeds capacity
+  (never for a workload that arrives all at once, at t = 0: a batch job has no load).
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
                                       if stats["last_arrival_s"] > 0 else math.nan),
         f"{arm}_kv_peak_fraction": stats["kv_peak_tokens"] / capacity if capacity else math.nan,
         f"{arm}_kv_mean_fraction": stats["kv_area"] / end / capacity if end and capacity else math.nan,
-        f"{arm}_saturated": bool(stats["waiting_at_last_arrival"] > max(2 * batch_size, 0.1 * arrived)),
+        # (a workload that arrives all at once, at t = 0, is a batch job: never saturated)
+        f"{arm}_saturated": bool(stats["last_arrival_s"] > 0
+                                 and stats["waiting_at_last_arrival"] > max(2 * batch_size, 0.1 * arrived)),
     })
     return out
