@@ -79,9 +79,34 @@ def _int_list(text: str) -> list[int]:
 
 # -- tables for the terminal ------------------------------------------------------------
 
+def latency_table(summary: pd.DataFrame, swept: list[str]) -> str:
+    """A load study's figures per point: TTFT, TPOT and E2E per arm in milliseconds
+    (p50 and p99; TPOT p50), spec / baseline ratios of the p99s, and saturation."""
+    frame = summary[["point_id"] + [k for k in swept if k in summary.columns]].copy()
+    arms = ("baseline",) if summary["method"].iloc[0] == "none" else ("baseline", "spec")
+    for arm in arms:
+        short = "base" if arm == "baseline" else "spec"
+        for metric, stat in (("ttft", "p50"), ("ttft", "p99"), ("tpot", "p50"), ("e2e", "p50"), ("e2e", "p99")):
+            frame[f"{short}_{metric}_{stat}_ms"] = summary[f"{arm}_{metric}_{stat}_s"] * 1e3
+        frame[f"{short}_saturated"] = summary[f"{arm}_saturated"]
+    if len(arms) == 2:
+        frame["e2e_p99_ratio"] = summary["spec_e2e_p99_s"] / summary["baseline_e2e_p99_s"]
+        frame["tpot_p50_ratio"] = summary["spec_tpot_p50_s"] / summary["baseline_tpot_p50_s"]
+    shown = frame if len(frame) <= PRINTED_ROWS else frame.head(PRINTED_ROWS)
+    text = ("latency per point (ms; ratios: spec / baseline, below 1 = speculation helps)\n"
+            + shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if len(frame) > PRINTED_ROWS:
+        text += f"\n... {len(frame) - PRINTED_ROWS:,} more points in summary.parquet"
+    return text
+
+
 def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
-    """Speedup with candidate tokens down and the other swept key across, if the sweep
-    has that shape; otherwise one line per point with the swept keys first."""
+    """For a load study (an open-loop arrival rate swept, or no speculation): latency per
+    point (:func:`latency_table`). Otherwise speedup with candidate tokens down and the
+    other swept key across, if the sweep has that shape, else one line per point with
+    the swept keys first; ``speedup`` is full-batch decode throughput, spec / baseline."""
+    if "rate_per_s" in swept or summary["method"].iloc[0] == "none":
+        return latency_table(summary, swept)
     others = [k for k in swept if k != "candidate_tokens"]
     if "candidate_tokens" in swept and len(others) == 1:
         pivot = summary.pivot_table(index="candidate_tokens", columns=others[0], values="speedup")
