@@ -189,9 +189,10 @@ class Server:
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
         # fixed acceptance: tokens per step (no draws) and who finishes at which iteration
         self.paged = config.batching == "continuous" and config.scheduler == "vllm" and config.kv_cache == "paged"
-        # fixed acceptance's shortcut needs every admitted request to run to its end; with
-        # preemption it does not, so a paged cache draws (a constant) like the others
-        self.fixed = None if self.paged else speculator.fixed_tokens_per_step
+        # fixed acceptance's shortcut: a request's ``remaining`` is advanced only when it
+        # finishes, is preempted (see _preempt) or the run ends; until then its tokens
+        # are worked out from the iterations since it joined (_remaining_now)
+        self.fixed = speculator.fixed_tokens_per_step
         self._finish_at: dict[int, list[_Sequence]] = {}
         # draft stage cost by batch size, if it does not depend on the context
         self._drafts = None if speculator.draft_depends_on_context else {}
@@ -460,10 +461,13 @@ class Server:
         while active:
             if paged:  # every request needs room for context + width; the scheduler preempts
                 grown = True
+                it = self.iterations
                 for s in active:
                     r = s.request
-                    if r.prompt_len + r.output_len - s.remaining - 1 + n - s.shared_tokens > s.blocks * block:
-                        if not self._grow(s, s.context_tokens() + n):
+                    rem = s.remaining - fixed * (it - s.joined_iteration) if fixed else s.remaining
+                    ctx = r.prompt_len + r.output_len - rem - 1
+                    if ctx + n - s.shared_tokens > s.blocks * block:
+                        if not self._grow(s, ctx + n):
                             grown = False
                             break
                 if not grown:
@@ -671,6 +675,12 @@ class Server:
             s.blocks -= blocks
             s.shared_tokens = blocks * self.kv.block_size
 
+    def _remaining_now(self, s: _Sequence) -> int:
+        """``s.remaining`` as of now (fixed acceptance advances it lazily)."""
+        if self.fixed and s.joined_iteration >= 0:
+            return s.remaining - self.fixed * (self.iterations - s.joined_iteration)
+        return s.remaining
+
     def _preempt(self, s: _Sequence) -> None:
         """Recompute preemption (vLLM's): free ``s``'s blocks; it goes back to the front
         of the waiting queue and will re-prefill its prompt and the tokens it generated."""
@@ -679,6 +689,10 @@ class Server:
             self.prefilling.remove(s)
         else:
             self.running.remove(s)
+            if self.fixed:  # off the finishing schedule, its tokens caught up
+                due = s.joined_iteration - (-s.remaining // self.fixed)
+                self._finish_at[due].remove(s)
+                s.remaining = self._remaining_now(s)
             self.context_tokens -= s.context_tokens()
             s.steps_before += self.iterations - s.joined_iteration
             s.joined_iteration = -1
@@ -707,12 +721,13 @@ class Server:
             for s in list(self.running):  # admission order
                 r = s.request
                 # (the common case inline: its blocks already hold context + width)
-                if (r.prompt_len + r.output_len - s.remaining - 1 + n - s.shared_tokens <= s.blocks * block
-                        and s.remaining > 0 and not preempted):
+                rem = self._remaining_now(s)
+                if (r.prompt_len + r.output_len - rem - 1 + n - s.shared_tokens <= s.blocks * block
+                        and not preempted):
                     continue
                 if s not in self.running:
                     continue  # preempted for an earlier one
-                while not self._grow(s, s.context_tokens() + n):
+                while not self._grow(s, r.prompt_len + r.output_len - self._remaining_now(s) - 1 + n):
                     victim = self.prefilling[-1] if self.prefilling else self.running[-1]
                     self._preempt(victim)
                     preempted = True

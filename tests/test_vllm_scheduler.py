@@ -185,3 +185,31 @@ enable_prefix_caching = true
     bad.write_text("arrival_s,prompt_len,output_len,prefix_id,prefix_len\n0.0,10,4,1,64\n")
     scenario.write_text(scenario.read_text().replace(str(trace), str(bad)))
     assert main(["run", str(scenario), "--out", str(tmp_path / "out2")]) == 2
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_paged_fixed_acceptance_path_equals_drawing_k(k):
+    """With preemptions (tight KV), fixed acceptance's shortcut (no draws, tokens worked
+    out from iterations; caught up on preemption) gives the same steps and requests as
+    drawing k every step."""
+    from servesim.speculation import FixedAcceptance, MedusaSpeculation
+
+    class DrawnFixed(MedusaSpeculation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.fixed_tokens_per_step = None
+
+    requests = [Request(i, 0.01 * i, 6 + i % 5, 20 + 3 * (i % 4)) for i in range(12)]
+    out = []
+    for spec in (MedusaSpeculation(4, FixedAcceptance(k), include_head_cost=False),
+                 DrawnFixed(4, FixedAcceptance(k), include_head_cost=False)):
+        cost = MixedFlatCost()
+        cost.seen = []
+        rec = Recorder()
+        config = ServingConfig("continuous", 6, kv_capacity_tokens=96, max_num_batched_tokens=64,
+                               scheduler="vllm", kv_cache="paged", block_size=4)
+        simulate(Workload(tuple(requests)), config=config, cost_model=cost, speculator=spec,
+                 rng=np.random.default_rng(0), recorder=rec, point_id=0, arm="spec")
+        out.append(([r[:11] for r in rec.steps], sorted(rec.requests)))
+    assert out[0] == out[1]
+    assert sum(r[15] for r in out[0][1]) > 0  # the case has preemptions
