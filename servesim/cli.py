@@ -648,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--candidate-tokens", type=_int_list, help="tree sizes, root included (list allowed)")
     tree.set_defaults(func=cmd_tree)
 
-    lst = sub.add_parser("list", help="print the GPU and model catalogs")
+    lst = sub.add_parser("list", help="print the GPU, kernel-profile, framework and model catalogs")
     lst.set_defaults(func=cmd_list)
 
     cost = sub.add_parser("cost", help="per-operator cost of one forward step")
