@@ -1,4 +1,4 @@
-"""Command line: ``servesim run | plan | validate | plot | tree | list | cost | calibrate | profile``.
+"""Command line: ``servesim run | plan | validate | plot | report | tree | list | cost | calibrate | profile``.
 
 Errors in the user's input (scenario files, overrides, names) print one message naming
 the file and key and exit with status 2, without a traceback and without writing.
@@ -543,6 +543,28 @@ def _measured_seed_summary(summary: pd.DataFrame):
     return pd.DataFrame([r.summary for r in results]), f"measured kernels ({default_profile_name(gpu)})"
 
 
+def cmd_report(args) -> int:
+    """The terminal summary of a finished run, from its folder (what `run` printed)."""
+    from servesim.results import read_metadata
+
+    directory = Path(args.dir)
+    path = directory / "summary.parquet"
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; run `servesim run` first")
+    summary = _read_parquet(path, ("point_id", "method", "speedup"))
+    try:
+        meta = read_metadata(path)
+        scenario = load_scenario(str(path), text=meta["servesim.scenario"])
+        swept = list(scenario.sweep)
+        name = scenario.name
+    except (KeyError, ScenarioError):
+        swept, name = [], directory.name  # a table without (valid) scenario metadata
+    print(f"{name}: {len(summary)} points ({path})")
+    print(summary_table(summary, swept))
+    print(_arm_report(summary))
+    return 0
+
+
 def cmd_plot(args) -> int:
     directory = Path(args.dir)
     summary_path = directory / "summary.parquet"
@@ -648,6 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--candidate-tokens", type=_int_list, help="tree sizes, root included (list allowed)")
     tree.set_defaults(func=cmd_tree)
 
+    rep = sub.add_parser("report", help="print a finished run's summary table again (from its folder)")
+    rep.add_argument("dir", help="folder with summary.parquet")
+    rep.set_defaults(func=cmd_report)
+
     lst = sub.add_parser("list", help="print the GPU, kernel-profile, framework and model catalogs")
     lst.set_defaults(func=cmd_list)
 
@@ -723,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("servesim: terminated; nothing written", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # the reader went away (`servesim list | head`): stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -412,3 +412,19 @@ def test_a_large_sweep_says_how_big_it_is_before_it_starts(capsys):
     assert "10,100 points x 2 arms" in err and "streamed to disk" in err
     _announce_size(load_scenario("small.toml", text=scenario_text({**BASE, "sweep.seq_len": [1, 2]})))
     assert capsys.readouterr().err == ""
+
+
+def test_report_prints_a_finished_runs_table(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text({**BASE, "workload.arrival": "poisson", "workload.rate_per_s": 5.0,
+                                   "sweep.rate_per_s": [2.0, 4.0]}))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "latency per point" in again and "base_ttft_p99_ms" in again
+    # the same table `run` printed
+    table = lambda text: text[text.index("latency per point"):text.index("baseline:")]
+    assert table(again) == table(printed)
+    assert main(["report", str(tmp_path / "none")]) == 2
