@@ -158,7 +158,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "serving": {
         "framework": Key(str, "vllm", "serving framework whose per-step overhead and kernels are charged (`servesim list`): `vllm`, `sglang`, `trtllm` or `none` (kernels only)", choices=framework_names),
         "step_overhead_s": Key(float, -1.0, "the framework's fixed time per forward step (s); -1 = the value of `framework` (`servesim list`)", minimum=-1.0, maximum=1.0, check=lambda v: None if v == -1.0 or v >= 0 else f"must be -1 or in [0, 1], got {v!r}"),
-        "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level, prefill-first)", choices=("static", "continuous")),
+        "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level; policy: `scheduler`)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
         "scheduler": Key(str, "vllm", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step) or `prefill_first` (each new request's prefill as a step of its own first)", choices=("vllm", "prefill_first")),
