@@ -17,20 +17,26 @@ Processes
                   waited ``max_wait_s``, or when no more requests can come; runs one
                   prefill step for the batch, then iterations until every request of
                   the batch has finished (finished requests leave; the batch shrinks).
-  ``continuous``  iteration-level scheduling: before every iteration, admits waiting
-                  requests (FCFS, as many as fit, their prompts within
-                  ``max_num_batched_tokens``) up to ``batch_size`` running; runs their
-                  prefill as its own step first (prefill-first policy), then one
-                  iteration for all running requests.
+  ``continuous``  iteration-level scheduling, with ``scheduler``:
+                  ``prefill_first``: before every iteration, admits waiting requests
+                  (FCFS, as many as fit, their prompts within ``max_num_batched_tokens``)
+                  up to ``batch_size`` running; runs their prefill as its own step
+                  first, then one iteration for all running requests;
+                  ``vllm``: vLLM V1's policy (:meth:`Server.vllm_scheduler`): decodes
+                  first, then prefill chunks within the token budget, in one mixed step;
+                  with ``kv_cache = "paged"`` (:meth:`Server.paged_vllm_scheduler`)
+                  blocks are allocated as tokens come, with preemption and an optional
+                  prefix cache.
 
   An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
   ``verify`` (or plain ``decode``) stage. Prefill yields each request's first token; a
   verify step yields the drawn number of accepted tokens, of which those past the
   request's output length are dropped. Contexts grow by the tokens kept.
 
-KV cache: a request reserves prompt + output + (verify width - 1) tokens of KV cache
-when admitted (the lookahead of a speculative step) and frees them when it finishes; a
-request that could never fit is rejected on arrival. ``max_sim_time_s`` bounds a run;
+KV cache (``kv_cache = "reserve"``): a request reserves prompt + output + (verify width
+- 1) tokens of KV cache when admitted (the lookahead of a speculative step) and frees
+them when it finishes; ``paged``: see :mod:`servesim.kv_cache`. A request that could
+never fit is rejected on arrival. ``max_sim_time_s`` bounds a run;
 requests not finished by then are reported as ``unfinished``.
 
 Waiting is split in two: ``slot_wait_s`` from arrival until the request is among those
