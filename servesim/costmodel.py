@@ -35,7 +35,6 @@ one GPU's (all run in lockstep). The logits' all-gather is not charged (a few KB
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from servesim.cost import kernels

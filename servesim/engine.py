@@ -459,10 +459,10 @@ class Server:
         env, gpu, rows = self.env, self.gpu, self.step_rows
         point, arm, stage = self.point_id, self.arm, self.step_stage
         spec, cost_model = self.speculator, self.cost_model
-        step_cost, draft_cost, drafting = cost_model.step_cost, spec.draft_cost, spec.has_draft_stage
+        step_cost, drafting = cost_model.step_cost, spec.has_draft_stage
         n, kind = spec.tokens_per_step, spec.verify_kind
         waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
-        drafts, fixed, finish_at, counts = self._drafts, self.fixed, self._finish_at, self.counts
+        fixed = self.fixed
         paged, block = self.paged, self.kv.block_size
         while active:
             if paged:  # every request needs room for context + width; the scheduler preempts
@@ -480,13 +480,7 @@ class Server:
                     break
             context = self.context_tokens
             b = len(active)
-            draft = None
-            if drafting:
-                draft = drafts.get(b) if drafts is not None else None
-                if draft is None:
-                    draft = draft_cost(cost_model, b, context)
-                    if drafts is not None:
-                        drafts[b] = draft
+            draft = self._draft_cost(b, context) if drafting else None
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
@@ -494,29 +488,12 @@ class Server:
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
-            self.iterations += 1
-            if fixed:  # no draws; who finishes now was known at admission (see _prefill)
-                counts[fixed] += b
-                generated = b * fixed
-                finished = finish_at.pop(self.iterations, ())
-                for s in finished:
-                    s.remaining -= fixed * (self.iterations - s.joined_iteration)
-                    generated += s.remaining
-            else:
-                draws = self._draw(b)
-                generated = sum(draws)  # less what finishing requests accept past their end
-                finished = []
-                for s, a in zip(active, draws):
-                    left = s.remaining - a
-                    s.remaining = left
-                    if left <= 0:
-                        generated += left
-                        finished.append(s)
+            generated, finished, outcome = self._iteration_outcome(active)
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
                 rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, 0, 0, cost))
-                self._inflight = finished if fixed else draws
+                self._inflight = outcome
                 yield env.timeout(cost.time_s)
             self._inflight = None
             if self._next is not None and self._next.arrival_s <= env.now:
@@ -540,6 +517,42 @@ class Server:
                     break
         return active
 
+    def _draft_cost(self, b: int, context: int):
+        """The draft stage's cost for ``b`` sequences (looked up per batch size when it
+        does not depend on the context), or None when the speculator drafts for free."""
+        drafts = self._drafts
+        draft = drafts.get(b) if drafts is not None else None
+        if draft is None:
+            draft = self.speculator.draft_cost(self.cost_model, b, context)
+            if drafts is not None:
+                drafts[b] = draft
+        return draft
+
+    def _iteration_outcome(self, active: list[_Sequence]) -> tuple[int, list, object]:
+        """One more iteration of the ``active`` requests, drawn before it runs (nothing
+        reads the counts until after): (tokens generated, requests it finishes, what to
+        take back if a cut stops it: the finishers with fixed acceptance, else the draws)."""
+        self.iterations += 1
+        fixed, b = self.fixed, len(active)
+        if fixed:  # no draws; who finishes now was known at admission (see _prefill)
+            self.counts[fixed] += b
+            generated = b * fixed
+            finished = self._finish_at.pop(self.iterations, ())
+            for s in finished:
+                s.remaining -= fixed * (self.iterations - s.joined_iteration)
+                generated += s.remaining
+            return generated, finished, finished
+        draws = self._draw(b)
+        generated = sum(draws)  # less what finishing requests accept past their end
+        finished = []
+        for s, a in zip(active, draws):
+            left = s.remaining - a
+            s.remaining = left
+            if left <= 0:
+                generated += left
+                finished.append(s)
+        return generated, finished, draws
+
     def _mixed_step(self, chunks: list[tuple[_Sequence, int]]):
         """One step of the vLLM policy with prefill ``chunks`` ((request, tokens) in
         FCFS order): the running requests' iteration (a draft stage first, if the
@@ -552,7 +565,7 @@ class Server:
         b = len(active)
         context = self.context_tokens
         if b and spec.has_draft_stage:
-            draft = spec.draft_cost(cost_model, b, context)
+            draft = self._draft_cost(b, context)
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
@@ -560,43 +573,17 @@ class Server:
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
-        generated, finished, outcome = 0, [], None
-        if b:
-            self.iterations += 1
-            if fixed:
-                self.counts[fixed] += b
-                generated = b * fixed
-                finished = self._finish_at.pop(self.iterations, ())
-                for s in finished:
-                    s.remaining -= fixed * (self.iterations - s.joined_iteration)
-                    generated += s.remaining
-                outcome = finished
-            else:
-                outcome = draws = self._draw(b)
-                generated = sum(draws)
-                finished = []
-                for s, a in zip(active, draws):
-                    left = s.remaining - a
-                    s.remaining = left
-                    if left <= 0:
-                        generated += left
-                        finished.append(s)
-        if chunks:
-            shape = tuple((take, s.computed) for s, take in chunks)
-            cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
-            completing = [s for s, take in chunks if s.computed + take == s.target]
-            stage = "mixed" if b else "prefill"
-            prefill_tokens = sum(take for _, take in chunks)
-        else:  # a plain iteration (paged KV runs every step here)
-            shape, completing, stage, prefill_tokens = (), (), self.step_stage, 0
-            cost = cost_model.step_cost(b, n, context, kind)
+        generated, finished, outcome = self._iteration_outcome(active) if b else (0, (), None)
+        shape = tuple((take, s.computed) for s, take in chunks)
+        cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
+        completing = [s for s, take in chunks if s.computed + take == s.target]
         with gpu.request() as grant:
             yield grant
             # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
-            rows.append((self.point_id, self.arm, stage, env.now, cost.time_s, b + len(chunks),
-                         n if b or not chunks else max(take for _, take in chunks),
+            rows.append((self.point_id, self.arm, "mixed" if b else "prefill", env.now, cost.time_s,
+                         b + len(chunks), n if b else max(take for _, take in chunks),
                          context + sum(p for _, p in shape), generated + len(completing), len(chunks),
-                         prefill_tokens, cost))
+                         sum(take for _, take in chunks), cost))
             self._inflight = _StepOutcome(outcome)
             yield env.timeout(cost.time_s)
         self._inflight = None

@@ -21,7 +21,6 @@ expected acceptance.
 
 from __future__ import annotations
 
-import csv
 import heapq
 from dataclasses import dataclass
 

@@ -32,8 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from servesim.inputs import (MAX_TOKENS, InputError, integer_column, length_column, read_table,  # noqa: F401
-                             read_trace_columns)
+from servesim.inputs import MAX_TOKENS, InputError, length_column, read_trace_columns
 
 
 class Request(NamedTuple):
