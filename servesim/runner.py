@@ -25,7 +25,7 @@ from servesim.metrics import arm_metrics
 from servesim.models import get_model
 from servesim.engine import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
-from servesim.scenario import weights_bytes as scenario_weights_bytes
+from servesim.scenario import weights_bytes
 from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
@@ -155,11 +155,6 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
     return recorder, sink.close()
 
 
-def weights_bytes(point: Point, cost_model=None, speculator=None) -> float:
-    """Bytes of all weights on the GPU: target, Medusa heads or draft model."""
-    return scenario_weights_bytes(point.values)
-
-
 def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
     """KV-cache tokens: the scenario's value, or, per GPU, (memory x utilisation -
     weights / tensor_parallel_size) / KV bytes per token on one GPU (a draft model's own
@@ -167,7 +162,7 @@ def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
     if point["kv_capacity_tokens"]:
         return point["kv_capacity_tokens"]
     tp = point["tensor_parallel_size"]
-    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point) / tp
+    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point.values) / tp
     kv = cost_model.kv_bytes_per_token()
     if point["method"] == "draft_model":  # the draft's own KV cache grows with the same tokens
         kv += speculator.draft_cost_model.kv_bytes_per_token()
