@@ -310,7 +310,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_tree(args) -> int:
-    from servesim.trees import (BUNDLED_ACCURACY, TreeAcceptance, bundled_tree_names,
+    from servesim.speculation.trees import (BUNDLED_ACCURACY, TreeAcceptance, bundled_tree_names,
                                 greedy_tree, head_rank_probabilities, published_tree)
 
     if args.heads not in BUNDLED_ACCURACY and not Path(args.heads).is_file():

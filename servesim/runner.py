@@ -30,7 +30,7 @@ from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, Medusa
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
                                   default_max_accepted, interpolate_curve)
-from servesim.trees import TreeAcceptance, greedy_tree, head_rank_probabilities, published_tree
+from servesim.speculation.trees import TreeAcceptance, greedy_tree, head_rank_probabilities, published_tree
 from servesim.workload import build_workload
 
 ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len")

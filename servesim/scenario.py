@@ -497,7 +497,7 @@ def check_point(source: str, point: Point) -> None:
     if v["method"] == "draft_model" and not v["alpha"] < 1:
         raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
     if v["method"] == "medusa" and v["acceptance"] == "tree":
-        from servesim.trees import BUNDLED_ACCURACY, bundled_tree_names
+        from servesim.speculation.trees import BUNDLED_ACCURACY, bundled_tree_names
         table = v["head_accuracy"] or v["model"]
         if table not in BUNDLED_ACCURACY and not Path(table).is_file():
             raise ScenarioError(source, "speculation.head_accuracy",
@@ -514,7 +514,7 @@ def check_point(source: str, point: Point) -> None:
             raise ScenarioError(source, "speculation.tree",
                                 f"unknown tree {v['tree']!r}; allowed: {', '.join(bundled_tree_names())} or empty (greedy)")
         if v["tree"]:
-            from servesim.trees import published_tree
+            from servesim.speculation.trees import published_tree
             size = len(published_tree(v["tree"])) + 1
             if v["candidate_tokens"] > size:
                 raise ScenarioError(source, "speculation.candidate_tokens",

@@ -11,7 +11,7 @@ import pytest
 from servesim.costmodel import StepCost
 from servesim.engine import Recorder, simulate
 from servesim.speculation import DraftModelSpeculation, NoSpeculation, TruncatedGeometricAcceptance
-from servesim.trees import (TreeAcceptance, expected_tokens, greedy_tree, head_rank_probabilities,
+from servesim.speculation.trees import (TreeAcceptance, expected_tokens, greedy_tree, head_rank_probabilities,
                             published_tree)
 from servesim.workload import closed_workload
 
