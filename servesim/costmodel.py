@@ -42,7 +42,8 @@ from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
 
 OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
-            "mlp_down", "elementwise", "allreduce", "lm_head", "framework", "draft_heads", "draft_model")
+            "mlp_down", "elementwise", "allreduce", "lm_head", "framework", "draft_heads", "draft_model",
+            "draft_head", "ngram_propose")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
@@ -124,6 +125,11 @@ class StepCost:
         for op in self.ops:
             times[op.name] += op.time_s
         return times
+
+
+def fixed_time_cost(name: str, time_s: float) -> StepCost:
+    """A stage of a given duration with no FLOPs or bytes (a CPU proposer, a what-if cost)."""
+    return StepCost((OpCost(name, 0.0, 0.0, 0.0, 0.0, time_s),), time_s)
 
 
 def _merged(name: str, ops: list[OpCost]) -> StepCost:

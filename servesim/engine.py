@@ -123,7 +123,7 @@ class _Sequence:
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
                  "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
-                 "target", "steps_before", "extra_tokens", "shared_tokens")
+                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -146,6 +146,7 @@ class _Sequence:
         self.steps_before = 0
         self.extra_tokens = 0
         self.shared_tokens = 0  # its leading tokens in cached prefix blocks (not its own)
+        self.accept = None  # its own acceptance (a speculator with per-request acceptance)
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
@@ -199,6 +200,22 @@ class Server:
         # finishes, is preempted (see _preempt) or the run ends; until then its tokens
         # are worked out from the iterations since it joined (_remaining_now)
         self.fixed = speculator.fixed_tokens_per_step
+        # speculation length per step (a length policy) and per-request acceptance
+        self.policy = getattr(speculator, "policy", None)
+        self.per_request = getattr(speculator, "per_request", None)
+        if self.policy is not None or self.per_request is not None:
+            self.fixed = None
+        self._count_served = self.policy is not None or self.per_request is not None
+        self.max_length = speculator.max_length
+        lengths = range(self.max_length + 1)
+        self.widths = [speculator.width(k) for k in lengths]
+        self.kinds = [speculator.kind(k) for k in lengths]
+        self.stages = ["decode" if k == 0 or self.widths[k] == 1 else "verify" for k in lengths]
+        self.length_seqs = recorder.length_counts.setdefault(arm, [])
+        """length_seqs[k]: request-steps run at speculation length k."""
+        self.length_seqs.extend([0] * (self.max_length + 1 - len(self.length_seqs)))
+        self._level_rng = (np.random.default_rng(int(rng.integers(2**63))) if self.per_request is not None
+                           else None)
         self._finish_at: dict[int, list[_Sequence]] = {}
         # draft stage cost by batch size, if it does not depend on the context
         self._drafts = None if speculator.draft_depends_on_context else {}
@@ -292,6 +309,8 @@ class Server:
         self._advance(t_s)
         s = _Sequence(request, t_s, request.prompt_len + request.output_len + self.lookahead,
                       self.env.event() if self.workload.clients else None)
+        if self.per_request is not None:
+            s.accept = self.per_request.request_state(self._level_rng, request.request_id)
         self.arrived += 1
         if self.arrived == 1:
             self.stats["first_arrival_s"] = t_s
@@ -395,7 +414,7 @@ class Server:
         with self.gpu.request() as grant:
             yield grant
             self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
-                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), cost))
+                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), 0, cost))
             self._inflight = ()
             yield self.env.timeout(cost.time_s)
         self._inflight = None
@@ -424,8 +443,12 @@ class Server:
             # they need; the sequence of draws is the same whatever the block sizes
             size = max(n, 256 << min(2 * self._blocks_drawn, 4))
             self._blocks_drawn += 1
-            block = self._drawn = self.speculator.draw_accepted(self.rng, size)
-            self._count(block, +1)
+            if self.per_request is not None:  # uniforms, mapped per request (_iteration_outcome)
+                block = self._drawn = self.rng.random(size)
+            else:
+                block = self._drawn = self.speculator.draw_accepted(self.rng, size)
+            if not self._count_served:
+                self._count(block, +1)
             self._block = self._block[self._block_pos:] + block.tolist()
             self._block_pos = 0
         block, pos = self._block, self._block_pos
@@ -441,7 +464,7 @@ class Server:
         are the tail of the last numpy block: a refill is served from at once, and what
         was left of the block before it is shorter than that first serving."""
         unserved = len(self._block) - self._block_pos
-        if unserved:
+        if unserved and not self._count_served:
             self._count(self._drawn[len(self._drawn) - unserved:], -1)
 
     def _decode(self, active: list[_Sequence], until_admissible: bool):
@@ -460,11 +483,15 @@ class Server:
         point, arm, stage = self.point_id, self.arm, self.step_stage
         spec, cost_model = self.speculator, self.cost_model
         step_cost, drafting = cost_model.step_cost, spec.has_draft_stage
-        n, kind = spec.tokens_per_step, spec.verify_kind
+        n, kind, k = spec.tokens_per_step, spec.verify_kind, self.max_length
+        policy, widths, kinds, stages = self.policy, self.widths, self.kinds, self.stages
         waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
         fixed = self.fixed
         paged, block = self.paged, self.kv.block_size
         while active:
+            if policy is not None:
+                k = policy.choose(len(active), self.context_tokens, len(waiting))
+                n, kind, stage = widths[k], kinds[k], stages[k]
             if paged:  # every request needs room for context + width; the scheduler preempts
                 grown = True
                 it = self.iterations
@@ -480,19 +507,19 @@ class Server:
                     break
             context = self.context_tokens
             b = len(active)
-            draft = self._draft_cost(b, context) if drafting else None
+            draft = self._draft_cost(b, context, k) if drafting and k else None
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
-                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, draft))
+                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, k, draft))
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
-            generated, finished, outcome = self._iteration_outcome(active)
+            generated, finished, outcome = self._iteration_outcome(active, k)
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
-                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, 0, 0, cost))
+                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, 0, 0, k, cost))
                 self._inflight = outcome
                 yield env.timeout(cost.time_s)
             self._inflight = None
@@ -517,23 +544,28 @@ class Server:
                     break
         return active
 
-    def _draft_cost(self, b: int, context: int):
-        """The draft stage's cost for ``b`` sequences (looked up per batch size when it
-        does not depend on the context), or None when the speculator drafts for free."""
+    def _draft_cost(self, b: int, context: int, k: int):
+        """The draft stage's cost for ``b`` sequences at speculation length ``k`` (looked
+        up per batch size and length when it does not depend on the context), or None
+        when the speculator drafts for free."""
         drafts = self._drafts
-        draft = drafts.get(b) if drafts is not None else None
+        draft = drafts.get((b, k)) if drafts is not None else None
         if draft is None:
-            draft = self.speculator.draft_cost(self.cost_model, b, context)
+            draft = self.speculator.draft_cost(self.cost_model, b, context, k)
             if drafts is not None:
-                drafts[b] = draft
+                drafts[(b, k)] = draft
         return draft
 
-    def _iteration_outcome(self, active: list[_Sequence]) -> tuple[int, list, object]:
-        """One more iteration of the ``active`` requests, drawn before it runs (nothing
-        reads the counts until after): (tokens generated, requests it finishes, what to
-        take back if a cut stops it: the finishers with fixed acceptance, else the draws)."""
+    def _iteration_outcome(self, active: list[_Sequence], k: int) -> tuple[int, list, object]:
+        """One more iteration of the ``active`` requests at speculation length ``k``,
+        drawn before it runs (nothing reads the counts until after): (tokens generated,
+        requests it finishes, what to take back if a cut stops it: the finishers with
+        fixed acceptance, else the draws). A step shorter than the longest length keeps
+        min(draw, k + 1) tokens; per-request acceptance maps each uniform draw through
+        the request's own state."""
         self.iterations += 1
         fixed, b = self.fixed, len(active)
+        self.length_seqs[k] += b
         if fixed:  # no draws; who finishes now was known at admission (see _prefill)
             self.counts[fixed] += b
             generated = b * fixed
@@ -543,6 +575,16 @@ class Server:
                 generated += s.remaining
             return generated, finished, finished
         draws = self._draw(b)
+        if self._count_served:
+            if self.per_request is not None:
+                tokens = self.per_request.tokens
+                draws = [tokens(s.accept, u) for s, u in zip(active, draws)]
+            if k < self.max_length:
+                cap = k + 1
+                draws = [a if a < cap else cap for a in draws]
+            counts = self.counts
+            for a in draws:
+                counts[a] += 1
         generated = sum(draws)  # less what finishing requests accept past their end
         finished = []
         for s, a in zip(active, draws):
@@ -560,20 +602,24 @@ class Server:
         ran gets its first token and decodes from the next step on."""
         env, gpu, rows = self.env, self.gpu, self.step_rows
         spec, cost_model = self.speculator, self.cost_model
-        n, kind, fixed = spec.tokens_per_step, spec.verify_kind, self.fixed
+        n, kind, fixed, k = spec.tokens_per_step, spec.verify_kind, self.fixed, self.max_length
         active = self.running
         b = len(active)
         context = self.context_tokens
-        if b and spec.has_draft_stage:
-            draft = self._draft_cost(b, context)
+        if b and self.policy is not None:
+            k = self.policy.choose(b, context, len(self.waiting))
+            n, kind = self.widths[k], self.kinds[k]
+        if b and spec.has_draft_stage and k:
+            draft = self._draft_cost(b, context, k)
             if draft is not None:
                 with gpu.request() as grant:
                     yield grant
-                    rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, draft))
+                    rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0,
+                                 k, draft))
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
-        generated, finished, outcome = self._iteration_outcome(active) if b else (0, (), None)
+        generated, finished, outcome = self._iteration_outcome(active, k) if b else (0, (), None)
         shape = tuple((take, s.computed) for s, take in chunks)
         cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
         completing = [s for s, take in chunks if s.computed + take == s.target]
@@ -583,7 +629,7 @@ class Server:
             rows.append((self.point_id, self.arm, "mixed" if b else "prefill", env.now, cost.time_s,
                          b + len(chunks), n if b else max(take for _, take in chunks),
                          context + sum(p for _, p in shape), generated + len(completing), len(chunks),
-                         sum(take for _, take in chunks), cost))
+                         sum(take for _, take in chunks), k if b else 0, cost))
             self._inflight = _StepOutcome(outcome)
             yield env.timeout(cost.time_s)
         self._inflight = None
@@ -868,7 +914,7 @@ class Server:
         row = self.step_rows[-1]
         start_s, duration_s = row[3], row[4]
         kept_s = min(duration_s, max(0.0, self.env.now - start_s))
-        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:11] + (row[-1].truncated(kept_s),)
+        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:12] + (row[-1].truncated(kept_s),)
         outcome, self._inflight = self._inflight, None
         if isinstance(outcome, _StepOutcome):  # a step of the vllm policy
             outcome = outcome.decodes  # (its chunks advance only after the step)
@@ -878,6 +924,7 @@ class Server:
             return  # a prefill or draft stage: no request state was advanced
         self.iterations -= 1
         b = row[5] - row[9]
+        self.length_seqs[row[11]] -= b
         if self.fixed:
             self.counts[self.fixed] -= b
             for s in outcome:  # finishers of that step: back to their count after prefill

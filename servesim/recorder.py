@@ -19,10 +19,11 @@ import numpy as np
 
 STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
                "tokens_per_seq", "context_tokens", "tokens_generated", "prefill_seqs",
-               "prefill_tokens", "cost")
+               "prefill_tokens", "spec_length", "cost")
 """A step row: ``batch_size`` sequences in the stage, of which ``prefill_seqs`` carry
 ``prefill_tokens`` prompt tokens (a prefill stage, or the chunks of a mixed step) and
-the others ``tokens_per_seq`` decode (or verify) tokens each."""
+the others ``tokens_per_seq`` decode (or verify) tokens each; ``spec_length`` is the
+speculation length the step ran at (drafted tokens, or tree depth; 0 = plain decode)."""
 REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                   "first_token_s", "finish_s", "prompt_len", "output_len",
                   "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
@@ -44,6 +45,7 @@ class ArmTotals:
         self.busy_s = 0.0
         self.decode_time_s = 0.0
         self.decode_tokens = 0
+        self.draft_time_s = 0.0
         self.iterations = 0
         self.batch_time_s: dict[int, float] = {}
         self.batch_tokens: dict[int, int] = {}
@@ -56,11 +58,14 @@ class ArmTotals:
         batch_time, batch_tokens = self.batch_time_s, self.batch_tokens
         busy_s, decode_time_s, decode_tokens = self.busy_s, self.decode_time_s, self.decode_tokens
         generated, iterations = self.generated_tokens, self.iterations
-        for _, _, stage, _, duration_s, batch, _, _, tokens, prefill_seqs, _, _ in rows:
+        draft_time_s = self.draft_time_s
+        for _, _, stage, _, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _ in rows:
             busy_s += duration_s
             generated += tokens
             if stage == "prefill":
                 continue
+            if stage == "draft":
+                draft_time_s += duration_s
             batch -= prefill_seqs  # a mixed step's decoding batch
             decode_time_s += duration_s
             decode_tokens += tokens
@@ -75,6 +80,7 @@ class ArmTotals:
         self.stages += len(rows)
         self.busy_s, self.decode_time_s, self.decode_tokens = busy_s, decode_time_s, decode_tokens
         self.generated_tokens, self.iterations = generated, iterations
+        self.draft_time_s = draft_time_s
 
     def add_request(self, row: tuple) -> None:
         """Add a request row (fields :data:`REQUEST_FIELDS`); rows reach the columns
@@ -145,6 +151,8 @@ class Recorder:
         self.requests: list[tuple] = []
         self.accepted_counts: dict[str, list[int]] = {}
         """Per arm: accepted_counts[arm][k] = request-steps that drew k tokens."""
+        self.length_counts: dict[str, list[int]] = {}
+        """Per arm: length_counts[arm][k] = request-steps run at speculation length k."""
         self.arm_stats: dict[str, dict] = {}
         """Per arm: time integrals and counters of the run (see ``Server.stats``)."""
         self.totals: dict[str, ArmTotals] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from servesim.speculation.acceptance import FixedAcceptance
+from servesim.speculation.base import Speculator
 
 
-class NoSpeculation:
+class NoSpeculation(Speculator):
     """Plain autoregressive decoding: one token per step, no drafting."""
 
     method = "none"
@@ -21,5 +22,5 @@ class NoSpeculation:
     def draw_accepted(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.ones(n, dtype=np.int64)
 
-    def draft_cost(self, cost_model, batch: int, context_tokens: int):
+    def draft_cost(self, cost_model, batch: int, context_tokens: int, length: int | None = None):
         return None

@@ -22,6 +22,7 @@ expected acceptance.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +124,21 @@ class TreeAcceptance:
     def mean(self) -> float:
         return expected_tokens(list(self.tree), self.probs)
 
+    def survival(self) -> np.ndarray:
+        """S[d] = P(tokens >= d + 1): the summed path probabilities of the nodes at depth d."""
+        s = np.zeros(self.depth + 1)
+        s[0] = 1.0
+        for p in self.tree:
+            s[len(p)] += path_probability(p, self.probs)
+        return s
+
+    def nodes_per_depth(self) -> list[int]:
+        """Tree nodes at depth 1, 2, ... (the root, depth 0, not counted)."""
+        counts = [0] * self.depth
+        for p in self.tree:
+            counts[len(p) - 1] += 1
+        return counts
+
     def _children(self) -> np.ndarray:
         """child[node, rank] = node index of that child, -1 if none; node 0 is the root."""
         ranks = 1 + max((max(p) for p in self.tree), default=0)
@@ -153,3 +169,66 @@ class TreeAcceptance:
             tokens += alive
             node = np.where(alive, nxt, node)
         return tokens
+
+
+def dynamic_tree(probs: np.ndarray, topk: int, depth: int, total_tokens: int) -> list[tuple[int, ...]]:
+    """EAGLE-2's draft tree: from the root, each of ``depth`` draft passes expands the
+    ``topk`` nodes of highest path confidence of the last level by their ``topk``
+    children; then the ``total_tokens - 1`` expanded nodes of highest confidence are
+    verified. Confidence is the path probability (EAGLE-2 finds the draft well
+    calibrated), so the tree adapts to the acceptance table, not to each context."""
+    level = [()]
+    expanded: list[tuple[int, ...]] = []
+    for _ in range(depth):
+        children = [p + (r,) for p in level for r in range(min(topk, probs.shape[1]))]
+        children.sort(key=lambda p: -path_probability(p, probs))
+        expanded += children
+        level = children[:topk]
+    expanded.sort(key=lambda p: (-path_probability(p, probs), len(p)))
+    chosen = expanded[: total_tokens - 1]
+    chosen_set = set(chosen)
+    # keep it prefix-closed (ties could order a child before its parent)
+    return [p for p in chosen if all(p[:i] in chosen_set for i in range(1, len(p)))]
+
+
+def optimal_tree_value(position_acceptance: list[float], size: int, max_depth: int | None = None) -> float:
+    """Sequoia's dynamic programme: the largest expected tokens per step of a tree of
+    exactly ``size`` tokens (root included) when the child of sibling rank i is accepted
+    with probability ``position_acceptance[i]`` given its parent was, at any depth.
+
+    f(n, d): best value of a subtree of n nodes and depth at most d, its root accepted:
+    1 + g(n - 1, 0, d - 1), where g(m, i, d) places m nodes under the children of ranks
+    i, i + 1, ... (each child's subtree of n_i nodes worth p_i f(n_i, d)). Without a
+    depth limit this equals the greedy tree (a child never beats its parent), which the
+    tests check, and both against brute force. -inf where no such tree exists."""
+    p = list(position_acceptance)
+    depth = size - 1 if max_depth is None else max_depth
+    cache_f: dict[tuple[int, int], float] = {}
+    cache_g: dict[tuple[int, int, int], float] = {}
+
+    def f(n: int, d: int) -> float:
+        if n == 1:
+            return 1.0
+        if d <= 0:
+            return -math.inf
+        key = (n, d)
+        if key not in cache_f:
+            cache_f[key] = 1.0 + g(n - 1, 0, d - 1)
+        return cache_f[key]
+
+    def g(m: int, i: int, d: int) -> float:
+        if m == 0:
+            return 0.0
+        if i >= len(p):
+            return -math.inf
+        key = (m, i, d)
+        if key not in cache_g:
+            best = g(m, i + 1, d)  # no child of rank i
+            for j in range(1, m + 1):
+                sub, rest = f(j, d), g(m - j, i + 1, d)
+                if sub > -math.inf and rest > -math.inf:
+                    best = max(best, p[i] * sub + rest)
+            cache_g[key] = best
+        return cache_g[key]
+
+    return f(size, depth)

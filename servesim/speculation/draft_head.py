@@ -1,0 +1,88 @@
+"""A one-layer draft head at the target's width: the drafter of EAGLE, EAGLE-3 and MTP.
+
+Each draft pass runs one decoder layer of the target's shape (its own weights and a
+one-layer KV cache over the context) and a vocabulary projection, over the tokens the
+pass expands per sequence (1 for a chain, the frontier of a tree), plus the GEMMs that
+fuse the target's features into the layer's input:
+
+* EAGLE (Li et al. 2024): an FC of 2 x hidden -> hidden (feature and token embedding
+  concatenated) on every pass; the target's lm_head.
+* EAGLE-3 (Li et al. 2025): an FC of 3 x hidden -> hidden on the first pass (low, mid
+  and high features of the target fused), and the layer's QKV projection takes
+  2 x hidden inputs (embedding and hidden state), charged as one extra
+  hidden -> QKV GEMM per pass; its own lm_head over a reduced draft vocabulary
+  (32,000 tokens in the released heads; ``draft_vocab_size``).
+* MTP (DeepSeek-V3): a projection of 2 x hidden -> hidden and one transformer block per
+  module, the target's shared lm_head.
+
+Passes run one after another (each needs the last one's tokens); the stage is reported
+as one ``draft_head`` operator. No framework overhead (the passes run inside the
+target's engine step); every kernel pays the profile's per-kernel floor, which is what
+makes small drafts cost what they do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from servesim.costmodel import CostModel, _merged
+from servesim.models import Model
+
+
+def head_model(target: Model, vocab: int | None = None, name: str = "draft-head") -> Model:
+    """One decoder layer of the target's shape (and ``vocab`` outputs, default the target's)."""
+    return replace(target, name=f"{target.name}-{name}", description=f"one-layer {name} of {target.name}",
+                   layers=1, vocab=vocab or target.vocab, published_params=0.0)
+
+
+class DraftHead:
+    """The cost of a draft head's passes (pure: only the cost model's arithmetic).
+
+    fc_in: input width multiple of the fusion GEMM (2 for EAGLE and MTP, 3 for EAGLE-3).
+    fc_every_pass: whether the fusion GEMM runs on every pass (EAGLE, MTP) or the first
+        only (EAGLE-3).
+    extra_qkv: whether the layer's QKV projection takes a doubled input (EAGLE-3).
+    """
+
+    def __init__(self, cost_model: CostModel, fc_in: int, fc_every_pass: bool, extra_qkv: bool) -> None:
+        self.cost_model = cost_model
+        self.fc_in, self.fc_every_pass, self.extra_qkv = fc_in, fc_every_pass, extra_qkv
+        self._memo: dict[tuple, object] = {}
+
+    def weights_params(self) -> int:
+        """Parameters of the head besides what it shares with the target (embedding,
+        and the lm_head unless its vocabulary is its own)."""
+        m = self.cost_model.model
+        params = m.layer_params + self.fc_in * m.hidden * m.hidden
+        if self.extra_qkv:
+            params += m.hidden * (m.q_dim + 2 * m.kv_dim)
+        return params
+
+    def cost(self, batch: int, pass_widths: tuple[int, ...], context_tokens: int):
+        """The passes for ``batch`` sequences, pass t expanding ``pass_widths[t]`` tokens
+        per sequence; each attends to the context and to the tokens drafted before it."""
+        key = (batch, pass_widths, context_tokens)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        cm, m = self.cost_model, self.cost_model.model
+        tp = cm.tensor_parallel_size
+        ops = []
+        drafted = 0
+        for t, w in enumerate(pass_widths):
+            tokens = batch * w
+            if self.fc_every_pass or t == 0:
+                ops.append(cm.gemm("draft_head", tokens if self.fc_every_pass else batch,
+                                   self.fc_in * m.hidden, -(-m.hidden // tp)))
+            if self.extra_qkv:
+                ops.append(cm.gemm("draft_head", tokens, m.hidden, -(-(m.q_dim + 2 * m.kv_dim) // tp)))
+            step = cm.step_cost(batch, w, context_tokens + drafted, "decode" if w == 1 else "verify")
+            ops.extend(step.ops)
+            drafted += tokens
+        if len(self._memo) >= CostModel.MEMO_ENTRIES:
+            self._memo.clear()
+        cost = self._memo[key] = _merged("draft_head", ops)
+        return cost
+
+    def kv_bytes_per_token(self) -> int:
+        return self.cost_model.kv_bytes_per_token()
