@@ -45,14 +45,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     parquet = path.suffix.lower() in (".parquet", ".pq")
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     try:
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path, encoding="utf-8")
+        if jsonl:
+            frame = pd.read_json(path, lines=True, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path) if parquet else pd.read_csv(path, encoding="utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}); a CSV must be UTF-8") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: empty file (expected a header row and data rows)") from None
     except Exception as e:  # a parse error of any kind becomes one clear message
-        raise InputError(f"{path}: cannot read as {'Parquet' if parquet else 'CSV'}: {e}") from None
+        raise InputError(f"{path}: cannot read as {'Parquet' if parquet else 'JSON lines' if jsonl else 'CSV'}: "
+                         f"{e}") from None
     if len(frame) == 0:
         raise InputError(f"{path}: no data rows (columns: {', '.join(map(str, frame.columns))})")
     return frame
@@ -190,3 +195,28 @@ def read_acceptance_curve(path: str | Path) -> dict[int, float]:
     if len(set(n.tolist())) != len(n):
         raise InputError(f"{path}: column 'candidate_tokens': each value must appear once")
     return dict(zip(n.tolist(), rate.tolist()))
+
+
+@lru_cache(maxsize=8)
+def _cached_acceptance_trace(path: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
+    frame = read_table(path)
+    ids = integer_column(frame, path, "request_id", low=0, high=2**62)
+    accepted = integer_column(frame, path, "num_accepted_tokens", low=0, high=MAX_CANDIDATES)
+    order = np.argsort(ids, kind="stable")  # steps keep their file order within a request
+    if "step" in frame.columns:
+        steps = integer_column(frame, path, "step", low=0, high=2**62)
+        order = np.lexsort((steps, ids))
+    ids, accepted = ids[order], accepted[order]
+    cuts = np.flatnonzero(np.diff(ids)) + 1
+    return tuple(np.split(accepted, cuts))
+
+
+def read_acceptance_trace(path: str | Path) -> list[np.ndarray]:
+    """Measured acceptance per step: a CSV, Parquet or JSON-lines file with columns
+    ``request_id`` and ``num_accepted_tokens`` (draft tokens the step accepted, vLLM's
+    name; 0 = only the target's own token) and optionally ``step`` (order within a
+    request; default the file's order). Returns each request's steps, by request id."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    return list(_cached_acceptance_trace(str(p), p.stat().st_mtime_ns))

@@ -22,7 +22,7 @@ from servesim.engine import Recorder, simulate
 from servesim.results import PartSink
 from servesim.hardware import get_framework, get_gpu
 from servesim.metrics import arm_metrics
-from servesim.models import get_model
+from servesim.models import resolve_model, thaw_definitions
 from servesim.engine import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
 from servesim.scenario import weights_bytes
@@ -30,7 +30,15 @@ from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, Medusa
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
                                   default_max_accepted, interpolate_curve)
-from servesim.speculation.trees import TreeAcceptance, greedy_tree, head_rank_probabilities, published_tree
+from servesim.speculation.acceptance import (AcceptanceReplay, ChainAcceptance, NgramAcceptance,
+                                             RequestLevels)
+from servesim.speculation.draft_head import DraftHead, head_model
+from servesim.speculation.eagle import EagleSpeculation, tree_shape
+from servesim.speculation.mtp import MTPSpeculation
+from servesim.speculation.ngram import NgramSpeculation
+from servesim.speculation.policy import BatchThreshold, Goodput
+from servesim.speculation.trees import (TreeAcceptance, dynamic_tree, greedy_tree, head_rank_probabilities,
+                                        published_tree)
 from servesim.workload import build_workload
 
 ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len")
@@ -41,7 +49,8 @@ WORKLOAD_KEYS = tuple(SCHEMA["workload"])
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
                    "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "model", "tree",
                    "tree_paths", "gamma", "alpha", "alpha_per_position", "batch_size",
-                   "num_requests", "output_len")
+                   "num_requests", "output_len", "num_speculative_tokens", "eagle_topk",
+                   "ngram_match_probability", "acceptance_spread", "acceptance_trace")
 
 
 def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
@@ -62,7 +71,7 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 @lru_cache(maxsize=8)
 def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
                 framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0,
-                tensor_parallel_size: int = 1) -> CostModel:
+                tensor_parallel_size: int = 1, definitions: tuple = (), head: tuple = ()) -> CostModel:
     """Points that agree on GPU, model, kernel profile, framework and dtype share one
     cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
     repeat the same steps for every speculation setting). The last few are kept, per
@@ -70,16 +79,20 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
     fw = get_framework(framework)
     gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
     overhead = fw.step_overhead_s if step_overhead_s < 0 else step_overhead_s
-    return CostModel(gpu, get_model(model_name), gpu.profile.with_overrides(**dict(overrides)),
+    model = resolve_model(model_name, thaw_definitions(definitions))
+    if head:  # a one-layer draft head of this model (EAGLE, MTP): (name, vocabulary)
+        model = head_model(model, head[1], head[0])
+    return CostModel(gpu, model, gpu.profile.with_overrides(**dict(overrides)),
                      dtype_bytes, overhead if target else 0.0, tensor_parallel_size)
 
 
-def build_cost_model(point: Point, model: str | None = None) -> CostModel:
-    """The cost model of a point's target model (or of ``model``, e.g. its draft model)."""
+def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -> CostModel:
+    """The cost model of a point's target model (or of ``model``, e.g. its draft model;
+    or, with ``head`` = (name, vocabulary), of a one-layer draft head of the target)."""
     return _cost_model(point["gpu"], model or point["model"],
                        tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
-                       point["framework"], point["kernel_profile"], model is None, point["step_overhead_s"],
-                       _draft_tp(point, model))
+                       point["framework"], point["kernel_profile"], model is None and not head,
+                       point["step_overhead_s"], _draft_tp(point, model), point.model_definitions, head)
 
 
 def _draft_tp(point: Point, model: str | None) -> int:
@@ -88,18 +101,70 @@ def _draft_tp(point: Point, model: str | None) -> int:
     tp = point["tensor_parallel_size"]
     if model is None:
         return tp
-    m = get_model(model)
+    m = resolve_model(model, point.model_definitions)
     return tp if not (m.heads % tp or m.intermediate % tp) else 1
 
 
-def build_speculator(point: Point):
-    """The spec arm's speculator for a point (``NoSpeculation`` for method ``none``)."""
+def build_speculator(point: Point, cost_model: CostModel | None = None):
+    """The spec arm's speculator for a point (``NoSpeculation`` for method ``none``),
+    with its per-request acceptance and its length policy (``cost_model``: the target's,
+    for the ``goodput`` policy; built when not given)."""
+    speculator = _proposer(point)
     if point["method"] == "none":
+        return speculator
+    if point["acceptance_trace"]:
+        from servesim.inputs import read_acceptance_trace
+        speculator.per_request = AcceptanceReplay(read_acceptance_trace(point["acceptance_trace"]),
+                                                  speculator.max_length + 1)
+    elif point["acceptance_spread"] > 0:
+        speculator.per_request = RequestLevels(speculator.survival(), point["acceptance_spread"])
+    if point["policy"] == "batch_threshold":
+        speculator.policy = BatchThreshold(point["disable_by_batch_size"], point["disable_by_queue_length"],
+                                           min(point["reduced_length"], speculator.max_length),
+                                           speculator.max_length)
+    elif point["policy"] == "goodput":
+        speculator.policy = Goodput(speculator, cost_model or build_cost_model(point))
+    return speculator
+
+
+def _chain(point: Point, length: int) -> tuple[float, ...]:
+    """A chain's conditional acceptance per position (alpha_per_position, else alpha)."""
+    return tuple(point["alpha_per_position"]) or (point["alpha"],) * length
+
+
+def _proposer(point: Point):
+    """The speculator of a point's method, before acceptance spread and policy."""
+    method = point["method"]
+    if method == "none":
         return NoSpeculation()
-    if point["method"] == "draft_model":
+    if method == "draft_model":
         draft = build_cost_model(point, point["draft_model"])
         return DraftModelSpeculation(draft, point["gamma"], point["alpha"],
-                                     tuple(point["alpha_per_position"]))
+                                     tuple(point["alpha_per_position"]), point["draft_cost_ratio"])
+    k = point["num_speculative_tokens"]
+    if method == "ngram":
+        return NgramSpeculation(NgramAcceptance(point["ngram_match_probability"], _chain(point, k)), k,
+                                point["propose_time_s"])
+    if method == "mtp":
+        head = DraftHead(build_cost_model(point, head=("mtp", 0)), 2, True, False)
+        return MTPSpeculation(head, ChainAcceptance(_chain(point, k)), k, point["mtp_modules"])
+    if method in ("eagle", "eagle3"):
+        vocab = (point["draft_vocab_size"] or 32000) if method == "eagle3" else 0
+        cm = build_cost_model(point, head=(method, vocab))
+        head = DraftHead(cm, 3, False, True) if method == "eagle3" else DraftHead(cm, 2, True, False)
+        if not (point["eagle_topk"] > 1 or point["tree_paths"]):
+            return EagleSpeculation(method, head, ChainAcceptance(_chain(point, k)), (1,) * k,
+                                    tuple(range(1, k + 2)))
+        probs = head_rank_probabilities(point["head_accuracy"])
+        if point["tree_paths"]:
+            tree = [tuple(p) for p in point["tree_paths"]]
+        else:
+            tree = dynamic_tree(probs, point["eagle_topk"], k, point["candidate_tokens"])
+        passes, widths = tree_shape(tree)
+        if not point["tree_paths"]:  # EAGLE-2 expands top-k nodes per pass (the root first)
+            passes = (1,) + (point["eagle_topk"],) * (k - 1)
+        return EagleSpeculation(method, head, TreeAcceptance(tuple(tree), probs), passes[:len(widths) - 1],
+                                widths)
     n = point["candidate_tokens"]
     max_accepted = point["max_accepted"] or default_max_accepted(n, point["num_heads"])
     if point["acceptance"] == "fixed":
@@ -162,10 +227,13 @@ def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
     if point["kv_capacity_tokens"]:
         return point["kv_capacity_tokens"]
     tp = point["tensor_parallel_size"]
-    free = cost_model.gpu.memory_bytes * point["gpu_memory_utilization"] - weights_bytes(point.values) / tp
+    free = (cost_model.gpu.memory_bytes * point["gpu_memory_utilization"]
+            - weights_bytes(point.values, point.model_definitions) / tp)
     kv = cost_model.kv_bytes_per_token()
     if point["method"] == "draft_model":  # the draft's own KV cache grows with the same tokens
         kv += speculator.draft_cost_model.kv_bytes_per_token()
+    elif point["method"] in ("eagle", "eagle3", "mtp"):  # the head's one-layer KV (per module for MTP)
+        kv += speculator.head.kv_bytes_per_token() * (point["mtp_modules"] if point["method"] == "mtp" else 1)
     return max(0, int(free // kv))
 
 
@@ -187,7 +255,7 @@ def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_mode
     replications' standard deviation (NaN for K = 1).
     """
     cost_model = cost_model or build_cost_model(point)
-    speculator = speculator or build_speculator(point)
+    speculator = speculator or build_speculator(point, cost_model)
     runs = [run_replication(point, scenario_seed, r, cost_model, speculator, part_dir)
             for r in range(replications)]
     recorders = [rec for rec, _ in runs]
@@ -310,9 +378,47 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         "paired_requests": int(common.size),
         "kv_capacity_tokens": recorder.arm_stats["spec"]["kv_capacity_tokens"],
     })
+    row.update(spec_decode_metrics(recorder, speculator))
     for arm in ("baseline", "spec"):
         row.update(arm_metrics(recorder.arm(arm), recorder.arm_stats[arm], arm, point["batch_size"],
                                point["ttft_slo_s"], point["tpot_slo_s"]))
+    return row
+
+
+REPORTED_POSITIONS = 8
+"""Draft positions whose acceptance rate the summary reports (``acceptance_rate_pos1`` ...;
+NaN beyond a point's speculation length)."""
+
+
+def spec_decode_metrics(recorder: Recorder, speculator) -> dict:
+    """vLLM's speculative-decoding metrics of the spec arm, from its exact histograms.
+
+    mean_acceptance_length: 1 + accepted draft tokens per request-step that drafted
+        (steps a policy ran without speculation do not count);
+    draft_acceptance_rate: accepted / drafted tokens (a tree drafts its nodes);
+    acceptance_rate_posJ: request-steps that accepted the J-th drafted token (depth J of
+        a tree) / request-steps that drafted it;
+    draft_time_share: GPU (or proposer) time in draft stages / all stage time;
+    mean_spec_length: mean speculation length over request-steps (0 = off).
+    """
+    counts = recorder.accepted_counts.get("spec", [])
+    lengths = recorder.length_counts.get("spec", [])
+    totals = recorder.arm("spec")
+    nan = float("nan")
+    drafting_steps = sum(lengths[1:])
+    accepted = sum((a - 1) * c for a, c in enumerate(counts) if a >= 1)
+    drafted = sum(c * speculator.drafted_tokens(k) for k, c in enumerate(lengths) if k)
+    at_least = [sum(counts[a:]) for a in range(len(counts))]  # at_least[a]: steps that drew >= a tokens
+    row = {
+        "mean_acceptance_length": 1 + accepted / drafting_steps if drafting_steps else nan,
+        "draft_acceptance_rate": accepted / drafted if drafted else nan,
+        "draft_time_share": totals.draft_time_s / totals.busy_s if totals.busy_s > 0 else nan,
+        "mean_spec_length": (sum(k * c for k, c in enumerate(lengths)) / sum(lengths)) if sum(lengths) else nan,
+    }
+    for j in range(1, REPORTED_POSITIONS + 1):
+        reached = sum(lengths[j:])
+        row[f"acceptance_rate_pos{j}"] = (at_least[j + 1] / reached if reached and j + 1 < len(at_least)
+                                          else (0.0 if reached else nan))
     return row
 
 

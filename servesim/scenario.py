@@ -21,7 +21,6 @@ from typing import Any, Callable
 from servesim.hardware import PROFILE_FIELDS, framework_names, gpu_names
 from servesim.hardware.kernel_profile import profile_problems
 from servesim.inputs import MAX_CANDIDATES, MAX_HEADS, MAX_RANK, MAX_REQUESTS, MAX_TOKENS, InputError
-from servesim.models import model_names
 
 
 class ScenarioError(Exception):
@@ -92,6 +91,9 @@ def _probabilities_problem(value: list) -> str | None:
     return None
 
 
+METHODS = ("none", "medusa", "draft_model", "eagle", "eagle3", "mtp", "ngram")
+CHAIN_METHODS = ("draft_model", "eagle", "eagle3", "mtp", "ngram")
+
 LENGTH_DISTS = ("fixed", "uniform", "lognormal", "geometric", "empirical")
 
 
@@ -120,20 +122,33 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kernel_profile": Key(str, "", "kernel profile: a bundled name (`servesim list`, e.g. `medusa-paper`) or the path of a TOML file from `servesim calibrate`; empty = the GPU's calibrated profile for `serving.framework`"),
     },
     "model": {
-        "model": Key(str, "llama-7b", "model catalog name (`servesim list`)", choices=model_names),
+        "model": Key(str, "llama-7b", "the target model: a catalog name (`servesim list`), the name of a `[model.define.NAME]` table of Hugging Face config fields, or the path of a Hugging Face config.json"),
         "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1, maximum=8),
     },
     "speculation": {
-        "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` or `draft_model`", choices=("none", "medusa", "draft_model")),
+        "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` (heads + tree), `draft_model` (a separate model's chain), `eagle` / `eagle3` (one-layer draft head per depth, chain or tree), `mtp` (multi-token-prediction modules, chain) or `ngram` (prompt lookup, no GPU drafting)", choices=METHODS),
+        "num_speculative_tokens": Key(int, 3, "`eagle`, `eagle3`, `mtp`, `ngram`: tokens drafted per step (a chain's length, a tree's depth; vLLM's name)", minimum=1, maximum=MAX_GAMMA),
+        "eagle_topk": Key(int, 1, "`eagle`/`eagle3`: 1 = a chain (vLLM); k > 1 = EAGLE-2's dynamic tree: each pass expands the top-k nodes by their top-k children, the best candidate_tokens - 1 are verified (SGLang's speculative_eagle_topk)", minimum=1, maximum=64),
+        "draft_vocab_size": Key(int, 0, "`eagle3`: the draft head's own vocabulary (0 = 32,000, as released heads); `eagle` uses the target's lm_head", minimum=0, maximum=2**24),
+        "mtp_modules": Key(int, 1, "`mtp`: modules with weights of their own (one transformer block each); more tokens reuse the last", minimum=1, maximum=MAX_GAMMA),
+        "ngram_match_probability": Key(float, 0.3, "`ngram`: probability that a step finds its suffix earlier in the context and drafts; otherwise it drafts nothing", minimum=0.0, maximum=1.0),
+        "propose_time_s": Key(float, 5e-5, "`ngram`: CPU time of the lookup per step (s), charged as its draft stage", minimum=0.0, maximum=1.0),
+        "draft_cost_ratio": Key(float, 0.0, "`draft_model`: Leviathan's c, each draft pass costs c x the target's decode step at the same batch and context (0 = the draft model's own roofline cost)", minimum=0.0, maximum=100.0),
+        "acceptance_spread": Key(float, 0.0, "standard deviation between requests of the first drafted token's acceptance rate: each request draws its level from a Beta with the model's mean and scales its per-position rates by it (0 = every request alike)", minimum=0.0, maximum=0.5),
+        "acceptance_trace": Key(str, "", "CSV/Parquet/JSONL of measured acceptance to replay: columns request_id, num_accepted_tokens (draft tokens accepted per step), optionally step; request i replays the (i mod n)-th traced request"),
+        "policy": Key(str, "fixed", "speculation length per step: `fixed` (the longest, always), `batch_threshold` (off, or reduced_length, at batch >= disable_by_batch_size or queue >= disable_by_queue_length) or `goodput` (the length of most expected tokens per second of step time, each step)", choices=("fixed", "batch_threshold", "goodput")),
+        "disable_by_batch_size": Key(int, 0, "`batch_threshold`: steps with at least this many decoding sequences run at reduced_length (vLLM's speculative_disable_by_batch_size; 0 = not used)", minimum=0, maximum=MAX_BATCH),
+        "disable_by_queue_length": Key(int, 0, "`batch_threshold`: steps taken while at least this many requests wait run at reduced_length (0 = not used)", minimum=0, maximum=MAX_REQUESTS),
+        "reduced_length": Key(int, 0, "`batch_threshold`: the length above the threshold (0 = speculation off)", minimum=0, maximum=MAX_GAMMA),
         "candidate_tokens": Key(int, 64, "query tokens per sequence in a verify step, root included (1 = plain decoding)", minimum=1, maximum=MAX_CANDIDATES),
         "acceptance": Key(str, "curve", "Medusa: `curve` (random tokens per step with the acceptance curve's mean), `tree` (heads' correct ranks drawn from `head_accuracy`, walked down the tree) or `fixed` (always `accepted_tokens`)", choices=("curve", "tree", "fixed")),
-        "head_accuracy": Key(str, "", "per-head top-k accuracies for `tree`: `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,...; empty = the target model's bundled table"),
+        "head_accuracy": Key(str, "", "cumulative top-k accuracies: Medusa `tree`: per head, `vicuna-7b`, `vicuna-13b`, `vicuna-33b` (bundled) or a CSV with columns head,top1,top2,... (empty = the target model's bundled table); `eagle`/`eagle3` trees: per draft depth, the same CSV format (head = depth - 1)"),
         "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
         "tree_paths": Key(list, [], "for `tree`: the tree as a list of paths of ranks, e.g. [[0], [0, 0], [1]] (overrides `tree`; candidate_tokens is then len + 1)", check=_tree_paths_problem),
-        "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model's catalog name", choices=model_names),
+        "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model, named as `model.model` is (catalog, `[model.define.NAME]` or config.json)"),
         "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1, maximum=MAX_GAMMA),
-        "alpha": Key(float, 0.7, "for `draft_model`: probability that each drafted token is accepted, i.i.d.", minimum=0.0, maximum=1.0),
-        "alpha_per_position": Key(list, [], "for `draft_model`: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (length gamma; overrides alpha)", check=_probabilities_problem),
+        "alpha": Key(float, 0.7, "chains (`draft_model`, `eagle`/`eagle3` with eagle_topk 1, `mtp`; `ngram` given a match): probability that each drafted token is accepted given the ones before it were", minimum=0.0, maximum=1.0),
+        "alpha_per_position": Key(list, [], "chains: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (length gamma, or num_speculative_tokens; overrides alpha)", check=_probabilities_problem),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
         "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1, maximum=MAX_CANDIDATES),
         "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0, maximum=MAX_CANDIDATES),
@@ -183,6 +198,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 PROFILE_SECTION = "hardware.profile"
 """Optional table of kernel-profile overrides, keys as in ``KernelProfile``."""
+MODEL_SECTION = "model.define"
+"""Optional tables of inline model definitions, ``[model.define.NAME]``, with the fields
+of a Hugging Face config.json (``servesim.models``)."""
 
 SECTION_OF: dict[str, str] = {k: s for s, keys in SCHEMA.items() for k in keys if s}
 """Section of every bare key (bare keys are unique across sections)."""
@@ -196,6 +214,8 @@ class Point:
     values: dict[str, Any]
     swept: tuple[str, ...]
     profile_overrides: dict[str, float]
+    model_definitions: tuple = ()
+    """Inline models, as :func:`servesim.models.frozen_definitions` gives them."""
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -212,6 +232,7 @@ class Scenario:
     values: dict[str, Any]
     sweep: dict[str, list]
     profile_overrides: dict[str, float]
+    model_definitions: tuple = ()
 
     def points(self) -> list[Point]:
         keys = list(self.sweep)
@@ -219,7 +240,7 @@ class Scenario:
         for i, combo in enumerate(itertools.product(*(self.sweep[k] for k in keys))):
             values = dict(self.values)
             values.update(zip(keys, combo))
-            points.append(Point(i, values, tuple(keys), self.profile_overrides))
+            points.append(Point(i, values, tuple(keys), self.profile_overrides, self.model_definitions))
         return points
 
 
@@ -284,6 +305,18 @@ def _check_profile(source: str, table: Any) -> dict[str, float]:
     return dict(table)
 
 
+def _check_definitions(source: str, table: Any) -> dict[str, dict]:
+    from servesim.models import ModelError, model_from_fields
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ScenarioError(source, MODEL_SECTION, "expected tables [model.define.NAME] of config fields")
+    for name, fields in table.items():
+        try:
+            model_from_fields(name, fields, f"{MODEL_SECTION}.{name}")
+        except ModelError as e:
+            raise ScenarioError(source, f"{MODEL_SECTION}.{name}", str(e).split(": ", 1)[1]) from None
+    return {name: dict(fields) for name, fields in table.items()}
+
+
 def parse_override(source: str, assignment: str) -> tuple[str, Any]:
     """``KEY=VALUE`` from ``--set``; VALUE is TOML (bare words are taken as strings)."""
     if "=" not in assignment:
@@ -343,6 +376,7 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
 
     values: dict[str, Any] = {}
     profile: dict[str, float] = {}
+    definitions: dict[str, dict] = {}
     for name, entry in raw.items():
         if name == "sweep":
             continue
@@ -353,6 +387,9 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
             for k, v in entry.items():
                 if name == "hardware" and k == "profile":
                     profile = _check_profile(source, v)
+                    continue
+                if name == "model" and k == "define":
+                    definitions = _check_definitions(source, v)
                     continue
                 if k not in SCHEMA[name]:
                     raise ScenarioError(source, f"{name}.{k}",
@@ -389,13 +426,16 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
             raise ScenarioError(source, where, "swept twice")
         sweep[bare] = [check_value(source, where, SCHEMA[section][bare], v) for v in entries]
 
-    scenario = Scenario(source, text, values["name"], values["seed"], values, sweep, profile)
+    from servesim.models import frozen_definitions
+    scenario = Scenario(source, text, values["name"], values["seed"], values, sweep, profile,
+                        frozen_definitions(definitions))
     for point in scenario.points():
         check_point(source, point)
     return scenario
 
 
-PATH_KEYS = ("trace_file", "prompt_file", "output_file", "acceptance_curve", "head_accuracy", "kernel_profile")
+PATH_KEYS = ("trace_file", "prompt_file", "output_file", "acceptance_curve", "head_accuracy", "kernel_profile",
+             "acceptance_trace", "model", "draft_model")
 """Keys that may name files; relative paths are tried next to the scenario file first."""
 
 
@@ -409,34 +449,88 @@ def _resolve_paths(source: str, values: dict) -> None:
                 values[key] = str(candidate)
 
 
-def weights_bytes(values: dict) -> float:
-    """Bytes of all weights a point puts on the GPU: target, Medusa heads or draft model."""
-    from servesim.models import get_model
-    m = get_model(values["model"])
-    total = m.params
-    if values["method"] == "medusa":
-        total += values["num_heads"] * (m.hidden * m.hidden + m.hidden * m.vocab)
-    elif values["method"] == "draft_model":
-        total += get_model(values["draft_model"]).params
-    return total * values["dtype_bytes"]
+def draft_params(values: dict, definitions: tuple = ()) -> int:
+    """Parameters a point's speculation adds to the GPU: Medusa heads, a draft model,
+    an EAGLE/EAGLE-3 head or MTP modules (n-gram: none)."""
+    from servesim.models import resolve_model
+    m = resolve_model(values["model"], definitions)
+    method = values["method"]
+    d, layer, qkv = m.hidden, m.layer_params, m.q_dim + 2 * m.kv_dim
+    if method == "medusa":
+        return values["num_heads"] * (d * d + d * m.vocab)
+    if method == "draft_model":
+        return resolve_model(values["draft_model"], definitions).params
+    if method == "eagle":
+        return layer + 2 * d * d
+    if method == "eagle3":
+        return layer + 3 * d * d + d * qkv + (values["draft_vocab_size"] or 32000) * d
+    if method == "mtp":
+        return values["mtp_modules"] * (layer + 2 * d * d)
+    return 0
 
 
-def _check_weights_fit(source: str, v: dict) -> None:
+def weights_bytes(values: dict, definitions: tuple = ()) -> float:
+    """Bytes of all weights a point puts on the GPU: the target and its drafter."""
+    from servesim.models import resolve_model
+    m = resolve_model(values["model"], definitions)
+    return (m.params + draft_params(values, definitions)) * values["dtype_bytes"]
+
+
+def verify_width(values: dict, definitions: tuple = ()) -> int:
+    """Query tokens per sequence of a point's longest verify step."""
+    method = values["method"]
+    if method == "none":
+        return 1
+    if method == "draft_model":
+        return values["gamma"] + 1
+    if method in ("mtp", "ngram"):
+        return values["num_speculative_tokens"] + 1
+    if method in ("eagle", "eagle3"):
+        if values["tree_paths"]:
+            return len(values["tree_paths"]) + 1
+        k, depth = values["eagle_topk"], values["num_speculative_tokens"]
+        if k == 1:
+            return depth + 1
+        return min(values["candidate_tokens"], 1 + k + (depth - 1) * k * k)
+    return len(values["tree_paths"]) + 1 if values["tree_paths"] else values["candidate_tokens"]
+
+
+def _check_models(source: str, v: dict, definitions: tuple) -> None:
+    """The target (and draft) model must resolve: catalog, inline or config.json."""
+    from servesim.models import ModelError, model_names, resolve_model
+    keys = [("model.model", "model")] + ([("speculation.draft_model", "draft_model")]
+                                         if v["method"] == "draft_model" else [])
+    for dotted, key in keys:
+        try:
+            resolve_model(v[key], definitions)
+        except KeyError:
+            inline = [k for k, _ in definitions]
+            raise ScenarioError(source, dotted, f"unknown model {v[key]!r}; allowed: "
+                                f"{', '.join(model_names())} (the catalog), an inline model "
+                                f"({', '.join(inline) if inline else 'none defined: [model.define.NAME]'}) "
+                                "or the path of a Hugging Face config.json") from None
+        except ModelError as e:
+            raise ScenarioError(source, dotted, str(e)) from None
+
+
+def _check_weights_fit(source: str, v: dict, definitions: tuple = ()) -> None:
     """Weights must fit in GPU memory x gpu_memory_utilization (per GPU: 1/tp of them),
     whatever the KV override; the model's heads and MLP width must split over tp."""
     from servesim.catalog import data_toml
-    from servesim.models import get_model
+    from servesim.models import resolve_model
     tp = v["tensor_parallel_size"]
-    m = get_model(v["model"])
+    m = resolve_model(v["model"], definitions)
     if m.heads % tp or m.intermediate % tp:
         raise ScenarioError(source, "hardware.tensor_parallel_size",
                             f"{tp} does not divide {v['model']}'s {m.heads} attention heads and MLP width "
                             f"{m.intermediate}")
     memory = data_toml("gpus.toml")[v["gpu"]]["memory_bytes"]
     usable = memory * v["gpu_memory_utilization"]
-    weights = weights_bytes(v)
+    weights = weights_bytes(v, definitions)
     if weights / tp > usable:
-        what = {"medusa": " with its Medusa heads", "draft_model": f" with draft model {v['draft_model']}"}.get(v["method"], "")
+        what = {"medusa": " with its Medusa heads", "draft_model": f" with draft model {v['draft_model']}",
+                "eagle": " with its EAGLE head", "eagle3": " with its EAGLE-3 head",
+                "mtp": " with its MTP modules"}.get(v["method"], "")
         fitting = [n for n in (1, 2, 4, 8) if weights / n <= usable and not m.heads % n and not m.intermediate % n]
         advice = (f"the smallest tensor_parallel_size that fits on {v['gpu']} is {fitting[0]}" if fitting else
                   f"it does not fit on 8 x {v['gpu']}")
@@ -447,18 +541,67 @@ def _check_weights_fit(source: str, v: dict) -> None:
                             f"gpu_memory_utilization {v['gpu_memory_utilization']:g} = {usable / 1e9:.1f} GB; {advice}")
 
 
+def _check_speculation(source: str, v: dict) -> None:
+    """Rules of the newer speculation keys (proposers, spread, replay, policies)."""
+    method = v["method"]
+    if method in ("eagle", "eagle3") and (v["eagle_topk"] > 1 or v["tree_paths"]) and not v["head_accuracy"]:
+        raise ScenarioError(source, "speculation.head_accuracy",
+                            "an EAGLE tree (eagle_topk > 1 or tree_paths) needs per-depth top-k accuracies: a CSV "
+                            "with columns head,top1,top2,... (head = draft depth - 1); chains use alpha")
+    if method in ("eagle", "eagle3") and v["head_accuracy"]:
+        from servesim.inputs import read_head_accuracy
+        if not Path(v["head_accuracy"]).is_file():
+            raise ScenarioError(source, "speculation.head_accuracy", f"no such file: {v['head_accuracy']!r}")
+        try:
+            table = read_head_accuracy(v["head_accuracy"])
+        except InputError as e:
+            raise ScenarioError(source, "speculation.head_accuracy", str(e)) from None
+        depth = max((len(p) for p in v["tree_paths"]), default=0) or v["num_speculative_tokens"]
+        if table.shape[0] < depth:
+            raise ScenarioError(source, "speculation.head_accuracy",
+                                f"has {table.shape[0]} depths; the tree drafts {depth}")
+    if v["acceptance_spread"] > 0 and v["acceptance_trace"]:
+        raise ScenarioError(source, "speculation.acceptance_spread", "set either acceptance_spread or "
+                            "acceptance_trace (a replayed trace carries its own spread)")
+    if v["acceptance_trace"]:
+        from servesim.inputs import read_acceptance_trace
+        try:
+            read_acceptance_trace(v["acceptance_trace"])
+        except InputError as e:
+            raise ScenarioError(source, "speculation.acceptance_trace", str(e)) from None
+    if v["policy"] == "batch_threshold" and not (v["disable_by_batch_size"] or v["disable_by_queue_length"]):
+        raise ScenarioError(source, "speculation.policy", "`batch_threshold` needs disable_by_batch_size or "
+                            "disable_by_queue_length > 0")
+    if v["policy"] != "fixed" and v["batching"] != "continuous":
+        raise ScenarioError(source, "speculation.policy", f"`{v['policy']}` chooses a length per step of "
+                            "continuous batching; set serving.batching = \"continuous\" (or policy = \"fixed\")")
+
+
+def _check_spread(source: str, point: Point) -> None:
+    """A between-request spread must be one a Beta distribution can have."""
+    if point["acceptance_spread"] <= 0 or point["method"] == "none":
+        return
+    from servesim.runner import build_speculator
+    from servesim.speculation.acceptance import RequestLevels
+    try:
+        RequestLevels(build_speculator(point).survival(), point["acceptance_spread"])
+    except ValueError as e:
+        raise ScenarioError(source, "speculation.acceptance_spread", str(e)) from None
+
+
 def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
-    _check_weights_fit(source, v)
+    _check_models(source, v, point.model_definitions)
+    _check_weights_fit(source, v, point.model_definitions)
+    _check_speculation(source, v)
     if v["enable_prefix_caching"] and v["kv_cache"] != "paged":
         raise ScenarioError(source, "serving.enable_prefix_caching", "needs kv_cache = \"paged\"")
     if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and v["scheduler"] == "vllm"):
         raise ScenarioError(source, "serving.kv_cache", "`paged` needs batching = \"continuous\" and "
                                                         "scheduler = \"vllm\"")
     if v["batching"] == "continuous" and v["scheduler"] == "vllm" and v["max_num_batched_tokens"]:
-        width = v["gamma"] + 1 if v["method"] == "draft_model" else (
-            1 if v["method"] == "none" else (len(v["tree_paths"]) + 1 if v["tree_paths"] else v["candidate_tokens"]))
+        width = verify_width(v, point.model_definitions)
         if v["max_num_batched_tokens"] <= v["batch_size"] * width:
             raise ScenarioError(source, "serving.max_num_batched_tokens",
                                 f"{v['max_num_batched_tokens']} must exceed batch_size {v['batch_size']} x "
@@ -494,6 +637,11 @@ def check_point(source: str, point: Point) -> None:
     if v["method"] == "draft_model" and v["alpha_per_position"] and len(v["alpha_per_position"]) != v["gamma"]:
         raise ScenarioError(source, "speculation.alpha_per_position",
                             f"has {len(v['alpha_per_position'])} entries, gamma is {v['gamma']}")
+    if (v["method"] in CHAIN_METHODS and v["method"] != "draft_model" and v["alpha_per_position"]
+            and len(v["alpha_per_position"]) != v["num_speculative_tokens"]):
+        raise ScenarioError(source, "speculation.alpha_per_position",
+                            f"has {len(v['alpha_per_position'])} entries, num_speculative_tokens is "
+                            f"{v['num_speculative_tokens']}")
     if v["method"] == "draft_model" and not v["alpha"] < 1:
         raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
     if v["method"] == "medusa" and v["acceptance"] == "tree":
@@ -539,3 +687,4 @@ def check_point(source: str, point: Point) -> None:
     if v["max_accepted"] > v["candidate_tokens"]:
         raise ScenarioError(source, "speculation.max_accepted",
                             f"{v['max_accepted']} exceeds candidate_tokens {v['candidate_tokens']}")
+    _check_spread(source, point)

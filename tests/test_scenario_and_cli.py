@@ -40,7 +40,7 @@ def write(tmp_path, text, name="s.toml"):
     (("seq_len = 64", "seq_len = -5"), "workload.seq_len", "must be >= 1"),
     (('gpu = "a100-80gb-pcie"', 'gpu = "tpu-v5"'), "hardware.gpu", "allowed: a100-80gb-pcie"),
     (('model = "llama-7b"', 'model = "gpt-5"'), "model.model", "allowed: llama-7b"),
-    (('method = "medusa"', 'method = "eagle"'), "speculation.method", "allowed: none, medusa"),
+    (('method = "medusa"', 'method = "lookahead"'), "speculation.method", "allowed: none, medusa"),
     (("[sweep]", "[sweep]\nbatch_size = 4"), "sweep.batch_size", "non-empty list"),
     (("[sweep]", "[sweep]\nfoo = [1]"), "foo", "unknown key"),
     (("[model]", "[modle]"), "modle", "unknown section"),
