@@ -129,7 +129,7 @@ def build_speculator(point: Point, cost_model: CostModel | None = None):
 
 def _chain(point: Point, length: int) -> tuple[float, ...]:
     """A chain's conditional acceptance per position (alpha_per_position, else alpha)."""
-    return tuple(point["alpha_per_position"]) or (point["alpha"],) * length
+    return tuple(point["alpha_per_position"][:length]) or (point["alpha"],) * length
 
 
 def _proposer(point: Point):
@@ -140,7 +140,7 @@ def _proposer(point: Point):
     if method == "draft_model":
         draft = build_cost_model(point, point["draft_model"])
         return DraftModelSpeculation(draft, point["gamma"], point["alpha"],
-                                     tuple(point["alpha_per_position"]), point["draft_cost_ratio"])
+                                     tuple(point["alpha_per_position"][:point["gamma"]]), point["draft_cost_ratio"])
     k = point["num_speculative_tokens"]
     if method == "ngram":
         return NgramSpeculation(NgramAcceptance(point["ngram_match_probability"], _chain(point, k)), k,

@@ -148,7 +148,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model, named as `model.model` is (catalog, `[model.define.NAME]` or config.json)"),
         "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1, maximum=MAX_GAMMA),
         "alpha": Key(float, 0.7, "chains (`draft_model`, `eagle`/`eagle3` with eagle_topk 1, `mtp`; `ngram` given a match): probability that each drafted token is accepted given the ones before it were", minimum=0.0, maximum=1.0),
-        "alpha_per_position": Key(list, [], "chains: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (length gamma, or num_speculative_tokens; overrides alpha)", check=_probabilities_problem),
+        "alpha_per_position": Key(list, [], "chains: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (at least gamma, or num_speculative_tokens, entries: the first are used; overrides alpha)", check=_probabilities_problem),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
         "accepted_tokens": Key(int, 1, "tokens per verify step when acceptance = `fixed`", minimum=1, maximum=MAX_CANDIDATES),
         "max_accepted": Key(int, 0, "most tokens one verify step yields (tree depth + 1); 0 = min(candidate_tokens, num_heads + 1)", minimum=0, maximum=MAX_CANDIDATES),
@@ -634,14 +634,15 @@ def check_point(source: str, point: Point) -> None:
             raise ScenarioError(source, "speculation.candidate_tokens",
                                 f"{v['candidate_tokens']} is outside the acceptance curve's range "
                                 f"{min(curve)}..{max(curve)} ({v['acceptance_curve']})")
-    if v["method"] == "draft_model" and v["alpha_per_position"] and len(v["alpha_per_position"]) != v["gamma"]:
+    if v["method"] == "draft_model" and v["alpha_per_position"] and len(v["alpha_per_position"]) < v["gamma"]:
         raise ScenarioError(source, "speculation.alpha_per_position",
-                            f"has {len(v['alpha_per_position'])} entries, gamma is {v['gamma']}")
+                            f"has {len(v['alpha_per_position'])} entries, gamma is {v['gamma']} (the first gamma "
+                            "are used)")
     if (v["method"] in CHAIN_METHODS and v["method"] != "draft_model" and v["alpha_per_position"]
-            and len(v["alpha_per_position"]) != v["num_speculative_tokens"]):
+            and len(v["alpha_per_position"]) < v["num_speculative_tokens"]):
         raise ScenarioError(source, "speculation.alpha_per_position",
                             f"has {len(v['alpha_per_position'])} entries, num_speculative_tokens is "
-                            f"{v['num_speculative_tokens']}")
+                            f"{v['num_speculative_tokens']} (the first num_speculative_tokens are used)")
     if v["method"] == "draft_model" and not v["alpha"] < 1:
         raise ScenarioError(source, "speculation.alpha", f"must be in [0, 1), got {v['alpha']!r}")
     if v["method"] == "medusa" and v["acceptance"] == "tree":
