@@ -10,6 +10,8 @@ Cases
               batching (32 running, the vllm scheduler), Medusa tree acceptance, both arms;
   open100k_paged  the same with vLLM's paged KV cache (preemption) and prefix caching
               (a 256-token shared prefix, 8 distinct ones);
+  open100k_eagle3_goodput  the same open loop with an EAGLE-3 chain of 4, the goodput
+              length policy and a between-request acceptance spread (0.1);
   sweep1000   a 1,000-point sweep (candidate tokens x context x batch), with --jobs 1
               and with --jobs 2;
   million     1,000,000 requests (both arms) through `servesim run` with streamed output
@@ -145,6 +147,10 @@ def run_case(case: str, repeat: int = 1) -> dict:
         scenario, jobs = load_scenario("open100k.toml", ["kv_cache=paged", "enable_prefix_caching=true",
                                                          "shared_prefix_tokens=256", "num_prefixes=8"],
                                        text=OPEN100K), 1
+    elif case == "open100k_eagle3_goodput":
+        scenario, jobs = load_scenario("open100k.toml", [
+            "method=eagle3", "num_speculative_tokens=4", "alpha_per_position=[0.8, 0.75, 0.7, 0.65]",
+            "policy=goodput", "acceptance_spread=0.1"], text=OPEN100K), 1
     elif case.startswith("sweep1000"):
         scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case.split("_j")[1])
     else:
@@ -183,7 +189,7 @@ def main() -> None:
     import pandas as pd
 
     rows = []
-    for case in ("seed", "open100k", "open100k_paged", "sweep1000_j1", "sweep1000_j2", "million"):
+    for case in ("seed", "open100k", "open100k_paged", "open100k_eagle3_goodput", "sweep1000_j1", "sweep1000_j2", "million"):
         out = subprocess.run([sys.executable, __file__, "--case", case, "--repeat", str(args.repeat)],
                              check=True,
                              capture_output=True, text=True, cwd=ROOT)

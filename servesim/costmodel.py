@@ -386,6 +386,20 @@ class CostModel:
         self._step_entries += 1
         return step
 
+    def step_time_s(self, batch: int, tokens_per_seq: int, context_tokens: int, stage: str) -> float:
+        """``step_cost(...).time_s`` without remembering the step (for stages whose
+        breakdown is rarely wanted, such as a draft head's passes): the same sum of the
+        same operator times, from the memo when the step is in it."""
+        by_context = self._steps.get((batch, tokens_per_seq, stage))
+        if by_context is not None:
+            cached = by_context.get(context_tokens)
+            if cached is not None:
+                return cached.time_s
+            _, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
+            return self._total(fixed_times, self._attention(batch, tokens_per_seq, context_tokens, stage)[4]
+                               * self._layers / 2)
+        return self.step_cost(batch, tokens_per_seq, context_tokens, stage).time_s
+
     def mixed_step_cost(self, batch: int, tokens_per_seq: int, context_tokens: int, stage: str,
                         chunks: tuple[tuple[int, int], ...]) -> StepCost:
         """One forward step over ``batch`` decoding sequences (``tokens_per_seq`` query

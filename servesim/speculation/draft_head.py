@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from servesim.costmodel import CostModel, _merged
+from servesim.costmodel import CostModel, StepCost, _merged
 from servesim.models import Model
 
 
@@ -58,31 +58,51 @@ class DraftHead:
             params += m.hidden * (m.q_dim + 2 * m.kv_dim)
         return params
 
-    def cost(self, batch: int, pass_widths: tuple[int, ...], context_tokens: int):
-        """The passes for ``batch`` sequences, pass t expanding ``pass_widths[t]`` tokens
-        per sequence; each attends to the context and to the tokens drafted before it."""
-        key = (batch, pass_widths, context_tokens)
+    def _fusion_ops(self, batch: int, pass_widths: tuple[int, ...]) -> tuple:
+        """The fusion GEMMs of the passes (context-independent; memoised)."""
+        key = ("fusion", batch, pass_widths)
         cached = self._memo.get(key)
-        if cached is not None:
-            return cached
-        cm, m = self.cost_model, self.cost_model.model
-        tp = cm.tensor_parallel_size
-        ops = []
-        drafted = 0
-        for t, w in enumerate(pass_widths):
-            tokens = batch * w
-            if self.fc_every_pass or t == 0:
-                ops.append(cm.gemm("draft_head", tokens if self.fc_every_pass else batch,
-                                   self.fc_in * m.hidden, -(-m.hidden // tp)))
-            if self.extra_qkv:
-                ops.append(cm.gemm("draft_head", tokens, m.hidden, -(-(m.q_dim + 2 * m.kv_dim) // tp)))
-            step = cm.step_cost(batch, w, context_tokens + drafted, "decode" if w == 1 else "verify")
-            ops.extend(step.ops)
-            drafted += tokens
+        if cached is None:
+            cm, m = self.cost_model, self.cost_model.model
+            tp = cm.tensor_parallel_size
+            ops = []
+            for t, w in enumerate(pass_widths):
+                tokens = batch * w
+                if self.fc_every_pass or t == 0:
+                    ops.append(cm.gemm("draft_head", tokens if self.fc_every_pass else batch,
+                                       self.fc_in * m.hidden, -(-m.hidden // tp)))
+                if self.extra_qkv:
+                    ops.append(cm.gemm("draft_head", tokens, m.hidden, -(-(m.q_dim + 2 * m.kv_dim) // tp)))
+            cached = self._memo[key] = (tuple(ops), sum(op.time_s for op in ops))
+        return cached
+
+    def _passes(self, batch: int, pass_widths: tuple[int, ...], context_tokens: int) -> list:
+        """The layer's forward step of each pass (memoised by the cost model)."""
+        steps, drafted = [], 0
+        for w in pass_widths:
+            steps.append(self.cost_model.step_cost(batch, w, context_tokens + drafted,
+                                                   "decode" if w == 1 else "verify"))
+            drafted += batch * w
+        return steps
+
+    def cost(self, batch: int, pass_widths: tuple[int, ...], context_tokens: int) -> StepCost:
+        """The passes for ``batch`` sequences, pass t expanding ``pass_widths[t]`` tokens
+        per sequence; each attends to the context and to the tokens drafted before it.
+        Its time is summed at once, its operator breakdown worked out when asked for."""
+        _, time_s = self._fusion_ops(batch, pass_widths)
+        step_time_s, drafted = self.cost_model.step_time_s, 0
+        for w in pass_widths:
+            time_s += step_time_s(batch, w, context_tokens + drafted, "decode" if w == 1 else "verify")
+            drafted += batch * w
         if len(self._memo) >= CostModel.MEMO_ENTRIES:
             self._memo.clear()
-        cost = self._memo[key] = _merged("draft_head", ops)
-        return cost
+        return StepCost(None, time_s, DraftHead._explain, self, (batch, pass_widths), context_tokens)
+
+    def _explain(self, shape: tuple, context_tokens: int) -> tuple:
+        batch, pass_widths = shape
+        fusion, _ = self._fusion_ops(batch, pass_widths)
+        ops = list(fusion) + [op for step in self._passes(batch, pass_widths, context_tokens) for op in step.ops]
+        return _merged("draft_head", ops).ops
 
     def kv_bytes_per_token(self) -> int:
         return self.cost_model.kv_bytes_per_token()
