@@ -587,6 +587,8 @@ def cmd_plot(args) -> int:
     try:
         if "rate_per_s" in varies:
             written.append(plots.latency_vs_load(summary, directory / "latency_vs_load.png"))
+            if any(k in summary.columns and summary[k].nunique() > 1 for k in plots.SETTING_KEYS):
+                written.append(plots.settings_vs_load(summary, directory / "settings_vs_load.png"))
             if "candidate_tokens" in varies:
                 written.append(plots.width_vs_load(summary, directory / "width_vs_load.png"))
         if "candidate_tokens" in varies:

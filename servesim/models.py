@@ -189,7 +189,10 @@ def resolve_model(name: str, definitions: dict | tuple = ()) -> Model:
     KeyError for an unknown name, ModelError for a bad definition."""
     defs = dict(definitions)
     if name in defs:
-        return model_from_fields(name, defs[name], f"model.define.{name}")
+        fields = defs[name]
+        if isinstance(fields, str):  # frozen (frozen_definitions)
+            fields = json.loads(fields)
+        return model_from_fields(name, fields, f"model.define.{name}")
     if looks_like_file(name):
         return model_from_config_file(name)
     return get_model(name)

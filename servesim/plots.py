@@ -259,3 +259,67 @@ def width_vs_load(summary: pd.DataFrame, out_png: str | Path,
     fig.suptitle(f"{_title(summary)}: speculation width under load", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(out_png))
+
+
+SETTING_KEYS = ("method", "policy", "num_speculative_tokens", "gamma", "eagle_topk", "acceptance_spread",
+                "draft_model")
+"""Speculation settings a load study compares (``settings_vs_load``), when swept."""
+
+
+def settings_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
+    """p50 and p99 end-to-end latency, p99 TPOT and goodput against arrival rate, one
+    line per speculation setting (every swept key of :data:`SETTING_KEYS`), the
+    baseline (no speculation, the same in every point) drawn once; a dotted line
+    where a setting stops paying (its p99 end-to-end latency exceeds the baseline's
+    from that rate on); hollow markers: saturated points."""
+    plt = _pyplot()
+    keys = [k for k in SETTING_KEYS if k in summary.columns and summary[k].nunique() > 1]
+    groups = list(summary.groupby(keys)) if keys else [((), summary)]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=110, sharex=True)
+    panels = [("e2e_p50_s", "end-to-end latency p50 (s)", True), ("e2e_p99_s", "end-to-end latency p99 (s)", True),
+              ("tpot_p99_s", "time per output token p99 (s)", True),
+              ("goodput_requests_per_s", "goodput (requests/s within the SLOs)", False)]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    base = summary.sort_values("rate_per_s").drop_duplicates("rate_per_s")
+    for ax, (metric, label, log) in zip(axes.flat, panels):
+        ax.plot(base["rate_per_s"], base[f"baseline_{metric}"], "-", color="black", lw=2, label="no speculation")
+        for i, (value, rows) in enumerate(groups):
+            rows = rows.sort_values("rate_per_s")
+            if rows["method"].iloc[0] == "none":
+                continue  # the baseline, drawn once above
+            value = value if isinstance(value, tuple) else (value,)
+            name = ", ".join(f"{k} {v}" for k, v in zip(keys, value))
+            color = colors[i % len(colors)]
+            ax.plot(rows["rate_per_s"], rows[f"spec_{metric}"], "-", color=color, marker="o", ms=3, label=name)
+            sat = rows[rows["spec_saturated"]]
+            ax.plot(sat["rate_per_s"], sat[f"spec_{metric}"], "o", ms=6, mfc="none", color=color)
+            loss = _stops_paying(rows)
+            if loss is not None:
+                ax.axvline(loss, color=color, ls=":", lw=1)
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[1]:
+        ax.set_xlabel("arrival rate (requests/s)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    rows = -(-len(labels) // 3)
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    first = summary.iloc[0]
+    fig.suptitle(f"{first['model']} on {first['gpu']}: speculation settings under load\n(black: no speculation; dotted: a setting "
+                 "stops paying, its p99 latency above the baseline's from there on; hollow: saturated)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.03 * rows + 0.01, 1, 1))
+    return _save(fig, Path(out_png))
+
+
+def _stops_paying(rows: pd.DataFrame) -> float | None:
+    """The lowest arrival rate from which on the spec arm's p99 end-to-end latency stays
+    above the baseline's (None if it pays at the highest rate)."""
+    worse = (rows["spec_e2e_p99_s"] > rows["baseline_e2e_p99_s"]).tolist()
+    rates = rows["rate_per_s"].tolist()
+    if not worse or not worse[-1]:
+        return None
+    i = len(worse) - 1
+    while i > 0 and worse[i - 1]:
+        i -= 1
+    return float(rates[i])
