@@ -219,13 +219,6 @@ def beta_parameters(mean: float, sd: float) -> tuple[float, float]:
     return mean * k, (1.0 - mean) * k
 
 
-def max_spread(survival: np.ndarray) -> float:
-    """Largest ``acceptance_spread`` a model allows: sqrt(c1 (1 - c1)) (exclusive)."""
-    c = conditional_rates(survival)
-    c1 = float(c[0]) if len(c) else 0.0
-    return math.sqrt(max(c1 * (1.0 - c1), 0.0))
-
-
 class RequestLevels:
     """Per-request acceptance (see module docstring): ``draw_level(rng)`` gives a new
     request's survival thresholds; ``tokens(thresholds, u)`` one step's tokens."""

@@ -49,20 +49,13 @@ class DraftHead:
         self.fc_in, self.fc_every_pass, self.extra_qkv = fc_in, fc_every_pass, extra_qkv
         self._memo: dict[tuple, object] = {}
 
-    def weights_params(self) -> int:
-        """Parameters of the head besides what it shares with the target (embedding,
-        and the lm_head unless its vocabulary is its own)."""
-        m = self.cost_model.model
-        params = m.layer_params + self.fc_in * m.hidden * m.hidden
-        if self.extra_qkv:
-            params += m.hidden * (m.q_dim + 2 * m.kv_dim)
-        return params
-
     def _fusion_ops(self, batch: int, pass_widths: tuple[int, ...]) -> tuple:
         """The fusion GEMMs of the passes (context-independent; memoised)."""
         key = ("fusion", batch, pass_widths)
         cached = self._memo.get(key)
         if cached is None:
+            if len(self._memo) >= CostModel.MEMO_ENTRIES:
+                self._memo.clear()
             cm, m = self.cost_model, self.cost_model.model
             tp = cm.tensor_parallel_size
             ops = []
@@ -94,8 +87,6 @@ class DraftHead:
         for w in pass_widths:
             time_s += step_time_s(batch, w, context_tokens + drafted, "decode" if w == 1 else "verify")
             drafted += batch * w
-        if len(self._memo) >= CostModel.MEMO_ENTRIES:
-            self._memo.clear()
         return StepCost(None, time_s, DraftHead._explain, self, (batch, pass_widths), context_tokens)
 
     def _explain(self, shape: tuple, context_tokens: int) -> tuple:
