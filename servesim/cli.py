@@ -79,39 +79,72 @@ def _int_list(text: str) -> list[int]:
 
 # -- tables for the terminal ------------------------------------------------------------
 
+def _readable(v: float) -> str:
+    """Three significant digits, without exponents below a billion (12,400 not 1.24e+04)."""
+    if v != v or abs(v) < 1000 or abs(v) >= 1e9:
+        return f"{v:.3g}"
+    return f"{v:,.0f}"
+
+
+LATENCY_ROWS = (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2e"))
+
+
 def latency_table(summary: pd.DataFrame, swept: list[str]) -> str:
-    """A load study's figures per point: TTFT, TPOT and E2E per arm in milliseconds
-    (p50 and p99; TPOT p50), spec / baseline ratios of the p99s, and saturation."""
-    frame = summary[["point_id"] + [k for k in swept if k in summary.columns]].copy()
-    arms = ("baseline",) if summary["method"].iloc[0] == "none" else ("baseline", "spec")
+    """A load study per point: TTFT, TPOT, ITL and E2E latency p50 and p99 per arm
+    (ms) with the spec / baseline ratios, one line per metric; then per point the
+    request and output-token throughput, goodput where an SLO is set, and whether the
+    queue was still growing (saturated)."""
+    keys = [k for k in swept if k in summary.columns and k != "method"] or ["point_id"]
+    arms = ("baseline",) if (summary["method"] == "none").all() else ("baseline", "spec")
+    shown = summary if len(summary) <= PRINTED_ROWS else summary.head(PRINTED_ROWS)
+    lines = []
+    for _, row in shown.iterrows():
+        # (a run written before a metric existed lacks its columns: it is left out)
+        metrics = [(label, stem) for label, stem in LATENCY_ROWS if f"baseline_{stem}_p99_s" in summary.columns]
+        for i, (label, stem) in enumerate(metrics):
+            line = {k: (row[k] if i == 0 else "") for k in keys}
+            line["metric (ms)"] = label
+            for arm in arms:
+                short = "base" if arm == "baseline" else "spec"
+                for q in ("p50", "p99"):
+                    line[f"{short} {q}"] = row[f"{arm}_{stem}_{q}_s"] * 1e3
+            if len(arms) == 2:
+                for q in ("p50", "p99"):
+                    base = row[f"baseline_{stem}_{q}_s"]
+                    line[f"ratio {q}"] = row[f"spec_{stem}_{q}_s"] / base if base > 0 else float("nan")
+            lines.append(line)
+    fmt = {"float_format": _readable}
+    text = ("latency per point (ms; ratio = spec / baseline, below 1 = speculation helps)\n"
+            + pd.DataFrame(lines).to_string(index=False, **fmt))
+    load = shown[keys].copy()
+    goodput = any(c in summary.columns and summary[c].map(lambda v: v != float("inf")).any()
+                  for c in ("ttft_slo_s", "tpot_slo_s"))
     for arm in arms:
         short = "base" if arm == "baseline" else "spec"
-        for metric, stat in (("ttft", "p50"), ("ttft", "p99"), ("tpot", "p50"), ("e2e", "p50"), ("e2e", "p99")):
-            frame[f"{short}_{metric}_{stat}_ms"] = summary[f"{arm}_{metric}_{stat}_s"] * 1e3
-        frame[f"{short}_saturated"] = summary[f"{arm}_saturated"]
-    if len(arms) == 2:
-        frame["e2e_p99_ratio"] = summary["spec_e2e_p99_s"] / summary["baseline_e2e_p99_s"]
-        frame["tpot_p50_ratio"] = summary["spec_tpot_p50_s"] / summary["baseline_tpot_p50_s"]
-    shown = frame if len(frame) <= PRINTED_ROWS else frame.head(PRINTED_ROWS)
-    text = ("latency per point (ms; ratios: spec / baseline, below 1 = speculation helps)\n"
-            + shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    if len(frame) > PRINTED_ROWS:
-        text += f"\n... {len(frame) - PRINTED_ROWS:,} more points in summary.parquet"
+        if f"{arm}_requests_per_s" in shown.columns:
+            load[f"{short} req/s"] = shown[f"{arm}_requests_per_s"]
+        load[f"{short} out tok/s"] = shown[f"{arm}_output_tokens_per_s"]
+        if goodput:
+            load[f"{short} goodput req/s"] = shown[f"{arm}_goodput_requests_per_s"]
+        load[f"{short} saturated"] = shown[f"{arm}_saturated"].map({True: "yes", False: "no"})
+    text += "\n\nthroughput per point (over each arm's busy window)\n" + load.to_string(index=False, **fmt)
+    if len(summary) > PRINTED_ROWS:
+        text += f"\n... {len(summary) - PRINTED_ROWS:,} more points in summary.parquet"
     return text
 
 
-def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
+def summary_table(summary: pd.DataFrame, swept: list[str], latency: bool = False) -> str:
     """For a load study (an open-loop arrival rate swept, or no speculation): latency per
     point (:func:`latency_table`). Otherwise speedup with candidate tokens down and the
     other swept key across, if the sweep has that shape, else one line per point with
     the swept keys first; ``speedup`` is full-batch decode throughput, spec / baseline."""
-    if "rate_per_s" in swept or summary["method"].iloc[0] == "none":
+    if latency or "rate_per_s" in swept or summary["method"].iloc[0] == "none":
         return latency_table(summary, swept)
     others = [k for k in swept if k != "candidate_tokens"]
     if "candidate_tokens" in swept and len(others) == 1:
         pivot = summary.pivot_table(index="candidate_tokens", columns=others[0], values="speedup")
         return (f"speedup (spec / baseline decode throughput), {others[0]} across\n"
-                + pivot.to_string(float_format=lambda v: f"{v:.2f}"))
+                + pivot.to_string(float_format=lambda v: f"{v:.2f}") + "\n" + SPEEDUP_NOTE)
     fixed = ("gpu", "model", "method", "candidate_tokens", "batch_size", "seq_len", "speedup",
              "speedup_p05", "speedup_p95", "acceptance_rate", "expected_acceptance_rate",
              "step_time_ratio", "baseline_tokens_per_s", "spec_tokens_per_s")
@@ -120,8 +153,12 @@ def summary_table(summary: pd.DataFrame, swept: list[str]) -> str:
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")
     if len(summary) > PRINTED_ROWS:
         text += f"\n... {len(summary) - PRINTED_ROWS:,} more points in summary.parquet"
-    return text
+    return text + "\n" + SPEEDUP_NOTE
 
+
+SPEEDUP_NOTE = ("speedup: decode tokens per GPU second over full-batch iterations, spec / baseline: the "
+                "steady-state gain of a fixed batch (the Medusa figure's); under load read latency instead "
+                "(servesim report DIR --latency)")
 
 PRINTED_ROWS = 60
 """Points printed on the terminal; the rest are in summary.parquet."""
@@ -175,6 +212,15 @@ def _announce_size(scenario) -> None:
           f"~{n * 3 // 1000:,} MB in memory and the tables are streamed to disk", file=sys.stderr)
 
 
+def _write_bench_json(folder: Path, scenario) -> Path:
+    """``summary.json`` (vLLM's result-file keys, per point and arm) from the staged summary."""
+    from servesim.bench_result import write_bench_json
+
+    summary = pd.read_parquet(folder / "summary.parquet")
+    points = {p.point_id: p.values for p in scenario.points()}
+    return write_bench_json(folder / "summary.json", summary, points, tuple(scenario.sweep))
+
+
 def _write_run(out_dir: Path, scenario, args, extra=None):
     """Run ``scenario`` into ``out_dir``: stage, write every table, swap in. Returns the
     summary (read back from the written table), the number of points and the written
@@ -192,6 +238,7 @@ def _write_run(out_dir: Path, scenario, args, extra=None):
         order = ["summary", "acceptance"] + [n for n in parts if n not in ("summary", "acceptance")]
         staged = write_tables(output.staging, tables, scenario.text, scenario.seed,
                               {name: parts[name] for name in order if name in parts})
+        staged.append(_write_bench_json(output.staging, scenario))
         final = output.commit()
     except BaseException:
         output.abort()
@@ -560,7 +607,7 @@ def cmd_report(args) -> int:
     except (KeyError, ScenarioError):
         swept, name = [], directory.name  # a table without (valid) scenario metadata
     print(f"{name}: {len(summary)} points ({path})")
-    print(summary_table(summary, swept))
+    print(summary_table(summary, swept, latency=args.latency))
     print(_arm_report(summary))
     return 0
 
@@ -674,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print a finished run's summary table again (from its folder)")
     rep.add_argument("dir", help="folder with summary.parquet")
+    rep.add_argument("--latency", action="store_true",
+                     help="print the latency table (TTFT/TPOT/ITL/E2E p50 and p99 per arm, throughput) "
+                          "whatever was swept")
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="print the GPU, kernel-profile, framework and model catalogs")

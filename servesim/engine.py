@@ -123,7 +123,7 @@ class _Sequence:
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
                  "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
-                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept")
+                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept", "pauses")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -147,6 +147,7 @@ class _Sequence:
         self.extra_tokens = 0
         self.shared_tokens = 0  # its leading tokens in cached prefix blocks (not its own)
         self.accept = None  # its own acceptance (a speculator with per-request acceptance)
+        self.pauses = None  # preempted while running: [preempted_s, resumed_s, ...]
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""
@@ -300,6 +301,8 @@ class Server:
             self.point_id, self.arm, r.request_id, s.arrival_s, s.start_s, s.first_token_s,
             finish, r.prompt_len, r.output_len, steps, accepted, queue,
             eligible - s.arrival_s, s.start_s - eligible, status, s.preemptions), self.totals)
+        if s.pauses and status == "finished":
+            self.totals.pauses[r.request_id] = tuple(s.pauses)
 
     # -- arrivals ---------------------------------------------------------------------
 
@@ -646,10 +649,11 @@ class Server:
         for s in completing:
             self.prefilling.remove(s)
             s.remaining -= 1
-            if s.preemptions:
-                s.extra_tokens += 1  # a re-prefill's token, not a verify step's
-            else:
+            if math.isnan(s.first_token_s):  # (also if it was preempted before its first token)
                 s.first_token_s = env.now
+            else:
+                s.extra_tokens += 1  # a re-prefill's token, not a verify step's
+                s.pauses.append(env.now)
             s.joined_iteration = self.iterations
             if s.remaining:
                 active.append(s)
@@ -728,6 +732,9 @@ class Server:
             self.prefilling.remove(s)
         else:
             self.running.remove(s)
+            if s.pauses is None:
+                s.pauses = []
+            s.pauses.append(self.env.now)  # its tokens stop until its re-prefill's
             if self.fixed:  # off the finishing schedule, its tokens caught up
                 due = s.joined_iteration - (-s.remaining // self.fixed)
                 self._finish_at[due].remove(s)

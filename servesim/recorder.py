@@ -37,7 +37,8 @@ class ArmTotals:
 
     FLOAT_COLUMNS = ("arrival_s", "start_s", "first_token_s", "finish_s", "queue_delay_s",
                      "slot_wait_s", "gpu_wait_s")
-    INT_COLUMNS = ("request_id", "output_len", "verify_steps", "accepted_tokens", "status", "preemptions")
+    INT_COLUMNS = ("request_id", "prompt_len", "output_len", "verify_steps", "accepted_tokens", "status",
+                   "preemptions")
 
     def __init__(self) -> None:
         self.stages = 0
@@ -49,6 +50,12 @@ class ArmTotals:
         self.iterations = 0
         self.batch_time_s: dict[int, float] = {}
         self.batch_tokens: dict[int, int] = {}
+        self.emission_end_s = array("d")
+        """End times of the stages that give running requests tokens (decode, verify,
+        mixed), in order: with the requests' first and last token times, every
+        inter-token gap (``metrics.itl_distribution``)."""
+        self.pauses: dict[int, tuple[float, ...]] = {}
+        """Per request preempted while running: (preempted_s, resumed_s, ...)."""
         self.columns = {c: array("d") for c in self.FLOAT_COLUMNS}
         self.columns.update({c: array("q") for c in self.INT_COLUMNS})
         self._pending: list[tuple] = []  # request rows not yet in the columns
@@ -59,13 +66,16 @@ class ArmTotals:
         busy_s, decode_time_s, decode_tokens = self.busy_s, self.decode_time_s, self.decode_tokens
         generated, iterations = self.generated_tokens, self.iterations
         draft_time_s = self.draft_time_s
-        for _, _, stage, _, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _ in rows:
+        emitted = self.emission_end_s.append
+        for _, _, stage, start_s, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _ in rows:
             busy_s += duration_s
             generated += tokens
             if stage == "prefill":
                 continue
             if stage == "draft":
                 draft_time_s += duration_s
+            else:
+                emitted(start_s + duration_s)
             batch -= prefill_seqs  # a mixed step's decoding batch
             decode_time_s += duration_s
             decode_tokens += tokens
@@ -122,6 +132,10 @@ class ArmTotals:
         n = len(floats) // len(self.FLOAT_COLUMNS)
         self.columns = {c: floats[i * n:(i + 1) * n] for i, c in enumerate(self.FLOAT_COLUMNS)}
         self.columns.update({c: ints[i * n:(i + 1) * n] for i, c in enumerate(self.INT_COLUMNS)})
+
+    def emissions(self) -> np.ndarray:
+        """:attr:`emission_end_s` as a numpy array (a view)."""
+        return np.frombuffer(self.emission_end_s, dtype=np.float64)
 
     def requests(self) -> dict[str, np.ndarray]:
         """The request columns as numpy arrays (no copy: views that keep showing the

@@ -359,6 +359,7 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     for key in dict.fromkeys(ALWAYS_IN_SUMMARY + point.swept):
         row[key] = point.values[key]
     row["candidate_tokens"] = speculator.tokens_per_step  # the verify width actually used
+    row["ttft_slo_s"], row["tpot_slo_s"] = point["ttft_slo_s"], point["tpot_slo_s"]  # goodput's targets
     p05, p50, p95 = np.percentile(ratios, [5, 50, 95]).tolist()
     row.update({
         "speedup": ratio(spec_tps, base_tps),
@@ -381,7 +382,7 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     row.update(spec_decode_metrics(recorder, speculator))
     for arm in ("baseline", "spec"):
         row.update(arm_metrics(recorder.arm(arm), recorder.arm_stats[arm], arm, point["batch_size"],
-                               point["ttft_slo_s"], point["tpot_slo_s"]))
+                               point["ttft_slo_s"], point["tpot_slo_s"], point["percentiles"]))
     return row
 
 

@@ -91,6 +91,15 @@ def _probabilities_problem(value: list) -> str | None:
     return None
 
 
+def _percentiles_problem(value: list) -> str | None:
+    if not value or len(value) > 20:
+        return f"expected a list of 1 to 20 percentiles, got {len(value)} entries"
+    for q in value:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 100:
+            return f"expected percentiles in (0, 100], got {q!r}"
+    return None
+
+
 METHODS = ("none", "medusa", "draft_model", "eagle", "eagle3", "mtp", "ngram")
 CHAIN_METHODS = ("draft_model", "eagle", "eagle3", "mtp", "ngram")
 
@@ -146,7 +155,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tree": Key(str, "", "for `tree`: a bundled Medusa tree (e.g. `mc_sim_7b_63`), whose first candidate_tokens - 1 nodes are used; empty = greedy tree of candidate_tokens from head_accuracy"),
         "tree_paths": Key(list, [], "for `tree`: the tree as a list of paths of ranks, e.g. [[0], [0, 0], [1]] (overrides `tree`; candidate_tokens is then len + 1)", check=_tree_paths_problem),
         "draft_model": Key(str, "llama-68m", "for `draft_model`: the draft model, named as `model.model` is (catalog, `[model.define.NAME]` or config.json)"),
-        "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1)", minimum=1, maximum=MAX_GAMMA),
+        "gamma": Key(int, 4, "for `draft_model`: tokens drafted per iteration (the target verifies gamma + 1); `num_speculative_tokens`, when given without `gamma`, sets it", minimum=1, maximum=MAX_GAMMA),
         "alpha": Key(float, 0.7, "chains (`draft_model`, `eagle`/`eagle3` with eagle_topk 1, `mtp`; `ngram` given a match): probability that each drafted token is accepted given the ones before it were", minimum=0.0, maximum=1.0),
         "alpha_per_position": Key(list, [], "chains: acceptance probability of the 1st, 2nd, ... drafted token given the previous ones were accepted (at least gamma, or num_speculative_tokens, entries: the first are used; overrides alpha)", check=_probabilities_problem),
         "acceptance_curve": Key(str, "medusa-sim", "`medusa-sim` (bundled) or a CSV file with columns candidate_tokens,acceptance_rate"),
@@ -192,6 +201,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dir": Key(str, "", "output folder (default outputs/<name>/); `--out` overrides"),
         "write_steps": Key(bool, True, "write steps.parquet (one row per GPU stage)"),
         "write_requests": Key(bool, True, "write requests.parquet (one row per request and arm)"),
+        "percentiles": Key(list, [50, 90, 95, 99], "latency percentiles of the summary (`<arm>_<metric>_p<q>_s`, and `p<q>_<metric>_ms` in summary.json, as `vllm bench serve --metric-percentiles`); 50 and 99 are always added", check=_percentiles_problem),
         "sample_every": Key(int, 1, "keep the rows of every n-th request and every n-th GPU stage in requests/steps.parquet (the summary is always exact)", minimum=1, maximum=10**9),
     },
 }
@@ -233,6 +243,9 @@ class Scenario:
     sweep: dict[str, list]
     profile_overrides: dict[str, float]
     model_definitions: tuple = ()
+    gamma_from_num_speculative_tokens: bool = False
+    """``num_speculative_tokens`` was given and ``gamma`` was not: a draft model drafts
+    that many tokens (vLLM's one name for every method)."""
 
     def points(self) -> list[Point]:
         keys = list(self.sweep)
@@ -240,6 +253,8 @@ class Scenario:
         for i, combo in enumerate(itertools.product(*(self.sweep[k] for k in keys))):
             values = dict(self.values)
             values.update(zip(keys, combo))
+            if self.gamma_from_num_speculative_tokens:
+                values["gamma"] = values["num_speculative_tokens"]
             points.append(Point(i, values, tuple(keys), self.profile_overrides, self.model_definitions))
         return points
 
@@ -403,6 +418,7 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
         else:
             raise ScenarioError(source, name, f"unknown top-level key; allowed: {', '.join(SCHEMA[''])} "
                                 "and the sections " + ", ".join(s for s in SCHEMA if s))
+    given = set(values)
     for section, keys in SCHEMA.items():
         for k, key in keys.items():
             values.setdefault(k, key.default)
@@ -427,8 +443,9 @@ def load_scenario(path: str | Path, overrides: list[str] = (), text: str | None 
         sweep[bare] = [check_value(source, where, SCHEMA[section][bare], v) for v in entries]
 
     from servesim.models import frozen_definitions
+    alias = "num_speculative_tokens" in given | set(sweep) and "gamma" not in given | set(sweep)
     scenario = Scenario(source, text, values["name"], values["seed"], values, sweep, profile,
-                        frozen_definitions(definitions))
+                        frozen_definitions(definitions), alias)
     for point in scenario.points():
         check_point(source, point)
     return scenario

@@ -423,7 +423,7 @@ def test_report_prints_a_finished_runs_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     again = capsys.readouterr().out
-    assert "latency per point" in again and "base_ttft_p99_ms" in again
+    assert "latency per point" in again and "TTFT" in again and "base p99" in again
     # the same table `run` printed
     table = lambda text: text[text.index("latency per point"):text.index("baseline:")]
     assert table(again) == table(printed)
