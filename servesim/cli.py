@@ -1,4 +1,5 @@
-"""Command line: ``servesim run | plan | validate | plot | report | tree | list | cost | calibrate | profile``.
+"""Command line: ``servesim run | plan | validate | plot | scenarios | init | report | tree | list | cost |
+calibrate | profile``.
 
 Errors in the user's input (scenario files, overrides, names) print one message naming
 the file and key and exit with status 2, without a traceback and without writing.
@@ -65,6 +66,32 @@ def bundled_scenario(name: str = SEED_SCENARIO) -> tuple[str, str]:
     """(display path, text) of a scenario shipped inside the package."""
     path = resources.files("servesim").joinpath("data", "scenarios", name)
     return f"<bundled>/{name}", path.read_text(encoding="utf-8")
+
+
+def bundled_scenarios() -> dict[str, str]:
+    """Bundled scenario names (file stems) -> their one-line ``description``."""
+    import tomllib
+    folder = resources.files("servesim").joinpath("data", "scenarios")
+    names = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            text = entry.read_text(encoding="utf-8")
+            names[entry.name.removesuffix(".toml")] = tomllib.loads(text).get("description", "")
+    return names
+
+
+def load_scenario_arg(arg: str, overrides: list[str] = ()):
+    """A scenario from the command line: a TOML file, or the name of a bundled one
+    (``servesim scenarios``) when no such file exists."""
+    path = Path(arg)
+    name = arg.removesuffix(".toml")
+    if not path.exists() and "/" not in arg and name in bundled_scenarios():
+        source, text = bundled_scenario(f"{name}.toml")
+        return load_scenario(source, overrides, text=text)
+    if not path.exists() and "/" not in arg and not path.suffix:
+        raise UsageError(f"{arg}: no such file, and no bundled scenario of that name; bundled: "
+                         + ", ".join(bundled_scenarios()) + " (servesim scenarios)")
+    return load_scenario(arg, overrides)
 
 
 def _int_list(text: str) -> list[int]:
@@ -264,7 +291,7 @@ def _arm_report(summary: pd.DataFrame) -> str:
 
 
 def cmd_run(args) -> int:
-    scenario = load_scenario(args.scenario, args.set)
+    scenario = load_scenario_arg(args.scenario, args.set)
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
     summary, points, written = _write_run(out_dir, scenario, args)
     print(f"{scenario.name}: {points} points, seed {scenario.seed}")
@@ -277,7 +304,10 @@ def cmd_run(args) -> int:
 def cmd_plan(args) -> int:
     from servesim.planner import KNOBS, lower_is_better, plan
 
-    scenario = load_scenario(args.scenario, args.set)
+    finished = Path(args.scenario) / "summary.parquet"
+    if Path(args.scenario).is_dir():
+        return _plan_finished_run(finished, args)
+    scenario = load_scenario_arg(args.scenario, args.set)
     swept = list(scenario.sweep)
     if not any(k in KNOBS for k in swept):
         raise UsageError(f"{scenario.source}: [sweep] must vary at least one of "
@@ -294,9 +324,77 @@ def cmd_plan(args) -> int:
     direction = "lowest" if lower_is_better(args.objective) else "highest"
     print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
           f"(of {points} simulated)")
-    print(pd.read_parquet(out_dir / "plan.parquet").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(_plan_text(pd.read_parquet(out_dir / "plan.parquet")))
     print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _plan_text(frame: pd.DataFrame) -> str:
+    text = frame.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    if "ties_with_best" in frame.columns and frame["ties_with_best"].isna().all():
+        text += ("\n(one replication: no confidence intervals, so no ties flagged; set replications >= 2 "
+                 "to see which settings are indistinguishable from the best)")
+    return text
+
+
+def _plan_finished_run(path: Path, args) -> int:
+    """``servesim plan DIR``: the plan of a finished run, from its summary (no simulation);
+    written to DIR/plan.parquet."""
+    from servesim.planner import KNOBS, lower_is_better, plan
+    from servesim.results import read_metadata, write_tables
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; `servesim plan` takes a scenario or a finished run's folder")
+    summary = _read_parquet(path, ("point_id", "speedup"))
+    meta = read_metadata(path)
+    try:
+        scenario = load_scenario(str(path), text=meta["servesim.scenario"])
+    except (KeyError, ScenarioError):
+        raise UsageError(f"{path}: no valid scenario in its metadata; re-run it with `servesim run`") from None
+    swept = list(scenario.sweep)
+    if not any(k in KNOBS for k in swept):
+        raise UsageError(f"{path}: the run's sweep varies none of {', '.join(KNOBS)}: nothing to choose among")
+    if args.objective not in summary.columns:
+        raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
+                         + ", ".join(summary.columns))
+    frame = plan(summary, swept, args.objective)
+    write_tables(path.parent, {"plan": frame}, meta["servesim.scenario"], int(meta.get("servesim.seed", 0)))
+    direction = "lowest" if lower_is_better(args.objective) else "highest"
+    print(f"{scenario.name}: speculation setting with the {direction} {args.objective} per point "
+          f"(of {len(summary)} in {path.parent}, not re-simulated)")
+    print(_plan_text(frame))
+    print(f"wrote {path.parent / 'plan.parquet'}")
+    return 0
+
+
+def cmd_scenarios(args) -> int:
+    """The bundled scenarios, one line each."""
+    names = bundled_scenarios()
+    width = max(map(len, names))
+    print("bundled scenarios (servesim run NAME; servesim init NAME [DIR] copies one to edit):")
+    for name, description in names.items():
+        print(f"  {name:<{width}}  {description}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    """Copy a bundled scenario to DIR/NAME.toml (never over an existing file)."""
+    name = args.name.removesuffix(".toml")
+    if name not in bundled_scenarios():
+        raise UsageError(f"{args.name}: no bundled scenario of that name; bundled: "
+                         + ", ".join(bundled_scenarios()))
+    folder = Path(args.dir)
+    target = folder / f"{name}.toml"
+    if target.exists():
+        raise UsageError(f"{target}: already exists; remove it or give another folder")
+    _, text = bundled_scenario(f"{name}.toml")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{target}: cannot write: {e.strerror or e}") from None
+    print(f"wrote {target}; edit it, then: servesim run {target}")
     return 0
 
 
@@ -680,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a scenario and write Parquet tables")
-    run.add_argument("scenario", help="scenario TOML file")
+    run.add_argument("scenario", help="scenario TOML file, or the name of a bundled one (servesim scenarios)")
     run.add_argument("--out", help="output folder (default: [output] dir, else outputs/<name>/)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key (TOML value), e.g. --set seq_len=1024 "
@@ -691,8 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_options(run)
     run.set_defaults(func=cmd_run)
 
-    pln = sub.add_parser("plan", help="run a scenario and pick the best speculation setting per point")
-    pln.add_argument("scenario", help="scenario TOML file whose [sweep] varies a speculation setting")
+    pln = sub.add_parser("plan", help="pick the best speculation setting per point (of a scenario, or of a finished run's folder)")
+    pln.add_argument("scenario", help="scenario TOML file (or bundled name) whose [sweep] varies a speculation "
+                                      "setting, or the folder of a finished run (planned from its summary, "
+                                      "not re-simulated)")
     pln.add_argument("--out", help="output folder (default: [output] dir, else outputs/<name>/)")
     pln.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     pln.add_argument("--objective", default="speedup",
@@ -718,6 +818,14 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--tree", help="a bundled tree (e.g. mc_sim_7b_63); default: greedy trees")
     tree.add_argument("--candidate-tokens", type=_int_list, help="tree sizes, root included (list allowed)")
     tree.set_defaults(func=cmd_tree)
+
+    scn = sub.add_parser("scenarios", help="list the bundled scenarios (run one with servesim run NAME)")
+    scn.set_defaults(func=cmd_scenarios)
+
+    ini = sub.add_parser("init", help="copy a bundled scenario to a folder, to edit")
+    ini.add_argument("name", help="bundled scenario name (servesim scenarios)")
+    ini.add_argument("dir", nargs="?", default=".", help="folder to write NAME.toml in (default: here)")
+    ini.set_defaults(func=cmd_init)
 
     rep = sub.add_parser("report", help="print a finished run's summary table again (from its folder)")
     rep.add_argument("dir", help="folder with summary.parquet")
