@@ -287,6 +287,10 @@ def _arm_report(summary: pd.DataFrame) -> str:
         if saturated:
             extras.append(f"{saturated} of {len(summary)} points saturated (the queue was still growing)")
         lines.append(line + ("; " + ", ".join(extras) if extras else ""))
+    capped = int(summary.get("length_capped_requests", pd.Series([0])).sum())
+    if capped:
+        lines.append(f"{capped:,} requests per arm (summed over points) had drawn lengths over the "
+                     "model's maximum context: cut to it (summary: length_capped_requests)")
     return "\n".join(lines)
 
 
@@ -520,8 +524,13 @@ def cmd_list(args) -> int:
         m = get_model(name)
         rows.append({"name": name, "params_B": round(m.params / 1e9, 3), "layers": m.layers,
                      "hidden": m.hidden, "heads": m.heads, "kv_heads": m.kv_heads,
-                     "kv_KiB/token": m.kv_bytes_per_token() / 1024, "description": m.description})
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
+                     "head_dim": m.head_dim, "kv_KiB/token": m.kv_bytes_per_token() / 1024,
+                     "max_context": m.max_context_tokens or "-", "description": m.description})
+    frame = pd.DataFrame(rows)
+    width = frame["description"].str.len().max()
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:g}",
+                          formatters={"description": lambda d: d.ljust(width)}))
+    print("(a model not listed: `model.model = \"path/to/config.json\"` or a [model.define.NAME] table)")
     return 0
 
 

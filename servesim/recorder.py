@@ -170,6 +170,8 @@ class Recorder:
         self.arm_stats: dict[str, dict] = {}
         """Per arm: time integrals and counters of the run (see ``Server.stats``)."""
         self.totals: dict[str, ArmTotals] = {}
+        self.capped_requests = 0
+        """Requests of the workload whose drawn lengths were cut to the model's context."""
         self.keep_steps, self.keep_requests = keep_steps, keep_requests
         self.sample_every, self.sink, self.flush_rows = sample_every, sink, flush_rows
         self._step_count = 0

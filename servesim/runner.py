@@ -206,10 +206,13 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
     """Both arms of one replication of a point, on common random numbers; the
     recorder and, if rows were streamed to ``part_dir``, the part files."""
     accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS, replication)
-    workload = build_workload(point.values, stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication))
+    max_context = resolve_model(point["model"], point.model_definitions).max_context_tokens
+    workload = build_workload(point.values, stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication),
+                              max_context)
     config = serving_config(point, cost_model, speculator)
     sink = PartSink(part_dir, point.point_id, replication) if part_dir is not None else None
     recorder = Recorder(point["write_steps"], point["write_requests"], point["sample_every"], sink)
+    recorder.capped_requests = workload.capped
     for arm, spec in (("baseline", NoSpeculation()), ("spec", speculator)):
         simulate(workload, config=config, cost_model=cost_model, speculator=spec,
                  rng=np.random.default_rng(accept_seq), recorder=recorder,
@@ -378,6 +381,8 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
         "spec_step_time_s": spec_step,
         "paired_requests": int(common.size),
         "kv_capacity_tokens": recorder.arm_stats["spec"]["kv_capacity_tokens"],
+        # requests whose drawn prompt + output exceeded the model's maximum context (cut to it)
+        "length_capped_requests": recorder.capped_requests,
     })
     row.update(spec_decode_metrics(recorder, speculator))
     for arm in ("baseline", "spec"):

@@ -103,6 +103,8 @@ class Workload:
 
     requests: Sequence[Request]
     clients: int = 0
+    capped: int = 0
+    """Requests whose drawn lengths were cut to the model's maximum context."""
 
 
 TraceError = InputError
@@ -155,8 +157,23 @@ def arrival_times(rng: np.random.Generator, n: int, process: str, rate_per_s: fl
     return np.cumsum(gaps)
 
 
-def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
-    """The workload of a sweep point from its scenario values (keys of [workload])."""
+def cap_to_context(prompts: np.ndarray, outputs: np.ndarray, max_context_tokens: int) -> int:
+    """Cut drawn lengths, in place, so that prompt + output <= ``max_context_tokens``
+    (0 = no limit), as a server with that ``max_model_len`` would: a prompt to at most
+    max - 1 tokens, then the output to what is left. Returns how many requests were cut."""
+    if not max_context_tokens:
+        return 0
+    over = prompts + outputs > max_context_tokens
+    if over.any():
+        np.minimum(prompts, max_context_tokens - 1, out=prompts)
+        np.minimum(outputs, max_context_tokens - prompts, out=outputs)
+    return int(over.sum())
+
+
+def build_workload(values: dict, seed: np.random.SeedSequence, max_context_tokens: int = 0) -> Workload:
+    """The workload of a sweep point from its scenario values (keys of [workload]);
+    lengths drawn from a distribution are capped at ``max_context_tokens``
+    (:func:`cap_to_context`); fixed ones and a trace's are kept as written."""
     # (spawned children are numbered: adding the fifth leaves the first four's draws alone)
     arrivals_seq, prompt_seq, output_seq, think_seq, prefix_seq = seed.spawn(5)
     v = values
@@ -169,6 +186,8 @@ def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
     outputs = draw_lengths(np.random.default_rng(output_seq), n, v["output_dist"], v["output_len"],
                            v["output_min"], v["output_max"], v["output_sigma"], v["output_file"],
                            v["output_column"])
+    drawn = v["prompt_dist"] != "fixed" or v["output_dist"] != "fixed"  # (fixed lengths are the user's own)
+    capped = cap_to_context(prompts, outputs, max_context_tokens) if drawn else 0
     if v["arrival"] in ("closed", "closed_loop"):
         times = np.zeros(n)
     else:
@@ -183,7 +202,7 @@ def build_workload(values: dict, seed: np.random.SeedSequence) -> Workload:
         prefix_id = np.random.default_rng(prefix_seq).integers(0, v["num_prefixes"], size=n)
         prefix_len = np.minimum(v["shared_prefix_tokens"], prompts)
     return Workload(RequestColumns(times, prompts, outputs, think, prefix_id, prefix_len),
-                    v["clients"] if v["arrival"] == "closed_loop" else 0)
+                    v["clients"] if v["arrival"] == "closed_loop" else 0, capped)
 
 
 def closed_workload(num_requests: int, prompt_len: int, output_len: int) -> Workload:

@@ -13,6 +13,9 @@ PUBLISHED = {
     "llama-3-8b": "8.03", "llama-3-1-8b": "8.03", "llama-3-70b": "70.55", "mistral-7b": "7.24",
     "vicuna-7b": "6.7", "vicuna-13b": "13.0", "vicuna-33b": "32.5",
     "llama-68m": "0.068", "llama-160m": "0.16", "tinyllama-1.1b": "1.1",
+    # model cards / the Hub's count of the released checkpoint
+    "llama-3-1-70b": "70.55", "llama-3-2-1b": "1.24", "llama-3-2-3b": "3.21", "qwen2.5-7b": "7.61",
+    "qwen3-8b": "8.2", "qwen3-32b": "32.8", "mistral-small-24b": "23.6", "gemma-2-9b": "9.24",
 }
 
 
