@@ -107,32 +107,39 @@ def length_column(path: str, column: str) -> np.ndarray:
     return _cached_lengths(str(p), p.stat().st_mtime_ns, column)
 
 
-def read_trace_columns(path: str | Path) -> tuple[np.ndarray, ...]:
-    """Arrival times (s, finite, >= 0, non-decreasing), prompt and output lengths of a
-    trace file (columns ``arrival_s``, ``prompt_len``, ``output_len``), and, if it has
-    columns ``prefix_id`` (-1 = none) and ``prefix_len``, each prompt's shared prefix;
-    read and checked once per file version (a sweep's points share it)."""
+def read_trace_columns(path: str | Path, trace_format: str = "auto",
+                       columns: dict | None = None) -> tuple[np.ndarray | None, ...]:
+    """Arrival times (s, finite, >= 0, non-decreasing; None for a format without times,
+    such as ShareGPT), prompt and output lengths of a trace file in any of the formats
+    of :mod:`servesim.traces`, and, if it has columns ``prefix_id`` (-1 = none) and
+    ``prefix_len``, each prompt's shared prefix; read and checked once per file
+    version, format and mapping (a sweep's points share it)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such file")
-    return _cached_trace(str(p), p.stat().st_mtime_ns)
+    mapping = tuple(sorted((columns or {}).items()))
+    return _cached_trace(str(p), p.stat().st_mtime_ns, trace_format, mapping)
 
 
 @lru_cache(maxsize=8)
-def _cached_trace(path: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
-    frame = read_table(path)
+def _cached_trace(path: str, mtime_ns: int, trace_format: str, mapping: tuple) -> tuple[np.ndarray | None, ...]:
+    from servesim.traces import read_trace_frame
+
+    frame = read_trace_frame(path, trace_format, dict(mapping))
     if len(frame) > MAX_REQUESTS:
         raise InputError(f"{path}: {len(frame):,} rows; at most {MAX_REQUESTS:,} requests per arm")
-    series = _column(frame, path, "arrival_s")
-    arrivals = _numbers(series)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(arrivals) | (arrivals < 0)
-    _first_bad(path, series, "arrival_s", bad, "a finite time >= 0 (s)")
-    earlier = np.flatnonzero(np.diff(arrivals) < 0)
-    if earlier.size:
-        row = int(earlier[0]) + 1
-        raise InputError(f"{path}: row {row + 1}, column 'arrival_s': {arrivals[row]} is earlier than the row "
-                         f"before ({arrivals[row - 1]}); arrivals must not decrease")
+    arrivals = None
+    if "arrival_s" in frame.columns:
+        series = frame["arrival_s"]
+        arrivals = _numbers(series)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arrivals) | (arrivals < 0)
+        _first_bad(path, series, "arrival_s", bad, "a finite time >= 0 (s)")
+        earlier = np.flatnonzero(np.diff(arrivals) < 0)
+        if earlier.size:
+            row = int(earlier[0]) + 1
+            raise InputError(f"{path}: row {row + 1}, column 'arrival_s': {arrivals[row]} is earlier than the row "
+                             f"before ({arrivals[row - 1]}); arrivals must not decrease")
     prompts = integer_column(frame, path, "prompt_len")
     outputs = integer_column(frame, path, "output_len")
     if "prefix_id" in frame.columns or "prefix_len" in frame.columns:

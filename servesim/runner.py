@@ -45,7 +45,9 @@ ALWAYS_IN_SUMMARY = ("gpu", "model", "method", "candidate_tokens", "batch_size",
 """Parameters every summary row carries, swept or not (the output contract)."""
 
 
-WORKLOAD_KEYS = tuple(SCHEMA["workload"])
+WORKLOAD_KEYS = tuple(k for k in SCHEMA["workload"] if k not in ("trace_format", "trace_columns"))
+"""Keys the workload's random streams derive from (a trace's format and column mapping
+change what is read, not what is drawn)."""
 ACCEPTANCE_KEYS = ("method", "candidate_tokens", "acceptance", "acceptance_curve",
                    "accepted_tokens", "max_accepted", "num_heads", "head_accuracy", "model", "tree",
                    "tree_paths", "gamma", "alpha", "alpha_per_position", "batch_size",

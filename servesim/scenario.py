@@ -91,6 +91,16 @@ def _probabilities_problem(value: list) -> str | None:
     return None
 
 
+def _trace_columns_problem(value: dict) -> str | None:
+    fields = ("arrival_s", "prompt_len", "output_len", "prefix_id", "prefix_len")
+    for field, column in value.items():
+        if field not in fields:
+            return f"maps {field!r}; servesim's trace columns are {', '.join(fields)}"
+        if not isinstance(column, str) or not column:
+            return f"maps {field} to {column!r}; expected a column name"
+    return None
+
+
 def _percentiles_problem(value: list) -> str | None:
     if not value or len(value) > 20:
         return f"expected a list of 1 to 20 percentiles, got {len(value)} entries"
@@ -171,7 +181,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cv": Key(float, 1.0, "coefficient of variation of inter-arrival times (`gamma`; 1 = Poisson)", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", maximum=100.0),
         "clients": Key(int, 4, "concurrent clients (`closed_loop`)", minimum=1, maximum=MAX_CLIENTS),
         "think_time_s": Key(float, 0.0, "mean think time between a client's requests, exponential (`closed_loop`)", minimum=0.0, maximum=1e9),
-        "trace_file": Key(str, "", "CSV or Parquet with columns arrival_s, prompt_len, output_len (`trace`)"),
+        "trace_file": Key(str, "", "a trace of requests: with `trace`, its arrivals and lengths; with another arrival process, only its lengths (its rows in order, num_requests of them, repeated if fewer). Formats: `trace_format`"),
+        "trace_format": Key(str, "auto", "`servesim` (CSV/Parquet/JSON lines with arrival_s, prompt_len, output_len), `azure` (Azure LLM inference trace CSV: TIMESTAMP, ContextTokens, GeneratedTokens), `sharegpt` (JSON conversations; tokens = ceil(characters / 4); no times), `vllm_result` (`vllm bench serve --save-result --save-detailed`: input_lens, output_lens, start_times) or `auto` (by content)", choices=("auto", "servesim", "azure", "sharegpt", "vllm_result")),
+        "trace_columns": Key(dict, {}, "column mapping for other CSV/Parquet layouts: {arrival_s = \"ts\", prompt_len = \"input_tokens\", output_len = \"output_tokens\"} (arrival column in seconds or date-times)", check=_trace_columns_problem),
         "seq_len": Key(int, 512, "prompt length in tokens: the value (`fixed`), median (`lognormal`) or mean (`geometric`)", minimum=1, maximum=MAX_TOKENS),
         **_length_keys("prompt", "seq_len", 1024),
         "shared_prefix_tokens": Key(int, 0, "tokens of a shared prefix every prompt begins with (a system prompt, few-shot examples; at most the prompt); 0 = none", minimum=0, maximum=MAX_TOKENS),
@@ -260,7 +272,7 @@ class Scenario:
 
 
 def _type_name(t) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table",
              list: "a list"}
     return names.get(t, getattr(t, "__name__", str(t)))
 
@@ -685,14 +697,18 @@ def check_point(source: str, point: Point) -> None:
             if v["candidate_tokens"] > size:
                 raise ScenarioError(source, "speculation.candidate_tokens",
                                     f"{v['candidate_tokens']} exceeds the {size} tokens of tree {v['tree']!r}")
-    if v["arrival"] == "trace":
+    if v["arrival"] == "trace" and not v["trace_file"]:
+        raise ScenarioError(source, "workload.trace_file", "required when arrival = 'trace'")
+    if v["trace_file"]:
         from servesim.inputs import read_trace_columns
-        if not v["trace_file"]:
-            raise ScenarioError(source, "workload.trace_file", "required when arrival = 'trace'")
         try:
-            read_trace_columns(v["trace_file"])
+            arrivals = read_trace_columns(v["trace_file"], v["trace_format"], v["trace_columns"] or None)[0]
         except InputError as e:
             raise ScenarioError(source, "workload.trace_file", str(e)) from None
+        if v["arrival"] == "trace" and arrivals is None:
+            raise ScenarioError(source, "workload.arrival", f"'trace', but {v['trace_file']} has no arrival times "
+                                "(a ShareGPT file, or a vLLM result without start_times): use poisson, gamma, "
+                                "closed or closed_loop to take only its lengths")
     for kind in ("prompt", "output"):
         if v[f"{kind}_dist"] == "uniform" and v[f"{kind}_min"] > v[f"{kind}_max"]:
             raise ScenarioError(source, f"workload.{kind}_min", f"{v[kind + '_min']} exceeds {kind}_max {v[kind + '_max']}")

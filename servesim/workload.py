@@ -12,8 +12,10 @@ Arrival processes
     ``poisson``      exponential inter-arrival times at ``rate_per_s``;
     ``gamma``        gamma inter-arrival times with mean 1/``rate_per_s`` and
                      coefficient of variation ``cv`` (cv > 1 is burstier than Poisson);
-    ``trace``        replay of a CSV or Parquet file with columns
-                     ``arrival_s, prompt_len, output_len``.
+    ``trace``        replay of a trace file's arrivals and lengths, in any format of
+                     :mod:`servesim.traces` (servesim's columns, mapped columns, Azure,
+                     vLLM bench results); with another process and a ``trace_file``,
+                     the trace gives only the lengths (ShareGPT has no times).
 
 Length distributions (prompt and output alike; all lengths are integers >= 1)
     ``fixed``        the scenario's ``seq_len`` / ``output_len``;
@@ -111,11 +113,14 @@ TraceError = InputError
 """A trace or length file is malformed (see :mod:`servesim.inputs`)."""
 
 
-def read_trace(path: str | Path) -> list[Request]:
-    """Requests from a trace file (columns ``arrival_s``, ``prompt_len``,
-    ``output_len``; checked by :func:`servesim.inputs.read_trace_columns`)."""
-    columns = read_trace_columns(path)
+def read_trace(path: str | Path, trace_format: str = "auto", columns: dict | None = None) -> list[Request]:
+    """Requests from a trace file with arrival times (any format of
+    :mod:`servesim.traces`; checked by :func:`servesim.inputs.read_trace_columns`)."""
+    columns = read_trace_columns(path, trace_format, columns)
     arrivals, prompts, outputs = columns[:3]
+    if arrivals is None:
+        raise InputError(f"{path}: the file has no arrival times; use another workload.arrival "
+                         "(poisson, gamma, closed, closed_loop) to take only its lengths")
     if len(columns) == 5:
         prefix_id, prefix_len = columns[3].tolist(), columns[4].tolist()
     else:
@@ -123,6 +128,16 @@ def read_trace(path: str | Path) -> list[Request]:
     return [Request(i, float(a), int(p), int(o), 0.0, int(k), int(n))
             for i, (a, p, o, k, n) in enumerate(zip(arrivals.tolist(), prompts.tolist(), outputs.tolist(),
                                                    prefix_id, prefix_len))]
+
+
+def trace_lengths(path: str | Path, n: int, trace_format: str = "auto",
+                  columns: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths of ``n`` requests from a trace's rows, in file order
+    (repeated from the start if it has fewer): the lengths of a trace under another
+    arrival process."""
+    _, prompts, outputs = read_trace_columns(path, trace_format, columns)[:3]
+    rows = np.arange(n) % len(prompts)
+    return prompts[rows].copy(), outputs[rows].copy()
 
 
 def draw_lengths(rng: np.random.Generator, n: int, dist: str, center: int, low: int, high: int,
@@ -178,15 +193,19 @@ def build_workload(values: dict, seed: np.random.SeedSequence, max_context_token
     arrivals_seq, prompt_seq, output_seq, think_seq, prefix_seq = seed.spawn(5)
     v = values
     if v["arrival"] == "trace":
-        return Workload(tuple(read_trace(v["trace_file"])))
+        return Workload(tuple(read_trace(v["trace_file"], v["trace_format"], v["trace_columns"] or None)))
     n = v["num_requests"]
-    prompts = draw_lengths(np.random.default_rng(prompt_seq), n, v["prompt_dist"], v["seq_len"],
-                           v["prompt_min"], v["prompt_max"], v["prompt_sigma"], v["prompt_file"],
-                           v["prompt_column"])
-    outputs = draw_lengths(np.random.default_rng(output_seq), n, v["output_dist"], v["output_len"],
-                           v["output_min"], v["output_max"], v["output_sigma"], v["output_file"],
-                           v["output_column"])
-    drawn = v["prompt_dist"] != "fixed" or v["output_dist"] != "fixed"  # (fixed lengths are the user's own)
+    if v["trace_file"]:  # the trace's lengths, the scenario's arrival process
+        prompts, outputs = trace_lengths(v["trace_file"], n, v["trace_format"], v["trace_columns"] or None)
+        drawn = False
+    else:
+        prompts = draw_lengths(np.random.default_rng(prompt_seq), n, v["prompt_dist"], v["seq_len"],
+                               v["prompt_min"], v["prompt_max"], v["prompt_sigma"], v["prompt_file"],
+                               v["prompt_column"])
+        outputs = draw_lengths(np.random.default_rng(output_seq), n, v["output_dist"], v["output_len"],
+                               v["output_min"], v["output_max"], v["output_sigma"], v["output_file"],
+                               v["output_column"])
+        drawn = v["prompt_dist"] != "fixed" or v["output_dist"] != "fixed"  # (fixed lengths are the user's own)
     capped = cap_to_context(prompts, outputs, max_context_tokens) if drawn else 0
     if v["arrival"] in ("closed", "closed_loop"):
         times = np.zeros(n)
