@@ -372,6 +372,42 @@ def _plan_finished_run(path: Path, args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    """Re-run a measured `vllm bench serve` result in servesim and compare, metric by metric."""
+    import json
+
+    from servesim.replay import catalog_model, comparison, read_result, replay_scenario_text
+
+    data = read_result(args.result)
+    gpu = args.gpu or next((a.split("=", 1)[1] for a in args.set if a.split("=", 1)[0] in ("gpu", "hardware.gpu")), None)
+    if not gpu:
+        raise UsageError("--gpu: required: the GPU the benchmark ran on (servesim list), e.g. --gpu h100-sxm")
+    model = args.model or catalog_model(data.get("model_id"))
+    if not model:
+        raise UsageError(f"--model: {args.result}'s model_id {data.get('model_id')!r} is not a catalog model; "
+                         "give --model (a catalog name or a config.json path)")
+    text = replay_scenario_text(args.result, data, gpu, model)
+    scenario = load_scenario(f"<replay of {args.result}>", args.set, text=text)
+    out_dir = Path(args.out or Path("outputs") / scenario.name)
+    args.jobs, args.executor, args.address = 1, "local", None
+    summary, _, written = _write_run(out_dir, scenario, args)
+    records = json.loads((out_dir / "summary.json").read_text())
+    arm = "spec" if summary["method"].iloc[0] != "none" else "baseline"
+    simulated = next(r for r in records if r["arm"] == arm)
+    table = comparison(data, simulated)
+    point = scenario.points()[0]
+    print(f"replay of {args.result}: {simulated['completed']:,} requests, {point['model']} on "
+          f"{point['gpu']} (x{point['tensor_parallel_size']}), arrival {point['arrival']}, "
+          f"{point['scheduler']} scheduler, {point['kv_cache']} KV, max_num_seqs {point['batch_size']}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+    if len(table):
+        print(f"median |error| {table['error_pct'].abs().median():.1f}%, largest {table['error_pct'].abs().max():.1f}% "
+              f"({table.loc[table['error_pct'].abs().idxmax(), 'metric']})")
+    table.to_csv(out_dir / "replay_comparison.csv", index=False)
+    print("wrote " + ", ".join(str(p) for p in written) + f", {out_dir / 'replay_comparison.csv'}")
+    return 0
+
+
 def cmd_scenarios(args) -> int:
     """The bundled scenarios, one line each."""
     names = bundled_scenarios()
@@ -827,6 +863,17 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--tree", help="a bundled tree (e.g. mc_sim_7b_63); default: greedy trees")
     tree.add_argument("--candidate-tokens", type=_int_list, help="tree sizes, root included (list allowed)")
     tree.set_defaults(func=cmd_tree)
+
+    rpl = sub.add_parser("replay", help="re-run a measured `vllm bench serve` result file and compare, metric by metric")
+    rpl.add_argument("result", help="result JSON of `vllm bench serve --save-result --save-detailed`")
+    rpl.add_argument("--gpu", help="the GPU it ran on (servesim list); required")
+    rpl.add_argument("--model", help="the model (catalog name or config.json); default: the result's model_id "
+                                     "if it names a catalog model")
+    rpl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="server and other settings, e.g. --set max_num_batched_tokens=2048 "
+                          "--set tensor_parallel_size=2 (defaults: vLLM's scheduler, paged KV, max_num_seqs 256)")
+    rpl.add_argument("--out", help="output folder (default outputs/replay_<file name>/)")
+    rpl.set_defaults(func=cmd_replay)
 
     scn = sub.add_parser("scenarios", help="list the bundled scenarios (run one with servesim run NAME)")
     scn.set_defaults(func=cmd_scenarios)
