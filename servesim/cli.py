@@ -408,6 +408,40 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    """A point's GPU steps and request lifecycles as a Chrome/Perfetto trace (JSON)."""
+    import json
+
+    from servesim.chrome_trace import trace_events
+
+    directory = Path(args.dir)
+    frames = {}
+    for name in ("steps", "requests"):
+        path = directory / f"{name}.parquet"
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file; the trace needs the run's steps and requests tables "
+                             "(output.write_steps and output.write_requests)")
+        try:
+            frame = pd.read_parquet(path, filters=[("point_id", "==", args.point),
+                                                   ("replication", "==", args.replication)])
+        except Exception as e:
+            raise UsageError(f"{path}: cannot read as servesim's {name} table: {e}") from None
+        frames[name] = frame
+    if frames["steps"].empty and frames["requests"].empty:
+        points = sorted(pd.read_parquet(directory / "requests.parquet", columns=["point_id"])["point_id"].unique())
+        raise UsageError(f"--point {args.point}: no such point (replication {args.replication}) in {directory}; "
+                         f"points: {points[0]}..{points[-1]}" if points else f"{directory}: the tables are empty")
+    out = Path(args.out or directory / f"trace_point{args.point}.json")
+    events = trace_events(frames["steps"], frames["requests"])
+    try:
+        out.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{out}: cannot write: {e.strerror or e}") from None
+    print(f"wrote {out}: {len(frames['steps']):,} GPU stages and {len(frames['requests']):,} request rows (both arms) of point "
+          f"{args.point}; open it in https://ui.perfetto.dev or chrome://tracing")
+    return 0
+
+
 def cmd_scenarios(args) -> int:
     """The bundled scenarios, one line each."""
     names = bundled_scenarios()
@@ -874,6 +908,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "--set tensor_parallel_size=2 (defaults: vLLM's scheduler, paged KV, max_num_seqs 256)")
     rpl.add_argument("--out", help="output folder (default outputs/replay_<file name>/)")
     rpl.set_defaults(func=cmd_replay)
+
+    trc = sub.add_parser("trace", help="write a point's GPU steps and request lifecycles as a Chrome/Perfetto trace")
+    trc.add_argument("dir", help="a finished run's folder (with steps.parquet and requests.parquet)")
+    trc.add_argument("--point", type=int, default=0, help="point_id (default 0)")
+    trc.add_argument("--replication", type=int, default=0, help="replication (default 0)")
+    trc.add_argument("--out", help="JSON file to write (default DIR/trace_point<N>.json)")
+    trc.set_defaults(func=cmd_trace)
 
     scn = sub.add_parser("scenarios", help="list the bundled scenarios (run one with servesim run NAME)")
     scn.set_defaults(func=cmd_scenarios)

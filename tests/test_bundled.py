@@ -94,3 +94,25 @@ def test_plan_of_a_run_without_intervals_says_so(tmp_path, capsys):
     assert "no confidence intervals" in capsys.readouterr().out
     assert np.isnan(pd.read_parquet(out / "plan.parquet")["ties_with_best"]).all()
     assert main(["plan", str(tmp_path / "empty_dir_that_is_missing")]) == 2
+
+
+def test_trace_writes_a_chrome_trace_of_one_point(tmp_path, capsys):
+    import json
+    out = tmp_path / "run"
+    assert main(["run", "latency_vs_load", "--out", str(out), "--jobs", "1", "--set", "num_requests=20",
+                 "--set", "sweep.rate_per_s=[1.0, 4.0]", "--set", "sweep.batching=['continuous']"]) == 0
+    assert main(["trace", str(out), "--point", "1"]) == 0
+    events = json.loads((out / "trace_point1.json").read_text())["traceEvents"]
+    steps = pd.read_parquet(out / "steps.parquet")
+    steps = steps[steps.point_id == 1]
+    gpu = [e for e in events if e["ph"] == "X"]
+    assert len(gpu) == len(steps)
+    # (each duration is written to the nanosecond: at most 0.0005 us of rounding each)
+    assert sum(e["dur"] for e in gpu) == pytest.approx(steps.duration_s.sum() * 1e6, abs=0.0005 * len(gpu))
+    begins = [e for e in events if e["ph"] == "b"]
+    ends = [e for e in events if e["ph"] == "e"]
+    assert len(begins) == len(ends) == 2 * 20 * 4  # arms x requests x (request + 3 phases)
+    for b in begins:
+        assert any(e["id"] == b["id"] and e["name"] == b["name"] and e["ts"] >= b["ts"] for e in ends)
+    assert main(["trace", str(out), "--point", "9"]) == 2
+    assert "no such point" in capsys.readouterr().err
