@@ -815,6 +815,13 @@ def cmd_plot(args) -> int:
                 written.append(plots.settings_vs_load(summary, directory / "settings_vs_load.png"))
             if "candidate_tokens" in varies:
                 written.append(plots.width_vs_load(summary, directory / "width_vs_load.png"))
+            if (directory / "requests.parquet").is_file():
+                requests = _read_parquet(directory / "requests.parquet",
+                                         ("arm", "point_id", "arrival_s", "first_token_s", "finish_s", "status",
+                                          "output_len"))
+                written.append(plots.latency_cdf(summary, requests, directory / "latency_cdf.png"))
+            else:
+                skipped.append("latency_cdf.png (no requests.parquet: output.write_requests = false)")
         if "candidate_tokens" in varies:
             reference = measured = None
             label = ""

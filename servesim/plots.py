@@ -20,6 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 OP_GROUPS = {
@@ -323,3 +324,58 @@ def _stops_paying(rows: pd.DataFrame) -> float | None:
     while i > 0 and worse[i - 1]:
         i -= 1
     return float(rates[i])
+
+
+CDF_POINTS = 8
+"""Most points a latency-CDF figure draws (evenly spread over the sweep)."""
+CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "method", "draft_model", "policy", "gamma",
+                  "num_speculative_tokens", "candidate_tokens", "batch_size", "seq_len", "tensor_parallel_size",
+                  "rate_per_s")
+"""Swept keys that name a point in the CDF legend (those that vary)."""
+
+
+def latency_cdf(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str | Path) -> Path:
+    """Empirical CDFs of TTFT, TPOT and E2E latency per arm (baseline dashed, spec
+    solid), one colour per point (at most :data:`CDF_POINTS`, evenly spread), from the
+    finished requests of replication 0; log-scaled time axes."""
+    plt = _pyplot()
+    ids = summary["point_id"].tolist()
+    if len(ids) > CDF_POINTS:
+        ids = [ids[round(i * (len(ids) - 1) / (CDF_POINTS - 1))] for i in range(CDF_POINTS)]
+    done = requests[(requests["status"] == "finished") & requests["point_id"].isin(ids)]
+    if "replication" in done.columns:
+        done = done[done["replication"] == 0]
+    done = done.assign(ttft_s=done["first_token_s"] - done["arrival_s"], e2e_s=done["finish_s"] - done["arrival_s"],
+                       tpot_s=(done["finish_s"] - done["first_token_s"]) / (done["output_len"] - 1))
+    keys = [k for k in CDF_LABEL_KEYS if k in summary.columns and summary[k].nunique() > 1]
+    from matplotlib.ticker import NullFormatter
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=110)
+    colours = plt.get_cmap("viridis")
+    arms = ("baseline",) if (summary["method"] == "none").all() else ("baseline", "spec")
+    for ax, (column, label) in zip(axes, (("ttft_s", "time to first token (s)"), ("tpot_s", "time per output token (s)"),
+                                          ("e2e_s", "end-to-end latency (s)"))):
+        for i, point in enumerate(ids):
+            colour = colours(i / max(1, len(ids) - 1))
+            row = summary[summary["point_id"] == point].iloc[0]
+            name = ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}"
+                             for k in keys) or f"point {point}"
+            for arm in arms:
+                values = done[(done["point_id"] == point) & (done["arm"] == arm)][column]
+                values = np.sort(values[np.isfinite(values) & (values > 0)].to_numpy())
+                if values.size:
+                    ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=colour,
+                            linestyle="--" if arm == "baseline" and len(arms) == 2 else "-", linewidth=1.2,
+                            label=name if arm == arms[-1] else None)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # (minor labels collide on a short decade span)
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.01)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / 4)
+    styles = "dashed: baseline, solid: " + ("spec" if len(arms) == 2 else "baseline")
+    fig.suptitle(f"{_title(summary)}: latency distributions per point ({styles})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * rows, 1, 0.95))
+    return _save(fig, Path(out_png))

@@ -124,3 +124,10 @@ def test_bad_percentiles_exit_2(tmp_path, capsys, value, message):
     err = capsys.readouterr().err
     assert "output.percentiles" in err and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_plot_draws_latency_cdfs_for_a_load_study(run_dir):
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(run_dir)]) == 0
+    png = run_dir / "latency_cdf.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
