@@ -8,8 +8,9 @@
 of sections (``{"model": {"model": "llama-3-8b"}, "sweep": {"rate_per_s": [1, 2]}}``),
 runs every point in memory and returns :class:`Tables`; it writes files only when
 ``out`` is given (then exactly what ``servesim run --out`` writes). Bad input raises
-:class:`servesim.scenario.ScenarioError` (or ``InputError`` for a bad data file) with
-the message the command line prints.
+:class:`servesim.scenario.ScenarioError` (``InputError`` for a bad data file,
+``servesim.cli.UsageError`` for a name that is neither a file nor a bundled scenario)
+with the message the command line prints.
 """
 
 from __future__ import annotations
@@ -76,18 +77,15 @@ def scenario_text(sections: Mapping[str, Any]) -> str:
 
 
 def load(scenario: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Scenario:
-    """A validated scenario from a path, a bundled name, TOML text or a dict."""
-    from servesim.cli import bundled_scenario, bundled_scenarios
+    """A validated scenario from a path, a bundled name (resolved as ``servesim run``
+    resolves it), TOML text or a dict."""
+    from servesim.cli import load_scenario_arg
 
     if isinstance(scenario, Mapping):
         return load_scenario("<dict>", list(overrides), text=scenario_text(scenario))
     text = str(scenario)
     if isinstance(scenario, Path) or ("\n" not in text and "=" not in text):
-        name = text.removesuffix(".toml")
-        if not Path(text).exists() and name in bundled_scenarios():
-            source, body = bundled_scenario(f"{name}.toml")
-            return load_scenario(source, list(overrides), text=body)
-        return load_scenario(text, list(overrides))
+        return load_scenario_arg(text, list(overrides))
     return load_scenario("<text>", list(overrides), text=text)
 
 

@@ -319,9 +319,7 @@ def cmd_plan(args) -> int:
     out_dir = Path(args.out or scenario.values["dir"] or Path("outputs") / scenario.name)
 
     def plan_table(summary):
-        if args.objective not in summary.columns:
-            raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
-                             + ", ".join(summary.columns))
+        _check_objective(summary, args.objective)
         return {"plan": plan(summary, swept, args.objective)}
 
     summary, points, written = _write_run(out_dir, scenario, args, plan_table)
@@ -332,6 +330,11 @@ def cmd_plan(args) -> int:
     print(_arm_report(summary))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _check_objective(summary: pd.DataFrame, objective: str) -> None:
+    if objective not in summary.columns:
+        raise UsageError(f"--objective: unknown column {objective!r}; summary columns: " + ", ".join(summary.columns))
 
 
 def _plan_text(frame: pd.DataFrame) -> str:
@@ -359,9 +362,7 @@ def _plan_finished_run(path: Path, args) -> int:
     swept = list(scenario.sweep)
     if not any(k in KNOBS for k in swept):
         raise UsageError(f"{path}: the run's sweep varies none of {', '.join(KNOBS)}: nothing to choose among")
-    if args.objective not in summary.columns:
-        raise UsageError(f"--objective: unknown column {args.objective!r}; summary columns: "
-                         + ", ".join(summary.columns))
+    _check_objective(summary, args.objective)
     frame = plan(summary, swept, args.objective)
     write_tables(path.parent, {"plan": frame}, meta["servesim.scenario"], int(meta.get("servesim.seed", 0)))
     direction = "lowest" if lower_is_better(args.objective) else "highest"

@@ -208,9 +208,8 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
     """Both arms of one replication of a point, on common random numbers; the
     recorder and, if rows were streamed to ``part_dir``, the part files."""
     accept_seq = stream_seed(scenario_seed, point, ACCEPTANCE_KEYS, replication)
-    max_context = resolve_model(point["model"], point.model_definitions).max_context_tokens
     workload = build_workload(point.values, stream_seed(scenario_seed, point, WORKLOAD_KEYS, replication),
-                              max_context)
+                              cost_model.model.max_context_tokens)
     config = serving_config(point, cost_model, speculator)
     sink = PartSink(part_dir, point.point_id, replication) if part_dir is not None else None
     recorder = Recorder(point["write_steps"], point["write_requests"], point["sample_every"], sink)
