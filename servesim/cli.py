@@ -443,6 +443,14 @@ def cmd_trace(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    """The scenario reference, from the schema itself."""
+    from servesim.reference import reference_json, reference_markdown
+
+    sys.stdout.write(reference_json() if args.format == "json" else reference_markdown())
+    return 0
+
+
 def cmd_scenarios(args) -> int:
     """The bundled scenarios, one line each."""
     names = bundled_scenarios()
@@ -923,6 +931,10 @@ def build_parser() -> argparse.ArgumentParser:
     trc.add_argument("--replication", type=int, default=0, help="replication (default 0)")
     trc.add_argument("--out", help="JSON file to write (default DIR/trace_point<N>.json)")
     trc.set_defaults(func=cmd_trace)
+
+    sch = sub.add_parser("schema", help="print the scenario reference (every key: type, default, meaning) from the schema")
+    sch.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    sch.set_defaults(func=cmd_schema)
 
     scn = sub.add_parser("scenarios", help="list the bundled scenarios (run one with servesim run NAME)")
     scn.set_defaults(func=cmd_scenarios)
