@@ -46,6 +46,9 @@ def _save(fig, out: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; figures are ordinary files, like the tables
         os.replace(tmp, out)
     finally:
         plt.close(fig)
@@ -62,6 +65,17 @@ def panel_key(summary: pd.DataFrame) -> str | None:
     return None
 
 
+def length_axis(summary: pd.DataFrame) -> tuple[str, str]:
+    """(column, axis label) of the speculation length a sweep varies: a draft model's
+    ``gamma``, a chain's ``num_speculative_tokens``, else the verify width."""
+    method = summary["method"].iloc[0]
+    if method == "draft_model" and "gamma" in summary.columns and summary["gamma"].nunique() > 1:
+        return "gamma", "drafted tokens per iteration (gamma)"
+    if "num_speculative_tokens" in summary.columns and summary["num_speculative_tokens"].nunique() > 1:
+        return "num_speculative_tokens", "drafted tokens per step (num_speculative_tokens)"
+    return "candidate_tokens", "candidate tokens per sequence (verify width)"
+
+
 def _title(summary: pd.DataFrame) -> str:
     first = summary.iloc[0]
     return f"{first['model']} on {first['gpu']}, {first['method']}"
@@ -74,14 +88,16 @@ def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
     ``reference`` (dotted): the Medusa figure; ``measured`` (dashed): the same sweep under
     measured kernels, so a reader sees where the paper's simulator and real kernels part."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     group = panel_key(summary)
+    x_key, x_label = length_axis(summary)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     groups = summary.groupby(group) if group else [(None, summary)]
     for value, rows in groups:
-        rows = rows.sort_values("candidate_tokens")
+        rows = rows.sort_values(x_key)
         label = f"{group} = {value}" if group else "speedup"
-        line, = ax.plot(rows["candidate_tokens"], rows["speedup"], marker="o", ms=3, label=label)
-        ax.fill_between(rows["candidate_tokens"], rows["speedup_p05"], rows["speedup_p95"],
+        line, = ax.plot(rows[x_key], rows["speedup"], marker="o", ms=3, label=label)
+        ax.fill_between(rows[x_key], rows["speedup_p05"], rows["speedup_p95"],
                         color=line.get_color(), alpha=0.12, linewidth=0)
         if reference is not None and group in reference.columns:
             ref = reference[reference[group] == value].sort_values("candidate_tokens")
@@ -90,7 +106,8 @@ def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
             real = measured[measured[group] == value].sort_values("candidate_tokens")
             ax.plot(real["candidate_tokens"], real["speedup"], ls="--", color=line.get_color(), lw=1, alpha=0.8)
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("candidate tokens per sequence (verify width)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a count: integer ticks only
+    ax.set_xlabel(x_label)
     ax.set_ylabel("speedup over autoregressive decoding (x)")
     batch = summary["batch_size"].iloc[0] if summary["batch_size"].nunique() == 1 else "swept"
     notes = (["dotted: reference figure"] if reference is not None else []) + (
@@ -104,12 +121,17 @@ def speedup_vs_candidates(summary: pd.DataFrame, out_png: str | Path,
     return _save(fig, Path(out_png))
 
 
+PANEL_FIGURE_MIN_WIDTH = 10.0
+"""Inches: the narrowest multi-panel figure, wide enough for its title and the operator
+legend (four columns) even with one panel."""
+
+
 def _panels(n: int):
     plt = _pyplot()
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows + 0.6), dpi=110,
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, PANEL_FIGURE_MIN_WIDTH), 3.2 * rows + 0.6),
+                             dpi=110, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -131,11 +153,12 @@ def verify_breakdown(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | 
     op_cols = [c for cols in OP_GROUPS.values() for c in cols]
     per_iteration = spec.groupby("point_id")[op_cols].sum().div(counts, axis=0).div(base, axis=0)
     per_iteration = per_iteration.reindex(summary["point_id"])
+    x_key, x_label = length_axis(summary)
     values = [None] if group is None else sorted(summary[group].unique())
     fig, axes = _panels(len(values))
     for ax, value in zip(axes, values):
         rows = summary if value is None else summary[summary[group] == value]
-        rows = rows.sort_values("candidate_tokens")
+        rows = rows.sort_values(x_key)
         x = list(range(len(rows)))
         bottom = [0.0] * len(rows)
         for label, cols in OP_GROUPS.items():
@@ -143,8 +166,8 @@ def verify_breakdown(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | 
             ax.bar(x, heights, bottom=bottom, label=label, width=0.75)
             bottom = [b + h for b, h in zip(bottom, heights)]
         ax.set_ylim(0, max(bottom) * 1.08)
-        ax.set_xticks(x, [str(n) for n in rows["candidate_tokens"]], fontsize=7)
-        ax.set_xlabel("candidate tokens", fontsize=8)
+        ax.set_xticks(x, [str(n) for n in rows[x_key]], fontsize=7)
+        ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel("iteration time / autoregressive step", fontsize=8)
         ax.set_title(f"{group} = {value}" if group else "", fontsize=9)
         twin = ax.twinx()
@@ -167,16 +190,17 @@ def request_speedup(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str 
     keys = ["point_id", "request_id"] + (["replication"] if "replication" in decode.columns else [])
     paired = decode.pivot_table(index=keys, columns="arm", values="decode_s").reset_index()
     paired["speedup"] = paired["baseline"] / paired["spec"]
+    x_key, x_label = length_axis(summary)
     values = [None] if group is None else sorted(summary[group].unique())
     fig, axes = _panels(len(values))
     for ax, value in zip(axes, values):
         rows = summary if value is None else summary[summary[group] == value]
-        rows = rows.sort_values("candidate_tokens")
+        rows = rows.sort_values(x_key)
         data = [paired.loc[paired.point_id == pid, "speedup"].dropna() for pid in rows["point_id"]]
-        ax.boxplot(data, tick_labels=[str(n) for n in rows["candidate_tokens"]], showfliers=False)
+        ax.boxplot(data, tick_labels=[str(n) for n in rows[x_key]], showfliers=False)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel("candidate tokens", fontsize=8)
+        ax.set_xlabel(x_label, fontsize=8)
         ax.set_ylabel("per-request speedup (x)", fontsize=8)
         ax.set_title(f"{group} = {value}" if group else "", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
@@ -207,19 +231,29 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
     panels = [("e2e_p50_s", "end-to-end latency p50 (s)"), ("e2e_p99_s", "end-to-end latency p99 (s)"),
               ("ttft_p50_s", "time to first token p50 (s)"), ("ttft_p99_s", "time to first token p99 (s)")]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # groups that differ only in how to speculate share one baseline (same requests, same
+    # random numbers, no speculation): it is drawn once, in black
+    shared_baseline = other in ("candidate_tokens",) + SETTING_KEYS
+
+    def curve(ax, rows, arm, metric, style, color, label):
+        ax.plot(rows["rate_per_s"], rows[f"{arm}_{metric}"], style, color=color, label=label)
+        sat = rows[rows[f"{arm}_saturated"]]
+        ok = rows[~rows[f"{arm}_saturated"]]
+        ax.plot(ok["rate_per_s"], ok[f"{arm}_{metric}"], "o", ms=3, color=color)
+        ax.plot(sat["rate_per_s"], sat[f"{arm}_{metric}"], "o", ms=5, mfc="none", color=color)
+
     for ax, (metric, label) in zip(axes.flat, panels):
+        if shared_baseline:
+            curve(ax, groups[0][1].sort_values("rate_per_s"), "baseline", metric, "--", "black", "baseline")
         for i, (value, rows) in enumerate(groups):
             rows = rows.sort_values("rate_per_s")
             color = colors[i % len(colors)]
             name = f"{other} = {value}" if other else ""
             arms = (("baseline", "-"),) if rows["method"].iloc[0] == "none" else (("baseline", "--"), ("spec", "-"))
             for arm, style in arms:
-                ax.plot(rows["rate_per_s"], rows[f"{arm}_{metric}"], style, color=color,
-                        label=f"{arm} {name}".strip())
-                sat = rows[rows[f"{arm}_saturated"]]
-                ok = rows[~rows[f"{arm}_saturated"]]
-                ax.plot(ok["rate_per_s"], ok[f"{arm}_{metric}"], "o", ms=3, color=color)
-                ax.plot(sat["rate_per_s"], sat[f"{arm}_{metric}"], "o", ms=5, mfc="none", color=color)
+                if arm == "baseline" and shared_baseline:
+                    continue
+                curve(ax, rows, arm, metric, style, color, f"{arm} {name}".strip())
             loss = _first_loss(rows, "e2e_p99_s")
             if loss is not None:
                 ax.axvline(loss, color=color, ls=":", lw=1)
@@ -228,13 +262,15 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     for ax in axes[1]:
         ax.set_xlabel("arrival rate (requests/s)")
-    axes[0, 0].legend(fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     same = summary["method"].iloc[0] == "none"  # both arms plain decoding: one curve each
     fig.suptitle(f"{_title(summary)}: latency under load\n("
                  + ("baseline = spec: no speculation; " if same else
-                    "dashed: baseline, solid: speculation; dotted: speculation stops paying at p99; ")
+                    ("dashed black: baseline" if shared_baseline else "dashed: baseline")
+                    + ", solid: speculation; dotted: speculation stops paying at p99; ")
                  + "hollow markers: saturated)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
     return _save(fig, Path(out_png))
 
 

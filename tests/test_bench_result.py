@@ -131,3 +131,19 @@ def test_plot_draws_latency_cdfs_for_a_load_study(run_dir):
     assert main(["plot", str(run_dir)]) == 0
     png = run_dir / "latency_cdf.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_figures_have_the_tables_permissions(run_dir):
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(run_dir)]) == 0
+    table_mode = (run_dir / "summary.parquet").stat().st_mode & 0o777
+    for png in run_dir.glob("*.png"):
+        assert png.stat().st_mode & 0o777 == table_mode, png.name
+
+
+def test_a_draft_model_sweep_is_drawn_against_gamma():
+    from servesim.plots import length_axis
+    frame = pd.DataFrame({"method": ["draft_model"] * 3, "gamma": [1, 2, 4], "candidate_tokens": [2, 3, 5]})
+    assert length_axis(frame)[0] == "gamma" and "gamma" in length_axis(frame)[1]
+    medusa = pd.DataFrame({"method": ["medusa"] * 2, "candidate_tokens": [8, 16]})
+    assert length_axis(medusa)[0] == "candidate_tokens"
