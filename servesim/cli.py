@@ -157,7 +157,29 @@ def latency_table(summary: pd.DataFrame, swept: list[str]) -> str:
     text += "\n\nthroughput per point (over each arm's busy window)\n" + load.to_string(index=False, **fmt)
     if len(summary) > PRINTED_ROWS:
         text += f"\n... {len(summary) - PRINTED_ROWS:,} more points in summary.parquet"
+    if len(arms) == 2 and "rate_per_s" in keys:
+        text += "\n\n" + stops_paying(summary, [k for k in keys if k != "rate_per_s"])
     return text
+
+
+def stops_paying(summary: pd.DataFrame, others: list[str]) -> str:
+    """Per setting of the other swept keys: the lowest arrival rate at which the spec
+    arm's p99 E2E latency exceeds the baseline's (where speculation stops helping p99)."""
+    lines = ["where speculation stops helping p99 E2E latency (lowest rate with spec p99 > baseline p99):"]
+    groups = summary.groupby(others, sort=False) if others else [((), summary)]
+    for key, rows in groups:
+        rows = rows.sort_values("rate_per_s")
+        worse = rows[rows["spec_e2e_p99_s"] > rows["baseline_e2e_p99_s"]]
+        name = ", ".join(f"{k} = {v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,)))
+        if worse.empty:
+            verdict = f"never worse than the baseline, up to {rows['rate_per_s'].max():g} req/s (the highest rate swept)"
+        elif worse.index[0] == rows.index[0]:
+            verdict = f"already worse at the lowest rate swept ({rows['rate_per_s'].iloc[0]:g} req/s)"
+        else:
+            before = rows.loc[:worse.index[0]]["rate_per_s"].iloc[-2]
+            verdict = f"at {worse['rate_per_s'].iloc[0]:g} req/s (still helps at {before:g})"
+        lines.append(f"  {name + ': ' if name else ''}{verdict}")
+    return "\n".join(lines)
 
 
 def summary_table(summary: pd.DataFrame, swept: list[str], latency: bool = False) -> str:

@@ -28,7 +28,9 @@ carry the arm as a prefix (``baseline_`` / ``spec_``) and the unit as a suffix.
   over [0, end] — Little's law says it equals arrival rate x mean e2e latency;
 * KV cache: peak and time-mean reserved fraction of capacity;
 * ``saturated``: at the last arrival more than max(2 x batch size, 10% of arrivals)
-  requests were still waiting: the queue was growing, the offered load exceeds capacity
+  requests (continuous batching: max(10, 10% of arrivals), since a request waits there
+  only while the running set or the KV cache is full, never for a batch to form) were
+  still waiting: the queue was growing, the offered load exceeds capacity
   (never for a workload that arrives all at once, at t = 0: a batch job has no load).
 """
 
@@ -155,7 +157,7 @@ def max_concurrent(arrival_s: np.ndarray, finish_s: np.ndarray) -> int:
 
 
 def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: float,
-                tpot_slo_s: float, percentiles=PERCENTILES) -> dict:
+                tpot_slo_s: float, percentiles=PERCENTILES, continuous: bool = False) -> dict:
     """Metrics of one arm from its exact totals (``recorder.ArmTotals``) and run stats."""
     percentiles = with_required(percentiles)
     req = totals.requests()
@@ -221,6 +223,7 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         f"{arm}_kv_mean_fraction": stats["kv_area"] / end / capacity if end and capacity else math.nan,
         # (a workload that arrives all at once, at t = 0, is a batch job: never saturated)
         f"{arm}_saturated": bool(stats["last_arrival_s"] > 0
-                                 and stats["waiting_at_last_arrival"] > max(2 * batch_size, 0.1 * arrived)),
+                                 and stats["waiting_at_last_arrival"] > max(10 if continuous else 2 * batch_size,
+                                                                            0.1 * arrived)),
     })
     return out

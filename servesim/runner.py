@@ -388,7 +388,8 @@ def summarise(point: Point, recorder: Recorder, speculator) -> dict:
     row.update(spec_decode_metrics(recorder, speculator))
     for arm in ("baseline", "spec"):
         row.update(arm_metrics(recorder.arm(arm), recorder.arm_stats[arm], arm, point["batch_size"],
-                               point["ttft_slo_s"], point["tpot_slo_s"], point["percentiles"]))
+                               point["ttft_slo_s"], point["tpot_slo_s"], point["percentiles"],
+                               point["batching"] == "continuous"))
     return row
 
 

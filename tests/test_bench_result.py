@@ -147,3 +147,17 @@ def test_a_draft_model_sweep_is_drawn_against_gamma():
     assert length_axis(frame)[0] == "gamma" and "gamma" in length_axis(frame)[1]
     medusa = pd.DataFrame({"method": ["medusa"] * 2, "candidate_tokens": [8, 16]})
     assert length_axis(medusa)[0] == "candidate_tokens"
+
+
+def test_stops_paying_by_hand():
+    from servesim.cli import stops_paying
+    frame = pd.DataFrame({"batching": ["continuous"] * 4 + ["static"] * 3,
+                          "rate_per_s": [1.0, 2.0, 4.0, 8.0, 1.0, 2.0, 4.0],
+                          "baseline_e2e_p99_s": [2.0, 3.0, 5.0, 9.0, 2.0, 2.0, 2.0],
+                          "spec_e2e_p99_s": [1.0, 2.5, 5.5, 8.0, 3.0, 1.0, 1.0]})
+    text = stops_paying(frame, ["batching"])
+    # continuous: first worse at 4 (8 is better again, but 4 is where it stops helping)
+    assert "batching = continuous: at 4 req/s (still helps at 2)" in text
+    assert "batching = static: already worse at the lowest rate swept (1 req/s)" in text
+    better = frame.assign(spec_e2e_p99_s=frame["baseline_e2e_p99_s"] * 0.5)
+    assert "never worse than the baseline, up to 8 req/s" in stops_paying(better, ["batching"])
