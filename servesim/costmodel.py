@@ -386,6 +386,36 @@ class CostModel:
         self._step_entries += 1
         return step
 
+    def step_time_line(self, batch: int, tokens_per_seq: int, stage: str) -> tuple | None:
+        """A forward step's time as a function of its cached context C: (time s of the
+        operators that do not depend on C, the attention's fixed s, memory s per C and at
+        0, compute s per C and at 0, the layers), so that the time is ``rest + layers x
+        (fixed + combine(m1 C + m0, c1 C + c0))`` (:meth:`steps_time_at`); None where the
+        step's attention is not paged decode attention (a materialised tree, a prefill)."""
+        if stage == "prefill" or (stage == "verify" and not self.profile.fused_tree_attention):
+            return None
+        if (batch, tokens_per_seq, stage) not in self._shapes:
+            self.step_cost(batch, tokens_per_seq, 0, stage)  # (fills the shape's fixed operators)
+        _, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
+        heads, kv_heads, head_dim, dt = self._decode_args
+        return (sum(fixed_times),) + kernels.decode_attention_line(
+            self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt) + (self._layers,)
+
+    def steps_time_at(self, lines: tuple, context_tokens: int) -> float:
+        """Summed time of steps run one after another from ``context_tokens``:
+        ``lines`` = ((tokens appended before the step, its :meth:`step_time_line`), ...)
+        (a speculator's draft passes; :func:`kernels.combine` written out, this is
+        their hot path)."""
+        keep = 1.0 - self._overlap
+        total = 0.0
+        for offset, (rest, fixed, m1, m0, c1, c0, layers) in lines:
+            memory_s = m1 * (context_tokens + offset) + m0
+            compute_s = c1 * (context_tokens + offset) + c0
+            # combine(): the larger plus the unhidden part of the smaller
+            total += rest + layers * (fixed + (memory_s + compute_s * keep if memory_s >= compute_s
+                                               else compute_s + memory_s * keep))
+        return total
+
     def step_time_s(self, batch: int, tokens_per_seq: int, context_tokens: int, stage: str) -> float:
         """``step_cost(...).time_s`` without remembering the step (for stages whose
         breakdown is rarely wanted, such as a draft head's passes): the same sum of the

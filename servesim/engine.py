@@ -511,20 +511,23 @@ class Server:
             context = self.context_tokens
             b = len(active)
             draft = self._draft_cost(b, context, k) if drafting and k else None
-            if draft is not None:
-                with gpu.request() as grant:
-                    yield grant
-                    rows.append((point, arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0, k, draft))
-                    self._inflight = ()
-                    yield env.timeout(draft.time_s)
-                self._inflight = None
             generated, finished, outcome = self._iteration_outcome(active, k)
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
-                rows.append((point, arm, stage, env.now, cost.time_s, b, n, context, generated, 0, 0, k, cost))
-                self._inflight = outcome
-                yield env.timeout(cost.time_s)
+                now = env.now
+                if draft is None:
+                    rows.append((point, arm, stage, now, cost.time_s, b, n, context, generated, 0, 0, k, cost))
+                    self._inflight = outcome
+                    yield env.timeout(cost.time_s)
+                else:
+                    # the draft and the verify stage back to back, in one GPU hold and one
+                    # timeout (nothing reads the requests between them); two rows
+                    verify_s = now + draft.time_s
+                    rows.append((point, arm, "draft", now, draft.time_s, b, 1, context, 0, 0, 0, k, draft))
+                    rows.append((point, arm, stage, verify_s, cost.time_s, b, n, context, generated, 0, 0, k, cost))
+                    self._inflight = outcome
+                    yield env.timeout(verify_s + cost.time_s - now)
             self._inflight = None
             if self._next is not None and self._next.arrival_s <= env.now:
                 self._ingest()
@@ -918,20 +921,25 @@ class Server:
         not complete. Its row keeps the GPU time up to the cut and generates nothing;
         a verify step's tokens are taken back from its requests and from the
         acceptance histogram, and it does not count as an iteration."""
-        row = self.step_rows[-1]
+        rows = self.step_rows
+        # a draft and its verify run as one hold (``_decode``): cut in the draft, the
+        # verify had not begun; its row goes, and its drawn outcome is taken back
+        unstarted = rows.pop() if len(rows) > 1 and rows[-1][3] > self.env.now else None
+        row = rows[-1]
         start_s, duration_s = row[3], row[4]
         kept_s = min(duration_s, max(0.0, self.env.now - start_s))
-        self.step_rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:12] + (row[-1].truncated(kept_s),)
+        rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:12] + (row[-1].truncated(kept_s),)
+        step = unstarted or row
         outcome, self._inflight = self._inflight, None
         if isinstance(outcome, _StepOutcome):  # a step of the vllm policy
             outcome = outcome.decodes  # (its chunks advance only after the step)
             if outcome is None:
                 return  # no decodes in it
-        elif row[2] not in ("decode", "verify"):
+        elif step[2] not in ("decode", "verify"):
             return  # a prefill or draft stage: no request state was advanced
         self.iterations -= 1
-        b = row[5] - row[9]
-        self.length_seqs[row[11]] -= b
+        b = step[5] - step[9]
+        self.length_seqs[step[11]] -= b
         if self.fixed:
             self.counts[self.fixed] -= b
             for s in outcome:  # finishers of that step: back to their count after prefill

@@ -138,3 +138,23 @@ def test_varlen_prefill_by_hand_and_equal_prompts_match_step_cost(a100, llama7b)
     assert o["attn_qk"].flops == 2 * 32 * 21 * 128 * 32
     assert o["lm_head"].flops == 2 * 2 * 4096 * 32000
     assert cm.prefill_cost((7, 7)) is cm.step_cost(2, 7, 0, "prefill")
+
+
+def test_time_line_of_decode_attention_is_the_same_formula():
+    """The draft passes' fast path: a step's time as a line in the cached context must
+    equal the full cost at every context (to rounding), for decode and fused chains."""
+    from servesim.hardware import get_gpu
+    from servesim.models import get_model
+    cm = CostModel(get_gpu("h100-sxm"), get_model("llama-3-8b"))
+    for batch, width, stage in ((1, 1, "decode"), (7, 1, "decode"), (32, 1, "decode"), (4, 5, "chain_verify")):
+        line = cm.step_time_line(batch, width, stage)
+        assert line is not None
+        for context in (0, 1, 1000, 123_457, 4_000_000):
+            full = cm.step_time_s(batch, width, context, stage)
+            assert cm.steps_time_at(((0, line),), context) == pytest.approx(full, rel=1e-13)
+        # passes one after another: each sees the tokens appended before it
+        lines = ((0, line), (batch * width, line))
+        assert cm.steps_time_at(lines, 500) == pytest.approx(
+            cm.step_time_s(batch, width, 500, stage) + cm.step_time_s(batch, width, 500 + batch * width, stage),
+            rel=1e-13)
+    assert cm.step_time_line(4, 64, "prefill") is None

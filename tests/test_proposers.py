@@ -342,3 +342,51 @@ def test_bad_speculation_input_exits_2(tmp_path, capsys):
     path.write_text('[speculation]\npolicy = "goodput"\n')
     assert main(["run", str(path)]) == 2
     assert "continuous" in capsys.readouterr().err
+
+
+def _cut_eagle_run(tmp_path, cut_s):
+    text = """
+[hardware]
+gpu = "h100-sxm"
+[model]
+model = "llama-3-8b"
+[speculation]
+method = "eagle3"
+num_speculative_tokens = 3
+[workload]
+arrival = "closed"
+num_requests = 4
+seq_len = 200
+output_len = 50
+[serving]
+batching = "static"
+batch_size = 4
+max_sim_time_s = %r
+""" % cut_s
+    from servesim.runner import run_point
+    from servesim.scenario import load_scenario
+    point = load_scenario("cut.toml", text=text).points()[0]
+    result = run_point(point, 0)
+    steps = [r for r in result.recorders[0].steps if r[1] == "spec"]
+    return result, steps
+
+
+@pytest.mark.parametrize("where", ["draft", "verify"])
+def test_a_cut_inside_an_iteration_keeps_what_ran(tmp_path, where):
+    """A draft and its verify run as one GPU hold: a cut inside the draft keeps the
+    draft's time up to the cut and no verify row; inside the verify, both rows, the
+    verify cut short; either way the iteration yields no tokens and is not counted."""
+    full, steps = _cut_eagle_run(tmp_path, 1e9)
+    prefill, draft, verify = steps[0], steps[1], steps[2]
+    assert (prefill[2], draft[2], verify[2]) == ("prefill", "draft", "verify")
+    end_prefill = prefill[3] + prefill[4]
+    assert draft[3] == end_prefill and verify[3] == pytest.approx(end_prefill + draft[4], rel=1e-15)
+    cut = end_prefill + (0.5 * draft[4] if where == "draft" else draft[4] + 0.5 * verify[4])
+    result, cut_steps = _cut_eagle_run(tmp_path, cut)
+    stages = [r[2] for r in cut_steps]
+    assert stages == (["prefill", "draft"] if where == "draft" else ["prefill", "draft", "verify"])
+    last = cut_steps[-1]
+    assert last[3] + last[4] == pytest.approx(cut, rel=1e-12)
+    assert sum(r[8] for r in cut_steps[1:]) == 0  # no tokens from the cut iteration
+    assert result.summary["spec_unfinished"] == 4
+    assert sum(result.accepted_counts[0]) == 0  # its draws taken back

@@ -95,6 +95,24 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     return flops, hbm, memory_s, compute_s, time_s
 
 
+def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dtype_bytes):
+    """:func:`decode_attention` of ``batch`` sequences with ``queries`` new tokens each as
+    a function of the cached context C (tokens, summed over the batch; KV from HBM):
+    (fixed s, memory s per context token, memory s at C = 0, compute s per context token,
+    compute s at C = 0), so that its time is ``fixed + combine(m1 C + m0, c1 C + c0)``.
+    The same formula, with the terms that do not depend on C worked out once (for the
+    draft passes of a speculator, costed at a new context every step)."""
+    efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
+    occupancy = 1.0 + p.decode_attention_occupancy_seqs / (batch * kv_heads)
+    per_byte = occupancy / (gpu.hbm_bandwidth_bytes_per_s * efficiency)
+    kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
+    q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
+    rate = attention_rate(gpu, p)
+    fixed = p.decode_attention_fixed_s + p.decode_attention_per_seq_s * batch
+    return (fixed, kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
+            4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate)
+
+
 def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal

@@ -82,12 +82,36 @@ class DraftHead:
         """The passes for ``batch`` sequences, pass t expanding ``pass_widths[t]`` tokens
         per sequence; each attends to the context and to the tokens drafted before it.
         Its time is summed at once, its operator breakdown worked out when asked for."""
-        _, time_s = self._fusion_ops(batch, pass_widths)
-        step_time_s, drafted = self.cost_model.step_time_s, 0
-        for w in pass_widths:
-            time_s += step_time_s(batch, w, context_tokens + drafted, "decode" if w == 1 else "verify")
-            drafted += batch * w
+        time_s, lines = self._lines(batch, pass_widths)
+        if lines is None:  # a materialised tree's attention: each pass costed in full
+            step_time_s, drafted = self.cost_model.step_time_s, 0
+            for w in pass_widths:
+                time_s += step_time_s(batch, w, context_tokens + drafted, "verify")
+                drafted += batch * w
+        else:
+            time_s += self.cost_model.steps_time_at(lines, context_tokens)
         return StepCost(None, time_s, DraftHead._explain, self, (batch, pass_widths), context_tokens)
+
+    def _lines(self, batch: int, pass_widths: tuple[int, ...]) -> tuple:
+        """(fusion GEMMs s, ((tokens drafted before the pass, its time line), ...)): the
+        passes' times as functions of the context (``CostModel.step_time_line``), worked
+        out once per batch and widths; lines None where a pass has none."""
+        key = ("lines", batch, pass_widths)
+        cached = self._memo.get(key)
+        if cached is None:
+            cm, lines, drafted = self.cost_model, [], 0
+            for w in pass_widths:
+                line = cm.step_time_line(batch, w, "decode" if w == 1 else "verify")
+                if line is None:
+                    lines = None
+                    break
+                lines.append((drafted, line))
+                drafted += batch * w
+            fusion_s = self._fusion_ops(batch, pass_widths)[1]
+            if len(self._memo) >= CostModel.MEMO_ENTRIES:
+                self._memo.clear()
+            cached = self._memo[key] = (fusion_s, None if lines is None else tuple(lines))
+        return cached
 
     def _explain(self, shape: tuple, context_tokens: int) -> tuple:
         batch, pass_widths = shape
@@ -97,3 +121,4 @@ class DraftHead:
 
     def kv_bytes_per_token(self) -> int:
         return self.cost_model.kv_bytes_per_token()
+
