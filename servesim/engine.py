@@ -581,18 +581,26 @@ class Server:
                 generated += s.remaining
             return generated, finished, finished
         draws = self._draw(b)
-        if self._count_served:
-            if self.per_request is not None:
-                tokens = self.per_request.tokens
-                draws = [tokens(s.accept, u) for s, u in zip(active, draws)]
-            if k < self.max_length:
-                cap = k + 1
-                draws = [a if a < cap else cap for a in draws]
-            counts = self.counts
-            for a in draws:
-                counts[a] += 1
-        generated = sum(draws)  # less what finishing requests accept past their end
         finished = []
+        if self._count_served:  # each draw mapped, capped and counted as it is served, in one pass
+            tokens = self.per_request.tokens if self.per_request is not None else None
+            cap = k + 1 if k < self.max_length else 1 << 62  # (no cap at the longest length)
+            counts, served, generated = self.counts, [], 0
+            for s, a in zip(active, draws):
+                if tokens is not None:
+                    a = tokens(s.accept, a)
+                if a > cap:
+                    a = cap
+                counts[a] += 1
+                served.append(a)
+                generated += a
+                left = s.remaining - a
+                s.remaining = left
+                if left <= 0:
+                    generated += left  # less what it accepted past its end
+                    finished.append(s)
+            return generated, finished, served
+        generated = sum(draws)  # less what finishing requests accept past their end
         for s, a in zip(active, draws):
             left = s.remaining - a
             s.remaining = left
