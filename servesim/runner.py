@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from servesim.costmodel import CostModel
-from servesim.engine import Recorder, simulate
+from servesim.serving import Recorder, simulate
 from servesim.results import PartSink
 from servesim.hardware import get_framework, get_gpu
 from servesim.metrics import arm_metrics
 from servesim.models import resolve_model, thaw_definitions
-from servesim.engine import ServingConfig
+from servesim.serving import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
 from servesim.scenario import weights_bytes
 from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,

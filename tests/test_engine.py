@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from servesim.costmodel import StepCost
-from servesim.engine import Recorder, simulate
+from servesim.serving import Recorder, simulate
 from servesim.runner import summarise
 from servesim.scenario import Point, SCHEMA
 from servesim.speculation import FixedAcceptance, MedusaSpeculation, NoSpeculation, TruncatedGeometricAcceptance

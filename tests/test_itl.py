@@ -11,7 +11,7 @@ clients' ``itl`` lists; numpy's percentiles of that list are the reference.
 import numpy as np
 import pytest
 
-from servesim import engine
+from servesim.serving import engine
 from servesim.metrics import itl_distribution, max_concurrent, weighted_stats
 from servesim.runner import build_cost_model, run_point
 from servesim.scenario import load_scenario

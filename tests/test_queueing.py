@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from servesim.costmodel import CostModel
-from servesim.engine import Recorder, ServingConfig, simulate
+from servesim.serving import Recorder, ServingConfig, simulate
 from servesim.hardware import get_gpu
 from servesim.models import get_model
 from servesim.speculation import MedusaSpeculation, NoSpeculation, TruncatedGeometricAcceptance

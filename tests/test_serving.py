@@ -8,7 +8,7 @@ import pytest
 
 from servesim.cli import main
 from servesim.costmodel import StepCost
-from servesim.engine import Recorder, ServingConfig, simulate
+from servesim.serving import Recorder, ServingConfig, simulate
 from servesim.speculation import FixedAcceptance, MedusaSpeculation, NoSpeculation, TruncatedGeometricAcceptance
 from servesim.workload import Request, RequestColumns, Workload, arrival_times, draw_lengths
 

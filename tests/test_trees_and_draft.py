@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from servesim.costmodel import StepCost
-from servesim.engine import Recorder, simulate
+from servesim.serving import Recorder, simulate
 from servesim.speculation import DraftModelSpeculation, NoSpeculation, TruncatedGeometricAcceptance
 from servesim.speculation.trees import (TreeAcceptance, expected_tokens, greedy_tree, head_rank_probabilities,
                             published_tree)

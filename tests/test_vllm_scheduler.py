@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from servesim.costmodel import StepCost
-from servesim.engine import Recorder, ServingConfig, simulate
+from servesim.serving import Recorder, ServingConfig, simulate
 from servesim.speculation import NoSpeculation
 from servesim.workload import Request, Workload
 

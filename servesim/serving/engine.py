@@ -35,7 +35,7 @@ Processes
 
 KV cache (``kv_cache = "reserve"``): a request reserves prompt + output + (verify width
 - 1) tokens of KV cache when admitted (the lookahead of a speculative step) and frees
-them when it finishes; ``paged``: see :mod:`servesim.kv_cache`. A request that could
+them when it finishes; ``paged``: see :mod:`servesim.serving.kv_cache`. A request that could
 never fit is rejected on arrival. ``max_sim_time_s`` bounds a run;
 requests not finished by then are reported as ``unfinished``.
 
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from servesim.kv_cache import PagedKVCache
+from servesim.serving.kv_cache import PagedKVCache
 from servesim.recorder import Recorder
 from servesim.workload import Request, Workload
 
