@@ -1,43 +1,28 @@
-"""The SimPy engine: requests arrive, queue, are batched, and hold the GPU stage by stage.
+"""The SimPy engine: requests arrive, queue, and hold the GPU step by step.
 
-This is the only module that imports SimPy, and it does no cost arithmetic: step times
-come from a cost model (``prefill_cost``, ``step_cost``), drafting costs and token counts
-from a speculator.
+This is the only module that imports SimPy. It does no cost arithmetic (step times come
+from a cost model: ``prefill_cost``, ``step_cost``, ``mixed_step_cost``; drafting costs
+and token counts from a speculator) and no scheduling policy (what runs next is a
+scheduler's decision, :mod:`servesim.serving.schedulers`; KV accounting is the KV
+manager's, :mod:`servesim.serving.kv_cache`).
 
 Processes
-* open arrivals need no process: their times are known in advance, so the scheduler
-  lets in the requests that have arrived (each at its own arrival time) before every
-  decision and change of state, and sleeps until the next arrival when idle; in a
-  closed loop, ``clients`` client processes each send a request, wait for its last
-  token, think and send the next;
-* one scheduler decides what the GPU (a SimPy resource of capacity 1) does next:
+* open arrivals need no process: their times are known in advance, so the server lets in
+  the requests that have arrived (each at its own arrival time) before every decision
+  and change of state, and sleeps until the next arrival when idle; in a closed loop,
+  ``clients`` client processes each send a request, wait for its last token, think and
+  send the next;
+* one serving process asks the scheduler for the GPU's next step (a SimPy resource of
+  capacity 1) whenever it is free, and runs it: a prefill step, iterations of the
+  running requests (the decode fast path), a mixed step (decodes and prefill chunks in
+  one forward), or an idle wait.
 
-  ``static``      takes up to ``batch_size`` waiting requests (FCFS, as many as fit in
-                  the KV cache) once the batch is full, or once its oldest request has
-                  waited ``max_wait_s``, or when no more requests can come; runs one
-                  prefill step for the batch, then iterations until every request of
-                  the batch has finished (finished requests leave; the batch shrinks).
-  ``continuous``  iteration-level scheduling, with ``scheduler``:
-                  ``prefill_first``: before every iteration, admits waiting requests
-                  (FCFS, as many as fit, their prompts within ``max_num_batched_tokens``)
-                  up to ``batch_size`` running; runs their prefill as its own step
-                  first, then one iteration for all running requests;
-                  ``vllm``: vLLM V1's policy (:meth:`Server.vllm_scheduler`): decodes
-                  first, then prefill chunks within the token budget, in one mixed step;
-                  with ``kv_cache = "paged"`` (:meth:`Server.paged_vllm_scheduler`)
-                  blocks are allocated as tokens come, with preemption and an optional
-                  prefix cache.
-
-  An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
-  ``verify`` (or plain ``decode``) stage. Prefill yields each request's first token; a
-  verify step yields the drawn number of accepted tokens, of which those past the
-  request's output length are dropped. Contexts grow by the tokens kept.
-
-KV cache (``kv_cache = "reserve"``): a request reserves prompt + output + (verify width
-- 1) tokens of KV cache when admitted (the lookahead of a speculative step) and frees
-them when it finishes; ``paged``: see :mod:`servesim.serving.kv_cache`. A request that could
-never fit is rejected on arrival. ``max_sim_time_s`` bounds a run;
-requests not finished by then are reported as ``unfinished``.
+An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
+``verify`` (or plain ``decode``) stage. Prefill yields each request's first token; a
+verify step yields the drawn number of accepted tokens, of which those past the request's
+output length are dropped. Contexts grow by the tokens kept. A request that could never
+fit in the KV cache is rejected on arrival. ``max_sim_time_s`` bounds a run; requests
+not finished by then are reported as ``unfinished``.
 
 Waiting is split in two: ``slot_wait_s`` from arrival until the request is among those
 that the next scheduling decision would admit (a free batch slot and KV space), and
@@ -50,119 +35,21 @@ from __future__ import annotations
 import gc
 import math
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
-from servesim.serving.kv_cache import PagedKVCache
 from servesim.recorder import Recorder
+from servesim.serving.config import ServingConfig
+from servesim.serving.kv_cache import PagedKV, ReservedKV
+from servesim.serving.schedulers import Decode, Mixed, Prefill, make_scheduler
+from servesim.serving.sequence import Sequence, StepOutcome
 from servesim.workload import Request, Workload
 
 __all__ = ["Recorder", "Server", "ServingConfig", "simulate"]
 
 STEP_BATCH = 1024
 """Step rows are handed to the recorder this many at a time."""
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """How the server batches and what memory it has.
-
-    batching: ``"static"`` or ``"continuous"``.
-    batch_size: requests per static batch, or most running requests (continuous).
-    max_wait_s: static batching: start a partial batch once its oldest request waited
-        this long (seconds; inf = only when no more requests can come).
-    kv_capacity_tokens: KV-cache capacity in tokens (inf = unlimited).
-    max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
-    max_num_batched_tokens: continuous batching: the token budget of a step (vLLM's
-        name). ``prefill_first``: most prompt tokens one prefill step takes in (a
-        longer prompt still runs, alone). ``vllm``: decode, verify and prefill-chunk
-        tokens of one step together.
-    scheduler: continuous batching's policy: ``prefill_first`` (new requests'
-        prefill as a step of its own before the next iteration) or ``vllm`` (vLLM V1:
-        decodes first, then prefill chunks within the token budget, mixed into the
-        same step; see ``Server.vllm_scheduler``).
-    long_prefill_token_threshold: ``vllm``: most tokens of one prompt per step (0 =
-        the budget's).
-    kv_cache: ``reserve`` (a request reserves prompt + output + lookahead tokens when
-        admitted; nothing is preempted) or, with the ``vllm`` policy, ``paged`` (blocks of
-        ``block_size`` tokens allocated as tokens are appended; a request that cannot
-        grow preempts the most recently admitted running request, which is recomputed:
-        its blocks are freed and it re-prefills its prompt and the tokens it generated).
-    enable_prefix_caching: ``paged``: the full blocks of a request's shared prefix stay
-        cached; a later request with that prefix skips prefilling them.
-    """
-
-    batching: str = "static"
-    batch_size: int = 4
-    max_wait_s: float = math.inf
-    kv_capacity_tokens: float = math.inf
-    max_sim_time_s: float = math.inf
-    max_num_batched_tokens: float = math.inf
-    scheduler: str = "prefill_first"
-    long_prefill_token_threshold: int = 0
-    kv_cache: str = "reserve"
-    block_size: int = 16
-    enable_prefix_caching: bool = False
-
-
-class _Sequence:
-    """A request's state from arrival to finish.
-
-    ``remaining``: output tokens still to generate, less the tokens a verify step
-    accepted past the end (so <= 0 once finished). Every verify step's accepted tokens
-    count against it, so a prefilled request has accepted ``output_len - 1 -
-    remaining`` tokens in verify steps. While running, its KV cache holds
-    ``prompt_len + (output_len - remaining) - 1`` tokens (the last generated token is
-    the next step's query). ``joined_iteration``: the server's iteration count when the
-    request's prefill finished (its verify steps are the iterations since), -1 before.
-    With fixed acceptance (``Server.fixed``), ``remaining`` is advanced only when the
-    request finishes or the run ends: until then it is the count after prefill.
-    """
-
-    __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
-                 "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
-                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept", "pauses")
-
-    def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
-        self.request = request
-        self.arrival_s = arrival_s
-        self.eligible_s = math.nan
-        self.start_s = math.nan
-        self.remaining = request.output_len
-        self.joined_iteration = -1
-        self.first_token_s = math.nan
-        self.kv_tokens = kv_tokens
-        self.finished = False
-        self.done = done  # an event that succeeds when the request leaves (closed loop), or None
-        self.computed = 0  # prompt tokens prefilled so far (vllm policy's chunks)
-        # paged KV (vllm policy): blocks held, times preempted, tokens to prefill (the
-        # prompt, or after a preemption prompt + tokens generated), verify steps run and
-        # tokens yielded by re-prefills before the last preemption
-        self.blocks = 0
-        self.preemptions = 0
-        self.target = request.prompt_len
-        self.steps_before = 0
-        self.extra_tokens = 0
-        self.shared_tokens = 0  # its leading tokens in cached prefix blocks (not its own)
-        self.accept = None  # its own acceptance (a speculator with per-request acceptance)
-        self.pauses = None  # preempted while running: [preempted_s, resumed_s, ...]
-
-    def context_tokens(self) -> int:
-        """Tokens of this (running) request in the KV cache."""
-        r = self.request
-        return r.prompt_len + r.output_len - max(self.remaining, 0) - 1
-
-
-class _StepOutcome:
-    """What a step of the vllm policy drew for its decodes (None without decodes), for
-    taking it back if ``max_sim_time_s`` cuts the step."""
-
-    __slots__ = ("decodes",)
-
-    def __init__(self, decodes) -> None:
-        self.decodes = decodes
 
 
 class Server:
@@ -176,12 +63,10 @@ class Server:
         self.cost_model, self.speculator, self.rng = cost_model, speculator, rng
         self.recorder, self.point_id, self.arm = recorder, point_id, arm
         self.lookahead = speculator.tokens_per_step - 1
-        self.waiting: deque[_Sequence] = deque()
-        self.running: list[_Sequence] = []
-        self.prefilling: list[_Sequence] = []  # vllm policy: admitted, prompt partly computed
-        self.kv = PagedKVCache(config.kv_capacity_tokens, config.block_size)  # used when paged
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.prefilling: list[Sequence] = []  # vllm policy: admitted, prompt partly computed
         self.wake = None
-        self.kv_used = 0
         self.arrived = 0
         self.num_requests = len(workload.requests)
         self.thinking = workload.clients  # clients that will send another request
@@ -197,9 +82,13 @@ class Server:
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
         # fixed acceptance: tokens per step (no draws) and who finishes at which iteration
         self.paged = config.batching == "continuous" and config.scheduler == "vllm" and config.kv_cache == "paged"
+        self.kv = (PagedKV(config.kv_capacity_tokens, config.block_size, config.enable_prefix_caching,
+                           config.max_num_batched_tokens, self._advance) if self.paged
+                   else ReservedKV(config.kv_capacity_tokens, self._advance))
+        self.scheduler = make_scheduler(config, speculator.tokens_per_step)
         # fixed acceptance's shortcut: a request's ``remaining`` is advanced only when it
-        # finishes, is preempted (see _preempt) or the run ends; until then its tokens
-        # are worked out from the iterations since it joined (_remaining_now)
+        # finishes, is preempted (see preempt) or the run ends; until then its tokens
+        # are worked out from the iterations since it joined (remaining_now)
         self.fixed = speculator.fixed_tokens_per_step
         # speculation length per step (a length policy) and per-request acceptance
         self.policy = getattr(speculator, "policy", None)
@@ -217,7 +106,7 @@ class Server:
         self.length_seqs.extend([0] * (self.max_length + 1 - len(self.length_seqs)))
         self._level_rng = (np.random.default_rng(int(rng.integers(2**63))) if self.per_request is not None
                            else None)
-        self._finish_at: dict[int, list[_Sequence]] = {}
+        self._finish_at: dict[int, list[Sequence]] = {}
         # draft stage cost by batch size, if it does not depend on the context
         self._drafts = None if speculator.draft_depends_on_context else {}
         self.context_tokens = 0  # KV-cache tokens of the running (prefilled) requests
@@ -247,7 +136,7 @@ class Server:
         dt = t_s - self._last_t
         if dt:
             self._in_system_area += self._in_system * dt
-            self._kv_area += self.kv_used * dt
+            self._kv_area += self.kv.used_tokens * dt
             self._last_t = t_s
 
     def _signal(self) -> None:
@@ -270,7 +159,12 @@ class Server:
             return self.thinking > 0
         return self.arrived < self.num_requests
 
-    def _mark_eligible(self, t_s: float | None = None) -> None:
+    @property
+    def now(self) -> float:
+        """The simulated time (s)."""
+        return self.env.now
+
+    def mark_eligible(self, t_s: float | None = None) -> None:
         """Stamp ``eligible_s`` (``t_s``, default now) on the waiting requests the next
         decision would admit."""
         c = self.config
@@ -278,7 +172,7 @@ class Server:
             slots, kv_free = c.batch_size, c.kv_capacity_tokens
         else:
             slots = c.batch_size - len(self.running) - len(self.prefilling)
-            kv_free = c.kv_capacity_tokens - self.kv_used
+            kv_free = c.kv_capacity_tokens - self.kv.used_tokens
         for s in self.waiting:
             if slots <= 0 or s.kv_tokens > kv_free:
                 break
@@ -287,7 +181,7 @@ class Server:
             slots -= 1
             kv_free -= s.kv_tokens
 
-    def _record(self, s: _Sequence, status: str) -> None:
+    def _record(self, s: Sequence, status: str) -> None:
         r = s.request
         queue = s.start_s - s.arrival_s
         eligible = s.eligible_s if not math.isnan(s.eligible_s) else s.start_s
@@ -306,11 +200,11 @@ class Server:
 
     # -- arrivals ---------------------------------------------------------------------
 
-    def arrive(self, request: Request, t_s: float | None = None) -> _Sequence:
+    def arrive(self, request: Request, t_s: float | None = None) -> Sequence:
         """``request`` arrives at ``t_s`` (default: now)."""
         t_s = self.env.now if t_s is None else t_s
         self._advance(t_s)
-        s = _Sequence(request, t_s, request.prompt_len + request.output_len + self.lookahead,
+        s = Sequence(request, t_s, request.prompt_len + request.output_len + self.lookahead,
                       self.env.event() if self.workload.clients else None)
         if self.per_request is not None:
             s.accept = self.per_request.request_state(self._level_rng, request.request_id)
@@ -318,14 +212,13 @@ class Server:
         if self.arrived == 1:
             self.stats["first_arrival_s"] = t_s
         self.stats["last_arrival_s"] = t_s
-        need = self.kv.blocks(s.kv_tokens) * self.kv.block_size if self.paged else s.kv_tokens
-        if need > self.config.kv_capacity_tokens:  # it could never fit, even alone
+        if not self.kv.fits_alone(s):  # it could never fit, even alone
             self._record(s, "rejected")
             self._leave(s)
         else:
             self._in_system += 1
             self.waiting.append(s)
-            self._mark_eligible(t_s)
+            self.mark_eligible(t_s)
         if not self.expecting_arrivals():
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
         self._signal()
@@ -360,28 +253,32 @@ class Server:
 
     # -- GPU stages -------------------------------------------------------------------
 
-    def _take(self, limit: int, token_budget: float = math.inf) -> list[_Sequence]:
+    def take(self, limit: int, token_budget: float = math.inf) -> list[Sequence]:
         """Admit up to ``limit`` waiting requests, FCFS, as long as their KV fits and
         their prompts fit in ``token_budget`` tokens (the first always does)."""
         batch = []
         tokens = 0
+        kv = self.kv
         while self.waiting and len(batch) < limit:
             s = self.waiting[0]
-            if self.kv_used + s.kv_tokens > self.config.kv_capacity_tokens:
+            if not kv.can_admit(s):
                 break
             tokens += s.request.prompt_len
             if batch and tokens > token_budget:
                 break
             self.waiting.popleft()
-            self._advance()
-            self.kv_used += s.kv_tokens
-            if self.kv_used > self.stats["kv_peak_tokens"]:
-                self.stats["kv_peak_tokens"] = self.kv_used
-            if math.isnan(s.eligible_s):
-                s.eligible_s = self.env.now
-            s.start_s = self.env.now
+            kv.admit(s)
+            self.start(s)
             batch.append(s)
         return batch
+
+    def start(self, s: Sequence) -> None:
+        """``s`` is admitted now: it was eligible by now at the latest, and its service
+        starts (the first time: a preempted request keeps its first start)."""
+        if math.isnan(s.eligible_s):
+            s.eligible_s = self.env.now
+        if math.isnan(s.start_s):
+            s.start_s = self.env.now
 
     def _hand_over_steps(self) -> None:
         if self.step_rows:
@@ -390,17 +287,14 @@ class Server:
         self.recorder.add_steps(self.step_rows, self.totals)
         self.step_rows.clear()
 
-    def _finish(self, s: _Sequence) -> None:
+    def _finish(self, s: Sequence) -> None:
         self._advance()
-        if self.paged:
-            self._release(s)
-        else:
-            self.kv_used -= s.kv_tokens
+        self.kv.free(s)
         self._in_system -= 1
         self._record(s, "finished")
         self._leave(s)
 
-    def _leave(self, s: _Sequence) -> None:
+    def _leave(self, s: Sequence) -> None:
         s.finished = True
         if s.done is not None:  # a client waits for it
             # its client will send another request (or find none left): counted at
@@ -409,7 +303,7 @@ class Server:
             self.thinking += 1
             s.done.succeed()
 
-    def _prefill(self, seqs: list[_Sequence]):
+    def _prefill(self, seqs: list[Sequence]):
         """One prefill stage for ``seqs``; each gets its first token. Returns those that
         want more."""
         prompts = tuple([s.request.prompt_len for s in seqs])
@@ -470,7 +364,7 @@ class Server:
         if unserved and not self._count_served:
             self._count(self._drawn[len(self._drawn) - unserved:], -1)
 
-    def _decode(self, active: list[_Sequence], until_admissible: bool):
+    def _decode(self, active: list[Sequence], until_admissible: bool):
         """Run iterations of the ``active`` requests (the server's running list, from
         which finished requests are removed) until all have finished or, with
         ``until_admissible`` (continuous batching), until a waiting request could join;
@@ -488,9 +382,11 @@ class Server:
         step_cost, drafting = cost_model.step_cost, spec.has_draft_stage
         n, kind, k = spec.tokens_per_step, spec.verify_kind, self.max_length
         policy, widths, kinds, stages = self.policy, self.widths, self.kinds, self.stages
-        waiting, batch_size, kv_capacity = self.waiting, self.config.batch_size, self.config.kv_capacity_tokens
+        waiting, batch_size = self.waiting, self.config.batch_size
         fixed = self.fixed
-        paged, block = self.paged, self.kv.block_size
+        kv = self.kv
+        paged = kv.paged
+        grow, block = (kv.grow, kv.block_size) if paged else (None, 0)
         while active:
             if policy is not None:
                 k = policy.choose(len(active), self.context_tokens, len(waiting))
@@ -503,7 +399,7 @@ class Server:
                     rem = s.remaining - fixed * (it - s.joined_iteration) if fixed else s.remaining
                     ctx = r.prompt_len + r.output_len - rem - 1
                     if ctx + n - s.shared_tokens > s.blocks * block:
-                        if not self._grow(s, ctx + n):
+                        if not grow(s, ctx + n):
                             grown = False
                             break
                 if not grown:
@@ -540,13 +436,10 @@ class Server:
                     self._finish(s)
                     active.remove(s)  # (active is self.running: it leaves the running set)
                 if until_admissible:
-                    self._mark_eligible()
+                    self.mark_eligible()
             self.context_tokens = context
             if until_admissible and waiting and len(active) < batch_size:
-                if paged:
-                    if self.kv.free_blocks * block >= min(waiting[0].target, self.config.max_num_batched_tokens):
-                        break
-                elif self.kv_used + waiting[0].kv_tokens <= kv_capacity:
+                if kv.can_admit(waiting[0]):
                     break
         return active
 
@@ -562,7 +455,7 @@ class Server:
                 drafts[(b, k)] = draft
         return draft
 
-    def _iteration_outcome(self, active: list[_Sequence], k: int) -> tuple[int, list, object]:
+    def _iteration_outcome(self, active: list[Sequence], k: int) -> tuple[int, list, object]:
         """One more iteration of the ``active`` requests at speculation length ``k``,
         drawn before it runs (nothing reads the counts until after): (tokens generated,
         requests it finishes, what to take back if a cut stops it: the finishers with
@@ -609,7 +502,7 @@ class Server:
                 finished.append(s)
         return generated, finished, draws
 
-    def _mixed_step(self, chunks: list[tuple[_Sequence, int]]):
+    def _mixed_step(self, chunks: list[tuple[Sequence, int]]):
         """One step of the vLLM policy with prefill ``chunks`` ((request, tokens) in
         FCFS order): the running requests' iteration (a draft stage first, if the
         speculator has one) and the chunks in one forward. A request whose last chunk
@@ -617,6 +510,7 @@ class Server:
         env, gpu, rows = self.env, self.gpu, self.step_rows
         spec, cost_model = self.speculator, self.cost_model
         n, kind, fixed, k = spec.tokens_per_step, spec.verify_kind, self.fixed, self.max_length
+        prefix_computed = self.kv.prefix_computed
         active = self.running
         b = len(active)
         context = self.context_tokens
@@ -644,7 +538,7 @@ class Server:
                          b + len(chunks), n if b else max(take for _, take in chunks),
                          context + sum(p for _, p in shape), generated + len(completing), len(chunks),
                          sum(take for _, take in chunks), k if b else 0, cost))
-            self._inflight = _StepOutcome(outcome)
+            self._inflight = StepOutcome(outcome)
             yield env.timeout(cost.time_s)
         self._inflight = None
         self._ingest()
@@ -655,8 +549,7 @@ class Server:
             active.remove(s)
         for s, take in chunks:
             s.computed += take
-            if self.paged:
-                self._prefix_computed(s)
+            prefix_computed(s)
         for s in completing:
             self.prefilling.remove(s)
             s.remaining -= 1
@@ -676,66 +569,15 @@ class Server:
         self.context_tokens = context
         if len(rows) >= STEP_BATCH:
             self._hand_over_steps()
-        self._mark_eligible()
+        self.mark_eligible()
 
-    def _grow(self, s: _Sequence, tokens: int) -> bool:
-        """Paged KV: room for ``tokens`` tokens of ``s`` (blocks allocated now; those in
-        a cached prefix it uses are not its own)."""
-        held = self.kv.grow(s.blocks, tokens - s.shared_tokens)
-        if held is None:
-            return False
-        if held != s.blocks:
-            self._advance()
-            s.blocks = held
-            self.kv_used = self.kv.used_tokens
-            if self.kv_used > self.stats["kv_peak_tokens"]:
-                self.stats["kv_peak_tokens"] = self.kv_used
-        return True
-
-    def _release(self, s: _Sequence) -> None:
-        """Paged KV: free ``s``'s own blocks and stop using its cached prefix."""
-        self.kv.release(s.blocks)
-        s.blocks = 0
-        if s.shared_tokens:
-            self.kv.unref(s.request.prefix_id)
-            s.shared_tokens = 0
-        self.kv_used = self.kv.used_tokens
-
-    def _prefix_hit(self, s: _Sequence) -> None:
-        """Prefix caching, at admission: the cached full blocks of ``s``'s prefix are
-        its first tokens (at least one prompt token is still computed, as in vLLM)."""
-        r = s.request
-        self.stats["prompt_tokens_admitted"] += s.target
-        if not (self.config.enable_prefix_caching and r.prefix_id >= 0):
-            return
-        usable = min(r.prefix_len, s.target - 1) // self.kv.block_size
-        cached = self.kv.lookup(r.prefix_id)
-        if not cached:
-            return
-        if cached > usable:  # cannot use them (a prompt shorter than the prefix's blocks)
-            self.kv.unref(r.prefix_id)
-            return
-        s.shared_tokens = s.computed = cached * self.kv.block_size
-        self.stats["prefix_hit_tokens"] += s.computed
-
-    def _prefix_computed(self, s: _Sequence) -> None:
-        """Prefix caching: ``s`` computed its prefix's full blocks itself; they stay
-        cached under the prefix's id (unless another request cached them first)."""
-        r = s.request
-        blocks = r.prefix_len // self.kv.block_size
-        if (self.config.enable_prefix_caching and r.prefix_id >= 0 and not s.shared_tokens and blocks
-                and s.computed >= blocks * self.kv.block_size and s.blocks >= blocks
-                and self.kv.register(r.prefix_id, blocks)):
-            s.blocks -= blocks
-            s.shared_tokens = blocks * self.kv.block_size
-
-    def _remaining_now(self, s: _Sequence) -> int:
+    def remaining_now(self, s: Sequence) -> int:
         """``s.remaining`` as of now (fixed acceptance advances it lazily)."""
         if self.fixed and s.joined_iteration >= 0:
             return s.remaining - self.fixed * (self.iterations - s.joined_iteration)
         return s.remaining
 
-    def _preempt(self, s: _Sequence) -> None:
+    def preempt(self, s: Sequence) -> None:
         """Recompute preemption (vLLM's): free ``s``'s blocks; it goes back to the front
         of the waiting queue and will re-prefill its prompt and the tokens it generated."""
         self._advance()
@@ -749,180 +591,39 @@ class Server:
             if self.fixed:  # off the finishing schedule, its tokens caught up
                 due = s.joined_iteration - (-s.remaining // self.fixed)
                 self._finish_at[due].remove(s)
-                s.remaining = self._remaining_now(s)
+                s.remaining = self.remaining_now(s)
             self.context_tokens -= s.context_tokens()
             s.steps_before += self.iterations - s.joined_iteration
             s.joined_iteration = -1
-        self._release(s)
+        self.kv.free(s)
         generated = s.request.output_len - s.remaining
         s.target = s.request.prompt_len + generated if generated else s.request.prompt_len
         s.computed = 0
         s.preemptions += 1
         self.waiting.appendleft(s)
 
-    def paged_vllm_scheduler(self):
-        """The vLLM policy (see :meth:`vllm_scheduler`) with a paged KV cache: before a
-        step every scheduled request gets the blocks its new tokens need (decodes: the
-        verify width, whose extra slots are vLLM's lookahead); when one cannot, the most
-        recently admitted running request is preempted (recomputed), as often as needed;
-        waiting requests are admitted only in steps without a preemption, each with the
-        blocks of its first chunk. Every step runs through :meth:`_mixed_step`."""
-        c = self.config
-        n = self.speculator.tokens_per_step
-        threshold = c.long_prefill_token_threshold or math.inf
+    def serve(self):
+        """The serving process: whenever the GPU is free, let in the requests that have
+        arrived, ask the scheduler for the next step and run it, until it says the run
+        is over."""
+        next_step = self.scheduler.next_step
         while True:
             self._ingest()
-            budget = c.max_num_batched_tokens - len(self.running) * n
-            preempted = False
-            block = self.kv.block_size
-            for s in list(self.running):  # admission order
-                r = s.request
-                # (the common case inline: its blocks already hold context + width)
-                rem = self._remaining_now(s)
-                if (r.prompt_len + r.output_len - rem - 1 + n - s.shared_tokens <= s.blocks * block
-                        and not preempted):
-                    continue
-                if s not in self.running:
-                    continue  # preempted for an earlier one
-                while not self._grow(s, r.prompt_len + r.output_len - self._remaining_now(s) - 1 + n):
-                    victim = self.prefilling[-1] if self.prefilling else self.running[-1]
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is s:
-                        break
-            budget = c.max_num_batched_tokens - len(self.running) * n
-            chunks = []
-            for s in list(self.prefilling):
-                if budget <= 0:
-                    break
-                take = int(min(s.target - s.computed, budget, threshold))
-                while not self._grow(s, s.computed + take):
-                    victim = self.prefilling[-1]
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is s:
-                        break
-                if s in self.prefilling:
-                    chunks.append((s, take))
-                    budget -= take
-            while (not preempted and budget > 0 and self.waiting
-                   and len(self.running) + len(self.prefilling) < c.batch_size):
-                s = self.waiting[0]
-                s.computed = 0
-                self._prefix_hit(s)
-                take = int(min(s.target - s.computed, budget, threshold))
-                if not self._grow(s, s.computed + take):  # not admitted after all: undo the lookup
-                    self.stats["prompt_tokens_admitted"] -= s.target
-                    if s.shared_tokens:
-                        self.stats["prefix_hit_tokens"] -= s.shared_tokens
-                        self.kv.unref(s.request.prefix_id)
-                        s.shared_tokens = s.computed = 0
-                    break
-                self.waiting.popleft()
-                if math.isnan(s.eligible_s):
-                    s.eligible_s = self.env.now
-                if math.isnan(s.start_s):
-                    s.start_s = self.env.now
-                self.prefilling.append(s)
-                chunks.append((s, take))
-                budget -= take
-            if chunks:
-                yield from self._mixed_step(chunks)
-            elif self.running:  # decodes only: the fast path, until a request could join or needs a block
-                self.running = yield from self._decode(self.running, until_admissible=True)
-            elif not self.waiting and not self.expecting_arrivals():
+            step = next_step(self)
+            if step is None:
                 return
-            elif self.waiting and not self.prefilling:
-                # nothing runs and the first waiting request cannot get its blocks: it
-                # can never fit (rejected at arrival otherwise); cannot happen
-                raise AssertionError("paged KV: an idle GPU cannot admit the first waiting request")
-            else:
-                yield self._wait()
-
-    # -- schedulers -------------------------------------------------------------------
-
-    def vllm_scheduler(self):
-        """vLLM V1's policy, matched to ``Scheduler.schedule`` in
-        ``vllm/v1/core/sched/scheduler.py`` (vLLM main, commit 00024d3, read 2026-12-01):
-        a token budget of ``max_num_batched_tokens`` per step; the running requests
-        first, in admission order, each its new tokens (a decode's verify width, a
-        partly prefilled prompt's next chunk of at most ``long_prefill_token_threshold``
-        tokens and what is left of the budget); then waiting requests, FCFS, while the
-        budget lasts and fewer than ``batch_size`` (``max_num_seqs``) run, each with its
-        first chunk; all in one forward step. Differences, stated: every running decode
-        is always scheduled (the scenario's budget must exceed ``batch_size`` x the
-        verify width), and KV is reserved whole at admission, so nothing is ever
-        preempted. Steps with no chunk run on the decode fast path."""
-        c = self.config
-        n = self.speculator.tokens_per_step
-        threshold = c.long_prefill_token_threshold or math.inf
-        while True:
-            self._ingest()
-            budget = c.max_num_batched_tokens - len(self.running) * n
-            chunks = []
-            for s in self.prefilling:
-                if budget <= 0:
-                    break
-                take = int(min(s.request.prompt_len - s.computed, budget, threshold))
-                chunks.append((s, take))
-                budget -= take
-            while budget > 0 and self.waiting and len(self.running) + len(self.prefilling) < c.batch_size:
-                admitted = self._take(1)
-                if not admitted:
-                    break
-                s = admitted[0]
-                s.computed = 0
-                self.prefilling.append(s)
-                take = int(min(s.request.prompt_len, budget, threshold))
-                chunks.append((s, take))
-                budget -= take
-            if chunks:
-                yield from self._mixed_step(chunks)
-            elif self.running:
-                self.running = yield from self._decode(self.running, until_admissible=True)
-            elif not self.waiting and not self.expecting_arrivals():
-                return
-            else:
-                yield self._wait()
-
-    def static_scheduler(self):
-        c = self.config
-        while True:
-            self._ingest()
-            if not self.waiting:
-                if not self.expecting_arrivals():
-                    return
-                yield self._wait()
-                continue
-            if len(self.waiting) < c.batch_size and self.expecting_arrivals():
-                deadline = self.waiting[0].arrival_s + c.max_wait_s
-                if self.env.now < deadline:
-                    yield self._wait(None if math.isinf(deadline) else deadline - self.env.now)
-                    continue
-            batch = self._take(c.batch_size)
-            self.running = batch
-            self.running = yield from self._prefill(batch)
-            self.running = yield from self._decode(self.running, until_admissible=False)
-            self._mark_eligible()
-
-    def continuous_scheduler(self):
-        c = self.config
-        while True:
-            self._ingest()
-            new = self._take(c.batch_size - len(self.running), c.max_num_batched_tokens)
-            if new:
+            kind = type(step)
+            if kind is Decode:
+                self.running = yield from self._decode(self.running, step.until_admissible)
+            elif kind is Mixed:
+                yield from self._mixed_step(step.chunks)
+            elif kind is Prefill:
                 before = self.running
-                self.running = before + new
-                prefilled = yield from self._prefill(new)
+                self.running = before + step.seqs
+                prefilled = yield from self._prefill(step.seqs)
                 self.running = before + prefilled
-                self._mark_eligible()
-            if self.running:
-                self.running = yield from self._decode(self.running, until_admissible=True)
-                continue
-            if not new:
-                if not self.waiting and not self.expecting_arrivals():
-                    return
-                yield self._wait()
+            else:  # Wait
+                yield self._wait(step.timeout_s)
 
     def _cut_stage(self) -> None:
         """The run was cut by ``max_sim_time_s`` while a stage was on the GPU: it did
@@ -939,7 +640,7 @@ class Server:
         rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:12] + (row[-1].truncated(kept_s),)
         step = unstarted or row
         outcome, self._inflight = self._inflight, None
-        if isinstance(outcome, _StepOutcome):  # a step of the vllm policy
+        if isinstance(outcome, StepOutcome):  # a step of the vllm policy
             outcome = outcome.decodes  # (its chunks advance only after the step)
             if outcome is None:
                 return  # no decodes in it
@@ -974,15 +675,7 @@ class Server:
         env = self.env
         for _ in range(self.workload.clients):
             env.process(self.client())
-        if self.config.batching == "static":
-            scheduler = self.static_scheduler
-        elif self.config.scheduler == "vllm" and self.config.kv_cache == "paged":
-            scheduler = self.paged_vllm_scheduler
-        elif self.config.scheduler == "vllm":
-            scheduler = self.vllm_scheduler
-        else:
-            scheduler = self.continuous_scheduler
-        env.process(scheduler())
+        env.process(self.serve())
         until = None if math.isinf(self.config.max_sim_time_s) else self.config.max_sim_time_s
         # The cyclic garbage collector is paused while the loop runs: the loop makes
         # almost no reference cycles (a few hundred objects per run), but the collector
@@ -1012,6 +705,9 @@ class Server:
         for s in unfinished:
             self._record(s, "unfinished")
         self._record_not_arrived()
+        kv = self.kv
+        self.stats.update(kv_peak_tokens=kv.peak_tokens, prefix_hit_tokens=kv.prefix_hit_tokens,
+                          prompt_tokens_admitted=kv.prompt_tokens_admitted)
         self.stats.update(end_s=env.now, unfinished=len(unfinished), in_system_area=self._in_system_area,
                           kv_area=self._kv_area,
                           not_arrived=self.num_requests - self.arrived)
