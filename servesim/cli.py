@@ -853,6 +853,11 @@ def cmd_plot(args) -> int:
                 written.append(plots.latency_cdf(summary, requests, directory / "latency_cdf.png"))
             else:
                 skipped.append("latency_cdf.png (no requests.parquet: output.write_requests = false)")
+            if (directory / "steps.parquet").is_file():
+                steps = _read_parquet(directory / "steps.parquet", ("arm", "point_id", "start_s", "kv_used_tokens"))
+                written.append(plots.kv_usage(summary, steps, directory / "kv_usage.png"))
+            else:
+                skipped.append("kv_usage.png (no steps.parquet: output.write_steps = false)")
         if "candidate_tokens" in varies:
             reference = measured = None
             label = ""

@@ -9,6 +9,9 @@
   candidate count, one panel per value of the other key.
 * ``latency_vs_load.png``: p50/p99 end-to-end latency and TTFT against arrival rate.
 * ``width_vs_load.png``: best candidate count against arrival rate.
+* ``latency_cdf.png``: TTFT, TPOT and E2E CDFs per arm, for up to 8 points.
+* ``kv_usage.png``: KV cache usage over time per arm (steps.parquet's ``kv_used_tokens``
+  over the KV capacity), for up to 8 points, with each point's preemptions.
 
 Every figure is written atomically (temporary file, then rename).
 """
@@ -414,4 +417,60 @@ def latency_cdf(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str | Pa
     styles = "dashed: baseline, solid: " + ("spec" if len(arms) == 2 else "baseline")
     fig.suptitle(f"{_title(summary)}: latency distributions per point ({styles})", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.035 * rows, 1, 0.95))
+    return _save(fig, Path(out_png))
+
+
+KV_BINS = 1500
+"""Time bins of ``kv_usage.png`` per point and arm (a long run has millions of steps)."""
+
+
+def kv_usage(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | Path) -> Path:
+    """KV cache usage over simulated time, one panel per arm, one line per point (at
+    most :data:`CDF_POINTS`, evenly spread; replication 0): each step's
+    ``kv_used_tokens`` (what the cache held when the step started) over the run's KV
+    capacity, in percent (vLLM's ``kv_cache_usage_perc`` gauge). With more steps than
+    :data:`KV_BINS`, the highest value per time bin is drawn (peaks, where preemption
+    happens, stay visible). Each point's label counts its preemptions."""
+    plt = _pyplot()
+    ids = summary["point_id"].tolist()
+    if len(ids) > CDF_POINTS:
+        ids = [ids[round(i * (len(ids) - 1) / (CDF_POINTS - 1))] for i in range(CDF_POINTS)]
+    steps = steps[steps["point_id"].isin(ids)]
+    if "replication" in steps.columns:
+        steps = steps[steps["replication"] == 0]
+    keys = [k for k in CDF_LABEL_KEYS if k in summary.columns and summary[k].nunique() > 1]
+    arms = ("baseline",) if (summary["method"] == "none").all() else ("baseline", "spec")
+    fig, axes = plt.subplots(1, len(arms), figsize=(max(10, 6 * len(arms)), 4.4), dpi=110, squeeze=False)
+    colours = plt.get_cmap("viridis")
+    for ax, arm in zip(axes[0], arms):
+        for i, point in enumerate(ids):
+            row = summary[summary["point_id"] == point].iloc[0]
+            capacity = row["kv_capacity_tokens"]
+            mine = steps[(steps["point_id"] == point) & (steps["arm"] == arm)]
+            if mine.empty or not capacity or not np.isfinite(capacity):
+                continue
+            t = mine["start_s"].to_numpy()
+            usage = mine["kv_used_tokens"].to_numpy() / capacity * 100
+            if t.size > KV_BINS:
+                edges = np.linspace(t[0], t[-1], KV_BINS + 1)
+                which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, KV_BINS - 1)
+                peak = np.full(KV_BINS, np.nan)
+                np.fmax.at(peak, which, usage)
+                keep = ~np.isnan(peak)
+                t, usage = edges[:-1][keep], peak[keep]
+            name = ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}"
+                             for k in keys) or f"point {point}"
+            preempted = row.get(f"{arm}_preemptions", 0)
+            ax.step(t, usage, where="post", color=colours(i / max(1, len(ids) - 1)), linewidth=1.0,
+                    label=f"{name} ({int(preempted)} preemptions)" if preempted == preempted else name)
+        ax.set_title(arm, fontsize=10)
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("KV cache usage (% of capacity)")
+        ax.set_ylim(0, 105)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{_title(summary)}: KV cache usage over time"
+                 + (f" (highest per 1/{KV_BINS} of the run)" if len(steps) > KV_BINS else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return _save(fig, Path(out_png))

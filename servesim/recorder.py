@@ -19,11 +19,13 @@ import numpy as np
 
 STEP_FIELDS = ("point_id", "arm", "stage", "start_s", "duration_s", "batch_size",
                "tokens_per_seq", "context_tokens", "tokens_generated", "prefill_seqs",
-               "prefill_tokens", "spec_length", "cost")
+               "prefill_tokens", "spec_length", "kv_used_tokens", "cost")
 """A step row: ``batch_size`` sequences in the stage, of which ``prefill_seqs`` carry
 ``prefill_tokens`` prompt tokens (a prefill stage, or the chunks of a mixed step) and
 the others ``tokens_per_seq`` decode (or verify) tokens each; ``spec_length`` is the
-speculation length the step ran at (drafted tokens, or tree depth; 0 = plain decode)."""
+speculation length the step ran at (drafted tokens, or tree depth; 0 = plain decode);
+``kv_used_tokens`` the KV cache held when it started (tokens; whole blocks with paged KV:
+the occupancy behind vLLM's ``kv_cache_usage_perc`` gauge)."""
 REQUEST_FIELDS = ("point_id", "arm", "request_id", "arrival_s", "start_s",
                   "first_token_s", "finish_s", "prompt_len", "output_len",
                   "verify_steps", "accepted_tokens", "queue_delay_s", "slot_wait_s",
@@ -67,7 +69,7 @@ class ArmTotals:
         generated, iterations = self.generated_tokens, self.iterations
         draft_time_s = self.draft_time_s
         emitted = self.emission_end_s.append
-        for _, _, stage, start_s, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _ in rows:
+        for _, _, stage, start_s, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _, _ in rows:
             busy_s += duration_s
             generated += tokens
             if stage == "prefill":

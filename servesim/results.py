@@ -38,6 +38,7 @@ def steps_frame(rows: list[tuple], replication: int = 0) -> pd.DataFrame:
     frame = frame.astype({"point_id": "int64", "batch_size": "int64", "tokens_per_seq": "int64",
                           "context_tokens": "int64", "tokens_generated": "int64",
                           "prefill_seqs": "int64", "prefill_tokens": "int64", "spec_length": "int64",
+                          "kv_used_tokens": "int64",
                           "replication": "int64", "start_s": "float64", "duration_s": "float64",
                           "arm": "str", "stage": "str"})
     # vLLM's step figures: sequences, prompt tokens and decode tokens the step computed

@@ -129,8 +129,22 @@ def test_bad_percentiles_exit_2(tmp_path, capsys, value, message):
 def test_plot_draws_latency_cdfs_for_a_load_study(run_dir):
     pytest.importorskip("matplotlib")
     assert main(["plot", str(run_dir)]) == 0
-    png = run_dir / "latency_cdf.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    for name in ("latency_cdf.png", "kv_usage.png"):
+        png = run_dir / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000, name
+
+
+def test_steps_carry_the_kv_cache_usage(run_dir):
+    """Each step's kv_used_tokens is what the cache held: never above the capacity, and
+    at most the peak the run reports (sampled at step starts, the peak at every change)."""
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    summary = pd.read_parquet(run_dir / "summary.parquet").set_index("point_id")
+    for (point, arm), rows in steps.groupby(["point_id", "arm"]):
+        capacity = summary.loc[point, "kv_capacity_tokens"]
+        used = rows["kv_used_tokens"]
+        assert used.min() >= 0 and used.max() <= capacity
+        assert used.max() <= summary.loc[point, f"{arm}_kv_peak_fraction"] * capacity * (1 + 1e-12)
+        assert used.max() > 0
 
 
 def test_figures_have_the_tables_permissions(run_dir):

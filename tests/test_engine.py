@@ -117,7 +117,7 @@ def test_arm_totals_pickle_with_every_request_column():
     for i in range(1500):  # past the 1,024 rows that reach the columns at a time
         totals.add_request((0, "spec", i, 0.5 * i, 0.5 * i + 1, 0.5 * i + 2, math.nan if i % 3 else 9.0,
                             10, 20 + i, 7, 8, 1.0, 0.25, 0.75, "unfinished" if i % 3 else "finished", 0))
-    totals.add_steps([(0, "spec", "verify", 0.0, 0.5, 3, 4, 10, 7, 0, 0, 3, None)])
+    totals.add_steps([(0, "spec", "verify", 0.0, 0.5, 3, 4, 10, 7, 0, 0, 3, 0, None)])
     copy = pickle.loads(pickle.dumps(totals))
     a, b = totals.requests(), copy.requests()
     assert a.keys() == b.keys()

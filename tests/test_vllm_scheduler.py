@@ -52,6 +52,8 @@ def test_hand_worked_schedule_budget_10():
     assert [done[i][5] for i in range(3)] == [1 / 64, 2 / 64, 2 / 64]  # first tokens
     assert [done[i][6] for i in range(3)] == [3 / 64] * 3  # finishes
     assert sum(r[8] for r in rec.steps) == 3 + 2 + 2
+    # KV reserved (prompt + output) when each step starts: A 9 + B 9, then C's 5 too
+    assert [r[12] for r in rec.steps] == [18, 23, 23]
 
 
 def test_long_prompt_is_spread_over_steps_that_also_carry_decodes():
@@ -99,6 +101,9 @@ def test_hand_worked_preemption_by_recompute():
     assert (b[9], b[10]) == (4, 4)  # B's verify steps and tokens accepted in them
     assert sum(r[8] for r in rec.steps) == 12  # every output token once
     assert rec.arm_stats["baseline"]["kv_peak_tokens"] == 16
+    # KV held at each step's start (blocks x 4): 1 block each for the prompts; 2 each
+    # once they need room for a 5th token; A's 3 after B's preemption; B's 3 alone
+    assert [r[12] for r in rec.steps] == [8, 16, 16, 16, 16, 12, 12]
 
 
 def test_paged_cache_admits_more_than_whole_reservations_would():

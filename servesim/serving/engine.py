@@ -311,7 +311,8 @@ class Server:
         with self.gpu.request() as grant:
             yield grant
             self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
-                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), 0, cost))
+                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), 0, self.kv.used_tokens,
+                                   cost))
             self._inflight = ()
             yield self.env.timeout(cost.time_s)
         self._inflight = None
@@ -411,17 +412,19 @@ class Server:
             cost = step_cost(b, n, context, kind)
             with gpu.request() as grant:
                 yield grant
-                now = env.now
+                now, kv_used = env.now, kv.used_tokens
                 if draft is None:
-                    rows.append((point, arm, stage, now, cost.time_s, b, n, context, generated, 0, 0, k, cost))
+                    rows.append((point, arm, stage, now, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
+                                 cost))
                     self._inflight = outcome
                     yield env.timeout(cost.time_s)
                 else:
                     # the draft and the verify stage back to back, in one GPU hold and one
                     # timeout (nothing reads the requests between them); two rows
                     verify_s = now + draft.time_s
-                    rows.append((point, arm, "draft", now, draft.time_s, b, 1, context, 0, 0, 0, k, draft))
-                    rows.append((point, arm, stage, verify_s, cost.time_s, b, n, context, generated, 0, 0, k, cost))
+                    rows.append((point, arm, "draft", now, draft.time_s, b, 1, context, 0, 0, 0, k, kv_used, draft))
+                    rows.append((point, arm, stage, verify_s, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
+                                 cost))
                     self._inflight = outcome
                     yield env.timeout(verify_s + cost.time_s - now)
             self._inflight = None
@@ -523,7 +526,7 @@ class Server:
                 with gpu.request() as grant:
                     yield grant
                     rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0,
-                                 k, draft))
+                                 k, self.kv.used_tokens, draft))
                     self._inflight = ()
                     yield env.timeout(draft.time_s)
                 self._inflight = None
@@ -537,7 +540,7 @@ class Server:
             rows.append((self.point_id, self.arm, "mixed" if b else "prefill", env.now, cost.time_s,
                          b + len(chunks), n if b else max(take for _, take in chunks),
                          context + sum(p for _, p in shape), generated + len(completing), len(chunks),
-                         sum(take for _, take in chunks), k if b else 0, cost))
+                         sum(take for _, take in chunks), k if b else 0, self.kv.used_tokens, cost))
             self._inflight = StepOutcome(outcome)
             yield env.timeout(cost.time_s)
         self._inflight = None
@@ -637,7 +640,7 @@ class Server:
         row = rows[-1]
         start_s, duration_s = row[3], row[4]
         kept_s = min(duration_s, max(0.0, self.env.now - start_s))
-        rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:12] + (row[-1].truncated(kept_s),)
+        rows[-1] = row[:4] + (kept_s,) + row[5:8] + (0,) + row[9:13] + (row[-1].truncated(kept_s),)
         step = unstarted or row
         outcome, self._inflight = self._inflight, None
         if isinstance(outcome, StepOutcome):  # a step of the vllm policy
