@@ -43,7 +43,7 @@ from servesim.models import Model
 
 OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
             "mlp_down", "elementwise", "allreduce", "lm_head", "framework", "draft_heads", "draft_model",
-            "draft_head", "ngram_propose")
+            "draft_head", "ngram_propose", "kv_swap")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
@@ -477,6 +477,16 @@ class CostModel:
             cached = StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
                               CostModel._step_ops, self, fixed, attention)
         return self._remember(self._prefills, prompt_lens, cached)
+
+    def kv_swap_cost(self, tokens: int, bytes_per_token: int) -> StepCost:
+        """Swap preemption's copy of ``tokens`` tokens of KV cache (``bytes_per_token``
+        each on one GPU: the target's, and a draft model's or head's where the
+        speculator keeps one) between GPU and pinned CPU memory (see
+        :func:`servesim.cost.kernels.host_copy`). Each GPU of a tensor-parallel group
+        copies its own share over its own link, in parallel."""
+        nbytes = float(tokens) * bytes_per_token
+        wire_s, time_s = kernels.host_copy(self.gpu, self.profile, nbytes)
+        return StepCost((OpCost("kv_swap", 0.0, nbytes, wire_s, 0.0, time_s),), time_s)
 
     def medusa_heads_cost(self, batch: int, num_heads: int) -> StepCost:
         """The Medusa heads: per head one residual block (hidden x hidden) and a

@@ -108,9 +108,10 @@ def itl_distribution(emission_end_s: np.ndarray, first_token_s: np.ndarray, fini
     difference array over the steps: O(steps + requests), no per-token list).
 
     ``pauses``: per preempted request (same order as the others, None where it was not),
-    the flat times (preempted_1, resumed_1, preempted_2, ...): it got tokens at steps in
-    (f, p1], at r1 (its re-prefill's token), at steps in (r1, p2], ..., up to F; those
-    requests' gaps are listed one by one.
+    the flat times (preempted_1, resumed_1, token_1, preempted_2, ...): it got tokens at
+    steps in (f, p1], at r1 if token_1 is 1 (a re-prefill's token; 0: swapped back in,
+    no token then), at steps in (r1, p2], ..., up to F; those requests' gaps are listed
+    one by one.
     """
     e = np.asarray(emission_end_s, dtype=np.float64)
     values, weights = [], []
@@ -119,12 +120,14 @@ def itl_distribution(emission_end_s: np.ndarray, first_token_s: np.ndarray, fini
         for i, times in enumerate(pauses):
             if times:
                 plain[i] = False
-                stops = [first_token_s[i], *times, finish_s[i]]
-                emitted = []
-                for segment, (start, stop) in enumerate(zip(stops[0::2], stops[1::2])):
-                    if segment:
-                        emitted.append(start)  # the re-prefill's token
+                emitted, start = [], first_token_s[i]
+                for j in range(0, len(times), 3):
+                    stop, resumed, token = times[j:j + 3]
                     emitted.extend(e[np.searchsorted(e, start, "right"):np.searchsorted(e, stop, "right")])
+                    if token:
+                        emitted.append(resumed)  # the re-prefill's token
+                    start = resumed
+                emitted.extend(e[np.searchsorted(e, start, "right"):np.searchsorted(e, finish_s[i], "right")])
                 gaps = np.diff(np.concatenate(([first_token_s[i]], emitted)))
                 values.append(gaps)
                 weights.append(np.ones(gaps.size, dtype=np.int64))
@@ -202,6 +205,9 @@ def arm_metrics(totals, stats: dict, arm: str, batch_size: int, ttft_slo_s: floa
         f"{arm}_unfinished": int((status == 2).sum()),
         f"{arm}_not_arrived": int((status == 3).sum()),
         f"{arm}_preemptions": int(req["preemptions"].sum()),
+        # swap preemption: requests swapped out to CPU memory, and the GPU time of the copies
+        f"{arm}_swap_outs": int(stats.get("swap_outs", 0)),
+        f"{arm}_swap_time_s": float(stats.get("swap_time_s", 0.0)),
         # prompt tokens served from the prefix cache / prompt tokens of admitted requests
         f"{arm}_prefix_cache_hit_rate": (stats.get("prefix_hit_tokens", 0) / stats["prompt_tokens_admitted"]
                                          if stats.get("prompt_tokens_admitted") else math.nan),

@@ -72,7 +72,7 @@ class ArmTotals:
         for _, _, stage, start_s, duration_s, batch, _, _, tokens, prefill_seqs, _, _, _, _ in rows:
             busy_s += duration_s
             generated += tokens
-            if stage == "prefill":
+            if stage == "prefill" or stage == "swap":
                 continue
             if stage == "draft":
                 draft_time_s += duration_s

@@ -224,6 +224,17 @@ def run_replication(point: Point, scenario_seed: int, replication: int, cost_mod
     return recorder, sink.close()
 
 
+def kv_bytes_per_token(point: Point, cost_model, speculator) -> int:
+    """KV bytes of one token on one GPU: the target's, plus a draft model's own KV cache
+    (it grows with the same tokens) or an EAGLE/MTP head's one-layer KV (per module)."""
+    kv = cost_model.kv_bytes_per_token()
+    if point["method"] == "draft_model":
+        kv += speculator.draft_cost_model.kv_bytes_per_token()
+    elif point["method"] in ("eagle", "eagle3", "mtp"):
+        kv += speculator.head.kv_bytes_per_token() * (point["mtp_modules"] if point["method"] == "mtp" else 1)
+    return kv
+
+
 def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
     """KV-cache tokens: the scenario's value, or, per GPU, (memory x utilisation -
     weights / tensor_parallel_size) / KV bytes per token on one GPU (a draft model's own
@@ -233,20 +244,17 @@ def kv_capacity_tokens(point: Point, cost_model, speculator) -> float:
     tp = point["tensor_parallel_size"]
     free = (cost_model.gpu.memory_bytes * point["gpu_memory_utilization"]
             - weights_bytes(point.values, point.model_definitions) / tp)
-    kv = cost_model.kv_bytes_per_token()
-    if point["method"] == "draft_model":  # the draft's own KV cache grows with the same tokens
-        kv += speculator.draft_cost_model.kv_bytes_per_token()
-    elif point["method"] in ("eagle", "eagle3", "mtp"):  # the head's one-layer KV (per module for MTP)
-        kv += speculator.head.kv_bytes_per_token() * (point["mtp_modules"] if point["method"] == "mtp" else 1)
-    return max(0, int(free // kv))
+    return max(0, int(free // kv_bytes_per_token(point, cost_model, speculator)))
 
 
 def serving_config(point: Point, cost_model, speculator) -> ServingConfig:
+    kv_bytes = kv_bytes_per_token(point, cost_model, speculator)
     return ServingConfig(point["batching"], point["batch_size"], point["max_wait_s"],
                          kv_capacity_tokens(point, cost_model, speculator), point["max_sim_time_s"],
                          point["max_num_batched_tokens"] or math.inf, point["scheduler"],
                          point["long_prefill_token_threshold"], point["kv_cache"], point["block_size"],
-                         point["enable_prefix_caching"])
+                         point["enable_prefix_caching"], point["preemption_mode"],
+                         int(point["swap_space"] * 2**30 // kv_bytes), kv_bytes)
 
 
 def run_point(point: Point, scenario_seed: int, replications: int = 1, cost_model=None,

@@ -201,6 +201,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enable_prefix_caching": Key(bool, False, "`paged`: keep the full KV blocks of shared prefixes and reuse them instead of prefilling those tokens (vLLM's automatic prefix caching; LRU eviction of unused ones)"),
         "kv_cache": Key(str, "reserve", "KV-cache management: `reserve` (a request reserves prompt + output + lookahead when admitted; no preemption) or `paged` (with scheduler `vllm`: vLLM's blocks allocated as tokens are appended; a request that cannot grow preempts the most recently admitted one, recomputed later)", choices=("reserve", "paged")),
         "block_size": Key(int, 16, "`paged`: tokens per KV block (vLLM's name and default)", minimum=1, maximum=1024),
+        "preemption_mode": Key(str, "recompute", "`paged`: what preemption does to a running request's KV: `recompute` (freed; the request re-prefills its prompt and the tokens it generated) or `swap` (copied to CPU memory over the GPU's host link and back when blocks free up; swapped requests resume before new ones are admitted; a victim still in its prefill, or one that does not fit in `swap_space`, is recomputed) (vLLM's `preemption_mode`)", choices=("recompute", "swap")),
+        "swap_space": Key(float, 4.0, "`preemption_mode = \"swap\"`: CPU memory for swapped KV blocks per GPU, in GiB (vLLM's `swap_space` and default)", minimum=0.0, maximum=1e6),
         "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = only the budget limits it)", minimum=0, maximum=2**31),
         "max_num_batched_tokens": Key(int, 8192, "continuous batching's token budget per step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens and must exceed `batch_size` x the verify width; `prefill_first` counts the prompt tokens of a prefill step (a longer prompt runs alone)", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
@@ -626,6 +628,9 @@ def check_point(source: str, point: Point) -> None:
     _check_speculation(source, v)
     if v["enable_prefix_caching"] and v["kv_cache"] != "paged":
         raise ScenarioError(source, "serving.enable_prefix_caching", "needs kv_cache = \"paged\"")
+    if v["preemption_mode"] == "swap" and v["kv_cache"] != "paged":
+        raise ScenarioError(source, "serving.preemption_mode", "`swap` needs kv_cache = \"paged\" (with "
+                                                               "`reserve` nothing is ever preempted)")
     if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and v["scheduler"] == "vllm"):
         raise ScenarioError(source, "serving.kv_cache", "`paged` needs batching = \"continuous\" and "
                                                         "scheduler = \"vllm\"")

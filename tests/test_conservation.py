@@ -51,6 +51,8 @@ def check_conservation(point, summary, steps, requests):
         if not unfinished["preemptions"].any():
             assert generated == expected
         assert (started["accepted_tokens"] + 1 < started["output_len"]).all()
+        # KV never over-allocated: what each step found held is within the capacity
+        assert (steps.loc[steps["arm"] == arm, "kv_used_tokens"] <= summary["kv_capacity_tokens"]).all()
         if math.isinf(point["max_sim_time_s"]):
             assert counts.get("unfinished", 0) == counts.get("not_arrived", 0) == 0
         else:
@@ -79,9 +81,11 @@ SPECULATION = {
 @st.composite
 def scenarios(draw):
     arrival = draw(st.sampled_from(sorted(ARRIVALS)))
-    batching = draw(st.sampled_from(["static", "continuous", "continuous-prefill_first", "continuous-paged"]))
+    batching = draw(st.sampled_from(["static", "continuous", "continuous-prefill_first", "continuous-paged",
+                                     "continuous-paged-swap"]))
     scheduler = "prefill_first" if batching.endswith("prefill_first") else "vllm"
-    kv_cache = "paged" if batching.endswith("paged") else "reserve"
+    kv_cache = "paged" if "paged" in batching else "reserve"
+    preemption = "swap" if batching.endswith("swap") else "recompute"
     batching = batching.split("-")[0]
     spec = draw(st.sampled_from(sorted(SPECULATION)))
     n = draw(st.integers(1, 40))
@@ -109,6 +113,8 @@ num_prefixes = {draw(st.integers(1, 3))}
 batching = "{batching}"
 scheduler = "{scheduler}"
 kv_cache = "{kv_cache}"
+preemption_mode = "{preemption}"
+swap_space = {draw(st.sampled_from([0.0, 0.01, 4.0]))}
 block_size = {draw(st.sampled_from([1, 16]))}
 enable_prefix_caching = {"true" if kv_cache == "paged" and draw(st.booleans()) else "false"}
 max_num_batched_tokens = {draw(st.sampled_from([0, 400, 8192]))}

@@ -134,11 +134,14 @@ def test_itl_matches_the_pooled_gaps_of_every_request(scheduler, monkeypatch):
     assert summary["spec_itl_mean_s"] > 1.5 * summary["spec_tpot_mean_s"]
 
 
-def test_itl_of_preempted_requests_has_one_gap_per_pause():
-    """Paged KV under memory pressure: requests are preempted and re-prefilled. Each
-    finished request's gaps add up to finish - first token, and it has one gap per
-    verify step plus one per re-prefill after a pause (its re-prefill's token)."""
-    text = LOADED.format(scheduler="vllm").replace('[serving]', '[serving]\nkv_cache = "paged"\nkv_capacity_tokens = 12000')
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_itl_of_preempted_requests_has_one_gap_per_pause(mode):
+    """Paged KV under memory pressure: requests are preempted and re-prefilled (or
+    swapped out and back in). Each finished request's gaps add up to finish - first
+    token, and it has one gap per verify step plus one per re-prefill after a pause
+    (its re-prefill's token; a swapped request resumes without one)."""
+    text = LOADED.format(scheduler="vllm").replace(
+        '[serving]', f'[serving]\nkv_cache = "paged"\nkv_capacity_tokens = 12000\npreemption_mode = "{mode}"')
     point = load_scenario("paged.toml", text=text).points()[0]
     result = run_point(point, 3)
     recorder = result.recorders[0]
@@ -152,11 +155,12 @@ def test_itl_of_preempted_requests_has_one_gap_per_pause():
         first, finish = req["first_token_s"][ok], req["finish_s"][ok]
         values, weights = itl_distribution(totals.emissions(), first, finish, pauses)
         assert np.dot(values, weights) == pytest.approx((finish - first).sum(), rel=1e-9)
-        resumed = sum(len(p) // 2 for p in pauses if p)
+        resumed = sum(p[i + 2] for p in pauses if p for i in range(0, len(p), 3))
+        assert resumed > 0 if mode == "recompute" else resumed == 0
         assert weights.sum() == req["verify_steps"][ok].sum() + resumed
         assert (values[weights > 0] >= 0).all()
         # a pause is one long gap: the largest gap is at least the longest pause
-        longest = max(p[i + 1] - p[i] for p in pauses if p for i in range(0, len(p), 2))
+        longest = max(p[i + 1] - p[i] for p in pauses if p for i in range(0, len(p), 3))
         assert values[weights > 0].max() >= longest - 1e-12
 
 

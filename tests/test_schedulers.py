@@ -25,7 +25,7 @@ class FakeServer:
 
     def __init__(self, waiting, capacity=math.inf, more=False):
         self.waiting = deque(waiting)
-        self.running, self.prefilling = [], []
+        self.running, self.prefilling, self.swapped = [], [], deque()
         self.now, self.more, self.marked = 0.0, more, 0
         self.kv = ReservedKV(capacity, lambda: None)
 

@@ -25,6 +25,9 @@ class MixedFlatCost:
     def medusa_heads_cost(self, batch, num_heads):
         return None
 
+    def kv_swap_cost(self, tokens, bytes_per_token):
+        return StepCost((), tokens / 512)  # 8 tokens (2 blocks of 4): 1/64 s
+
 
 def run(requests, budget, seqs=4, threshold=0):
     cost = MixedFlatCost()
@@ -72,12 +75,12 @@ def test_at_most_max_num_seqs_run():
     assert all(r[14] == "finished" for r in rec.requests)
 
 
-def run_paged(requests, capacity, block_size=4, budget=64, seqs=4):
+def run_paged(requests, capacity, block_size=4, budget=64, seqs=4, **options):
     cost = MixedFlatCost()
     cost.seen = []
     rec = Recorder()
     config = ServingConfig("continuous", seqs, kv_capacity_tokens=capacity, max_num_batched_tokens=budget,
-                           scheduler="vllm", kv_cache="paged", block_size=block_size)
+                           scheduler="vllm", kv_cache="paged", block_size=block_size, **options)
     simulate(Workload(tuple(requests)), config=config, cost_model=cost, speculator=NoSpeculation(),
              rng=np.random.default_rng(0), recorder=rec, point_id=0, arm="baseline")
     return rec, cost.seen
@@ -104,6 +107,37 @@ def test_hand_worked_preemption_by_recompute():
     # KV held at each step's start (blocks x 4): 1 block each for the prompts; 2 each
     # once they need room for a 5th token; A's 3 after B's preemption; B's 3 alone
     assert [r[12] for r in rec.steps] == [8, 16, 16, 16, 16, 12, 12]
+
+
+def test_hand_worked_swap_preemption():
+    """The same two requests with swap preemption (CPU room for 100 tokens; a swap of
+    8 tokens costs 1/64 s here): at step 6, B (context 8: 2 blocks) is swapped out, its
+    8 tokens copied before A's decode (A now 3 blocks); A finishes; B's blocks (3, for
+    context 8 + 1) come back and its 8 tokens are copied in before its last decode, no
+    re-prefill: 5 verify steps for B, its ITL pause one gap of 4/64 s."""
+    rec, seen = run_paged([Request(0, 0.0, 4, 6), Request(1, 0.0, 4, 6)], capacity=16,
+                          preemption_mode="swap", swap_space_tokens=100, kv_bytes_per_token=1)
+    steps = [(r[2], r[5], r[7], r[12]) for r in rec.steps]  # stage, sequences, context, KV held
+    assert [x[0] for x in steps] == ["prefill"] + ["decode"] * 4 + ["swap", "decode", "swap", "decode"]
+    assert steps[5] == ("swap", 1, 8, 12) and steps[7] == ("swap", 1, 8, 12)
+    assert [x[3] for x in steps] == [8, 16, 16, 16, 16, 12, 12, 12, 12]
+    assert len(seen) == 1  # one step with prefill chunks only: nothing is recomputed
+    done = {r[2]: r for r in rec.requests}
+    a, b = done[0], done[1]
+    assert a[6] == 7 / 64 and b[6] == 9 / 64  # finishes: after each swap's 1/64 s
+    assert (a[15], b[15]) == (0, 1)
+    assert (b[9], b[10]) == (5, 5)  # B: 5 verify steps, its 5 tokens after the first
+    assert sum(r[8] for r in rec.steps) == 12
+    stats = rec.arm_stats["baseline"]
+    assert stats["swap_outs"] == 1 and stats["swap_time_s"] == 2 / 64
+    assert rec.totals["baseline"].pauses[1] == (5 / 64, 7 / 64, 0.0)
+
+
+def test_swap_falls_back_to_recompute_without_cpu_room():
+    """No swap space: the same victim is recomputed (re-prefilled), as in vLLM."""
+    rec, _ = run_paged([Request(0, 0.0, 4, 6), Request(1, 0.0, 4, 6)], capacity=16,
+                       preemption_mode="swap", swap_space_tokens=0, kv_bytes_per_token=1)
+    assert [r[2] for r in rec.steps][-1] == "prefill" and rec.arm_stats["baseline"]["swap_outs"] == 0
 
 
 def test_paged_cache_admits_more_than_whole_reservations_would():

@@ -162,6 +162,19 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     return (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
 
 
+def host_copy(gpu, p, nbytes):
+    """Copy of ``nbytes`` between GPU memory and pinned CPU memory, one direction, over
+    the GPU's host link (``GPU.host_link_bandwidth_bytes_per_s``) at
+    ``host_copy_bandwidth_efficiency``, after ``host_copy_fixed_s``: (wire seconds,
+    seconds)."""
+    link = gpu.host_link_bandwidth_bytes_per_s * p.host_copy_bandwidth_efficiency
+    if link <= 0:
+        raise ValueError(f"{gpu.name}: the GPU catalog gives no host_link_bandwidth_bytes_per_s "
+                         "(needed for swap preemption)")
+    wire_s = nbytes / link
+    return wire_s, p.host_copy_fixed_s + wire_s
+
+
 def materialised_attention(gpu, p, batch, queries, kv_tokens, heads, head_dim, kv_dim, hidden, dtype_bytes):
     """Tree-masked attention with the score matrix materialised in HBM (the Medusa
     paper's verify kernel), one layer, QK and PV together: (flops, HBM bytes, FLOP/s).

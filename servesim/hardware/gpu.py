@@ -36,6 +36,8 @@ class GPU:
     interconnect: str = ""
     interconnect_bandwidth_bytes_per_s: float = 0.0
     """GPU-to-GPU link bandwidth per direction (NVLink or PCIe), for all-reduces."""
+    host_link_bandwidth_bytes_per_s: float = 0.0
+    """GPU-to-CPU link bandwidth per direction (PCIe), for KV blocks swapped to CPU memory."""
     measured_as: str = ""
     """The GPU's name in measured kernel tables (aiconfigurator-core's folder name), if any."""
 
@@ -102,4 +104,5 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
     return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
                interconnect=entry.get("interconnect", ""), measured_as=entry.get("measured_as", ""),
                interconnect_bandwidth_bytes_per_s=entry.get("interconnect_bandwidth_bytes_per_s", 0.0),
+               host_link_bandwidth_bytes_per_s=entry.get("host_link_bandwidth_bytes_per_s", 0.0),
                **{k: entry[k] for k in GPU_FACTS})

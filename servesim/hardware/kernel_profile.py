@@ -121,6 +121,15 @@ class KernelProfile:
     allreduce_bandwidth_efficiency:
         Achieved fraction of the GPU's interconnect bandwidth per direction
         (``GPU.interconnect_bandwidth_bytes_per_s``) for an all-reduce's ring traffic.
+    host_copy_bandwidth_efficiency:
+        Achieved fraction of the GPU's host link bandwidth per direction
+        (``GPU.host_link_bandwidth_bytes_per_s``) for KV blocks copied to or from
+        pinned CPU memory (swap preemption). An estimate, 0.8 (DMA over PCIe with
+        pinned memory): the calibration data have no host copies.
+    host_copy_fixed_s:
+        Fixed time of one swap (s): launching a step's block copies and waiting for
+        them. An estimate, 20 us; the per-block copy calls of vLLM V0's
+        ``swap_blocks`` (one per block, layer and K/V) are not modelled one by one.
     """
 
     bandwidth_efficiency: float
@@ -151,6 +160,8 @@ class KernelProfile:
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7
+    host_copy_bandwidth_efficiency: float = 0.8
+    host_copy_fixed_s: float = 20e-6
 
     def __post_init__(self) -> None:
         for name, problem in profile_problems(self.__dict__).items():
@@ -167,7 +178,7 @@ class KernelProfile:
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
-             "allreduce_bandwidth_efficiency")
+             "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "decode_attention_bandwidth_efficiency",
                  "prefill_attention_compute_efficiency", "elementwise_bandwidth_efficiency")

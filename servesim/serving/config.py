@@ -36,6 +36,12 @@ class ServingConfig:
         its blocks are freed and it re-prefills its prompt and the tokens it generated).
     enable_prefix_caching: ``paged``: the full blocks of a request's shared prefix stay
         cached; a later request with that prefix skips prefilling them.
+    preemption_mode: ``paged``: ``recompute`` (a preempted request's blocks are freed;
+        it re-prefills) or ``swap`` (a running victim's KV is copied to CPU memory and
+        back; see :mod:`servesim.serving.schedulers.vllm_paged`).
+    swap_space_tokens: ``swap``: CPU memory for swapped KV, in tokens.
+    kv_bytes_per_token: KV bytes of one token on one GPU (the target's and a draft's or
+        head's), for the cost of swapping.
     """
 
     batching: str = "static"
@@ -49,3 +55,6 @@ class ServingConfig:
     kv_cache: str = "reserve"
     block_size: int = 16
     enable_prefix_caching: bool = False
+    preemption_mode: str = "recompute"
+    swap_space_tokens: float = 0.0
+    kv_bytes_per_token: int = 0

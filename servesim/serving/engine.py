@@ -66,6 +66,10 @@ class Server:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.prefilling: list[Sequence] = []  # vllm policy: admitted, prompt partly computed
+        self.swapped: deque[Sequence] = deque()  # swap preemption: KV in CPU memory, in preemption order
+        self.swap_used_tokens = 0  # CPU swap space in use (tokens, whole blocks)
+        self.swap_pending_tokens = 0  # KV tokens to copy (either way) before the next step
+        self.swap_pending_seqs = 0  # requests whose KV they are
         self.wake = None
         self.arrived = 0
         self.num_requests = len(workload.requests)
@@ -121,7 +125,8 @@ class Server:
         self.stats = {"kv_peak_tokens": 0, "busy_end_s": math.nan,
                       "prefix_hit_tokens": 0, "prompt_tokens_admitted": 0,
                       "waiting_at_last_arrival": 0, "last_arrival_s": 0.0,
-                      "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens}
+                      "first_arrival_s": math.nan, "kv_capacity_tokens": config.kv_capacity_tokens,
+                      "swap_outs": 0, "swap_time_s": 0.0}
         self._in_system = 0
         self._last_t = 0.0
         self._in_system_area = 0.0  # integral of requests in system over time (request s)
@@ -383,7 +388,7 @@ class Server:
         step_cost, drafting = cost_model.step_cost, spec.has_draft_stage
         n, kind, k = spec.tokens_per_step, spec.verify_kind, self.max_length
         policy, widths, kinds, stages = self.policy, self.widths, self.kinds, self.stages
-        waiting, batch_size = self.waiting, self.config.batch_size
+        waiting, batch_size, swapped = self.waiting, self.config.batch_size, self.swapped
         fixed = self.fixed
         kv = self.kv
         paged = kv.paged
@@ -441,8 +446,11 @@ class Server:
                 if until_admissible:
                     self.mark_eligible()
             self.context_tokens = context
-            if until_admissible and waiting and len(active) < batch_size:
-                if kv.can_admit(waiting[0]):
+            if until_admissible and len(active) < batch_size:
+                if swapped:  # (no admissions while requests are swapped out)
+                    if kv.can_swap_in(swapped[0]):
+                        break
+                elif waiting and kv.can_admit(waiting[0]):
                     break
         return active
 
@@ -560,7 +568,7 @@ class Server:
                 s.first_token_s = env.now
             else:
                 s.extra_tokens += 1  # a re-prefill's token, not a verify step's
-                s.pauses.append(env.now)
+                s.pauses += (env.now, 1.0)  # resumed, with a token
             s.joined_iteration = self.iterations
             if s.remaining:
                 active.append(s)
@@ -580,6 +588,21 @@ class Server:
             return s.remaining - self.fixed * (self.iterations - s.joined_iteration)
         return s.remaining
 
+    def _stop_running(self, s: Sequence) -> None:
+        """``s`` leaves the running set, preempted: its tokens stop (a pause begins),
+        its token count is caught up and its verify steps so far are kept."""
+        self.running.remove(s)
+        if s.pauses is None:
+            s.pauses = []
+        s.pauses.append(self.env.now)
+        if self.fixed:  # off the finishing schedule, its tokens caught up
+            due = s.joined_iteration - (-s.remaining // self.fixed)
+            self._finish_at[due].remove(s)
+            s.remaining = self.remaining_now(s)
+        self.context_tokens -= s.context_tokens()
+        s.steps_before += self.iterations - s.joined_iteration
+        s.joined_iteration = -1
+
     def preempt(self, s: Sequence) -> None:
         """Recompute preemption (vLLM's): free ``s``'s blocks; it goes back to the front
         of the waiting queue and will re-prefill its prompt and the tokens it generated."""
@@ -587,23 +610,65 @@ class Server:
         if s in self.prefilling:
             self.prefilling.remove(s)
         else:
-            self.running.remove(s)
-            if s.pauses is None:
-                s.pauses = []
-            s.pauses.append(self.env.now)  # its tokens stop until its re-prefill's
-            if self.fixed:  # off the finishing schedule, its tokens caught up
-                due = s.joined_iteration - (-s.remaining // self.fixed)
-                self._finish_at[due].remove(s)
-                s.remaining = self.remaining_now(s)
-            self.context_tokens -= s.context_tokens()
-            s.steps_before += self.iterations - s.joined_iteration
-            s.joined_iteration = -1
+            self._stop_running(s)  # (its tokens stop until its re-prefill's)
         self.kv.free(s)
         generated = s.request.output_len - s.remaining
         s.target = s.request.prompt_len + generated if generated else s.request.prompt_len
         s.computed = 0
         s.preemptions += 1
         self.waiting.appendleft(s)
+
+    def can_swap_out(self, s: Sequence) -> bool:
+        """Whether the CPU swap space has room for running ``s``'s KV (whole blocks)."""
+        return self.swap_used_tokens + self.kv.block_tokens(s.context_tokens()) <= self.config.swap_space_tokens
+
+    def swap_out(self, s: Sequence) -> None:
+        """Swap preemption: running ``s``'s KV (its context, in whole blocks) is copied
+        to CPU memory before the next step and its GPU blocks are freed; it waits in
+        ``swapped`` until :meth:`swap_in`. Counted as a preemption."""
+        self._advance()
+        self._stop_running(s)
+        self.kv.free(s)
+        s.swapped_tokens = self.kv.block_tokens(s.context_tokens())
+        self.swap_used_tokens += s.swapped_tokens
+        self.swap_pending_tokens += s.swapped_tokens
+        self.swap_pending_seqs += 1
+        self.stats["swap_outs"] += 1
+        s.preemptions += 1
+        self.swapped.append(s)
+
+    def swap_in(self, s: Sequence) -> None:
+        """The first swapped request, ``s``, whose blocks the scheduler has just grown
+        back, is copied back before the next step and runs again (no token: its next
+        comes from its next decode)."""
+        assert self.swapped[0] is s
+        self.swapped.popleft()
+        self.swap_used_tokens -= s.swapped_tokens
+        self.swap_pending_tokens += s.swapped_tokens
+        self.swap_pending_seqs += 1
+        s.swapped_tokens = 0
+        s.pauses += (self.env.now, 0.0)  # resumed, without a token
+        s.joined_iteration = self.iterations
+        self.running.append(s)
+        self.context_tokens += s.context_tokens()
+        if self.fixed:
+            self._finish_at.setdefault(self.iterations - (-s.remaining // self.fixed), []).append(s)
+
+    def _swap(self):
+        """One ``swap`` stage: the KV copies the last decision asked for, between GPU
+        and CPU memory, before the step runs (vLLM V0's cache engine swaps in and out
+        before the forward; both directions charged one after the other)."""
+        tokens, seqs = self.swap_pending_tokens, self.swap_pending_seqs
+        self.swap_pending_tokens = self.swap_pending_seqs = 0
+        cost = self.cost_model.kv_swap_cost(tokens, self.config.kv_bytes_per_token)
+        with self.gpu.request() as grant:
+            yield grant
+            self.step_rows.append((self.point_id, self.arm, "swap", self.env.now, cost.time_s, seqs, 0, tokens,
+                                   0, 0, 0, 0, self.kv.used_tokens, cost))
+            self._inflight = ()
+            yield self.env.timeout(cost.time_s)
+        self._inflight = None
+        self.stats["swap_time_s"] += cost.time_s
 
     def serve(self):
         """The serving process: whenever the GPU is free, let in the requests that have
@@ -615,6 +680,8 @@ class Server:
             step = next_step(self)
             if step is None:
                 return
+            if self.swap_pending_tokens:
+                yield from self._swap()
             kind = type(step)
             if kind is Decode:
                 self.running = yield from self._decode(self.running, step.until_admissible)
@@ -699,7 +766,7 @@ class Server:
         self._hand_over_steps()
         if self.expecting_arrivals():  # stopped by max_sim_time_s before the last arrival
             self.stats["waiting_at_last_arrival"] = len(self.waiting)
-        unfinished = (list(self.waiting) + list(self.prefilling)
+        unfinished = (list(self.waiting) + list(self.prefilling) + list(self.swapped)
                       + [s for s in self.running if not s.finished])
         if self.fixed:  # remaining tokens of running requests, advanced to the last iteration
             for s in unfinished:  # (not those cut in their last step: advanced already, <= 0)

@@ -133,6 +133,9 @@ class ReservedKV:
         if self.used_tokens > self.peak_tokens:
             self.peak_tokens = self.used_tokens
 
+    def can_swap_in(self, s) -> bool:
+        return False  # (nothing is swapped out)
+
     def free(self, s) -> None:
         """``s`` finished: its reservation is free."""
         self.used_tokens -= s.kv_tokens
@@ -175,6 +178,14 @@ class PagedKV:
     def fits_alone(self, s) -> bool:
         """Whether ``s``'s whole lifetime fits, in blocks, in an empty cache."""
         return self.cache.blocks(s.kv_tokens) * self.block_size <= self.capacity_tokens
+
+    def block_tokens(self, tokens: int) -> int:
+        """``tokens`` rounded up to whole blocks."""
+        return self.cache.blocks(tokens) * self.block_size
+
+    def can_swap_in(self, s) -> bool:
+        """Whether the free blocks hold swapped-out ``s``'s KV."""
+        return s.swapped_tokens <= self.cache.free_blocks * self.block_size
 
     def can_admit(self, s) -> bool:
         """Whether the free blocks hold ``s``'s first prefill chunk."""

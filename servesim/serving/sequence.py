@@ -25,7 +25,8 @@ class Sequence:
 
     __slots__ = ("request", "arrival_s", "eligible_s", "start_s", "remaining", "joined_iteration",
                  "first_token_s", "kv_tokens", "finished", "done", "computed", "blocks", "preemptions",
-                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept", "pauses")
+                 "target", "steps_before", "extra_tokens", "shared_tokens", "accept", "pauses",
+                 "swapped_tokens")
 
     def __init__(self, request: Request, arrival_s: float, kv_tokens: int, done) -> None:
         self.request = request
@@ -49,7 +50,10 @@ class Sequence:
         self.extra_tokens = 0
         self.shared_tokens = 0  # its leading tokens in cached prefix blocks (not its own)
         self.accept = None  # its own acceptance (a speculator with per-request acceptance)
-        self.pauses = None  # preempted while running: [preempted_s, resumed_s, ...]
+        # preempted while running: [preempted_s, resumed_s, token, ...], token 1.0 if it
+        # resumed with a token (a re-prefill's), 0.0 if not (swapped back in)
+        self.pauses = None
+        self.swapped_tokens = 0  # swapped out: its KV tokens in CPU memory (whole blocks)
 
     def context_tokens(self) -> int:
         """Tokens of this (running) request in the KV cache."""

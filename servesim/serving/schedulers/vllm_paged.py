@@ -17,12 +17,26 @@ class PagedVllmScheduler(Scheduler):
     running one) is preempted, as often as needed, as in vLLM; waiting requests are
     admitted only in steps without a preemption, each with the blocks of its first
     chunk, after a prefix-cache lookup. Every step with a chunk is a mixed step; steps
-    with decodes only run on the engine's decode fast path."""
+    with decodes only run on the engine's decode fast path.
+
+    ``preemption_mode = "swap"`` (vLLM V0's swap preemption): a running victim's KV is
+    swapped out to CPU memory (``server.swap_out``) if the swap space has room, else it
+    is recomputed, as is a victim still in its prefill. In a step without a
+    preemption, swapped requests come back first, in the order they left, each as soon
+    as its blocks (context + verify width) fit (``server.swap_in``), and no waiting
+    request is admitted while any is swapped out (vLLM V0's default scheduler)."""
 
     def __init__(self, config, tokens_per_step: int) -> None:
         super().__init__(config)
         self.tokens_per_step = tokens_per_step
         self.threshold = config.long_prefill_token_threshold or math.inf
+        self.swap = config.preemption_mode == "swap"
+
+    def _preempt(self, server, victim) -> None:
+        if self.swap and victim in server.running and server.can_swap_out(victim):
+            server.swap_out(victim)
+        else:
+            server.preempt(victim)
 
     def next_step(self, server):
         c, n, threshold = self.config, self.tokens_per_step, self.threshold
@@ -41,10 +55,17 @@ class PagedVllmScheduler(Scheduler):
                 continue  # preempted for an earlier one
             while not kv.grow(s, r.prompt_len + r.output_len - server.remaining_now(s) - 1 + n):
                 victim = prefilling[-1] if prefilling else running[-1]
-                server.preempt(victim)
+                self._preempt(server, victim)
                 preempted = True
                 if victim is s:
                     break
+        swapped = server.swapped
+        while swapped and not preempted and len(running) + len(prefilling) < c.batch_size:
+            s = swapped[0]
+            r = s.request
+            if not kv.grow(s, r.prompt_len + r.output_len - s.remaining - 1 + n):
+                break
+            server.swap_in(s)
         budget = c.max_num_batched_tokens - len(running) * n
         chunks = []
         for s in list(prefilling):
@@ -53,14 +74,15 @@ class PagedVllmScheduler(Scheduler):
             take = int(min(s.target - s.computed, budget, threshold))
             while not kv.grow(s, s.computed + take):
                 victim = prefilling[-1]
-                server.preempt(victim)
+                self._preempt(server, victim)
                 preempted = True
                 if victim is s:
                     break
             if s in prefilling:
                 chunks.append((s, take))
                 budget -= take
-        while not preempted and budget > 0 and waiting and len(running) + len(prefilling) < c.batch_size:
+        while (not preempted and not swapped and budget > 0 and waiting
+               and len(running) + len(prefilling) < c.batch_size):
             s = waiting[0]
             s.computed = 0
             kv.prefix_hit(s)
@@ -77,10 +99,10 @@ class PagedVllmScheduler(Scheduler):
             return Mixed(chunks)
         if running:  # decodes only: the fast path, until a request could join or needs a block
             return DECODE
-        if not waiting and not server.expecting_arrivals():
+        if not waiting and not swapped and not server.expecting_arrivals():
             return None
-        if waiting and not prefilling:
-            # nothing runs and the first waiting request cannot get its blocks: it can
-            # never fit (rejected at arrival otherwise); cannot happen
+        if (waiting or swapped) and not prefilling:
+            # nothing runs and the first waiting (or swapped) request cannot get its
+            # blocks: it can never fit (rejected at arrival otherwise); cannot happen
             raise AssertionError("paged KV: an idle GPU cannot admit the first waiting request")
         return WAIT
