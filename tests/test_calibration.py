@@ -30,10 +30,15 @@ def test_wave_quantization_hand_worked():
     m = 256 gives 2 x 96 = 192 tiles = 2 waves (1.45 rounded up), so compute is charged
     for 264 tile slots; m = 512 gives 384 tiles = 3 waves = 396 slots."""
     gpu = get_gpu("h100-sxm")
-    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, compute_efficiency=0.8)
+    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, compute_efficiency=0.8, gemm_wave_quantization=1.0)
     tile_s = 2 * 128 * 128 * 4096 / (989.4e12 * 0.8)
     for m, slots in ((256, 264), (512, 396), (128, 132), (129, 264)):
         assert kernels.gemm(gpu, p, m, 12288, 4096, 2)[3] == pytest.approx(slots * tile_s)
+    # a partial wave charged at half its idle SMs (gemm_wave_quantization = 0.5): m = 129
+    # has 192 tiles, 1.45 waves; 192 + 0.5 x (264 - 192) = 228 slots
+    half = replace(p, gemm_wave_quantization=0.5)
+    assert kernels.gemm(gpu, half, 129, 12288, 4096, 2)[3] == pytest.approx(228 * tile_s)
+    assert kernels.gemm(gpu, half, 128, 12288, 4096, 2)[3] == pytest.approx((96 + 0.5 * 36) * tile_s)  # 96 tiles
     # without N tiles (the paper-era model) only M is padded: 2 x 64 x 12288 x 4096 FLOPs at m = 100
     legacy = replace(p, gemm_tile_n=0, gemm_token_tile=64)
     assert kernels.gemm(gpu, legacy, 100, 12288, 4096, 2)[0] == 2 * 128 * 12288 * 4096
@@ -105,7 +110,7 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
 def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
-                    gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=1.0,
+                    gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=1.0, gemm_wave_quantization=0.6,
                     decode_attention_fixed_s=12e-6, decode_attention_per_seq_s=2e-7,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
@@ -116,6 +121,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     assert notes == []
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n) == (128, 256)
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.03), ("overlap", 0.1),
+                            ("gemm_wave_quantization", 0.15),
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
                             ("decode_attention_bandwidth_efficiency", 0.03),
                             ("prefill_attention_compute_efficiency", 0.05),

@@ -61,6 +61,12 @@ class KernelProfile:
         ceil(N / gemm_tile_n)`` output tiles run in waves of one tile per SM, and
         compute is charged for whole waves (wave quantization): a GEMM of 1.1 waves
         costs 2 waves of tile time.
+    gemm_wave_quantization:
+        Fraction of a GEMM's last, partial wave of tiles that is charged as idle SMs:
+        1 = whole waves (the classic wave-quantization model: 1.1 waves cost 2); 0 =
+        tiles spread evenly over all SMs (the stream-K and split-K schedules that
+        cuBLAS and CUTLASS pick to fill the tail). Measured GEMMs sit in between, so it
+        is fitted.
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
@@ -142,6 +148,7 @@ class KernelProfile:
     score_bytes_per_element: float
     masked_attention_compute_efficiency: float
     gemm_tile_n: int = 0
+    gemm_wave_quantization: float = 1.0
     kernel_fixed_s: float = 0.0
     fused_gate_up: bool = False
     l2_bandwidth_ratio: float = 0.0
@@ -180,8 +187,9 @@ PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
 """Fields in (0, 1]."""
-UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "decode_attention_bandwidth_efficiency",
-                 "prefill_attention_compute_efficiency", "elementwise_bandwidth_efficiency")
+UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization",
+                 "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
+                 "elementwise_bandwidth_efficiency")
 """Fields in [0, 1] (0 where it means 'not set')."""
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
