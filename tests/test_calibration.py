@@ -86,6 +86,22 @@ def test_gqa_decode_attention_reads_kv_heads_only():
     assert ops["attn_qk"].time_s + ops["attn_pv"].time_s == pytest.approx(32 * time_s)
 
 
+def test_decode_attention_pays_per_sequence_and_kv_head():
+    """A call's unit of work is a (sequence, KV head) pair: 64 sequences of MHA (32 KV
+    heads) pay 64 x 32 x 30 ns = 61.44 us of it, GQA (8) a quarter, 15.36 us; with
+    2 cached tokens each, the KV stream adds next to nothing."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_fixed_s=0.0, decode_attention_per_seq_s=0.0,
+                decode_attention_per_kv_head_s=30e-9, overlap=1.0)
+    mha = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 32, 128, 2)
+    gqa = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 8, 128, 2)
+    assert mha[4] - max(mha[2], mha[3]) == pytest.approx(61.44e-6)
+    assert gqa[4] - max(gqa[2], gqa[3]) == pytest.approx(15.36e-6)
+    # the draft passes' line form charges the same
+    line = kernels.decode_attention_line(gpu, p, 64, 1, 32, 8, 128, 2)
+    assert line[0] == pytest.approx(15.36e-6)
+
+
 def synthetic_table(gpu, profile, seed=0, noise=0.02):
     """Kernel rows of the bundled table's shapes, timed by ``profile`` itself, with
     log-normal noise of ``noise``."""
@@ -112,6 +128,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
                     gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=1.0, gemm_wave_quantization=0.6,
                     decode_attention_fixed_s=12e-6, decode_attention_per_seq_s=2e-7,
+                    decode_attention_per_kv_head_s=3e-8,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
                     prefill_attention_per_token_s=1.5e-8, prefill_attention_compute_efficiency=0.6,

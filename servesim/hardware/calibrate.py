@@ -8,8 +8,8 @@ op class               fitted                                                   
 =====================  ============================================================  ============================
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,
                        compute_efficiency}
-decode_attention       decode_attention_{fixed_s, per_seq_s, bandwidth_efficiency,
-                       occupancy_seqs}, l2_bandwidth_ratio
+decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
+                       bandwidth_efficiency, occupancy_seqs}, l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency}
@@ -69,6 +69,7 @@ PARAMETERS = {
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
+                         ("decode_attention_per_kv_head_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                          ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),

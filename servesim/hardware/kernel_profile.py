@@ -86,6 +86,12 @@ class KernelProfile:
     decode_attention_per_seq_s:
         Time per sequence of a decode-attention call (s): page-table walk, query load
         and output write of one sequence, which dominate at large batches of short KV.
+    decode_attention_per_kv_head_s:
+        Time per (sequence, KV head) pair of a decode-attention call (s): the kernels
+        (FlashInfer, FlashAttention's decode, TRT-LLM's XQA) give each pair its own
+        thread block(s), whose setup (page-table reads, loading the group's queries,
+        writing and reducing the output) is paid whatever the KV length. Measured MHA
+        (32 KV heads) costs about 4x GQA (8) per sequence at short KV; 0 = not charged.
     decode_attention_bandwidth_efficiency:
         Achieved fraction of peak HBM bandwidth for reading the KV cache in decode
         attention, at full occupancy (0 = ``bandwidth_efficiency``).
@@ -154,6 +160,7 @@ class KernelProfile:
     l2_bandwidth_ratio: float = 0.0
     decode_attention_fixed_s: float = 0.0
     decode_attention_per_seq_s: float = 0.0
+    decode_attention_per_kv_head_s: float = 0.0
     decode_attention_bandwidth_efficiency: float = 0.0
     decode_attention_occupancy_seqs: float = 0.0
     prefill_attention_fixed_s: float = 0.0
