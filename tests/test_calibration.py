@@ -74,7 +74,8 @@ def test_gqa_decode_attention_reads_kv_heads_only():
     are 32 heads x 128 x 2 B each; the occupancy loss multiplies the streaming time."""
     gpu = get_gpu("h100-sxm")
     p = replace(BASE, decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=4.0,
-                decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=1e-7, overlap=1.0)
+                decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=1e-7, overlap=1.0,
+                decode_attention_overlap=0.0)
     flops, hbm, memory_s, compute_s, time_s = kernels.decode_attention(gpu, p, 1, 1, 1001, 1001, 32, 8, 128, 2)
     assert hbm == 2 * 1001 * 8 * 128 * 2 + 2 * 32 * 128 * 2
     assert memory_s == pytest.approx(hbm * (1 + 4.0 / 8) / (3.35e12 * 0.9))
@@ -92,14 +93,28 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
     2 cached tokens each, the KV stream adds next to nothing."""
     gpu = get_gpu("h100-sxm")
     p = replace(BASE, decode_attention_fixed_s=0.0, decode_attention_per_seq_s=0.0,
-                decode_attention_per_kv_head_s=30e-9, overlap=1.0)
+                decode_attention_per_kv_head_s=30e-9, overlap=1.0, decode_attention_overlap=0.0)
     mha = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 32, 128, 2)
     gqa = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 8, 128, 2)
     assert mha[4] - max(mha[2], mha[3]) == pytest.approx(61.44e-6)
     assert gqa[4] - max(gqa[2], gqa[3]) == pytest.approx(15.36e-6)
     # the draft passes' line form charges the same
     line = kernels.decode_attention_line(gpu, p, 64, 1, 32, 8, 128, 2)
-    assert line[0] == pytest.approx(15.36e-6)
+    assert line[1] == pytest.approx(15.36e-6)
+
+
+def test_decode_attention_work_hides_partly_under_the_kv_stream():
+    """128 sequences at 300 ns each (38.4 us of work) and a KV stream of 128 x 513
+    tokens x 8 KV heads x 128 x 2 x 2 B = 134.5 MB at 3,350 GB/s (40.2 us): with half of
+    the smaller hidden under the larger, 40.2 + 0.5 x 38.4 = 59.4 us, plus the 9 us floor."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_fixed_s=9e-6, decode_attention_per_seq_s=300e-9,
+                decode_attention_per_kv_head_s=0.0, decode_attention_bandwidth_efficiency=1.0,
+                decode_attention_occupancy_seqs=0.0, decode_attention_overlap=0.5, overlap=1.0)
+    flops, hbm, memory_s, compute_s, time_s = kernels.decode_attention(gpu, p, 128, 1, 128 * 513, 128 * 513,
+                                                                       32, 8, 128, 2)
+    assert memory_s == pytest.approx(hbm / 3.35e12) and memory_s > 38.4e-6 > compute_s
+    assert time_s == pytest.approx(9e-6 + memory_s + 0.5 * 38.4e-6)
 
 
 def synthetic_table(gpu, profile, seed=0, noise=0.02):

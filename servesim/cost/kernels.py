@@ -78,8 +78,9 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     (flops, HBM bytes, memory s, compute s, time s).
 
     kv_tokens: keys (= values) read, summed over the batch; pairs: (query, key) pairs
-    computed (causal among the new tokens). Fixed costs: per call, per sequence and per
-    (sequence, KV head) pair, the kernel's unit of work. K and V are read once at the decode
+    computed (causal among the new tokens). Fixed costs: per call, and per sequence and
+    per (sequence, KV head) pair (the kernel's units of work), the latter partly hidden
+    under the KV stream (``decode_attention_overlap``). K and V are read once at the decode
     bandwidth, slowed at few (sequence, KV head) pairs by the split-KV occupancy loss;
     Q is read and the output written once. Grouped-query attention enters through
     ``kv_heads``.
@@ -92,16 +93,18 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     occupancy = 1.0 + p.decode_attention_occupancy_seqs / (batch * kv_heads)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
-    time_s = (p.decode_attention_fixed_s + p.decode_attention_per_seq_s * batch
-              + p.decode_attention_per_kv_head_s * batch * kv_heads + combine(memory_s, compute_s, p.overlap))
+    work_s = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
+    time_s = p.decode_attention_fixed_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
+                                                  p.decode_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s
 
 
 def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dtype_bytes):
     """:func:`decode_attention` of ``batch`` sequences with ``queries`` new tokens each as
     a function of the cached context C (tokens, summed over the batch; KV from HBM):
-    (fixed s, memory s per context token, memory s at C = 0, compute s per context token,
-    compute s at C = 0), so that its time is ``fixed + combine(m1 C + m0, c1 C + c0)``.
+    (fixed s, work s, memory s per context token, memory s at C = 0, compute s per context
+    token, compute s at C = 0), so that its time is
+    ``fixed + combine(work, combine(m1 C + m0, c1 C + c0, overlap), decode_attention_overlap)``.
     The same formula, with the terms that do not depend on C worked out once (for the
     draft passes of a speculator, costed at a new context every step)."""
     efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
@@ -110,9 +113,8 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
-    fixed = (p.decode_attention_fixed_s + p.decode_attention_per_seq_s * batch
-             + p.decode_attention_per_kv_head_s * batch * kv_heads)
-    return (fixed, kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
+    work = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
+    return (p.decode_attention_fixed_s, work, kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate)
 
 

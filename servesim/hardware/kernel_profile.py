@@ -92,6 +92,12 @@ class KernelProfile:
         thread block(s), whose setup (page-table reads, loading the group's queries,
         writing and reducing the output) is paid whatever the KV length. Measured MHA
         (32 KV heads) costs about 4x GQA (8) per sequence at short KV; 0 = not charged.
+    decode_attention_overlap:
+        Fraction of the smaller of a decode-attention call's per-sequence work
+        (``decode_attention_per_seq_s`` and ``_per_kv_head_s``) and its KV stream that is
+        hidden under the larger: thread blocks set up while others stream. 0 = the two
+        add up (measured: at short KV the time is the work alone, at long KV the
+        stream, with little of the other on top).
     decode_attention_bandwidth_efficiency:
         Achieved fraction of peak HBM bandwidth for reading the KV cache in decode
         attention, at full occupancy (0 = ``bandwidth_efficiency``).
@@ -161,6 +167,7 @@ class KernelProfile:
     decode_attention_fixed_s: float = 0.0
     decode_attention_per_seq_s: float = 0.0
     decode_attention_per_kv_head_s: float = 0.0
+    decode_attention_overlap: float = 0.0
     decode_attention_bandwidth_efficiency: float = 0.0
     decode_attention_occupancy_seqs: float = 0.0
     prefill_attention_fixed_s: float = 0.0
@@ -194,7 +201,7 @@ PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
 """Fields in (0, 1]."""
-UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization",
+UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "decode_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
                  "elementwise_bandwidth_efficiency")
 """Fields in [0, 1] (0 where it means 'not set')."""
