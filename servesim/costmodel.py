@@ -312,9 +312,10 @@ class CostModel:
                 gpu, p, batch, queries, kv_tokens, heads, head_dim, kv_heads * head_dim, heads * head_dim, dt)
             memory_s, compute_s = hbm / self._bandwidth, flops / rate
             return flops, hbm, memory_s, compute_s, kernels.combine(memory_s, compute_s, self._overlap)
-        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
         if stage == "prefill" and context_tokens == 0:
-            return kernels.prefill_attention(gpu, p, batch, batch * queries, pairs, heads, kv_heads, head_dim, dt)
+            return kernels.prefill_attention(gpu, p, batch, batch * queries, batch * kernels.causal_pairs(p, queries),
+                                             heads, kv_heads, head_dim, dt)
+        pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
         return kernels.decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, head_dim, dt)
 
     def _step_ops(self, fixed: tuple[OpCost, ...], attention: tuple) -> tuple[OpCost, ...]:
@@ -448,7 +449,7 @@ class CostModel:
         heads, kv_heads, head_dim, dt = self._decode_args
         chunk_tokens = sum(c for c, _ in chunks)
         prefix = sum(p for _, p in chunks)
-        pairs = sum(c * p + c * (c + 1) / 2 for c, p in chunks)
+        pairs = sum(kernels.causal_pairs(self.profile, c, p) for c, p in chunks)
         prefill = kernels.prefill_attention(self.gpu, self.profile, len(chunks), chunk_tokens, pairs,
                                             heads, kv_heads, head_dim, dt, prefix)
         if batch:
@@ -473,7 +474,7 @@ class CostModel:
         else:
             heads, kv_heads, head_dim, dt = self._decode_args
             tokens = sum(prompt_lens)
-            pairs = sum(n * (n + 1) / 2 for n in prompt_lens)
+            pairs = sum(kernels.causal_pairs(self.profile, n) for n in prompt_lens)
             attention = kernels.prefill_attention(self.gpu, self.profile, len(prompt_lens), tokens, pairs,
                                                   heads, kv_heads, head_dim, dt)
             fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens))

@@ -117,6 +117,34 @@ def test_decode_attention_work_hides_partly_under_the_kv_stream():
     assert time_s == pytest.approx(9e-6 + memory_s + 0.5 * 38.4e-6)
 
 
+def test_causal_prefill_is_charged_in_whole_tiles():
+    """Tiles of 64: a 256-token prompt is 4 query tiles over 1 + 2 + 3 + 4 = 10 key
+    tiles = 40,960 pairs (exactly 256 x 257 / 2 = 32,896); a 50-token chunk after 100
+    cached tokens is one query tile over ceil(150 / 64) = 3 key tiles (exactly
+    50 x 100 + 50 x 51 / 2 = 6,275). Without a tile the pairs are exact."""
+    tiled = replace(BASE, prefill_attention_tile=64)
+    assert kernels.causal_pairs(tiled, 256) == 10 * 64 * 64
+    assert kernels.causal_pairs(tiled, 50, 100) == 3 * 64 * 64
+    assert kernels.causal_pairs(tiled, 64) == 64 * 64
+    exact = replace(BASE, prefill_attention_tile=0)
+    assert kernels.causal_pairs(exact, 256) == 256 * 257 / 2
+    assert kernels.causal_pairs(exact, 50, 100) == 6275
+    # vectorised over a table's rows, as calibrate reads them
+    assert list(kernels.causal_pairs(tiled, np.array([1, 64, 65, 256]))) == [4096, 4096, 3 * 4096, 10 * 4096]
+
+
+def test_prefill_attention_pays_per_token_and_kv_head():
+    """MHA (32 KV heads) and GQA (8) prefill with the same query heads and FLOPs differ
+    by the per-(token, KV head) cost: 4 x 1,024 tokens x 24 KV heads x 0.4 ns = 39.3 us."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, prefill_attention_per_kv_head_token_s=0.4e-9)
+    args = (4, 4096, 4 * kernels.causal_pairs(p, 1024))
+    mha = kernels.prefill_attention(gpu, p, *args, 32, 32, 128, 2)
+    gqa = kernels.prefill_attention(gpu, p, *args, 32, 8, 128, 2)
+    extra = (mha[4] - gqa[4]) - (kernels.combine(mha[2], mha[3], p.overlap) - kernels.combine(gqa[2], gqa[3], p.overlap))
+    assert extra == pytest.approx(4096 * 24 * 0.4e-9)
+
+
 def synthetic_table(gpu, profile, seed=0, noise=0.02):
     """Kernel rows of the bundled table's shapes, timed by ``profile`` itself, with
     log-normal noise of ``noise``."""
@@ -126,8 +154,9 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
                                                                     (4096, 14336)) for mm in m]
     rows += [{"op": "decode_attention", "batch_size": b, "kv_len": s, "num_heads": 32, "num_kv_heads": kv,
               "head_dim": 128} for b in (1, 4, 16, 64, 256) for s in (16, 256, 2048, 16384) for kv in (8, 32)]
-    rows += [{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": 32, "num_kv_heads": 8,
-              "head_dim": 128} for b in (1, 4, 16) for s in (64, 256, 1024, 4096, 8192)]
+    rows += [{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": 32, "num_kv_heads": kv,
+              "head_dim": 128} for b in (1, 4, 16) for s in (64, 96, 192, 256, 320, 1024, 4096, 8192)
+             for kv in (8, 32)]
     rows += [{"op": "elementwise", "m": mm, "k": k, "bytes_per_element": 3} for mm in m for k in (4096, 51200)]
     rows += [{"op": "allreduce", "m": 4 ** e, "n": n, "bytes_per_element": 2} for e in range(4, 14) for n in (2, 4, 8)]
     frame = pd.DataFrame(rows)
@@ -147,11 +176,12 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
                     prefill_attention_per_token_s=1.5e-8, prefill_attention_compute_efficiency=0.6,
+                    prefill_attention_per_kv_head_token_s=4e-10, prefill_attention_tile=64,
                     elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6,
                     allreduce_fixed_s=5e-6, allreduce_hop_s=3e-7, allreduce_bandwidth_efficiency=0.7)
     fitted, notes = fit_profile(synthetic_table(gpu, truth), gpu)
     assert notes == []
-    assert (fitted.gemm_token_tile, fitted.gemm_tile_n) == (128, 256)
+    assert (fitted.gemm_token_tile, fitted.gemm_tile_n, fitted.prefill_attention_tile) == (128, 256, 64)
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.03), ("overlap", 0.1),
                             ("gemm_wave_quantization", 0.15),
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),

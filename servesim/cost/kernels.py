@@ -118,12 +118,26 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate)
 
 
+def causal_pairs(p, queries, cached=0):
+    """(query, key) pairs a causal attention kernel computes for ``queries`` new tokens of
+    a sequence over its ``cached`` earlier ones: exactly ``q c + q (q + 1) / 2`` without
+    ``prefill_attention_tile``; with a tile of T, whole T x T tiles (FlashAttention
+    computes a tile the causal mask cuts through in full): T^2 x ((n - 1) ceil(c / T) +
+    (n - 1) n / 2 + ceil((c + q) / T)) for n = ceil(q / T) query tiles."""
+    t = p.prefill_attention_tile
+    if not t:
+        return queries * cached + queries * (queries + 1) / 2
+    n = ceil_div(queries, t)
+    return t * t * ((n - 1) * ceil_div(cached, t) + (n - 1) * n / 2 + ceil_div(cached + queries, t))
+
+
 def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
 
-    Time: fixed + per sequence + per query token + the roofline of the causal FLOPs at
+    Time: fixed + per sequence + per query token (all heads, and per KV head) + the
+    roofline of the causal FLOPs (:func:`causal_pairs`: whole tiles) at
     the fused-attention rate and of Q, K, V and the output moved once. A chunk of a
     prompt whose earlier part is cached (chunked prefill) also reads that part's K and
     V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
@@ -133,7 +147,8 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     memory_s = hbm / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
     compute_s = flops / attention_rate(gpu, p)
     time_s = (p.prefill_attention_fixed_s + p.prefill_attention_per_seq_s * batch
-              + p.prefill_attention_per_token_s * tokens + combine(memory_s, compute_s, p.overlap))
+              + (p.prefill_attention_per_token_s + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
+              + combine(memory_s, compute_s, p.overlap))
     return flops, hbm, memory_s, compute_s, time_s
 
 

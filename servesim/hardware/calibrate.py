@@ -6,8 +6,8 @@ Each op class has its own parameters and is fitted on its own rows, in this orde
 =====================  ============================================================  ============================
 op class               fitted                                                        searched over (integers)
 =====================  ============================================================  ============================
-prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,
-                       compute_efficiency}
+prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
+                       per_kv_head_token_s, compute_efficiency}                      {0, 64, 128}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
                        overlap, bandwidth_efficiency, occupancy_seqs},
                        l2_bandwidth_ratio
@@ -67,6 +67,7 @@ PARAMETERS = {
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),
+                          ("prefill_attention_per_kv_head_token_s", 1e-9, 0.0, 1e3),
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
@@ -80,7 +81,8 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
-GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))]}
+GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))],
+        "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)]}
 ORDER = ("prefill_attention", "decode_attention", "gemm", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise

@@ -113,6 +113,16 @@ class KernelProfile:
         Time per query token of a prefill-attention call, all heads (s): loading Q,
         the online softmax's rescaling and the output write, which make short prompts
         reach a small fraction of peak FLOP/s.
+    prefill_attention_per_kv_head_token_s:
+        Time per query token and KV head of a prefill-attention call (s): each new
+        token's K and V of every KV head written to the paged cache and loaded into the
+        kernel's tiles. Measured MHA (32 KV heads) prefill costs about 10 ns a token
+        more than GQA (8) with the same query heads and FLOPs; 0 = not charged.
+    prefill_attention_tile:
+        Query and key tile of the causal prefill kernel (tokens): the tiles on the
+        diagonal, which the causal mask cuts through, are computed whole, so a prompt of
+        s tokens costs ``ceil(s/T)(ceil(s/T) + 1)/2`` tiles of T x T (pairs) rather than
+        s(s + 1)/2: 25% more at s = 4T, 3% at 32T. 0 = exact pairs.
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
@@ -173,7 +183,9 @@ class KernelProfile:
     prefill_attention_fixed_s: float = 0.0
     prefill_attention_per_seq_s: float = 0.0
     prefill_attention_per_token_s: float = 0.0
+    prefill_attention_per_kv_head_token_s: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
+    prefill_attention_tile: int = 0
     fused_tree_attention: bool = False
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
@@ -207,7 +219,7 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
 """Fields in [0, 1] (0 where it means 'not set')."""
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
-COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer")
+COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MAX_TILE = 65536

@@ -132,7 +132,8 @@ def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = Tru
         return kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
                                         DTYPE_BYTES, l2_resident)[4]
     s = d["seq_len"].to_numpy(float)
-    return kernels.prefill_attention(gpu, profile, b, b * s, b * s * (s + 1) / 2, heads, kv_heads, head_dim,
+    return kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
+                                     head_dim,
                                      DTYPE_BYTES)[4]
 
 
