@@ -230,8 +230,13 @@ class CostModel:
         per_layer = local * tokens
         final = 2 * m.hidden * dt * tokens
         hbm = per_layer * m.layers + final
+        # each token a row: two norms and the residual adds over hidden, the rotary
+        # embedding over the local Q and K heads, SiLU-and-mul over the local MLP width
+        row_elements = (m.layers * (2 * m.hidden + (self.heads_per_gpu + self.kv_heads_per_gpu) * m.head_dim
+                                    + -(-m.intermediate // tp)) + m.hidden)
         memory_s, time_s = kernels.elementwise(
-            self.gpu, self.profile, hbm, self.profile.elementwise_kernels_per_layer * m.layers + 1)
+            self.gpu, self.profile, hbm, self.profile.elementwise_kernels_per_layer * m.layers + 1,
+            rows=tokens, row_elements=row_elements)
         if not time_s:
             return None
         return OpCost("elementwise", 0.0, hbm, memory_s, 0.0, time_s)

@@ -60,12 +60,19 @@ def test_elementwise_bytes_and_kernel_floors_hand_worked():
     rotary embedding of Q and K (2 x 8192 x 2 B), SiLU-and-mul (3 x 11008 x 2 B)."""
     assert kernels.elementwise_bytes_per_token(4096, 4096, 11008, 2) == 2 * (8 * 4096 + 2 * 8192 + 3 * 11008) == 164_352
     gpu, m = get_gpu("h100-sxm"), get_model("llama-7b")
-    p = replace(BASE, elementwise_bandwidth_efficiency=0.5, elementwise_fixed_s=2e-6, elementwise_kernels_per_layer=4)
+    p = replace(BASE, elementwise_bandwidth_efficiency=0.5, elementwise_fixed_s=2e-6, elementwise_kernels_per_layer=4,
+                elementwise_row_element_s=0.0)
     op = CostModel(gpu, m, p)._elementwise(10)
     hbm = 164_352 * 10 * 32 + 2 * 4096 * 2 * 10  # 32 layers, then the final norm
     assert op.hbm_bytes == hbm
     # 4 kernels x 32 layers + the final norm, each 2 us, plus the bytes at 50% of 3.35 TB/s
     assert op.time_s == pytest.approx((4 * 32 + 1) * 2e-6 + hbm / (3.35e12 * 0.5))
+    # row-parallel pace: each of the 10 tokens a row (one wave of 132 SMs) of 32 x (2 x
+    # 4096 norms + 64 heads x 128 rotary + 11008 SiLU) + 4096 (final norm) = 880,640
+    # elements at 100 ps: 88.06 us, more than the 31.4 us memory stream
+    paced = CostModel(gpu, m, replace(p, elementwise_row_element_s=100e-12))._elementwise(10)
+    assert paced.time_s == pytest.approx((4 * 32 + 1) * 2e-6 + 880_640 * 100e-12)
+    assert 880_640 * 100e-12 > hbm / (3.35e12 * 0.5)
 
 
 def test_gqa_decode_attention_reads_kv_heads_only():

@@ -152,14 +152,20 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     return flops, hbm, memory_s, compute_s, time_s
 
 
-def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False):
+def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_elements=0):
     """``kernels`` memory-bound elementwise kernels moving ``hbm_bytes`` in all:
-    (memory s, time s); (0, 0) when the profile does not charge elementwise work."""
+    (memory s, time s); (0, 0) when the profile does not charge elementwise work.
+
+    Row-parallel kernels (a norm, a quantization) give each row of ``rows`` to one
+    thread block, which walks its elements in turn: ``row_elements`` (summed over the
+    kernels) at ``elementwise_row_element_s`` each, in waves of one row per SM. The
+    time is the larger of that and the memory stream (plus the kernels' floors)."""
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
     memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,
                                       l2_resident, p.l2_bandwidth_ratio)
-    return memory_s, kernels * p.elementwise_fixed_s + memory_s
+    row_s = ceil_div(rows, gpu.num_sms) * row_elements * p.elementwise_row_element_s
+    return memory_s, kernels * p.elementwise_fixed_s + combine(memory_s, row_s, 1.0)
 
 
 def elementwise_bytes_per_token(hidden, kv_dim, intermediate, dtype_bytes):

@@ -13,15 +13,15 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
                        l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256}
-elementwise            elementwise_{fixed_s, bandwidth_efficiency}
+elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
 GEMM outgrows one weight pass), ``fused_gate_up`` and ``fused_tree_attention`` (what
 vLLM, SGLang and TRT-LLM run), four elementwise kernels per layer. An op class with no
-rows keeps documented fallbacks (elementwise: the GEMM's streaming bandwidth and a
-2 us floor), and the report says so.
+rows keeps documented fallbacks (elementwise: the GEMM's streaming bandwidth, a 2 us
+floor and no row-parallel pace), and the report says so.
 
 The objective is the log of predicted / measured time with a soft-L1 loss (robust to a
 few rows the model does not explain, such as GDDR parts' L2-resident GEMMs), solved by
@@ -56,7 +56,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0,
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
-                     elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6)
+                     elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12)
 """Where a fit starts, and what an op class without data keeps."""
 
 # per op class: (field, scale, lower, upper); the solver works on value / scale
@@ -77,7 +77,8 @@ PARAMETERS = {
                          ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
-                    ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0)),
+                    ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
+                    ("elementwise_row_element_s", 1e-12, 0.0, 1e4)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
@@ -135,9 +136,10 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
         rows = table[table["op"] == op]
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
-                profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency)
+                profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
+                                  elementwise_row_element_s=0.0)
                 notes.append(f"elementwise: {len(rows)} measured rows, too few to fit; the GEMMs' streaming "
-                             "bandwidth and a 2 us floor assumed")
+                             "bandwidth and a 2 us floor assumed, the row-parallel pace not charged")
             else:
                 notes.append(f"{op}: {len(rows)} measured rows, too few to fit {len(PARAMETERS[op])} parameters; "
                              "starting values kept")

@@ -141,6 +141,11 @@ class KernelProfile:
     elementwise_fixed_s:
         Fixed time of one elementwise kernel (s): launch and ramp of a kernel that does
         little arithmetic (measured separately from GEMMs: a few microseconds).
+    elementwise_row_element_s:
+        Time per element of one row walked by one thread block in a row-parallel
+        elementwise kernel (s): at few rows (decode batches) a norm or quantization of a
+        wide row is bound by one block's pace, not by bandwidth; rows run in waves of
+        one per SM. 0 = not charged.
     allreduce_fixed_s:
         Fixed time of one tensor-parallel all-reduce (s): launch and the barrier of the
         framework's custom all-reduce kernel.
@@ -190,6 +195,7 @@ class KernelProfile:
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
     elementwise_fixed_s: float = 0.0
+    elementwise_row_element_s: float = 0.0
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7

@@ -123,7 +123,8 @@ def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = Tru
         return kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))
     if name == "elementwise":
         hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
-        return kernels.elementwise(gpu, profile, hbm, 1, l2_resident)[1]
+        m, k = d["m"].to_numpy(np.int64), d["k"].to_numpy(np.int64)
+        return kernels.elementwise(gpu, profile, hbm, 1, l2_resident, m, k)[1]
     b = d["batch_size"].to_numpy(float)
     heads, kv_heads, head_dim = (d[c].to_numpy(float) for c in ("num_heads", "num_kv_heads", "head_dim"))
     if name == "decode_attention":
