@@ -164,6 +164,7 @@ class CostModel:
         p = self.profile
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
         self._overlap = p.overlap
+        self._keep_work = 1.0 - p.decode_attention_overlap  # (steps_time_at)
         self._layers = model.layers
         self.heads_per_gpu = model.heads // tp
         self.kv_heads_per_gpu = max(1, model.kv_heads // tp)  # replicated when fewer than tp
@@ -413,8 +414,7 @@ class CostModel:
         ``lines`` = ((tokens appended before the step, its :meth:`step_time_line`), ...)
         (a speculator's draft passes; :func:`kernels.combine` written out, this is
         their hot path)."""
-        keep = 1.0 - self._overlap
-        keep_work = 1.0 - self.profile.decode_attention_overlap
+        keep, keep_work = 1.0 - self._overlap, self._keep_work
         total = 0.0
         for offset, (rest, fixed, work, m1, m0, c1, c0, layers) in lines:
             memory_s = m1 * (context_tokens + offset) + m0

@@ -127,8 +127,8 @@ def causal_pairs(p, queries, cached=0):
     t = p.prefill_attention_tile
     if not t:
         return queries * cached + queries * (queries + 1) / 2
-    n = ceil_div(queries, t)
-    return t * t * ((n - 1) * ceil_div(cached, t) + (n - 1) * n / 2 + ceil_div(cached + queries, t))
+    n = -(-queries // t)  # (ceil_div written out: a mixed step costs one call per chunk)
+    return t * t * ((n - 1) * -(-cached // t) + (n - 1) * n / 2 + -(-(cached + queries) // t))
 
 
 def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0):

@@ -12,10 +12,12 @@ Processes
   and change of state, and sleeps until the next arrival when idle; in a closed loop,
   ``clients`` client processes each send a request, wait for its last token, think and
   send the next;
-* one serving process asks the scheduler for the GPU's next step (a SimPy resource of
-  capacity 1) whenever it is free, and runs it: a prefill step, iterations of the
-  running requests (the decode fast path), a mixed step (decodes and prefill chunks in
-  one forward), or an idle wait.
+* one serving process asks the scheduler for the GPU's next step whenever it is free,
+  and runs it: a prefill step, iterations of the running requests (the decode fast
+  path), a mixed step (decodes and prefill chunks in one forward), or an idle wait. The
+  GPU is this process: a stage is a timeout of the stage's time. (Only this process
+  ever runs stages, so a SimPy resource for the GPU would be granted at once every
+  time; none is taken, which saves two events per stage.)
 
 An iteration is a ``draft`` stage (if the speculator has a drafting cost) and a
 ``verify`` (or plain ``decode``) stage. Prefill yields each request's first token; a
@@ -58,7 +60,6 @@ class Server:
     def __init__(self, workload: Workload, config: ServingConfig, cost_model, speculator,
                  rng: np.random.Generator, recorder: Recorder, point_id: int, arm: str) -> None:
         self.env = simpy.Environment()
-        self.gpu = simpy.Resource(self.env, capacity=1)
         self.workload, self.config = workload, config
         self.cost_model, self.speculator, self.rng = cost_model, speculator, rng
         self.recorder, self.point_id, self.arm = recorder, point_id, arm
@@ -313,13 +314,11 @@ class Server:
         want more."""
         prompts = tuple([s.request.prompt_len for s in seqs])
         cost = self.cost_model.prefill_cost(prompts)
-        with self.gpu.request() as grant:
-            yield grant
-            self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
-                                   len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), 0, self.kv.used_tokens,
-                                   cost))
-            self._inflight = ()
-            yield self.env.timeout(cost.time_s)
+        self.step_rows.append((self.point_id, self.arm, "prefill", self.env.now, cost.time_s,
+                               len(seqs), max(prompts), 0, len(seqs), len(seqs), sum(prompts), 0, self.kv.used_tokens,
+                               cost))
+        self._inflight = ()
+        yield self.env.timeout(cost.time_s)
         self._inflight = None
         self._ingest()
         still = []
@@ -382,7 +381,7 @@ class Server:
         last token finish when the stage ends. This is the engine's hot path: the stages
         are written out here, with what they use held in local names.
         """
-        env, gpu, rows = self.env, self.gpu, self.step_rows
+        env, rows = self.env, self.step_rows
         point, arm, stage = self.point_id, self.arm, self.step_stage
         spec, cost_model = self.speculator, self.cost_model
         step_cost, drafting = cost_model.step_cost, spec.has_draft_stage
@@ -415,23 +414,21 @@ class Server:
             draft = self._draft_cost(b, context, k) if drafting and k else None
             generated, finished, outcome = self._iteration_outcome(active, k)
             cost = step_cost(b, n, context, kind)
-            with gpu.request() as grant:
-                yield grant
-                now, kv_used = env.now, kv.used_tokens
-                if draft is None:
-                    rows.append((point, arm, stage, now, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
-                                 cost))
-                    self._inflight = outcome
-                    yield env.timeout(cost.time_s)
-                else:
-                    # the draft and the verify stage back to back, in one GPU hold and one
-                    # timeout (nothing reads the requests between them); two rows
-                    verify_s = now + draft.time_s
-                    rows.append((point, arm, "draft", now, draft.time_s, b, 1, context, 0, 0, 0, k, kv_used, draft))
-                    rows.append((point, arm, stage, verify_s, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
-                                 cost))
-                    self._inflight = outcome
-                    yield env.timeout(verify_s + cost.time_s - now)
+            now, kv_used = env.now, kv.used_tokens
+            if draft is None:
+                rows.append((point, arm, stage, now, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
+                             cost))
+                self._inflight = outcome
+                yield env.timeout(cost.time_s)
+            else:
+                # the draft and the verify stage back to back, in one
+                # timeout (nothing reads the requests between them); two rows
+                verify_s = now + draft.time_s
+                rows.append((point, arm, "draft", now, draft.time_s, b, 1, context, 0, 0, 0, k, kv_used, draft))
+                rows.append((point, arm, stage, verify_s, cost.time_s, b, n, context, generated, 0, 0, k, kv_used,
+                             cost))
+                self._inflight = outcome
+                yield env.timeout(verify_s + cost.time_s - now)
             self._inflight = None
             if self._next is not None and self._next.arrival_s <= env.now:
                 self._ingest()
@@ -446,11 +443,11 @@ class Server:
                 if until_admissible:
                     self.mark_eligible()
             self.context_tokens = context
-            if until_admissible and len(active) < batch_size:
+            if until_admissible and (waiting or swapped) and len(active) < batch_size:
                 if swapped:  # (no admissions while requests are swapped out)
                     if kv.can_swap_in(swapped[0]):
                         break
-                elif waiting and kv.can_admit(waiting[0]):
+                elif kv.can_admit(waiting[0]):
                     break
         return active
 
@@ -518,10 +515,10 @@ class Server:
         FCFS order): the running requests' iteration (a draft stage first, if the
         speculator has one) and the chunks in one forward. A request whose last chunk
         ran gets its first token and decodes from the next step on."""
-        env, gpu, rows = self.env, self.gpu, self.step_rows
+        env, rows = self.env, self.step_rows
         spec, cost_model = self.speculator, self.cost_model
         n, kind, fixed, k = spec.tokens_per_step, spec.verify_kind, self.fixed, self.max_length
-        prefix_computed = self.kv.prefix_computed
+        prefix_computed = self.kv.prefix_computed if self.kv.paged else None
         active = self.running
         b = len(active)
         context = self.context_tokens
@@ -531,26 +528,22 @@ class Server:
         if b and spec.has_draft_stage and k:
             draft = self._draft_cost(b, context, k)
             if draft is not None:
-                with gpu.request() as grant:
-                    yield grant
-                    rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0,
-                                 k, self.kv.used_tokens, draft))
-                    self._inflight = ()
-                    yield env.timeout(draft.time_s)
+                rows.append((self.point_id, self.arm, "draft", env.now, draft.time_s, b, 1, context, 0, 0, 0,
+                             k, self.kv.used_tokens, draft))
+                self._inflight = ()
+                yield env.timeout(draft.time_s)
                 self._inflight = None
         generated, finished, outcome = self._iteration_outcome(active, k) if b else (0, (), None)
         shape = tuple((take, s.computed) for s, take in chunks)
         cost = cost_model.mixed_step_cost(b, n, context, kind, shape)
         completing = [s for s, take in chunks if s.computed + take == s.target]
-        with gpu.request() as grant:
-            yield grant
-            # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
-            rows.append((self.point_id, self.arm, "mixed" if b else "prefill", env.now, cost.time_s,
-                         b + len(chunks), n if b else max(take for _, take in chunks),
-                         context + sum(p for _, p in shape), generated + len(completing), len(chunks),
-                         sum(take for _, take in chunks), k if b else 0, self.kv.used_tokens, cost))
-            self._inflight = StepOutcome(outcome)
-            yield env.timeout(cost.time_s)
+        # context_tokens: cached tokens the step reads (the decodes' and the chunks' prefixes)
+        rows.append((self.point_id, self.arm, "mixed" if b else "prefill", env.now, cost.time_s,
+                     b + len(chunks), n if b else max(take for _, take in chunks),
+                     context + sum(p for _, p in shape), generated + len(completing), len(chunks),
+                     sum(take for _, take in chunks), k if b else 0, self.kv.used_tokens, cost))
+        self._inflight = StepOutcome(outcome)
+        yield env.timeout(cost.time_s)
         self._inflight = None
         self._ingest()
         context += generated
@@ -560,7 +553,8 @@ class Server:
             active.remove(s)
         for s, take in chunks:
             s.computed += take
-            prefix_computed(s)
+            if prefix_computed is not None:
+                prefix_computed(s)
         for s in completing:
             self.prefilling.remove(s)
             s.remaining -= 1
@@ -661,12 +655,10 @@ class Server:
         tokens, seqs = self.swap_pending_tokens, self.swap_pending_seqs
         self.swap_pending_tokens = self.swap_pending_seqs = 0
         cost = self.cost_model.kv_swap_cost(tokens, self.config.kv_bytes_per_token)
-        with self.gpu.request() as grant:
-            yield grant
-            self.step_rows.append((self.point_id, self.arm, "swap", self.env.now, cost.time_s, seqs, 0, tokens,
-                                   0, 0, 0, 0, self.kv.used_tokens, cost))
-            self._inflight = ()
-            yield self.env.timeout(cost.time_s)
+        self.step_rows.append((self.point_id, self.arm, "swap", self.env.now, cost.time_s, seqs, 0, tokens,
+                               0, 0, 0, 0, self.kv.used_tokens, cost))
+        self._inflight = ()
+        yield self.env.timeout(cost.time_s)
         self._inflight = None
         self.stats["swap_time_s"] += cost.time_s
 
