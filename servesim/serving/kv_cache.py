@@ -15,7 +15,8 @@ prefilling those tokens. A cached prefix in use by running requests is never fre
 one no request uses is evicted, least recently used first, when blocks are needed.
 
 A server's KV is one of two managers with the same small interface (``fits_alone``,
-``can_admit``, ``free``, ``prefix_computed``, ``used_tokens``, ``peak_tokens``):
+``can_admit``, ``can_swap_in``, ``free``, ``prefix_computed``, ``used_tokens``,
+``peak_tokens``):
 :class:`ReservedKV` (a request holds its whole lifetime's KV from admission) and
 :class:`PagedKV` (a :class:`PagedKVCache` applied to requests: their own blocks and their
 use of cached prefixes). Both call ``advance`` (the server's time integrals) before the

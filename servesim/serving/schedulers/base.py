@@ -3,9 +3,10 @@
 A scheduler policy is asked, whenever the GPU is free (after the engine has let in the
 requests that arrived), what the next step is; it answers with one of the decisions
 below, or None when the run is over, and the engine (:mod:`servesim.serving.engine`)
-runs it. A policy reads the server's queues (``waiting``, ``prefilling``, ``running``)
-and changes them only through the server's methods (``take``, ``start``, ``preempt``)
-and its KV manager (``server.kv``). No SimPy here, and no cost arithmetic.
+runs it. A policy reads the server's queues (``waiting``, ``prefilling``, ``running``,
+``swapped``) and changes them only through the server's methods (``take``, ``start``,
+``preempt``, ``swap_out``, ``swap_in``) and its KV manager (``server.kv``). No SimPy
+here, and no cost arithmetic.
 """
 
 from __future__ import annotations
