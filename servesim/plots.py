@@ -373,20 +373,37 @@ CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "method", "draft_model", 
 """Swept keys that name a point in the CDF legend (those that vary)."""
 
 
+def _spread_points(summary: pd.DataFrame) -> list:
+    """The point ids a per-point figure draws: all, or :data:`CDF_POINTS` evenly spread."""
+    ids = summary["point_id"].tolist()
+    if len(ids) > CDF_POINTS:
+        ids = [ids[round(i * (len(ids) - 1) / (CDF_POINTS - 1))] for i in range(CDF_POINTS)]
+    return ids
+
+
+def _label_keys(summary: pd.DataFrame) -> list[str]:
+    """The :data:`CDF_LABEL_KEYS` that vary between the summary's points."""
+    return [k for k in CDF_LABEL_KEYS if k in summary.columns and summary[k].nunique() > 1]
+
+
+def _point_name(row, keys: list[str], point) -> str:
+    """A point's legend label: its varying keys, or its id."""
+    return ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}"
+                     for k in keys) or f"point {point}"
+
+
 def latency_cdf(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str | Path) -> Path:
     """Empirical CDFs of TTFT, TPOT and E2E latency per arm (baseline dashed, spec
     solid), one colour per point (at most :data:`CDF_POINTS`, evenly spread), from the
     finished requests of replication 0; log-scaled time axes."""
     plt = _pyplot()
-    ids = summary["point_id"].tolist()
-    if len(ids) > CDF_POINTS:
-        ids = [ids[round(i * (len(ids) - 1) / (CDF_POINTS - 1))] for i in range(CDF_POINTS)]
+    ids = _spread_points(summary)
     done = requests[(requests["status"] == "finished") & requests["point_id"].isin(ids)]
     if "replication" in done.columns:
         done = done[done["replication"] == 0]
     done = done.assign(ttft_s=done["first_token_s"] - done["arrival_s"], e2e_s=done["finish_s"] - done["arrival_s"],
                        tpot_s=(done["finish_s"] - done["first_token_s"]) / (done["output_len"] - 1))
-    keys = [k for k in CDF_LABEL_KEYS if k in summary.columns and summary[k].nunique() > 1]
+    keys = _label_keys(summary)
     from matplotlib.ticker import NullFormatter
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=110)
     colours = plt.get_cmap("viridis")
@@ -396,8 +413,7 @@ def latency_cdf(summary: pd.DataFrame, requests: pd.DataFrame, out_png: str | Pa
         for i, point in enumerate(ids):
             colour = colours(i / max(1, len(ids) - 1))
             row = summary[summary["point_id"] == point].iloc[0]
-            name = ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}"
-                             for k in keys) or f"point {point}"
+            name = _point_name(row, keys, point)
             for arm in arms:
                 values = done[(done["point_id"] == point) & (done["arm"] == arm)][column]
                 values = np.sort(values[np.isfinite(values) & (values > 0)].to_numpy())
@@ -432,13 +448,11 @@ def kv_usage(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | Path) ->
     :data:`KV_BINS`, the highest value per time bin is drawn (peaks, where preemption
     happens, stay visible). Each point's label counts its preemptions."""
     plt = _pyplot()
-    ids = summary["point_id"].tolist()
-    if len(ids) > CDF_POINTS:
-        ids = [ids[round(i * (len(ids) - 1) / (CDF_POINTS - 1))] for i in range(CDF_POINTS)]
+    ids = _spread_points(summary)
     steps = steps[steps["point_id"].isin(ids)]
     if "replication" in steps.columns:
         steps = steps[steps["replication"] == 0]
-    keys = [k for k in CDF_LABEL_KEYS if k in summary.columns and summary[k].nunique() > 1]
+    keys = _label_keys(summary)
     arms = ("baseline",) if (summary["method"] == "none").all() else ("baseline", "spec")
     fig, axes = plt.subplots(1, len(arms), figsize=(max(10, 6 * len(arms)), 4.4), dpi=110, squeeze=False)
     colours = plt.get_cmap("viridis")
@@ -458,8 +472,7 @@ def kv_usage(summary: pd.DataFrame, steps: pd.DataFrame, out_png: str | Path) ->
                 np.fmax.at(peak, which, usage)
                 keep = ~np.isnan(peak)
                 t, usage = edges[:-1][keep], peak[keep]
-            name = ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}"
-                             for k in keys) or f"point {point}"
+            name = _point_name(row, keys, point)
             preempted = row.get(f"{arm}_preemptions", 0)
             ax.step(t, usage, where="post", color=colours(i / max(1, len(ids) - 1)), linewidth=1.0,
                     label=f"{name} ({int(preempted)} preemptions)" if preempted == preempted else name)

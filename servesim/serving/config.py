@@ -58,3 +58,9 @@ class ServingConfig:
     preemption_mode: str = "recompute"
     swap_space_tokens: float = 0.0
     kv_bytes_per_token: int = 0
+
+    @property
+    def paged(self) -> bool:
+        """Whether KV is paged (continuous batching under the vllm policy, ``kv_cache =
+        "paged"``; the scenario refuses ``paged`` with any other policy)."""
+        return self.batching == "continuous" and self.scheduler == "vllm" and self.kv_cache == "paged"

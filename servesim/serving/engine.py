@@ -85,10 +85,8 @@ class Server:
         self.totals = recorder.arm(arm)
         self.step_rows: list[tuple] = []  # handed to the recorder every STEP_BATCH rows
         self.iterations = 0  # iterations run so far (each: draft + verify, or decode)
-        # fixed acceptance: tokens per step (no draws) and who finishes at which iteration
-        self.paged = config.batching == "continuous" and config.scheduler == "vllm" and config.kv_cache == "paged"
         self.kv = (PagedKV(config.kv_capacity_tokens, config.block_size, config.enable_prefix_caching,
-                           config.max_num_batched_tokens, self._advance) if self.paged
+                           config.max_num_batched_tokens, self._advance) if config.paged
                    else ReservedKV(config.kv_capacity_tokens, self._advance))
         self.scheduler = make_scheduler(config, speculator.tokens_per_step)
         # fixed acceptance's shortcut: a request's ``remaining`` is advanced only when it

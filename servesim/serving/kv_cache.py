@@ -15,8 +15,8 @@ prefilling those tokens. A cached prefix in use by running requests is never fre
 one no request uses is evicted, least recently used first, when blocks are needed.
 
 A server's KV is one of two managers with the same small interface (``fits_alone``,
-``can_admit``, ``can_swap_in``, ``free``, ``prefix_computed``, ``used_tokens``,
-``peak_tokens``):
+``can_admit``, ``free``, ``prefix_computed``, ``used_tokens``, ``peak_tokens``; paged KV
+also ``grow``, the prefix cache and swapping's ``block_tokens`` and ``can_swap_in``):
 :class:`ReservedKV` (a request holds its whole lifetime's KV from admission) and
 :class:`PagedKV` (a :class:`PagedKVCache` applied to requests: their own blocks and their
 use of cached prefixes). Both call ``advance`` (the server's time integrals) before the
@@ -134,9 +134,6 @@ class ReservedKV:
         if self.used_tokens > self.peak_tokens:
             self.peak_tokens = self.used_tokens
 
-    def can_swap_in(self, s) -> bool:
-        return False  # (nothing is swapped out)
-
     def free(self, s) -> None:
         """``s`` finished: its reservation is free."""
         self.used_tokens -= s.kv_tokens
@@ -171,10 +168,6 @@ class PagedKV:
         self.prefix_hit_tokens = 0  # prompt tokens found in cached prefix blocks
         self.prompt_tokens_admitted = 0  # prompt tokens (re-)admitted, hits included
         self._advance = advance
-
-    @property
-    def free_blocks(self) -> float:
-        return self.cache.free_blocks
 
     def fits_alone(self, s) -> bool:
         """Whether ``s``'s whole lifetime fits, in blocks, in an empty cache."""

@@ -24,7 +24,7 @@ def make_scheduler(config, tokens_per_step: int) -> Scheduler:
     (``tokens_per_step``: a decode's tokens per step, the speculator's verify width)."""
     if config.batching == "static":
         return StaticScheduler(config)
-    if config.scheduler == "vllm" and config.kv_cache == "paged":
+    if config.paged:
         return PagedVllmScheduler(config, tokens_per_step)
     if config.scheduler == "vllm":
         return VllmScheduler(config, tokens_per_step)
