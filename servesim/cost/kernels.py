@@ -29,13 +29,18 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
-def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio):
-    """Bytes per second a kernel streams at; L2 rate for resident working sets in a
-    microbenchmark replay."""
+def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_fraction=0.0):
+    """Bytes per second a kernel streams at; in a microbenchmark replay, the L2 rate for
+    what stays resident: the whole working set if it fits in L2 (``resident_fraction``
+    0), else its first ``resident_fraction x l2_cache_bytes`` (the rest from HBM)."""
     hbm = gpu.hbm_bandwidth_bytes_per_s * efficiency
     if not l2_resident or ratio <= 0:
         return hbm
-    return np.where(working_set_bytes <= gpu.l2_cache_bytes, gpu.hbm_bandwidth_bytes_per_s * ratio, hbm)
+    l2 = gpu.hbm_bandwidth_bytes_per_s * ratio
+    if not resident_fraction:
+        return np.where(working_set_bytes <= gpu.l2_cache_bytes, l2, hbm)
+    resident = np.minimum(working_set_bytes, resident_fraction * gpu.l2_cache_bytes)
+    return working_set_bytes / ((working_set_bytes - resident) / hbm + resident / l2)
 
 
 def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
@@ -61,7 +66,8 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
         compute_flops = 2.0 * slots * tm * tn * k
     else:
         flops = compute_flops = 2.0 * ceil_div(m, tm) * tm * n * k
-    memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
+    memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio,
+                                p.gemm_l2_resident_fraction)
     compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
     return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, p.overlap)
 

@@ -1,7 +1,8 @@
 """Fit a GPU's kernel profile to measured kernel tables (``servesim calibrate``).
 
 Each op class has its own parameters and is fitted on its own rows, in this order
-(later classes use what earlier ones found):
+(later classes use what earlier ones found; prefill attention is fitted again after the
+GEMMs, see :data:`ORDER`):
 
 =====================  ============================================================  ============================
 op class               fitted                                                        searched over (integers)
@@ -12,7 +13,9 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
                        overlap, bandwidth_efficiency, occupancy_seqs},
                        l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
-                       kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256}
+                       kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256},
+                                                                                     gemm_l2_resident_fraction in
+                                                                                     {0, 0.1, 0.25, 0.5, 1}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
@@ -82,12 +85,15 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
-GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn} for tm, tn in itertools.product((64, 128), (64, 128, 256))],
+GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_l2_resident_fraction": f}
+                 for tm, tn, f in itertools.product((64, 128), (64, 128, 256), (0.0, 0.1, 0.25, 0.5, 1.0))],
         "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)]}
-ORDER = ("prefill_attention", "decode_attention", "gemm", "elementwise", "allreduce")
+ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
-kernels then use; prefill attention's FLOP/s is the compute side of decode attention."""
+kernels then use; prefill attention's FLOP/s is the compute side of decode attention,
+and prefill attention is fitted again once the GEMMs have found the streaming bandwidth
+its memory side uses."""
 HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
                 "elementwise": ("k",), "allreduce": ("m",)}
 

@@ -80,6 +80,14 @@ class KernelProfile:
         (which re-run one kernel on the same tensors) see it; a serving step streams
         each layer's weights and KV once, so the cost model never applies it.
         ``servesim calibrate`` uses it to read such measurements fairly (0 = unknown).
+    gemm_l2_resident_fraction:
+        How much of a GEMM's working set a microbenchmark replay finds still in L2, as
+        a share of the L2's size: the first ``fraction x l2_cache_bytes`` of it are read
+        at ``l2_bandwidth_ratio``, the rest from HBM. Like that ratio it reads
+        calibration data only. The measured GEMMs show partial residency: B200's weights
+        of 84-100 MB, under its 126 MB L2 (split between two dies), stream at close to
+        HBM speed, not L2 speed. 0 = the shared rule (a working set that fits in L2 is
+        wholly resident, a larger one not at all).
     decode_attention_fixed_s:
         Fixed time of the paged decode-attention kernel (s): launch and the split-KV
         reduction.
@@ -179,6 +187,7 @@ class KernelProfile:
     kernel_fixed_s: float = 0.0
     fused_gate_up: bool = False
     l2_bandwidth_ratio: float = 0.0
+    gemm_l2_resident_fraction: float = 0.0
     decode_attention_fixed_s: float = 0.0
     decode_attention_per_seq_s: float = 0.0
     decode_attention_per_kv_head_s: float = 0.0
@@ -219,7 +228,8 @@ PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
 """Fields in (0, 1]."""
-UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "decode_attention_overlap",
+UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
+                 "decode_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
                  "elementwise_bandwidth_efficiency")
 """Fields in [0, 1] (0 where it means 'not set')."""
