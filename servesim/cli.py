@@ -718,7 +718,7 @@ def cmd_calibrate(args) -> int:
                                              (gpus[0] if len(gpus) == 1 else ""))
             if not measured:
                 raise UsageError(f"--measured-gpu: the table has GPUs {', '.join(gpus)}; say which is {args.gpu}")
-        content = calibrate(table, gpu, framework, measured)
+        content = calibrate(table, gpu, framework, measured, args.framework_version)
     except (KernelTableError, CalibrationError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     fit = content["fit"]
@@ -1011,6 +1011,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read aiconfigurator-core's installed database (pip install 'servesim[calibrate]')")
     cal.add_argument("--measured-gpu", help="the GPU's name in the table (default: the catalog's measured_as, "
                                             "else the table's only GPU)")
+    cal.add_argument("--framework-version", metavar="VERSION",
+                     help="fit on this version's rows only (default: each op class's newest version)")
     cal.add_argument("--out", metavar="FILE.toml", help="write the profile here (default: <gpu>-<framework>.toml)")
     cal.set_defaults(func=cmd_calibrate)
 

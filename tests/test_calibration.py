@@ -171,6 +171,41 @@ def test_prefill_attention_pays_per_token_and_kv_head():
     assert extra == pytest.approx(4096 * 24 * 0.4e-9)
 
 
+def test_prefill_attention_work_per_kv_head_bounds_short_prompts_and_hides_under_long():
+    """128 one-token prompts with 32 KV heads at 25 ns per (sequence, KV head) pair: the
+    work is 128 x 32 x 25 ns = 102.4 us, larger than the rest (per sequence 0.1 us x 128
+    = 12.8 us, plus the roofline), of which 1 - 0.6 = 40% shows on top. One prompt of
+    8,192 tokens: 32 x 25 ns = 0.8 us of work, 40% of it on top of its long roofline."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, prefill_attention_per_kv_head_s=25e-9, prefill_attention_overlap=0.6,
+                prefill_attention_per_seq_s=0.1e-6, prefill_attention_per_token_s=0.0, prefill_attention_fixed_s=10e-6)
+    short = kernels.prefill_attention(gpu, p, 128, 128, 128, 32, 32, 128, 2)
+    rest = 128 * 0.1e-6 + kernels.combine(short[2], short[3], p.overlap)
+    assert short[4] == pytest.approx(10e-6 + 102.4e-6 + 0.4 * rest)
+    long = kernels.prefill_attention(gpu, p, 1, 8192, kernels.causal_pairs(p, 8192), 32, 32, 128, 2)
+    rest = 0.1e-6 + kernels.combine(long[2], long[3], p.overlap)
+    assert rest > 1e-3
+    assert long[4] == pytest.approx(10e-6 + rest + 0.4 * 0.8e-6)
+
+
+def test_calibrate_fits_each_op_class_on_one_framework_version():
+    """Two releases' kernels are two kernels: by default each op class keeps its newest
+    version's rows (numbers compared, not text: 0.5.14 is newer than 0.5.6.post2), and
+    the report says what was left out; a named version keeps only its rows."""
+    from servesim.hardware.calibrate import CalibrationError, select_version, version_key
+
+    assert version_key("0.5.14") > version_key("0.5.6.post2") and version_key("1.3.0rc20") > version_key("1.0.0")
+    rows = pd.DataFrame({"op": ["gemm", "gemm", "gemm", "decode_attention"],
+                         "version": ["0.5.6.post2", "0.5.14", "0.5.14", "0.5.6.post2"]})
+    kept, notes = select_version(rows)
+    assert list(kept["version"]) == ["0.5.14", "0.5.14", "0.5.6.post2"]
+    assert notes == ["gemm: fitted on version 0.5.14 (the newest); left out 1 rows of 0.5.6.post2"]
+    kept, notes = select_version(rows, "0.5.6.post2")
+    assert list(kept["op"]) == ["gemm", "decode_attention"] and notes == []
+    with pytest.raises(CalibrationError, match="versions: 0.5.6.post2, 0.5.14"):
+        select_version(rows, "9.9")
+
+
 def synthetic_table(gpu, profile, seed=0, noise=0.02):
     """Kernel rows of the bundled table's shapes, timed by ``profile`` itself, with
     log-normal noise of ``noise``."""
@@ -181,8 +216,8 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
     rows += [{"op": "decode_attention", "batch_size": b, "kv_len": s, "num_heads": 32, "num_kv_heads": kv,
               "head_dim": 128} for b in (1, 4, 16, 64, 256) for s in (16, 256, 2048, 16384) for kv in (8, 32)]
     rows += [{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": 32, "num_kv_heads": kv,
-              "head_dim": 128} for b in (1, 4, 16) for s in (64, 96, 192, 256, 320, 1024, 4096, 8192)
-             for kv in (8, 32)]
+              "head_dim": 128} for b in (1, 4, 16, 64) for s in (1, 16, 64, 96, 192, 256, 320, 1024, 4096, 8192)
+             for kv in (8, 32) if b * s <= 65536]
     rows += [{"op": "elementwise", "m": mm, "k": k, "bytes_per_element": 3} for mm in m for k in (4096, 51200)]
     rows += [{"op": "allreduce", "m": 4 ** e, "n": n, "bytes_per_element": 2} for e in range(4, 14) for n in (2, 4, 8)]
     frame = pd.DataFrame(rows)
@@ -204,6 +239,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
                     prefill_attention_per_token_s=1.5e-8, prefill_attention_compute_efficiency=0.6,
                     prefill_attention_per_kv_head_token_s=4e-10, prefill_attention_tile=128,
+                    prefill_attention_per_kv_head_s=2e-8, prefill_attention_overlap=0.6,
                     elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6,
                     allreduce_fixed_s=5e-6, allreduce_hop_s=3e-7, allreduce_bandwidth_efficiency=0.7)
     # (with a wave quantization near 1, GEMMs of few tiles are bound by the partial wave's
@@ -218,6 +254,8 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
                             ("decode_attention_bandwidth_efficiency", 0.03),
                             ("prefill_attention_compute_efficiency", 0.05),
+                            # (trade against each other: more work, more of it hidden)
+                            ("prefill_attention_per_kv_head_s", 0.3), ("prefill_attention_overlap", 0.2),
                             ("elementwise_bandwidth_efficiency", 0.05), ("elementwise_fixed_s", 0.1),
                             ("allreduce_fixed_s", 0.15), ("allreduce_bandwidth_efficiency", 0.05)):
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=tolerance), name

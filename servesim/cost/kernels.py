@@ -142,9 +142,10 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
 
-    Time: fixed + per sequence + per query token (all heads, and per KV head) + the
-    roofline of the causal FLOPs (:func:`causal_pairs`: whole tiles) at
-    the fused-attention rate and of Q, K, V and the output moved once. A chunk of a
+    Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
+    (``prefill_attention_overlap``), which is per sequence + per query token (all
+    heads, and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
+    whole tiles) at the fused-attention rate and of Q, K, V and the output moved once. A chunk of a
     prompt whose earlier part is cached (chunked prefill) also reads that part's K and
     V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
     """
@@ -152,9 +153,11 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     flops = 4.0 * heads * head_dim * pairs
     memory_s = hbm / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
     compute_s = flops / attention_rate(gpu, p)
-    time_s = (p.prefill_attention_fixed_s + p.prefill_attention_per_seq_s * batch
+    work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
+    rest_s = (p.prefill_attention_per_seq_s * batch
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
               + combine(memory_s, compute_s, p.overlap))
+    time_s = p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s
 
 

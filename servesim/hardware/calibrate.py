@@ -8,7 +8,8 @@ GEMMs, see :data:`ORDER`):
 op class               fitted                                                        searched over (integers)
 =====================  ============================================================  ============================
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
-                       per_kv_head_token_s, compute_efficiency}                      {0, 64, 128}
+                       per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128}
+                       compute_efficiency}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
                        overlap, bandwidth_efficiency, occupancy_seqs},
                        l2_bandwidth_ratio
@@ -32,6 +33,9 @@ scipy's least squares (the ``calibrate`` extra). Measurements are read as the
 microbenchmark made them (working sets that fit in L2 stay there between calls); the
 profile that comes out predicts serving steps, which stream from HBM.
 
+Each op class is fitted on one framework version's rows (the newest, unless one is
+asked for): kernels change between releases.
+
 Out-of-sample error: the same fit on a split that holds out whole shapes (every third
 distinct GEMM (n, k), attention batch size and prompt length, starting with the second),
 evaluated on the held-out rows. The profile written is the fit on all rows.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,7 +61,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      kernel_fixed_s=5e-6, fused_gate_up=True, l2_bandwidth_ratio=0.0, gemm_wave_quantization=0.5,
                      decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=0.0, decode_attention_overlap=0.5,
                      decode_attention_bandwidth_efficiency=0.8, decode_attention_occupancy_seqs=0.0,
-                     prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0,
+                     prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0, prefill_attention_overlap=0.5,
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
                      elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12)
@@ -71,6 +76,8 @@ PARAMETERS = {
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),
                           ("prefill_attention_per_kv_head_token_s", 1e-9, 0.0, 1e3),
+                          ("prefill_attention_per_kv_head_s", 1e-9, 0.0, 1e4),
+                          ("prefill_attention_overlap", 1.0, 0.0, 1.0),
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
@@ -207,18 +214,53 @@ def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int = 12288
     return out
 
 
-def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str) -> dict:
+def version_key(version: str) -> tuple:
+    """Sort key of a version string: its numbers in order (``0.5.14`` after
+    ``0.5.6.post2``, ``1.3.0rc20`` after ``1.0.0``); an empty version sorts first."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def select_version(rows: pd.DataFrame, version: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of one framework version per op class: ``version``, or else each op
+    class's newest (kernels change between releases: B200's vLLM 0.24.0 prefill
+    attention is a median 1.33x slower than 0.22.0's, so two releases' rows together
+    are two kernels). Returns the rows and notes on the versions left out."""
+    if version is not None:
+        kept = rows[rows["version"] == version]
+        if kept.empty:
+            raise CalibrationError(f"no measured rows of version {version!r}; "
+                                   f"the rows have versions: {', '.join(sorted(set(rows['version']), key=version_key))}")
+        return kept.reset_index(drop=True), []
+    keep = np.zeros(len(rows), dtype=bool)
+    notes = []
+    for op in OPS:
+        of_op = (rows["op"] == op).to_numpy()
+        versions = sorted(set(rows.loc[of_op, "version"]), key=version_key)
+        if not versions:
+            continue
+        newest = of_op & (rows["version"] == versions[-1]).to_numpy()
+        keep |= newest
+        if len(versions) > 1:
+            notes.append(f"{op}: fitted on version {versions[-1]} (the newest); left out "
+                         f"{int(of_op.sum() - newest.sum())} rows of {', '.join(versions[:-1])}")
+    return rows[keep].reset_index(drop=True), notes
+
+
+def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:
     """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
-    ``table_gpu``; returns the profile file's content (``profile`` and ``fit``)."""
+    ``table_gpu`` (of ``version``, or each op class's newest: :func:`select_version`);
+    returns the profile file's content (``profile`` and ``fit``)."""
     rows = table[(table["gpu"] == table_gpu) & (table["framework"] == framework)].reset_index(drop=True)
     if rows.empty:
         have = sorted(set(zip(table["gpu"], table["framework"])))
         raise CalibrationError(f"no measured rows for GPU {table_gpu!r} and framework {framework!r}; "
                                f"the table has: {', '.join(f'{g}/{f}' for g, f in have)}")
+    rows, version_notes = select_version(rows, version)
     profile, notes = fit_profile(rows, gpu)
+    notes = version_notes + notes
     held = holdout_mask(rows)
     split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
-    versions = sorted(set(rows["version"]))
+    versions = sorted(set(rows["version"]), key=version_key)
     fit = {
         "provenance": f"calibrated from measured {framework} kernels on {table_gpu}",
         "gpu_measured": table_gpu, "framework": framework, "framework_versions": versions,

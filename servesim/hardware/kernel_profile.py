@@ -126,6 +126,17 @@ class KernelProfile:
         token's K and V of every KV head written to the paged cache and loaded into the
         kernel's tiles. Measured MHA (32 KV heads) prefill costs about 10 ns a token
         more than GQA (8) with the same query heads and FLOPs; 0 = not charged.
+    prefill_attention_per_kv_head_s:
+        Time per (sequence, KV head) pair of a prefill-attention call (s): like decode
+        attention's, the kernel's unit of work (a thread block per sequence and head
+        group) with its setup, which bounds many short prompts. Measured at one-token
+        prompts: about 25 ns per pair on H100 in the vLLM tables, whether 8 or 32 KV
+        heads; 0 = not charged.
+    prefill_attention_overlap:
+        Fraction of the smaller of a prefill-attention call's per-(sequence, KV head)
+        work and the rest of its time (per sequence and token, and the roofline) that
+        is hidden under the larger, as ``decode_attention_overlap`` is for decode: the
+        work bounds many one-token prompts and disappears under long ones.
     prefill_attention_tile:
         Query and key tile of the causal prefill kernel (tokens): the tiles on the
         diagonal, which the causal mask cuts through, are computed whole, so a prompt of
@@ -198,6 +209,8 @@ class KernelProfile:
     prefill_attention_per_seq_s: float = 0.0
     prefill_attention_per_token_s: float = 0.0
     prefill_attention_per_kv_head_token_s: float = 0.0
+    prefill_attention_per_kv_head_s: float = 0.0
+    prefill_attention_overlap: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
     prefill_attention_tile: int = 0
     fused_tree_attention: bool = False
@@ -229,7 +242,7 @@ FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_com
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
-                 "decode_attention_overlap",
+                 "decode_attention_overlap", "prefill_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
                  "elementwise_bandwidth_efficiency")
 """Fields in [0, 1] (0 where it means 'not set')."""
