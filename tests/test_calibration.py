@@ -206,6 +206,23 @@ def test_calibrate_fits_each_op_class_on_one_framework_version():
         select_version(rows, "9.9")
 
 
+def test_rows_faster_than_hbm_allows_are_left_out():
+    """H100 SXM (50 MB L2, 3.35 TB/s): the qkv GEMM at m = 1 moves 100.68 MB, so even with
+    50 MB resident the other 50.68 MB take 15.1 us from HBM: 10 us is impossible, 20 us
+    is not; the o_proj (33.6 MB) fits in L2 and is never flagged."""
+    from servesim.hardware.calibrate import faster_than_hbm
+
+    gpu = get_gpu("h100-sxm")
+    rows = check_kernel_table(pd.DataFrame({"op": "gemm", "m": [1, 1, 1], "n": [12288, 12288, 4096],
+                                            "k": 4096, "latency_s": [10e-6, 20e-6, 1e-6]}), "test")
+    limit = (12288 * 4096 * 2 + (12288 + 4096) * 2 - 50e6) / 3.35e12
+    assert 15.0e-6 < limit < 15.2e-6
+    mask, notes = faster_than_hbm(rows, gpu)
+    assert list(mask) == [True, False, False]
+    assert notes == ["gemm: left out 1 of 3 rows faster than the peak HBM bandwidth allows for their bytes "
+                     "beyond the L2's size"]
+
+
 def synthetic_table(gpu, profile, seed=0, noise=0.02):
     """Kernel rows of the bundled table's shapes, timed by ``profile`` itself, with
     log-normal noise of ``noise``."""

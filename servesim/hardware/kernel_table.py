@@ -115,27 +115,40 @@ def predict(frame: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.n
 
 def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.ndarray:
     """:func:`predict` for rows of one op."""
+    return _evaluate(name, d, gpu, profile, l2_resident)[1]
+
+
+def hbm_bytes_op(name: str, d: pd.DataFrame, gpu, profile) -> np.ndarray:
+    """The HBM bytes the cost model moves for each row of one op (0 for all-reduce,
+    whose bytes cross the interconnect)."""
+    return _evaluate(name, d, gpu, profile, False)[0]
+
+
+def _evaluate(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool) -> tuple:
+    """(HBM bytes, time s) of rows of one op."""
     if name == "gemm":
         m, n, k = (d[c].to_numpy(np.int64) for c in ("m", "n", "k"))
-        return kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident)[4]
+        out = kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident)
+        return out[1], out[4]
     if name == "allreduce":
         message = d["m"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
-        return kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))
+        return np.zeros(len(d)), kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))
     if name == "elementwise":
         hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
         m, k = d["m"].to_numpy(np.int64), d["k"].to_numpy(np.int64)
-        return kernels.elementwise(gpu, profile, hbm, 1, l2_resident, m, k)[1]
+        return hbm, kernels.elementwise(gpu, profile, hbm, 1, l2_resident, m, k)[1]
     b = d["batch_size"].to_numpy(float)
     heads, kv_heads, head_dim = (d[c].to_numpy(float) for c in ("num_heads", "num_kv_heads", "head_dim"))
     if name == "decode_attention":
         kv = d["kv_len"].to_numpy(float)
         pairs = b * kv  # one query per sequence over all its keys
-        return kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
-                                        DTYPE_BYTES, l2_resident)[4]
+        out = kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
+                                       DTYPE_BYTES, l2_resident)
+        return out[1], out[4]
     s = d["seq_len"].to_numpy(float)
-    return kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
-                                     head_dim,
-                                     DTYPE_BYTES)[4]
+    out = kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
+                                    head_dim, DTYPE_BYTES)
+    return out[1], out[4]
 
 
 def error_report(measured: np.ndarray, predicted: np.ndarray) -> dict:
