@@ -206,6 +206,37 @@ def test_calibrate_fits_each_op_class_on_one_framework_version():
         select_version(rows, "9.9")
 
 
+def test_elementwise_arithmetic_pace_hand_worked():
+    """4,000 rows of 4,096 elements (3 bytes each, 49.2 MB) on an H100 SXM (132 SMs, 50 MB
+    L2) at 100 ps an element per SM: 16.4 M elements / 132 SMs x 100 ps = 12.4 us of
+    arithmetic, under the 49.2 MB / (3.35 TB/s x 0.9) = 16.3 us memory stream, above it
+    only in a microbenchmark replay from L2 (at 3x peak: 4.9 us); the larger counts."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, elementwise_bandwidth_efficiency=0.9, elementwise_fixed_s=2e-6, elementwise_row_element_s=0.0,
+                elementwise_element_s=100e-12, l2_bandwidth_ratio=3.0)
+    hbm = 4000 * 4096 * 3
+    pace = 4000 * 4096 * 100e-12 / 132
+    assert pace == pytest.approx(12.41e-6, rel=1e-3)
+    memory_s, time_s = kernels.elementwise(gpu, p, hbm, 1, False, 4000, 4096)
+    assert time_s == pytest.approx(2e-6 + hbm / (3.35e12 * 0.9))
+    memory_s, time_s = kernels.elementwise(gpu, p, hbm, 1, True, 4000, 4096)
+    assert memory_s == pytest.approx(hbm / (3.35e12 * 3.0))
+    assert time_s == pytest.approx(2e-6 + pace)
+
+
+def test_framework_marks_unrepresentative_tables():
+    """SGLang's catalog entry leaves its elementwise proxy out, with the reason; a
+    framework outside the catalog (a user's own table) keeps every row."""
+    from servesim.hardware.calibrate import drop_unrepresentative
+
+    rows = pd.DataFrame({"op": ["gemm", "elementwise", "elementwise"]})
+    kept, notes = drop_unrepresentative(rows, "sglang")
+    assert list(kept["op"]) == ["gemm"]
+    assert len(notes) == 1 and notes[0].startswith("elementwise: 2 measured rows left out, not representative: ")
+    assert len(drop_unrepresentative(rows, "vllm")[0]) == 3
+    assert len(drop_unrepresentative(rows, "torch")[0]) == 3
+
+
 def test_rows_faster_than_hbm_allows_are_left_out():
     """H100 SXM (50 MB L2, 3.35 TB/s): the qkv GEMM at m = 1 moves 100.68 MB, so even with
     50 MB resident the other 50.68 MB take 15.1 us from HBM: 10 us is impossible, 20 us

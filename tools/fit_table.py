@@ -14,7 +14,8 @@ OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduc
 def cell(fit: dict, op: str) -> str:
     ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
     if not ins:
-        return "no data"
+        left_out = any(note.startswith(f"{op}: ") and "not representative" in note for note in fit.get("notes", []))
+        return "left out (proxy)" if left_out else "no data"
     held = f"{out['median_abs_pct']:.1f}" if out else "-"
     return f"{ins['median_abs_pct']:.1f} / {ins['p90_abs_pct']:.0f} · {held}"
 

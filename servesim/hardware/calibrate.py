@@ -17,7 +17,8 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                        kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256},
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
-elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s}
+elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,
+                       element_s}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
@@ -34,7 +35,9 @@ microbenchmark made them (working sets that fit in L2 stay there between calls);
 profile that comes out predicts serving steps, which stream from HBM.
 
 Each op class is fitted on one framework version's rows (the newest, unless one is
-asked for): kernels change between releases. Rows faster than the datasheet's HBM
+asked for): kernels change between releases. An op class that the framework's catalog
+entry marks as unrepresentative (SGLang's elementwise proxy) is left out and keeps its
+fallback. Rows faster than the datasheet's HBM
 bandwidth allows for their bytes beyond the L2's size are left out (:func:`faster_than_hbm`), and the
 report's notes count them.
 
@@ -66,7 +69,8 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0, prefill_attention_overlap=0.5,
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
-                     elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12)
+                     elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12,
+                     elementwise_element_s=10e-12)
 """Where a fit starts, and what an op class without data keeps."""
 
 # per op class: (field, scale, lower, upper); the solver works on value / scale
@@ -90,13 +94,17 @@ PARAMETERS = {
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
-                    ("elementwise_row_element_s", 1e-12, 0.0, 1e4)),
+                    ("elementwise_row_element_s", 1e-12, 0.0, 1e4),
+                    ("elementwise_element_s", 1e-12, 0.0, 1e5)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_l2_resident_fraction": f}
                  for tm, tn, f in itertools.product((64, 128), (64, 128, 256), (0.0, 0.1, 0.25, 0.5, 1.0))],
-        "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)]}
+        "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)],
+        # starting points, not fixed values: a kernel bound by its memory stream and one
+        # bound by its arithmetic are two basins of the fit
+        "elementwise": [{"elementwise_element_s": s} for s in (1e-11, 1e-10, 1e-9)]}
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
@@ -152,7 +160,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
-                                  elementwise_row_element_s=0.0)
+                                  elementwise_row_element_s=0.0, elementwise_element_s=0.0)
                 notes.append(f"elementwise: {len(rows)} measured rows, too few to fit; the GEMMs' streaming "
                              "bandwidth and a 2 us floor assumed, the row-parallel pace not charged")
             else:
@@ -248,6 +256,24 @@ def select_version(rows: pd.DataFrame, version: str | None = None) -> tuple[pd.D
     return rows[keep].reset_index(drop=True), notes
 
 
+def drop_unrepresentative(rows: pd.DataFrame, framework: str) -> tuple[pd.DataFrame, list[str]]:
+    """``rows`` without the op classes that the framework's catalog entry marks as not
+    representative of what it runs in serving (``unrepresentative_tables`` in
+    ``data/frameworks.toml``, each with its reason), and a note per class left out.
+    Frameworks not in the catalog (a user's own ``torch`` table) keep every row."""
+    from servesim.hardware.framework import framework_names, get_framework
+
+    if framework not in framework_names():
+        return rows, []
+    notes = []
+    for op, reason in get_framework(framework).unrepresentative_tables.items():
+        of_op = rows["op"] == op
+        if of_op.any():
+            notes.append(f"{op}: {int(of_op.sum())} measured rows left out, not representative: {reason}")
+            rows = rows[~of_op]
+    return rows.reset_index(drop=True), notes
+
+
 def faster_than_hbm(rows: pd.DataFrame, gpu) -> tuple[np.ndarray, list[str]]:
     """Rows that no cost model can explain: even with a whole L2's worth of their bytes
     already resident (a microbenchmark replay), the rest cannot have come from HBM in
@@ -279,10 +305,11 @@ def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version:
         raise CalibrationError(f"no measured rows for GPU {table_gpu!r} and framework {framework!r}; "
                                f"the table has: {', '.join(f'{g}/{f}' for g, f in have)}")
     rows, version_notes = select_version(rows, version)
+    rows, framework_notes = drop_unrepresentative(rows, framework)
     impossible, impossible_notes = faster_than_hbm(rows, gpu)
     rows = rows[~impossible].reset_index(drop=True)
     profile, notes = fit_profile(rows, gpu)
-    notes = version_notes + impossible_notes + notes
+    notes = version_notes + framework_notes + impossible_notes + notes
     held = holdout_mask(rows)
     split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
     versions = sorted(set(rows["version"]), key=version_key)

@@ -9,7 +9,7 @@ step, ``step_overhead_s`` (the ``framework`` operator of a step), from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from servesim.catalog import data_toml
 
@@ -25,6 +25,8 @@ class FrameworkProfile:
     step_overhead_s: float
     kernels: str
     source: str
+    unrepresentative_tables: dict = field(default_factory=dict)
+    """op class -> why ``servesim calibrate`` leaves its measured rows out."""
 
 
 def framework_names() -> list[str]:

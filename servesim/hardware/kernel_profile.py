@@ -165,6 +165,11 @@ class KernelProfile:
         elementwise kernel (s): at few rows (decode batches) a norm or quantization of a
         wide row is bound by one block's pace, not by bandwidth; rows run in waves of
         one per SM. 0 = not charged.
+    elementwise_element_s:
+        Time per element per SM of an elementwise kernel's arithmetic (s): a kernel
+        whose data sit in L2 (a microbenchmark's mid-sized rows) is bound by this pace
+        rather than by the L2's bandwidth (B200's TRT-LLM quantization kernel: 87 ps;
+        serving steps, streaming from HBM, rarely reach it). 0 = not charged.
     allreduce_fixed_s:
         Fixed time of one tensor-parallel all-reduce (s): launch and the barrier of the
         framework's custom all-reduce kernel.
@@ -218,6 +223,7 @@ class KernelProfile:
     elementwise_kernels_per_layer: int = 0
     elementwise_fixed_s: float = 0.0
     elementwise_row_element_s: float = 0.0
+    elementwise_element_s: float = 0.0
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7
