@@ -137,7 +137,8 @@ def causal_pairs(p, queries, cached=0):
     return t * t * ((n - 1) * -(-cached // t) + (n - 1) * n / 2 + -(-(cached + queries) // t))
 
 
-def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0):
+def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0,
+                      l2_resident=False):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
@@ -151,7 +152,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     """
     hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
-    memory_s = hbm / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
+    memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch

@@ -147,7 +147,7 @@ def _evaluate(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool) -> tu
         return out[1], out[4]
     s = d["seq_len"].to_numpy(float)
     out = kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
-                                    head_dim, DTYPE_BYTES)
+                                    head_dim, DTYPE_BYTES, l2_resident=l2_resident)
     return out[1], out[4]
 
 
