@@ -395,9 +395,10 @@ class CostModel:
 
     def step_time_line(self, batch: int, tokens_per_seq: int, stage: str) -> tuple | None:
         """A forward step's time as a function of its cached context C: (time s of the
-        operators that do not depend on C, the attention's fixed s and work s, memory s per
-        C and at 0, compute s per C and at 0, the layers), so that the time is ``rest +
-        layers x (fixed + combine(work, combine(m1 C + m0, c1 C + c0)))``
+        operators that do not depend on C, the attention's fixed s, split-KV s and the C
+        above which it is paid, work s, memory s per C and at 0, compute s per C and at 0,
+        the layers), so that the time is ``rest + layers x (fixed + (split if C > above)
+        + combine(work, combine(m1 C + m0, c1 C + c0)))``
         (:meth:`steps_time_at`; :func:`kernels.decode_attention_line`); None where the
         step's attention is not paged decode attention (a materialised tree, a prefill)."""
         if stage == "prefill" or (stage == "verify" and not self.profile.fused_tree_attention):
@@ -416,9 +417,12 @@ class CostModel:
         their hot path)."""
         keep, keep_work = 1.0 - self._overlap, self._keep_work
         total = 0.0
-        for offset, (rest, fixed, work, m1, m0, c1, c0, layers) in lines:
-            memory_s = m1 * (context_tokens + offset) + m0
-            compute_s = c1 * (context_tokens + offset) + c0
+        for offset, (rest, fixed, split, split_above, work, m1, m0, c1, c0, layers) in lines:
+            context = context_tokens + offset
+            memory_s = m1 * context + m0
+            compute_s = c1 * context + c0
+            if context > split_above:
+                fixed += split
             # combine(): the larger plus the unhidden part of the smaller
             stream_s = memory_s + compute_s * keep if memory_s >= compute_s else compute_s + memory_s * keep
             total += rest + layers * (fixed + (stream_s + work * keep_work if stream_s >= work

@@ -126,7 +126,7 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
     assert gqa[4] - max(gqa[2], gqa[3]) == pytest.approx(15.36e-6)
     # the draft passes' line form charges the same
     line = kernels.decode_attention_line(gpu, p, 64, 1, 32, 8, 128, 2)
-    assert line[1] == pytest.approx(15.36e-6)
+    assert line[3] == pytest.approx(15.36e-6)
 
 
 def test_decode_attention_work_hides_partly_under_the_kv_stream():
@@ -141,6 +141,18 @@ def test_decode_attention_work_hides_partly_under_the_kv_stream():
                                                                        32, 8, 128, 2)
     assert memory_s == pytest.approx(hbm / 3.35e12) and memory_s > 38.4e-6 > compute_s
     assert time_s == pytest.approx(9e-6 + memory_s + 0.5 * 38.4e-6)
+
+
+def test_decode_attention_pays_split_kv_above_its_length():
+    """With split-KV above 256 tokens per sequence at 10 us: 4 sequences with 1,024 keys in
+    all (256 each) run unsplit; one key more and the call pays the 10 us."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_split_tokens=256, decode_attention_split_fixed_s=10e-6)
+    at = kernels.decode_attention(gpu, p, 4, 1, 1024, 1024, 32, 8, 128, 2)[4]
+    above = kernels.decode_attention(gpu, p, 4, 1, 1025, 1025, 32, 8, 128, 2)[4]
+    off = kernels.decode_attention(gpu, replace(p, decode_attention_split_tokens=0), 4, 1, 1025, 1025, 32, 8, 128, 2)[4]
+    assert above - off == pytest.approx(10e-6)
+    assert above - at == pytest.approx(10e-6, rel=0.01)  # (plus one key's stream)
 
 
 def test_causal_prefill_is_charged_in_whole_tiles():

@@ -143,13 +143,19 @@ def test_varlen_prefill_by_hand_and_equal_prompts_match_step_cost(a100, llama7b)
 def test_time_line_of_decode_attention_is_the_same_formula():
     """The draft passes' fast path: a step's time as a line in the cached context must
     equal the full cost at every context (to rounding), for decode and fused chains."""
+    from dataclasses import replace
+
     from servesim.hardware import get_gpu
     from servesim.models import get_model
-    cm = CostModel(get_gpu("h100-sxm"), get_model("llama-3-8b"))
-    for batch, width, stage in ((1, 1, "decode"), (7, 1, "decode"), (32, 1, "decode"), (4, 5, "chain_verify")):
+    gpu = get_gpu("h100-sxm")
+    split = replace(gpu, profile=replace(gpu.profile, decode_attention_split_tokens=256,
+                                  decode_attention_split_fixed_s=10e-6))
+    for cm, batch, width, stage in ((CostModel(g, get_model("llama-3-8b")), batch, width, stage) for g in (gpu, split)
+                                    for batch, width, stage in ((1, 1, "decode"), (7, 1, "decode"), (32, 1, "decode"),
+                                                                (4, 5, "chain_verify"))):
         line = cm.step_time_line(batch, width, stage)
         assert line is not None
-        for context in (0, 1, 1000, 123_457, 4_000_000):
+        for context in (0, 1, 1000, 123_457, 4_000_000, 256 * batch - batch * width, 256 * batch - batch * width + 1):
             full = cm.step_time_s(batch, width, context, stage)
             assert cm.steps_time_at(((0, line),), context) == pytest.approx(full, rel=1e-13)
         # passes one after another: each sees the tokens appended before it

@@ -100,17 +100,24 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     work_s = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
-    time_s = p.decode_attention_fixed_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
-                                                  p.decode_attention_overlap)
+    split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
+    time_s = p.decode_attention_fixed_s + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
+                                                            p.decode_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def _split_above(p):
+    """KV tokens per sequence above which decode attention runs split-KV (inf: never)."""
+    return p.decode_attention_split_tokens or float("inf")
 
 
 def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dtype_bytes):
     """:func:`decode_attention` of ``batch`` sequences with ``queries`` new tokens each as
     a function of the cached context C (tokens, summed over the batch; KV from HBM):
-    (fixed s, work s, memory s per context token, memory s at C = 0, compute s per context
-    token, compute s at C = 0), so that its time is
-    ``fixed + combine(work, combine(m1 C + m0, c1 C + c0, overlap), decode_attention_overlap)``.
+    (fixed s, split-KV s, the C above which it is paid, work s, memory s per context
+    token, memory s at C = 0, compute s per context token, compute s at C = 0), so that
+    its time is ``fixed + (split if C > above) + combine(work, combine(m1 C + m0, c1 C +
+    c0, overlap), decode_attention_overlap)``.
     The same formula, with the terms that do not depend on C worked out once (for the
     draft passes of a speculator, costed at a new context every step)."""
     efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
@@ -120,7 +127,9 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
     work = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
-    return (p.decode_attention_fixed_s, work, kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
+    split_above = _split_above(p) * batch - batch * queries  # C + batch x queries keys after the step
+    return (p.decode_attention_fixed_s, p.decode_attention_split_fixed_s, split_above, work,
+            kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate)
 
 

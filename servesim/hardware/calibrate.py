@@ -10,9 +10,9 @@ op class               fitted                                                   
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
                        per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128}
                        compute_efficiency}
-decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,
-                       overlap, bandwidth_efficiency, occupancy_seqs},
-                       l2_bandwidth_ratio
+decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
+                       overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
+                       split_fixed_s}, l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256},
                                                                                      gemm_l2_resident_fraction in
@@ -91,6 +91,7 @@ PARAMETERS = {
                          ("decode_attention_overlap", 1.0, 0.0, 1.0),
                          ("decode_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                          ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
+                         ("decode_attention_split_fixed_s", 1e-6, 0.0, 100.0),
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
@@ -102,6 +103,7 @@ PARAMETERS = {
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_l2_resident_fraction": f}
                  for tm, tn, f in itertools.product((64, 128), (64, 128, 256), (0.0, 0.1, 0.25, 0.5, 1.0))],
         "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)],
+        "decode_attention": [{"decode_attention_split_tokens": t} for t in (0, 128, 256, 512, 1024)],
         # starting points, not fixed values: a kernel bound by its memory stream and one
         # bound by its arithmetic are two basins of the fit
         "elementwise": [{"elementwise_element_s": s} for s in (1e-11, 1e-10, 1e-9)]}

@@ -113,6 +113,16 @@ class KernelProfile:
         Occupancy loss of split-KV decode attention at few sequences: KV streaming time
         is multiplied by ``1 + this / (sequences x KV heads)`` (few (sequence, KV head)
         pairs leave SMs idle even with the KV split). 0 = no loss.
+    decode_attention_split_tokens:
+        KV tokens per sequence above which the decode-attention kernel splits each
+        sequence's KV over several thread blocks and reduces their partial results
+        (split-KV, "flash decoding"; TRT-LLM's multi-block mode), paying
+        ``decode_attention_split_fixed_s`` for it. 0 = never. Measured: TRT-LLM's H100
+        decode time jumps between 128 and 256 cached tokens at 16-64 sequences (10 ->
+        21 us at 16) while the KV read grows by a few microseconds.
+    decode_attention_split_fixed_s:
+        Fixed time of a split-KV decode-attention call on top of the kernel's own (s):
+        the reduction of the partial results and its launch.
     prefill_attention_fixed_s:
         Fixed time of the causal prefill (FlashAttention varlen) kernel (s).
     prefill_attention_per_seq_s:
@@ -210,6 +220,8 @@ class KernelProfile:
     decode_attention_overlap: float = 0.0
     decode_attention_bandwidth_efficiency: float = 0.0
     decode_attention_occupancy_seqs: float = 0.0
+    decode_attention_split_tokens: int = 0
+    decode_attention_split_fixed_s: float = 0.0
     prefill_attention_fixed_s: float = 0.0
     prefill_attention_per_seq_s: float = 0.0
     prefill_attention_per_token_s: float = 0.0
@@ -254,7 +266,7 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
 """Fields in [0, 1] (0 where it means 'not set')."""
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
-COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile")
+COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile", "decode_attention_split_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MAX_TILE = 65536
