@@ -222,10 +222,11 @@ def test_elementwise_arithmetic_pace_hand_worked():
     """4,000 rows of 4,096 elements (3 bytes each, 49.2 MB) on an H100 SXM (132 SMs, 50 MB
     L2) at 100 ps an element per SM: 16.4 M elements / 132 SMs x 100 ps = 12.4 us of
     arithmetic, under the 49.2 MB / (3.35 TB/s x 0.9) = 16.3 us memory stream, above it
-    only in a microbenchmark replay from L2 (at 3x peak: 4.9 us); the larger counts."""
+    only in a microbenchmark replay from L2 (at 3x peak: 4.9 us); the larger counts.
+    With the kernels' own L2 ratio of 6, the replay reads at 6x peak."""
     gpu = get_gpu("h100-sxm")
     p = replace(BASE, elementwise_bandwidth_efficiency=0.9, elementwise_fixed_s=2e-6, elementwise_row_element_s=0.0,
-                elementwise_element_s=100e-12, l2_bandwidth_ratio=3.0)
+                elementwise_element_s=100e-12, l2_bandwidth_ratio=3.0, elementwise_l2_bandwidth_ratio=0.0)
     hbm = 4000 * 4096 * 3
     pace = 4000 * 4096 * 100e-12 / 132
     assert pace == pytest.approx(12.41e-6, rel=1e-3)
@@ -234,6 +235,9 @@ def test_elementwise_arithmetic_pace_hand_worked():
     memory_s, time_s = kernels.elementwise(gpu, p, hbm, 1, True, 4000, 4096)
     assert memory_s == pytest.approx(hbm / (3.35e12 * 3.0))
     assert time_s == pytest.approx(2e-6 + pace)
+    # elementwise kernels' own L2 reading, where set, replaces the shared one
+    own = replace(p, elementwise_l2_bandwidth_ratio=6.0)
+    assert kernels.elementwise(gpu, own, hbm, 1, True, 4000, 4096)[0] == pytest.approx(hbm / (3.35e12 * 6.0))
 
 
 def test_framework_marks_unrepresentative_tables():

@@ -184,7 +184,7 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
     memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,
-                                      l2_resident, p.l2_bandwidth_ratio)
+                                      l2_resident, p.elementwise_l2_bandwidth_ratio or p.l2_bandwidth_ratio)
     row_s = ceil_div(rows, gpu.num_sms) * row_elements * p.elementwise_row_element_s
     pace_s = rows * row_elements * p.elementwise_element_s / gpu.num_sms
     return memory_s, kernels * p.elementwise_fixed_s + combine(memory_s, combine(row_s, pace_s, 1.0), 1.0)

@@ -175,6 +175,12 @@ class KernelProfile:
         elementwise kernel (s): at few rows (decode batches) a norm or quantization of a
         wide row is bound by one block's pace, not by bandwidth; rows run in waves of
         one per SM. 0 = not charged.
+    elementwise_l2_bandwidth_ratio:
+        ``l2_bandwidth_ratio`` as elementwise kernels see it (0 = the shared one, which
+        decode attention's rows set): contiguous rows and paged attention's scattered
+        blocks read L2 at different rates (fitted: 0.6-2.8x peak HBM on H100, H200 and
+        B200, 9-14x on L40S, whose GDDR is slow next to its L2). Like the shared ratio it
+        reads calibration data only.
     elementwise_element_s:
         Time per element per SM of an elementwise kernel's arithmetic (s): a kernel
         whose data sit in L2 (a microbenchmark's mid-sized rows) is bound by this pace
@@ -236,6 +242,7 @@ class KernelProfile:
     elementwise_fixed_s: float = 0.0
     elementwise_row_element_s: float = 0.0
     elementwise_element_s: float = 0.0
+    elementwise_l2_bandwidth_ratio: float = 0.0
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7
@@ -308,7 +315,7 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_SECONDS}] seconds, got {value!r}"
         elif name == "score_bytes_per_element" and not 0 <= value <= MAX_SCORE_BYTES:
             problems[name] = f"must be in [0, {MAX_SCORE_BYTES}], got {value!r}"
-        elif name == "l2_bandwidth_ratio" and not 0 <= value <= MAX_L2_RATIO:
+        elif name in ("l2_bandwidth_ratio", "elementwise_l2_bandwidth_ratio") and not 0 <= value <= MAX_L2_RATIO:
             problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
