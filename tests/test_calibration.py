@@ -80,7 +80,7 @@ def test_elementwise_bytes_and_kernel_floors_hand_worked():
     assert kernels.elementwise_bytes_per_token(4096, 4096, 11008, 2) == 2 * (8 * 4096 + 2 * 8192 + 3 * 11008) == 164_352
     gpu, m = get_gpu("h100-sxm"), get_model("llama-7b")
     p = replace(BASE, elementwise_bandwidth_efficiency=0.5, elementwise_fixed_s=2e-6, elementwise_kernels_per_layer=4,
-                elementwise_row_element_s=0.0)
+                elementwise_row_element_s=0.0, elementwise_row_s=0.0, elementwise_element_s=0.0)
     op = CostModel(gpu, m, p)._elementwise(10)
     hbm = 164_352 * 10 * 32 + 2 * 4096 * 2 * 10  # 32 layers, then the final norm
     assert op.hbm_bytes == hbm
@@ -92,6 +92,9 @@ def test_elementwise_bytes_and_kernel_floors_hand_worked():
     paced = CostModel(gpu, m, replace(p, elementwise_row_element_s=100e-12))._elementwise(10)
     assert paced.time_s == pytest.approx((4 * 32 + 1) * 2e-6 + 880_640 * 100e-12)
     assert 880_640 * 100e-12 > hbm / (3.35e12 * 0.5)
+    # and a block's setup per row and kernel, 200 ns: one wave of rows x 129 kernels = 25.8 us more
+    setup = CostModel(gpu, m, replace(p, elementwise_row_element_s=100e-12, elementwise_row_s=200e-9))._elementwise(10)
+    assert setup.time_s == pytest.approx((4 * 32 + 1) * 2e-6 + 880_640 * 100e-12 + 129 * 200e-9)
 
 
 def test_gqa_decode_attention_reads_kv_heads_only():

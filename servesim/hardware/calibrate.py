@@ -18,7 +18,7 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,
-                       element_s, l2_bandwidth_ratio}
+                       row_s, element_s, l2_bandwidth_ratio}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
@@ -70,7 +70,8 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
                      elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12,
-                     elementwise_element_s=10e-12, elementwise_l2_bandwidth_ratio=1.5)
+                     elementwise_element_s=10e-12, elementwise_l2_bandwidth_ratio=1.5,
+                     elementwise_row_s=20e-9)
 """Where a fit starts, and what an op class without data keeps."""
 
 # per op class: (field, scale, lower, upper); the solver works on value / scale
@@ -97,7 +98,8 @@ PARAMETERS = {
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
                     ("elementwise_row_element_s", 1e-12, 0.0, 1e4),
                     ("elementwise_element_s", 1e-12, 0.0, 1e5),
-                    ("elementwise_l2_bandwidth_ratio", 1.0, 0.5, 20.0)),
+                    ("elementwise_l2_bandwidth_ratio", 1.0, 0.5, 20.0),
+                    ("elementwise_row_s", 1e-9, 0.0, 1e4)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
@@ -164,7 +166,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
                                   elementwise_row_element_s=0.0, elementwise_element_s=0.0,
-                                  elementwise_l2_bandwidth_ratio=0.0)
+                                  elementwise_l2_bandwidth_ratio=0.0, elementwise_row_s=0.0)
                 notes.append(f"elementwise: {len(rows)} measured rows, too few to fit; the GEMMs' streaming "
                              "bandwidth and a 2 us floor assumed, the row-parallel pace not charged")
             else:
