@@ -155,9 +155,10 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
     (``prefill_attention_overlap``), which is per sequence + per query token (all
     heads, and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
-    whole tiles) at the fused-attention rate and of Q, K, V and the output moved once. A chunk of a
-    prompt whose earlier part is cached (chunked prefill) also reads that part's K and
-    V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
+    whole tiles) at the fused-attention rate and of Q, K, V and the output moved once.
+    A chunk of a prompt whose earlier part is cached (chunked prefill) also reads that
+    part's K and V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
+    ``l2_resident``: read as a microbenchmark made it (see the module docstring).
     """
     hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
@@ -178,10 +179,10 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     Row-parallel kernels (a norm, a quantization) give each row of ``rows`` to one
     thread block, which sets up (``elementwise_row_s`` per kernel) and walks its elements
     in turn: ``row_elements`` (summed over the kernels) at ``elementwise_row_element_s``
-    each, in waves of one row per SM. Every SM
-    also works through its share of the ``rows x row_elements`` elements at
-    ``elementwise_element_s`` each (the kernel's arithmetic). The time is the largest of
-    those and the memory stream (plus the kernels' floors)."""
+    each, in waves of one row per SM. Every SM also works through its share of the
+    ``rows x row_elements`` elements at ``elementwise_element_s`` each (the kernel's
+    arithmetic). The time is the largest of those and the memory stream, plus the
+    kernels' floors."""
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
     memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,

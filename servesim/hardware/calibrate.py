@@ -5,7 +5,7 @@ Each op class has its own parameters and is fitted on its own rows, in this orde
 GEMMs, see :data:`ORDER`):
 
 =====================  ============================================================  ============================
-op class               fitted                                                        searched over (integers)
+op class               fitted                                                        searched over
 =====================  ============================================================  ============================
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
                        per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128}
@@ -37,9 +37,9 @@ profile that comes out predicts serving steps, which stream from HBM.
 Each op class is fitted on one framework version's rows (the newest, unless one is
 asked for): kernels change between releases. An op class that the framework's catalog
 entry marks as unrepresentative (SGLang's elementwise proxy) is left out and keeps its
-fallback. Rows faster than the datasheet's HBM
-bandwidth allows for their bytes beyond the L2's size are left out (:func:`faster_than_hbm`), and the
-report's notes count them.
+fallback. Rows faster than the datasheet's HBM bandwidth allows for their bytes beyond
+the L2's size are left out (:func:`faster_than_hbm`). The report's notes say what was
+left out and why.
 
 Out-of-sample error: the same fit on a split that holds out whole shapes (every third
 distinct GEMM (n, k), attention batch size and prompt length, starting with the second),
@@ -283,9 +283,11 @@ def drop_unrepresentative(rows: pd.DataFrame, framework: str) -> tuple[pd.DataFr
 def faster_than_hbm(rows: pd.DataFrame, gpu) -> tuple[np.ndarray, list[str]]:
     """Rows that no cost model can explain: even with a whole L2's worth of their bytes
     already resident (a microbenchmark replay), the rest cannot have come from HBM in
-    the time measured at the datasheet's peak bandwidth. The data's own notes flag such rows (A100 TRT-LLM decode
-    attention up to 1.65x the peak, L40S TRT-LLM GEMMs up to 3x: kernels that read
-    fewer bytes than the table's bf16 labels say). Returns the mask and a note per op."""
+    the time measured at the datasheet's peak bandwidth. The data's own notes flag
+    such rows: A100 TRT-LLM decode attention reads up to 1.65x the peak (a kernel that
+    reads fewer bytes than the table's bf16 label says); L40S TRT-LLM's GEMMs, up to 3x
+    the peak for weights of about its L2's size, stay (partly resident, they need no
+    more than the L2 can give). Returns the mask and a note per op class."""
     mask = np.zeros(len(rows), dtype=bool)
     notes = []
     for op in OPS:
