@@ -98,7 +98,7 @@ PARAMETERS = {
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
                     ("elementwise_row_element_s", 1e-12, 0.0, 1e4),
                     ("elementwise_element_s", 1e-12, 0.0, 1e5),
-                    ("elementwise_l2_bandwidth_ratio", 1.0, 0.5, 20.0),
+                    ("elementwise_l2_bandwidth_ratio", 1.0, 1.0, 20.0),
                     ("elementwise_row_s", 1e-9, 0.0, 1e4)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),

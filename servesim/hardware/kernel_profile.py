@@ -184,9 +184,10 @@ class KernelProfile:
     elementwise_l2_bandwidth_ratio:
         ``l2_bandwidth_ratio`` as elementwise kernels see it (0 = the shared one, which
         decode attention's rows set): contiguous rows and paged attention's scattered
-        blocks read L2 at different rates (fitted: 0.6-2.8x peak HBM on H100, H200 and
-        B200, 9-14x on L40S, whose GDDR is slow next to its L2). Like the shared ratio it
-        reads calibration data only.
+        blocks read L2 at different rates. Fitted 1.0-1.4x peak HBM where the tables pin
+        it (H100, H200 TRT-LLM, B200 vLLM); where the kernel's arithmetic binds first
+        (``elementwise_element_s``: B200 TRT-LLM, H200 vLLM, L40S) it is poorly
+        determined and fits 7-10x. Like the shared ratio it reads calibration data only.
     elementwise_element_s:
         Time per element per SM of an elementwise kernel's arithmetic (s): a kernel
         whose data sit in L2 (a microbenchmark's mid-sized rows) is bound by this pace
