@@ -30,7 +30,8 @@ def test_wave_quantization_hand_worked():
     m = 256 gives 2 x 96 = 192 tiles = 2 waves (1.45 rounded up), so compute is charged
     for 264 tile slots; m = 512 gives 384 tiles = 3 waves = 396 slots."""
     gpu = get_gpu("h100-sxm")
-    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, compute_efficiency=0.8, gemm_wave_quantization=1.0)
+    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, compute_efficiency=0.8, gemm_wave_quantization=1.0,
+                gemm_single_wave_quantization=-1.0)
     tile_s = 2 * 128 * 128 * 4096 / (989.4e12 * 0.8)
     for m, slots in ((256, 264), (512, 396), (128, 132), (129, 264)):
         assert kernels.gemm(gpu, p, m, 12288, 4096, 2)[3] == pytest.approx(slots * tile_s)
@@ -39,6 +40,12 @@ def test_wave_quantization_hand_worked():
     half = replace(p, gemm_wave_quantization=0.5)
     assert kernels.gemm(gpu, half, 129, 12288, 4096, 2)[3] == pytest.approx(228 * tile_s)
     assert kernels.gemm(gpu, half, 128, 12288, 4096, 2)[3] == pytest.approx((96 + 0.5 * 36) * tile_s)  # 96 tiles
+    # a GEMM of less than one wave charged its own share: m = 128 has 96 tiles, 36 SMs idle,
+    # 96 + 0.25 x 36 = 105 slots at gemm_single_wave_quantization 0.25; m = 129 (192 tiles,
+    # more than a wave) keeps the tail's 0.5
+    single = replace(half, gemm_single_wave_quantization=0.25)
+    assert kernels.gemm(gpu, single, 128, 12288, 4096, 2)[3] == pytest.approx(105 * tile_s)
+    assert kernels.gemm(gpu, single, 129, 12288, 4096, 2)[3] == pytest.approx(228 * tile_s)
     # without N tiles (the paper-era model) only M is padded: 2 x 64 x 12288 x 4096 FLOPs at m = 100
     legacy = replace(p, gemm_tile_n=0, gemm_token_tile=64)
     assert kernels.gemm(gpu, legacy, 100, 12288, 4096, 2)[0] == 2 * 128 * 12288 * 4096
@@ -287,6 +294,9 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
              for kv in (8, 32) if b * s <= 65536]
     rows += [{"op": "elementwise", "m": mm, "k": k, "bytes_per_element": 3} for mm in m for k in (4096, 51200)]
     rows += [{"op": "allreduce", "m": 4 ** e, "n": n, "bytes_per_element": 2} for e in range(4, 14) for n in (2, 4, 8)]
+    # GEMMs of just over one, two and five waves of tiles (last: the rows above keep their noise draws)
+    rows += [{"op": "gemm", "m": mm, "n": n, "k": k} for n, k in ((12288, 4096), (4096, 4096), (28672, 4096),
+                                                                    (4096, 14336), (2048, 2048)) for mm in (160, 320, 640)]
     frame = pd.DataFrame(rows)
     frame["latency_s"] = 1.0
     frame = check_kernel_table(frame, "synthetic")
@@ -299,7 +309,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
                     gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=3.0, gemm_wave_quantization=0.2,
-                    gemm_l2_resident_fraction=0.25,
+                    gemm_single_wave_quantization=0.1, gemm_l2_resident_fraction=0.25,
                     decode_attention_fixed_s=12e-6, decode_attention_per_seq_s=2e-7,
                     decode_attention_per_kv_head_s=3e-8,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
@@ -317,7 +327,9 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n, fitted.prefill_attention_tile) == (128, 256, 128)
     assert fitted.gemm_l2_resident_fraction == 0.25
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.03), ("overlap", 0.1),
-                            ("gemm_wave_quantization", 0.15), ("l2_bandwidth_ratio", 0.1),
+                            # (a tail's idle share is weakly pinned: few of these shapes end in one)
+                            ("gemm_wave_quantization", 0.5), ("gemm_single_wave_quantization", 0.3),
+                            ("l2_bandwidth_ratio", 0.1),
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
                             ("decode_attention_bandwidth_efficiency", 0.03),
                             ("prefill_attention_compute_efficiency", 0.05),

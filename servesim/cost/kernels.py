@@ -51,7 +51,8 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
     ``weight_pass_tokens`` tokens) and activations in and out. Compute: with
     ``gemm_tile_n``, waves of ``gemm_token_tile x gemm_tile_n`` output tiles, one tile
     per SM per wave, the last partial wave's idle SMs charged at
-    ``gemm_wave_quantization`` (1: whole waves); without, the token dimension padded to
+    ``gemm_wave_quantization`` (1: whole waves), or at ``gemm_single_wave_quantization``
+    when the whole GEMM is less than one wave; without, the token dimension padded to
     ``gemm_token_tile``. Time: ``kernel_fixed_s`` + the partial-overlap roofline.
     """
     tm = p.gemm_token_tile
@@ -62,7 +63,10 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
         tn = p.gemm_tile_n
         tiles = ceil_div(m, tm) * ceil_div(n, tn)
         flops = 2.0 * tiles * tm * tn * k
-        slots = tiles + p.gemm_wave_quantization * (ceil_div(tiles, gpu.num_sms) * gpu.num_sms - tiles)
+        # a GEMM of less than one wave is charged its own share of the idle SMs
+        single = (p.gemm_single_wave_quantization >= 0) * (tiles < gpu.num_sms)
+        quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
+        slots = tiles + quantization * (ceil_div(tiles, gpu.num_sms) * gpu.num_sms - tiles)
         compute_flops = 2.0 * slots * tm * tn * k
     else:
         flops = compute_flops = 2.0 * ceil_div(m, tm) * tm * n * k

@@ -14,7 +14,7 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,     
                        overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
                        split_fixed_s}, l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
-                       kernel_fixed_s, gemm_wave_quantization                        gemm_tile_n in {64, 128, 256},
+                       kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,
@@ -64,6 +64,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      weight_pass_tokens=2**31 - 1, weight_reread_fraction=0.0, masked_attention_query_tile=64,
                      score_bytes_per_element=12.0, masked_attention_compute_efficiency=0.1, gemm_tile_n=128,
                      kernel_fixed_s=5e-6, fused_gate_up=True, l2_bandwidth_ratio=0.0, gemm_wave_quantization=0.5,
+                     gemm_single_wave_quantization=0.5,
                      decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=0.0, decode_attention_overlap=0.5,
                      decode_attention_bandwidth_efficiency=0.8, decode_attention_occupancy_seqs=0.0,
                      prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0, prefill_attention_overlap=0.5,
@@ -78,7 +79,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
 PARAMETERS = {
     "gemm": (("bandwidth_efficiency", 1.0, 0.05, 1.0), ("compute_efficiency", 1.0, 0.05, 1.0),
              ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0),
-             ("gemm_wave_quantization", 1.0, 0.0, 1.0)),
+             ("gemm_wave_quantization", 1.0, 0.0, 1.0), ("gemm_single_wave_quantization", 1.0, 0.0, 1.0)),
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),

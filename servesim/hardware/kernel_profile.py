@@ -67,6 +67,12 @@ class KernelProfile:
         tiles spread evenly over all SMs (the stream-K and split-K schedules that
         cuBLAS and CUTLASS pick to fill the tail). Measured GEMMs sit in between, so it
         is fitted.
+    gemm_single_wave_quantization:
+        ``gemm_wave_quantization`` of a GEMM with fewer tiles than SMs (less than one
+        wave). On H100, H200 and B200 the measured GEMMs fill a many-wave GEMM's tail
+        (fitted ~0: stream-K) but leave part of the machine idle under a single partial
+        wave (0.2-0.5: the split of K that would fill it is partial); on A100 both are
+        near 0. -1 (the default: profiles written before it) = ``gemm_wave_quantization``.
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
@@ -223,6 +229,7 @@ class KernelProfile:
     masked_attention_compute_efficiency: float
     gemm_tile_n: int = 0
     gemm_wave_quantization: float = 1.0
+    gemm_single_wave_quantization: float = -1.0
     kernel_fixed_s: float = 0.0
     fused_gate_up: bool = False
     l2_bandwidth_ratio: float = 0.0
@@ -311,6 +318,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             continue
         if not math.isfinite(value):
             problems[name] = f"must be finite, got {value!r}"
+        elif name == "gemm_single_wave_quantization" and not (value == -1 or 0 <= value <= 1):
+            problems[name] = f"must be in [0, 1], or -1 for gemm_wave_quantization's value, got {value!r}"
         elif name in FRACTIONS and not 0 < value <= 1:
             problems[name] = f"must be in (0, 1], got {value!r}"
         elif name in UNIT_INTERVAL and not 0 <= value <= 1:
