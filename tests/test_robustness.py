@@ -167,6 +167,8 @@ def test_generated_scenarios_run_or_exit_2(tmp_path_factory, capsys, assignments
     ("workload.think_time_s", math.inf), ("hardware.profile.bandwidth_efficiency", 2),
     ("hardware.profile.overlap", math.nan), ("hardware.profile.gemm_token_tile", math.inf),
     ("hardware.profile.kernel_fixed_s", 1e300), ("speculation.candidate_tokens", 113),
+    ("hardware.profile.gemm_single_wave_quantization", -0.5), ("hardware.profile.decode_attention_split_tokens", 0.5),
+    ("hardware.profile.gemm_l2_resident_fraction", 1.5),
     ("name", "a\x00b"), ("output.dir", "a\x00b"),
 ])
 def test_documented_bounds_refuse_before_anything_runs(tmp_path, capsys, key, value):
