@@ -12,8 +12,8 @@ Cases
               (a 256-token shared prefix, 8 distinct ones);
   open100k_eagle3_goodput  the same open loop with an EAGLE-3 chain of 4, the goodput
               length policy and a between-request acceptance spread (0.1);
-  sweep1000   a 1,000-point sweep (candidate tokens x context x batch), with --jobs 1
-              and with --jobs 2;
+  sweep1000_j1, sweep1000_j2  a 1,000-point sweep (candidate tokens x context x batch),
+              with --jobs 1 and with --jobs 2;
   million     1,000,000 requests (both arms) through `servesim run` with streamed output
               (requests.parquet written, steps switched off): wall time and peak memory;
 and for each, the limit: a bare SimPy loop that performs the same number of GPU
@@ -153,6 +153,9 @@ def run_million() -> dict:
             "peak_rss_bytes": peak}
 
 
+CASES = ("seed", "open100k", "open100k_paged", "open100k_eagle3_goodput", "sweep1000_j1", "sweep1000_j2", "million")
+
+
 def run_case(case: str, repeat: int = 1) -> dict:
     from servesim.cli import bundled_scenario
     from servesim.runner import _cost_model, run_scenario
@@ -171,10 +174,10 @@ def run_case(case: str, repeat: int = 1) -> dict:
         scenario, jobs = load_scenario("open100k.toml", [
             "method=eagle3", "num_speculative_tokens=4", "alpha_per_position=[0.8, 0.75, 0.7, 0.65]",
             "policy=goodput", "acceptance_spread=0.1"], text=OPEN100K), 1
-    elif case.startswith("sweep1000"):
-        scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case.split("_j")[1])
+    elif case in ("sweep1000_j1", "sweep1000_j2"):
+        scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case[-1])
     else:
-        raise SystemExit(f"unknown case {case}")
+        raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
     walls = []
     for _ in range(repeat):  # the same run each time; the median wall time is reported
         _cost_model.cache_clear()  # each run starts with cold cost-model memos, as the first
@@ -211,7 +214,7 @@ def main() -> None:
     import pandas as pd
 
     rows = []
-    for case in ("seed", "open100k", "open100k_paged", "open100k_eagle3_goodput", "sweep1000_j1", "sweep1000_j2", "million"):
+    for case in CASES:
         out = subprocess.run([sys.executable, __file__, "--case", case, "--repeat", str(args.repeat)],
                              check=True,
                              capture_output=True, text=True, cwd=ROOT)
