@@ -1,7 +1,6 @@
 """Kernel mechanisms against hand-worked values, calibration against known answers and
 against the measured tables, and the profile -> calibrate round trip."""
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +12,7 @@ from servesim.cli import main
 from servesim.cost import kernels
 from servesim.costmodel import CostModel
 from servesim.hardware import get_gpu, get_profile
-from servesim.hardware.calibrate import BASE, fit_op, fit_profile, holdout_mask
+from servesim.hardware.calibrate import BASE, fit_profile, holdout_mask
 from servesim.hardware.kernel_table import KernelTableError, check_kernel_table, predict, read_kernel_table
 from servesim.models import get_model
 

@@ -1,6 +1,5 @@
 """Proposers, acceptance spread and length policies (issue 13), against closed forms."""
 
-import itertools
 import math
 
 import numpy as np

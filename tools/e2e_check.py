@@ -14,7 +14,6 @@ measured against simulated TTFT and TPOT (mean over requests) with the error in 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

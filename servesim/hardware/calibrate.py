@@ -17,8 +17,8 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
-elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,
-                       row_s, element_s, l2_bandwidth_ratio}
+elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,        starting elementwise_element_s
+                       row_s, element_s, l2_bandwidth_ratio}                         at 10, 100 and 1,000 ps
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
