@@ -592,6 +592,8 @@ def cmd_tree(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from servesim.hardware.calibrate import left_out_as_unrepresentative
+
     print("GPUs (kernel profile: under serving.framework = vllm; provenance: where it comes from)")
     rows = []
     for name in gpu_names():
@@ -612,7 +614,8 @@ def cmd_list(args) -> int:
         row = {"name": name, "provenance": fit.get("provenance", "")}
         for op in ("gemm", "decode_attention", "prefill_attention", "elementwise"):
             ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
-            row[op] = f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out else "-"
+            row[op] = (f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out
+                       else "left out" if left_out_as_unrepresentative(fit, op) else "-")
         rows.append(row)
     print(pd.DataFrame(rows).to_string(index=False))
     print("\nServing frameworks (serving.framework)")

@@ -143,6 +143,9 @@ def test_list_prints_catalogs(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "a100-80gb-pcie" in text and "llama-2-70b" in text
+    # a class whose measured rows calibrate left out says so (SGLang's elementwise proxy)
+    sglang = next(line for line in text.splitlines() if line.strip().startswith("h100-sxm-sglang "))
+    assert sglang.rstrip().endswith("left out")
 
 
 @pytest.mark.parametrize("extra,key,fragment", [

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from servesim.hardware import get_profile, profile_names
+from servesim.hardware.calibrate import left_out_as_unrepresentative
 
 OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce")
 
@@ -14,8 +15,7 @@ OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduc
 def cell(fit: dict, op: str) -> str:
     ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
     if not ins:
-        left_out = any(note.startswith(f"{op}: ") and "not representative" in note for note in fit.get("notes", []))
-        return "left out (proxy)" if left_out else "no data"
+        return "left out (proxy)" if left_out_as_unrepresentative(fit, op) else "no data"
     held = f"{out['median_abs_pct']:.1f}" if out else "-"
     return f"{ins['median_abs_pct']:.1f} / {ins['p90_abs_pct']:.0f} · {held}"
 

@@ -304,6 +304,12 @@ def faster_than_hbm(rows: pd.DataFrame, gpu) -> tuple[np.ndarray, list[str]]:
     return mask, notes
 
 
+def left_out_as_unrepresentative(fit: dict, op: str) -> bool:
+    """Whether a profile's fit report (``[fit]``) says ``op``'s rows were left out as
+    not representative (:func:`drop_unrepresentative`)."""
+    return any(note.startswith(f"{op}: ") and "not representative" in note for note in fit.get("notes", []))
+
+
 def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:
     """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
     ``table_gpu`` (of ``version``, or each op class's newest: :func:`select_version`);
