@@ -68,3 +68,13 @@ class Scheduler:
 
     def next_step(self, server):
         raise NotImplementedError
+
+    @staticmethod
+    def without_new_work(server):
+        """The decision when no request can be started or advanced this step: decode the
+        running ones, else wait for what is still to come, else None (the run is over)."""
+        if server.running:
+            return DECODE
+        if not server.waiting and not server.expecting_arrivals():
+            return None
+        return WAIT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servesim.serving.schedulers.base import DECODE, WAIT, Prefill, Scheduler
+from servesim.serving.schedulers.base import DECODE, Prefill, Scheduler
 
 
 class PrefillFirstScheduler(Scheduler):
@@ -27,8 +27,4 @@ class PrefillFirstScheduler(Scheduler):
         if new:
             self.prefilled = True
             return Prefill(new)
-        if server.running:
-            return DECODE
-        if not server.waiting and not server.expecting_arrivals():
-            return None
-        return WAIT
+        return self.without_new_work(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from servesim.serving.schedulers.base import DECODE, WAIT, Mixed, Scheduler
+from servesim.serving.schedulers.base import Mixed, Scheduler
 
 
 class VllmScheduler(Scheduler):
@@ -48,8 +48,4 @@ class VllmScheduler(Scheduler):
             budget -= take
         if chunks:
             return Mixed(chunks)
-        if server.running:
-            return DECODE
-        if not server.waiting and not server.expecting_arrivals():
-            return None
-        return WAIT
+        return self.without_new_work(server)
