@@ -412,6 +412,9 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert main(["calibrate", "--gpu", "a10g", "--table", str(table), "--out", str(out)]) == 0
     profile, content = get_profile(str(out))
     assert content["fit"]["gpu_measured"] == frame["gpu"].iloc[0]
+    # the quick grid has enough shapes for every op class a single GPU measures to be fitted
+    assert [note for note in content["fit"]["notes"] if "too few" in note] == [
+        "allreduce: 0 measured rows, too few to fit 3 parameters; starting values kept"]
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 
@@ -465,3 +468,50 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
     assert (table["framework"] == "vllm").all()
     with pytest.raises(FileNotFoundError, match="no GPU folder"):
         read_database("b300_sxm", "vllm", root=root)
+
+
+def test_profiler_attention_reads_each_kv_head_once_for_its_query_group():
+    """Grouped-query attention without copying KV per query head: the numpy backend's
+    result equals attention written out with each query head's KV head repeated (the
+    textbook form), for a decode (one query over 7 keys, non-causal) and a causal
+    prompt of 5 tokens; 4 query heads share 2 KV heads."""
+    from servesim.hardware.profiler import _Numpy
+    rng = np.random.default_rng(0)
+    b = _Numpy("cpu")
+
+    def reference(q, k, v, causal):
+        group = q.shape[1] // k.shape[1]
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+        s, t = q.shape[2], k.shape[2]
+        if causal:  # query i (of the last s positions) sees keys 0 .. t - s + i
+            scores = np.where(np.arange(t)[None, :] <= np.arange(s)[:, None] + t - s, scores, -np.inf)
+        weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return weights / weights.sum(axis=-1, keepdims=True) @ v
+
+    for s, t, causal in ((1, 7, False), (5, 5, True)):
+        q = rng.normal(size=(3, 4, s, 8)).astype(np.float32)
+        k, v = (rng.normal(size=(3, 2, t, 8)).astype(np.float32) for _ in range(2))
+        np.testing.assert_allclose(b.attention(q, k, v, causal), reference(q, k, v, causal), rtol=1e-5, atol=1e-6)
+
+
+def test_profiler_writes_the_models_grouped_query_heads_and_every_grid_shape():
+    """A grouped-query model (8 query heads, 2 KV heads) is timed with its KV heads as
+    they are, and the quick grid's rows are its shapes under the token caps: decode
+    batches x KV lengths with batch x kv_len <= decode_max_tokens, and so on."""
+    from types import SimpleNamespace
+
+    from servesim.hardware.profiler import QUICK, profile_model
+    model = SimpleNamespace(hidden=64, kv_dim=16, intermediate=128, heads=8, kv_heads=2, head_dim=8)
+    grid = {**QUICK, "m": (1, 4), "elementwise_m": (1, 8), "decode_batch": (1, 4, 16), "kv_len": (8, 32),
+            "decode_max_tokens": 128, "prefill_batch": (1, 2), "seq_len": (4, 16), "prefill_max_tokens": 16}
+    table = profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1)
+    decode = table[table["op"] == "decode_attention"]
+    assert sorted(zip(decode["batch_size"], decode["kv_len"])) == [(1, 8), (1, 32), (4, 8), (4, 32), (16, 8)]
+    prefill = table[table["op"] == "prefill_attention"]
+    assert sorted(zip(prefill["batch_size"], prefill["seq_len"])) == [(1, 4), (1, 16), (2, 4)]
+    assert set(decode["num_kv_heads"]) == set(prefill["num_kv_heads"]) == {2}
+    assert set(decode["num_heads"]) == {8}
+    elementwise = table[table["op"] == "elementwise"]
+    assert sorted(zip(elementwise["m"], elementwise["k"])) == [(1, 64), (1, 128), (8, 64), (8, 128)]
+    assert len(table[table["op"] == "gemm"]) == 4 * 2  # qkv, o, gate/up, down at two token counts

@@ -160,7 +160,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
 def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[KernelProfile, list[str]]:
     """Fit every op class that ``table`` (one GPU and framework) has rows for; returns
     the profile and notes on classes that kept their fallbacks."""
-    profile, notes = base, []
+    profile, notes, fitted_or_noted = base, [], set()
     for op in ORDER:
         rows = table[table["op"] == op]
         if len(rows) < 2 * len(PARAMETERS[op]):
@@ -170,9 +170,10 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
                                   elementwise_l2_bandwidth_ratio=0.0, elementwise_row_s=0.0)
                 notes.append(f"elementwise: {len(rows)} measured rows, too few to fit; the GEMMs' streaming "
                              "bandwidth and a 2 us floor assumed, the row-parallel pace not charged")
-            else:
+            elif op not in fitted_or_noted:  # prefill attention comes twice in ORDER
                 notes.append(f"{op}: {len(rows)} measured rows, too few to fit {len(PARAMETERS[op])} parameters; "
                              "starting values kept")
+            fitted_or_noted.add(op)
             continue
         profile = fit_op(op, rows, gpu, profile)
     return profile, notes

@@ -9,11 +9,25 @@ for their own hardware and software in two commands::
 
 What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
 gate/up, down) at token counts ``m``; decode attention (one query per sequence over a
-KV cache of ``kv_len`` tokens, grouped-query heads as the model has them); causal
-prefill attention; and one memory-bound elementwise kernel (a scale-and-cast of an
-``m x hidden`` activation). Each is run ``warmup`` times, then timed ``repeat`` times
-(the median is kept), on the same tensors, as microbenchmarks do. Tensors are bf16 on
-a GPU and float32 on a CPU (whose numbers are for testing the plumbing only).
+KV cache of ``kv_len`` tokens); causal prefill attention; and one memory-bound
+elementwise kernel (a scale-and-cast of an ``m x hidden`` and an ``m x intermediate``
+activation). Attention runs with the model's grouped-query heads as they are: the
+query heads of a group share their KV head, which is read once, never copied per
+query head (a copy would be timed as attention). Each kernel is run ``warmup`` times,
+then timed ``repeat`` times (the median is kept), on the same tensors, as
+microbenchmarks do. Tensors are bf16 on a GPU and float32 on a CPU (whose numbers are
+for testing the plumbing only).
+
+Timing on a GPU: ``CALLS_PER_TIMING`` calls are captured in one CUDA graph and each
+replay is timed with CUDA events, so a table row is the kernel's GPU time per call,
+without the host's launch latency and synchronisation (about 5-20 us a call, as much
+as a small kernel itself; measured kernel tables are taken the same way). Where a
+kernel cannot be captured, the calls run back to back between the two events instead.
+On a CPU: the host clock around each call.
+
+The quick grid (the default) has enough shapes of every op class for ``calibrate`` to
+fit all its parameters, keeping the batches' tokens under a cap (``max_tokens``) so it
+also runs on a CPU; ``--full`` adds long prompts and contexts and more token counts.
 
 Backends: ``torch`` (the ``profile`` extra; CUDA when available, else CPU: the
 default) and ``numpy`` (CPU only, always available: the plumbing and the format can be
@@ -29,10 +43,18 @@ import pandas as pd
 
 from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
 
-QUICK = {"m": (1, 8, 32, 128, 512), "batch": (1, 4, 16), "kv_len": (128, 1024), "seq_len": (64, 256)}
+QUICK = {"m": (1, 8, 32, 128, 512), "elementwise_m": (1, 16, 64, 256, 1024, 4096, 16384),
+         "decode_batch": (1, 2, 8, 32, 128), "kv_len": (128, 1024, 4096, 16384), "decode_max_tokens": 2**17,
+         "prefill_batch": (1, 2, 4, 8), "seq_len": (128, 256, 512, 1024), "prefill_max_tokens": 2**12}
 FULL = {"m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096, 8192),
-        "batch": (1, 2, 4, 8, 16, 32, 64, 128), "kv_len": (64, 256, 1024, 4096, 16384),
-        "seq_len": (128, 512, 1024, 2048, 4096, 8192)}
+        "elementwise_m": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
+        "decode_batch": (1, 2, 4, 8, 16, 32, 64, 128, 256), "kv_len": (64, 256, 1024, 4096, 16384, 65536),
+        "decode_max_tokens": 2**21,
+        "prefill_batch": (1, 2, 4, 8, 16, 32), "seq_len": (128, 512, 1024, 2048, 4096, 8192),
+        "prefill_max_tokens": 2**16}
+"""Shape grids: GEMM token counts ``m``; elementwise rows; decode batches x KV lengths and
+prefill batches x prompt lengths, each up to ``*_max_tokens`` tokens in the batch."""
+CALLS_PER_TIMING = 20
 
 
 class ProfileUnavailable(RuntimeError):
@@ -53,7 +75,7 @@ class _Numpy:
         self.device_name = f"cpu ({platform.processor() or platform.machine()})"
 
     def zeros(self, *shape):
-        return self.np.ones(shape, dtype=self.np.float32) * 0.01
+        return self.np.full(shape, 0.01, dtype=self.np.float32)
 
     def sync(self) -> None:
         pass
@@ -62,17 +84,28 @@ class _Numpy:
         return x @ w
 
     def attention(self, q, k, v, causal: bool):
-        # q: (b, h, s, d); k, v: (b, kvh, t, d); heads share their KV group
+        """q: (b, h, s, d); k, v: (b, kvh, t, d). The h / kvh query heads of a group
+        attend to their KV head through broadcasting (no copy). A prompt (s > 1) runs
+        one sequence at a time, so its scores stay one sequence's size."""
         np = self.np
         b, h, s, d = q.shape
-        group = h // k.shape[1]
-        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-        scores = q @ k.transpose(0, 1, 3, 2) / d ** 0.5
-        if causal:
-            t = k.shape[2]
-            scores = scores + np.triu(np.full((s, t), -1e9, dtype=np.float32), 1 + t - s)
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        return (scores / scores.sum(axis=-1, keepdims=True)) @ v
+        kvh, t = k.shape[1], k.shape[2]
+        mask = np.triu(np.full((s, t), -1e9, dtype=np.float32), 1 + t - s) if causal else 0.0
+
+        def attend(q, k, v):  # q: (..., kvh, group, s, d); k, v: (..., kvh, 1, t, d)
+            scores = q @ np.swapaxes(k, -1, -2) / d ** 0.5 + mask
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            return (scores / scores.sum(axis=-1, keepdims=True)) @ v
+
+        if s == 1:
+            return attend(q.reshape(b, kvh, h // kvh, s, d), k[:, :, None], v[:, :, None]).reshape(b, h, s, d)
+        out = np.empty_like(q)
+        for i in range(b):
+            out[i] = attend(q[i].reshape(kvh, h // kvh, s, d), k[i][:, None], v[i][:, None]).reshape(h, s, d)
+        return out
+
+    def time(self, fn, warmup: int, repeat: int) -> float:
+        return _host_time(self, fn, warmup, repeat)
 
     def elementwise(self, x):
         return (x * 0.5).astype(self.np.float16)
@@ -109,11 +142,43 @@ class _Torch:
         return x @ w
 
     def attention(self, q, k, v, causal: bool):
-        f = self.torch.nn.functional
-        group = q.shape[1] // k.shape[1]
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        return f.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        # grouped-query heads read their shared KV head (PyTorch 2.5's enable_gqa)
+        return self.torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                                     enable_gqa=q.shape[1] != k.shape[1])
+
+    def time(self, fn, warmup: int, repeat: int) -> float:
+        """GPU seconds per call (see the module docstring); the host clock on a CPU."""
+        if self.device != "cuda":
+            return _host_time(self, fn, warmup, repeat)
+        torch = self.torch
+        side = torch.cuda.Stream()  # warm up off the default stream, as graph capture needs
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(max(warmup, 1)):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                for _ in range(CALLS_PER_TIMING):
+                    fn()
+            run = graph.replay
+        except RuntimeError:  # not capturable: back-to-back calls
+            torch.cuda.synchronize()
+
+            def run():
+                for _ in range(CALLS_PER_TIMING):
+                    fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeat):
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e-3 / CALLS_PER_TIMING)  # elapsed_time is in ms
+        return statistics.median(times)
 
     def elementwise(self, x):
         return (x * 0.5).to(self.torch.float16)
@@ -127,7 +192,8 @@ def backend(name: str, device: str):
     raise ProfileUnavailable(f"unknown backend {name!r}; allowed: torch, numpy")
 
 
-def _time(b, fn, warmup: int, repeat: int) -> float:
+def _host_time(b, fn, warmup: int, repeat: int) -> float:
+    """Median host-clock seconds of one call (and its synchronisation)."""
     for _ in range(warmup):
         fn()
     b.sync()
@@ -138,6 +204,11 @@ def _time(b, fn, warmup: int, repeat: int) -> float:
         b.sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _shapes(batches, lengths, max_tokens: int) -> list[tuple[int, int]]:
+    """(batch, length) pairs of the grid with at most ``max_tokens`` tokens in the batch."""
+    return [(b, n) for b in batches for n in lengths if b * n <= max_tokens]
 
 
 def profile_model(model, backend_name: str = "torch", device: str = "auto", grid: dict = QUICK,
@@ -156,26 +227,28 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
         w = b.zeros(k, n)
         for m in grid["m"]:
             x = b.zeros(m, k)
-            row("gemm", _time(b, lambda: b.gemm(x, w), warmup, repeat), m=m, n=n, k=k)
+            row("gemm", b.time(lambda: b.gemm(x, w), warmup, repeat), m=m, n=n, k=k)
         if progress:
             progress(f"gemm {n}x{k}")
     heads, kv_heads, d = model.heads, model.kv_heads, model.head_dim
-    for batch in grid["batch"]:
-        for kv_len in grid["kv_len"]:
-            q = b.zeros(batch, heads, 1, d)
-            kk, vv = b.zeros(batch, kv_heads, kv_len, d), b.zeros(batch, kv_heads, kv_len, d)
-            row("decode_attention", _time(b, lambda: b.attention(q, kk, vv, False), warmup, repeat),
-                batch_size=batch, kv_len=kv_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
-        for seq_len in grid["seq_len"]:
-            q = b.zeros(batch, heads, seq_len, d)
-            kk, vv = b.zeros(batch, kv_heads, seq_len, d), b.zeros(batch, kv_heads, seq_len, d)
-            row("prefill_attention", _time(b, lambda: b.attention(q, kk, vv, True), warmup, repeat),
-                batch_size=batch, seq_len=seq_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
+    for batch, kv_len in _shapes(grid["decode_batch"], grid["kv_len"], grid["decode_max_tokens"]):
+        q = b.zeros(batch, heads, 1, d)
+        kk, vv = b.zeros(batch, kv_heads, kv_len, d), b.zeros(batch, kv_heads, kv_len, d)
+        row("decode_attention", b.time(lambda: b.attention(q, kk, vv, False), warmup, repeat),
+            batch_size=batch, kv_len=kv_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
     if progress:
-        progress("attention")
-    for m in grid["m"]:
-        x = b.zeros(m, h)
-        row("elementwise", _time(b, lambda: b.elementwise(x), warmup, repeat), m=m, k=h,
-            bytes_per_element=b.elementwise_bytes)
+        progress("decode attention")
+    for batch, seq_len in _shapes(grid["prefill_batch"], grid["seq_len"], grid["prefill_max_tokens"]):
+        q = b.zeros(batch, heads, seq_len, d)
+        kk, vv = b.zeros(batch, kv_heads, seq_len, d), b.zeros(batch, kv_heads, seq_len, d)
+        row("prefill_attention", b.time(lambda: b.attention(q, kk, vv, True), warmup, repeat),
+            batch_size=batch, seq_len=seq_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
+    if progress:
+        progress("prefill attention")
+    for width in sorted({h, inter}):
+        for m in grid["elementwise_m"]:
+            x = b.zeros(m, width)
+            row("elementwise", b.time(lambda: b.elementwise(x), warmup, repeat), m=m, k=width,
+                bytes_per_element=b.elementwise_bytes)
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
     return check_kernel_table(table, "servesim profile")
