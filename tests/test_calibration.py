@@ -515,3 +515,27 @@ def test_profiler_writes_the_models_grouped_query_heads_and_every_grid_shape():
     elementwise = table[table["op"] == "elementwise"]
     assert sorted(zip(elementwise["m"], elementwise["k"])) == [(1, 64), (1, 128), (8, 64), (8, 128)]
     assert len(table[table["op"] == "gemm"]) == 4 * 2  # qkv, o, gate/up, down at two token counts
+
+
+def test_profile_carried_to_another_gpu(measured):
+    """tools/transfer_check.py scores a profile on another GPU's measured rows, with
+    that GPU's datasheet. Carried to its own GPU it scores what its fit report says (the
+    same rows, the same predictions); and the bundled check table holds what the tool
+    computes now (the numbers README quotes have not drifted)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from transfer_check import transfer
+
+    own = {r["op"]: r for r in transfer(measured, "h100-sxm", "h100-sxm", "vllm")}
+    fit = get_profile("h100-sxm-vllm")[1]["fit"]["in_sample"]
+    assert set(own) == set(fit) - {"allreduce"}  # the check scores the four single-GPU classes
+    for op, r in own.items():
+        assert r["median_abs_pct"] == pytest.approx(fit[op]["median_abs_pct"], abs=0.01)
+        assert r["rows"] == fit[op]["rows"]
+    bundled = pd.read_csv(data_path("checks/profile_transfer.csv"))
+    for source, target in (("h100-sxm", "h200"), ("h200", "b200")):
+        now = pd.DataFrame(transfer(measured, source, target, "trtllm"))
+        then = bundled[(bundled["source_gpu"] == source) & (bundled["target_gpu"] == target)
+                       & (bundled["framework"] == "trtllm")]
+        np.testing.assert_allclose(now["median_abs_pct"], then["median_abs_pct"], rtol=1e-3)

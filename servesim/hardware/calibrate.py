@@ -311,10 +311,11 @@ def left_out_as_unrepresentative(fit: dict, op: str) -> bool:
     return any(note.startswith(f"{op}: ") and "not representative" in note for note in fit.get("notes", []))
 
 
-def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:
-    """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
-    ``table_gpu`` (of ``version``, or each op class's newest: :func:`select_version`);
-    returns the profile file's content (``profile`` and ``fit``)."""
+def calibration_rows(table: pd.DataFrame, gpu, framework: str, table_gpu: str,
+                     version: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of ``table`` measured on ``table_gpu`` for ``framework`` that a fit uses
+    (:func:`select_version`, :func:`drop_unrepresentative`, :func:`faster_than_hbm`),
+    and the notes on what was left out."""
     rows = table[(table["gpu"] == table_gpu) & (table["framework"] == framework)].reset_index(drop=True)
     if rows.empty:
         have = sorted(set(zip(table["gpu"], table["framework"])))
@@ -323,9 +324,16 @@ def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version:
     rows, version_notes = select_version(rows, version)
     rows, framework_notes = drop_unrepresentative(rows, framework)
     impossible, impossible_notes = faster_than_hbm(rows, gpu)
-    rows = rows[~impossible].reset_index(drop=True)
+    return rows[~impossible].reset_index(drop=True), version_notes + framework_notes + impossible_notes
+
+
+def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:
+    """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
+    ``table_gpu`` (of ``version``, or each op class's newest: :func:`select_version`);
+    returns the profile file's content (``profile`` and ``fit``)."""
+    rows, data_notes = calibration_rows(table, gpu, framework, table_gpu, version)
     profile, notes = fit_profile(rows, gpu)
-    notes = version_notes + framework_notes + impossible_notes + notes
+    notes = data_notes + notes
     held = holdout_mask(rows)
     split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
     versions = sorted(set(rows["version"]), key=version_key)
