@@ -262,6 +262,22 @@ def test_framework_marks_unrepresentative_tables():
     assert len(drop_unrepresentative(rows, "torch")[0]) == 3
 
 
+def test_vllm_one_token_prompts_are_left_out_of_the_prefill_fit():
+    """vLLM runs a sequence with one new token through its decode kernel, so the
+    prefill-attention rows of 1-token prompts measured that kernel: they are left out
+    (with a note that does not read as the whole class being left out); 16-token rows
+    stay, and TRT-LLM's 1-token rows stay."""
+    from servesim.hardware.calibrate import drop_unrepresentative, left_out_as_unrepresentative
+
+    rows = pd.DataFrame({"op": ["prefill_attention"] * 4 + ["gemm"], "seq_len": [1, 1, 16, 4096, float("nan")]})
+    kept, notes = drop_unrepresentative(rows, "vllm")
+    assert list(kept["seq_len"][:2]) == [16, 4096] and list(kept["op"]) == ["prefill_attention"] * 2 + ["gemm"]
+    assert notes == ["prefill_attention: left out 2 rows of prompts of at most 1 token(s), which vllm runs "
+                     "through its decode kernel"]
+    assert not left_out_as_unrepresentative({"notes": notes}, "prefill_attention")
+    assert len(drop_unrepresentative(rows, "trtllm")[0]) == 5
+
+
 def test_rows_faster_than_hbm_allows_are_left_out():
     """H100 SXM (50 MB L2, 3.35 TB/s): the qkv GEMM at m = 1 moves 100.68 MB, so even with
     50 MB resident the other 50.68 MB take 15.1 us from HBM: 10 us is impossible, 20 us

@@ -37,7 +37,8 @@ profile that comes out predicts serving steps, which stream from HBM.
 Each op class is fitted on one framework version's rows (the newest, unless one is
 asked for): kernels change between releases. An op class that the framework's catalog
 entry marks as unrepresentative (SGLang's elementwise proxy) is left out and keeps its
-fallback. Rows faster than the datasheet's HBM bandwidth allows for their bytes beyond
+fallback; so are prefill-attention rows of prompts the framework runs as decodes (vLLM's
+1-token prompts, through FlashInfer's decode kernel). Rows faster than the datasheet's HBM bandwidth allows for their bytes beyond
 the L2's size are left out (:func:`faster_than_hbm`). The report's notes say what was
 left out and why.
 
@@ -267,18 +268,27 @@ def select_version(rows: pd.DataFrame, version: str | None = None) -> tuple[pd.D
 def drop_unrepresentative(rows: pd.DataFrame, framework: str) -> tuple[pd.DataFrame, list[str]]:
     """``rows`` without the op classes that the framework's catalog entry marks as not
     representative of what it runs in serving (``unrepresentative_tables`` in
-    ``data/frameworks.toml``, each with its reason), and a note per class left out.
-    Frameworks not in the catalog (a user's own ``torch`` table) keep every row."""
+    ``data/frameworks.toml``, each with its reason) and without the prefill-attention
+    rows of prompts it runs as decodes (``decode_query_tokens``: vLLM's 1-token
+    prompts), and a note per class left out. Frameworks not in the catalog (a user's
+    own ``torch`` table) keep every row."""
     from servesim.hardware.framework import framework_names, get_framework
 
     if framework not in framework_names():
         return rows, []
     notes = []
-    for op, reason in get_framework(framework).unrepresentative_tables.items():
+    entry = get_framework(framework)
+    for op, reason in entry.unrepresentative_tables.items():
         of_op = rows["op"] == op
         if of_op.any():
             notes.append(f"{op}: {int(of_op.sum())} measured rows left out, not representative: {reason}")
             rows = rows[~of_op]
+    if entry.decode_query_tokens and "seq_len" in rows:
+        decodes = (rows["op"] == "prefill_attention") & (rows["seq_len"] <= entry.decode_query_tokens)
+        if decodes.any():
+            notes.append(f"prefill_attention: left out {int(decodes.sum())} rows of prompts of at most "
+                         f"{entry.decode_query_tokens} token(s), which {framework} runs through its decode kernel")
+            rows = rows[~decodes]
     return rows.reset_index(drop=True), notes
 
 

@@ -27,6 +27,11 @@ class FrameworkProfile:
     source: str
     unrepresentative_tables: dict = field(default_factory=dict)
     """op class -> why ``servesim calibrate`` leaves its measured rows out."""
+    decode_query_tokens: int = 0
+    """Sequences with at most this many new tokens run the framework's decode attention
+    kernel, not its prefill kernel (0: none); ``servesim calibrate`` leaves measured
+    prefill-attention rows of such prompts out of the prefill fit."""
+    decode_query_tokens_source: str = ""
 
 
 def framework_names() -> list[str]:
