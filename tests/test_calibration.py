@@ -80,6 +80,31 @@ def test_gemm_partial_l2_residency_hand_worked():
     assert kernels.gemm(gpu, shared, 1, 4096, 4096, 2, l2_resident=True)[2] == pytest.approx(hbm / (3.35e12 * 3.0))
 
 
+def test_elementwise_l2_residency_falls_off_before_the_l2_is_full_hand_worked():
+    """A replayed elementwise kernel on an H100 SXM (50 MB L2, 3.35 TB/s), L2 at 2x the
+    peak (6.7 TB/s), HBM at 100%, ``elementwise_l2_full_fraction`` 0.5: a 25 MB working
+    set is wholly resident (6.7 TB/s); at 37.5 MB half of it is, (50 - 37.5) / (50 - 25),
+    so 1 / (0.5 / 6.7 + 0.5 / 3.35) = 4.467 TB/s; from 50 MB on none (3.35 TB/s). With
+    the fraction 1 (the cliff) 37.5 MB is all resident and 60 MB not at all; serving
+    reads HBM whatever the size."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, elementwise_bandwidth_efficiency=1.0, elementwise_l2_bandwidth_ratio=2.0,
+                elementwise_l2_full_fraction=0.5, elementwise_fixed_s=0.0, elementwise_row_element_s=0.0,
+                elementwise_row_s=0.0, elementwise_element_s=0.0)
+
+    def rate(p, nbytes, replay=True):
+        return nbytes / kernels.elementwise(gpu, p, nbytes, 1, replay)[0]
+
+    assert rate(p, 25e6) == pytest.approx(6.7e12)
+    assert rate(p, 37.5e6) == pytest.approx(1 / (0.5 / 6.7e12 + 0.5 / 3.35e12)) == pytest.approx(4.4667e12, rel=1e-4)
+    assert rate(p, 50e6) == pytest.approx(3.35e12) and rate(p, 60e6) == pytest.approx(3.35e12)
+    cliff = replace(p, elementwise_l2_full_fraction=1.0)
+    assert rate(cliff, 37.5e6) == pytest.approx(6.7e12) and rate(cliff, 60e6) == pytest.approx(3.35e12)
+    assert rate(p, 25e6, replay=False) == pytest.approx(3.35e12)
+    with pytest.raises(ValueError, match="elementwise_l2_full_fraction"):
+        replace(p, elementwise_l2_full_fraction=0.0)
+
+
 def test_elementwise_bytes_and_kernel_floors_hand_worked():
     """LLaMA 7B, per token and layer: two fused add + RMSNorm (4 x 4096 x 2 B each),
     rotary embedding of Q and K (2 x 8192 x 2 B), SiLU-and-mul (3 x 11008 x 2 B)."""

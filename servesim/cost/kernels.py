@@ -29,16 +29,21 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
-def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_fraction=0.0):
+def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_fraction=0.0, full_fraction=1.0):
     """Bytes per second a kernel streams at; in a microbenchmark replay, the L2 rate for
-    what stays resident: the whole working set if it fits in L2 (``resident_fraction``
-    0), else its first ``resident_fraction x l2_cache_bytes`` (the rest from HBM)."""
+    what stays resident. With ``resident_fraction`` 0: all of a working set of up to
+    ``full_fraction x l2_cache_bytes``, a share falling linearly to none at the L2's
+    size above that (1: all if it fits, none if not), the rest from HBM; else its first
+    ``resident_fraction x l2_cache_bytes``."""
     hbm = gpu.hbm_bandwidth_bytes_per_s * efficiency
     if not l2_resident or ratio <= 0:
         return hbm
     l2 = gpu.hbm_bandwidth_bytes_per_s * ratio
     if not resident_fraction:
-        return np.where(working_set_bytes <= gpu.l2_cache_bytes, l2, hbm)
+        if full_fraction >= 1:
+            return np.where(working_set_bytes <= gpu.l2_cache_bytes, l2, hbm)
+        share = np.clip((gpu.l2_cache_bytes - working_set_bytes) / ((1 - full_fraction) * gpu.l2_cache_bytes), 0, 1)
+        return 1.0 / (share / l2 + (1 - share) / hbm)
     resident = np.minimum(working_set_bytes, resident_fraction * gpu.l2_cache_bytes)
     return working_set_bytes / ((working_set_bytes - resident) / hbm + resident / l2)
 
@@ -190,7 +195,8 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
     memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,
-                                      l2_resident, p.elementwise_l2_bandwidth_ratio or p.l2_bandwidth_ratio)
+                                      l2_resident, p.elementwise_l2_bandwidth_ratio or p.l2_bandwidth_ratio,
+                                      full_fraction=p.elementwise_l2_full_fraction)
     row_s = ceil_div(rows, gpu.num_sms) * (row_elements * p.elementwise_row_element_s + kernels * p.elementwise_row_s)
     pace_s = rows * row_elements * p.elementwise_element_s / gpu.num_sms
     return memory_s, kernels * p.elementwise_fixed_s + combine(memory_s, combine(row_s, pace_s, 1.0), 1.0)

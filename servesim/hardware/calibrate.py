@@ -18,7 +18,9 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,        starting elementwise_element_s
-                       row_s, element_s, l2_bandwidth_ratio}                         at 10, 100 and 1,000 ps
+                       row_s, element_s, l2_bandwidth_ratio}                         at 10, 100 and 1,000 ps;
+                                                                                     elementwise_l2_full_fraction
+                                                                                     in {1, 0.75, 0.5}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
 
@@ -111,7 +113,8 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_l2_resident_fr
         "decode_attention": [{"decode_attention_split_tokens": t} for t in (0, 128, 256, 512, 1024)],
         # starting points, not fixed values: a kernel bound by its memory stream and one
         # bound by its arithmetic are two basins of the fit
-        "elementwise": [{"elementwise_element_s": s} for s in (1e-11, 1e-10, 1e-9)]}
+        "elementwise": [{"elementwise_element_s": s, "elementwise_l2_full_fraction": f}
+                        for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)]}
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise

@@ -194,6 +194,14 @@ class KernelProfile:
         it (H100, H200 TRT-LLM, B200 vLLM); where the kernel's arithmetic binds first
         (``elementwise_element_s``: B200 TRT-LLM, H200 vLLM, L40S) it is poorly
         determined and fits 7-10x. Like the shared ratio it reads calibration data only.
+    elementwise_l2_full_fraction:
+        How much of the L2 a replayed elementwise kernel's working set can fill and
+        still find wholly resident (fraction of ``l2_cache_bytes``). Above it, the
+        resident share falls linearly, to none at the L2's size: the L2 is set-
+        associative and split in partitions, so a working set near its size is
+        only partly kept. 1 = the whole working set if it fits, none if it does not
+        (a cliff). H100 vLLM's rows of 4,096 elements lose the L2 between 38 and 50 MB
+        (3.8 -> 2.7 TB/s), not at 50 MB: 0.5 there. Calibration data only.
     elementwise_element_s:
         Time per element per SM of an elementwise kernel's arithmetic (s): a kernel
         whose data sit in L2 (a microbenchmark's mid-sized rows) is bound by this pace
@@ -258,6 +266,7 @@ class KernelProfile:
     elementwise_row_s: float = 0.0
     elementwise_element_s: float = 0.0
     elementwise_l2_bandwidth_ratio: float = 0.0
+    elementwise_l2_full_fraction: float = 1.0
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7
@@ -279,7 +288,7 @@ class KernelProfile:
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
-             "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency")
+             "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
                  "decode_attention_overlap", "prefill_attention_overlap",
