@@ -580,3 +580,87 @@ def test_profile_carried_to_another_gpu(measured):
         then = bundled[(bundled["source_gpu"] == source) & (bundled["target_gpu"] == target)
                        & (bundled["framework"] == "trtllm")]
         np.testing.assert_allclose(now["median_abs_pct"], then["median_abs_pct"], rtol=1e-3)
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for the profiler's GPU timing: a clock that advances
+    2 us per kernel call while a replay or a timed loop runs; events read it in ms."""
+
+    def __init__(self, capturable: bool):
+        self.clock_ms, self.capturable, self.calls = 0.0, capturable, 0
+        self.capturing = False
+        cuda = self
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        class Event:
+            def __init__(self, enable_timing):
+                self.at = None
+
+            def record(self):
+                self.at = cuda.clock_ms
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, other):
+                return other.at - self.at
+
+        class CUDAGraph:
+            def __init__(self):
+                self.captured = 0
+
+            def replay(self):
+                cuda.clock_ms += self.captured * 2e-3
+
+        self.Stream, self.Event, self.CUDAGraph = Stream, Event, CUDAGraph
+
+    def kernel(self):
+        self.calls += 1
+        if self.capturing:
+            self.graph.captured += 1
+        else:
+            self.clock_ms += 2e-3
+
+    def current_stream(self):
+        return self.Stream()
+
+    def synchronize(self):
+        pass
+
+    def stream(self, s):
+        import contextlib
+        return contextlib.nullcontext()
+
+    def graph(self, g):
+        import contextlib
+        cuda = self
+
+        @contextlib.contextmanager
+        def capture():
+            if not cuda.capturable:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            cuda.capturing, cuda.graph = True, g
+            yield
+            cuda.capturing = False
+        return capture()
+
+
+@pytest.mark.parametrize("capturable", [True, False])
+def test_profiler_gpu_timing_is_gpu_time_per_call(capturable):
+    """The torch backend's CUDA timing, on a stand-in for torch.cuda whose kernels take
+    2 us each: 20 calls per timed replay (or, where capture fails, per back-to-back
+    loop) between two events give 0.04 ms, read as 2e-6 s a call; the warmup runs once
+    before capture."""
+    from types import SimpleNamespace
+
+    from servesim.hardware.profiler import CALLS_PER_TIMING, _Torch
+    cuda = _FakeCuda(capturable)
+    b = object.__new__(_Torch)
+    b.torch, b.device = SimpleNamespace(cuda=cuda), "cuda"
+    assert CALLS_PER_TIMING == 20
+    assert b.time(cuda.kernel, warmup=2, repeat=3) == pytest.approx(2e-6)
+    # warmup (2), then 20 captured (or, uncapturable, 3 x 20 timed calls)
+    assert cuda.calls == 2 + (20 if capturable else 60)
