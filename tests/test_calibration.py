@@ -61,6 +61,28 @@ def test_gemm_floor_and_roofline_hand_worked():
     assert time_s == pytest.approx(5e-6 + max(memory_s, compute_s))
 
 
+def test_gemm_tile_chosen_by_shape_hand_worked():
+    """``gemm_large_tile_n`` on an A100 (108 SMs, 312 TFLOP/s), tiles 128 x 128 and
+    128 x 256, whole waves, the qkv of Llama-2-7B (n = 12288, k = 4096):
+    m = 512: 4 x 48 = 192 tiles of 128 x 256 fill the SMs, 2 waves = 216 slots;
+    m = 256: 2 x 48 = 96 large tiles do not, 2 x 96 = 192 of 128 x 128 do: 216 slots;
+    m = 20: neither (96 tiles of 128 x 128), so 32-token tiles (the power of two that
+    covers 20): 96 tiles, one wave charged whole (108 slots); m = 1: 16-token tiles.
+    Two waves expose half of the memory time's unhidden share: with overlap 0.5 and
+    compute above memory, time = compute + (1 - 0.5) / 2 x memory."""
+    gpu = get_gpu("a100-80gb-sxm")
+    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, gemm_large_tile_n=256, gemm_wave_quantization=1.0,
+                gemm_single_wave_quantization=1.0, compute_efficiency=1.0, overlap=0.5, kernel_fixed_s=0.0)
+    assert gpu.num_sms == 108 and gpu.peak_fp16_flops_per_s == 312e12
+    for m, slots, tile in ((512, 216, 128 * 256), (256, 216, 128 * 128), (20, 108, 32 * 128), (1, 108, 16 * 128)):
+        _, hbm, memory_s, compute_s, time_s = kernels.gemm(gpu, p, m, 12288, 4096, 2)
+        assert compute_s == pytest.approx(2.0 * slots * tile * 4096 / 312e12), m
+    _, _, memory_s, compute_s, time_s = kernels.gemm(gpu, p, 512, 12288, 4096, 2)
+    assert compute_s > memory_s and time_s == pytest.approx(compute_s + 0.25 * memory_s)
+    flat = replace(p, gemm_large_tile_n=0)  # one tile for every shape: 128 x 128, m = 1 padded to 128
+    assert kernels.gemm(gpu, flat, 1, 12288, 4096, 2)[3] == pytest.approx(2.0 * 108 * 128 * 128 * 4096 / 312e12)
+
+
 def test_gemm_partial_l2_residency_hand_worked():
     """A microbenchmark replay with ``gemm_l2_resident_fraction`` 0.2 on an H100 SXM
     (50 MB L2, 3.35 TB/s): a 33.6 MB weight (n = k = 4096, m = 1) has its first 10 MB

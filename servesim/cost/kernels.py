@@ -58,27 +58,59 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
     per SM per wave, the last partial wave's idle SMs charged at
     ``gemm_wave_quantization`` (1: whole waves), or at ``gemm_single_wave_quantization``
     when the whole GEMM is less than one wave; without, the token dimension padded to
-    ``gemm_token_tile``. Time: ``kernel_fixed_s`` + the partial-overlap roofline.
+    ``gemm_token_tile``. With ``gemm_large_tile_n``, the tile is chosen by shape
+    (:func:`_chosen_tiles`) and, as its waves run one after another, only a
+    ``1 / waves`` share of the memory time is exposed to ``overlap``. Time:
+    ``kernel_fixed_s`` + the partial-overlap roofline.
     """
     tm = p.gemm_token_tile
     weight_bytes = n * k * dtype_bytes
     passes = ceil_div(m, p.weight_pass_tokens)
     hbm = weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction) + m * (n + k) * dtype_bytes
-    if p.gemm_tile_n:
-        tn = p.gemm_tile_n
-        tiles = ceil_div(m, tm) * ceil_div(n, tn)
-        flops = 2.0 * tiles * tm * tn * k
-        # a GEMM of less than one wave is charged its own share of the idle SMs
-        single = (p.gemm_single_wave_quantization >= 0) * (tiles < gpu.num_sms)
-        quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
-        slots = tiles + quantization * (ceil_div(tiles, gpu.num_sms) * gpu.num_sms - tiles)
-        compute_flops = 2.0 * slots * tm * tn * k
+    overlap = p.overlap
+    if p.gemm_large_tile_n:
+        flops, compute_flops, waves = _chosen_tiles(gpu, p, m, n, k)
+        # waves run one after another: later waves' loads hide under earlier waves' math
+        overlap = 1.0 - (1.0 - p.overlap) / waves
+    elif p.gemm_tile_n:
+        flops, compute_flops, _ = _tile_flops(gpu, p, m, n, k, tm, p.gemm_tile_n)
     else:
         flops = compute_flops = 2.0 * ceil_div(m, tm) * tm * n * k
     memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio,
                                 p.gemm_l2_resident_fraction)
     compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
-    return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, p.overlap)
+    return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, overlap)
+
+
+def _tile_flops(gpu, p, m, n, k, tm, tn):
+    """(flops executed, flops charged, waves charged (at least 1)) of ``tm x tn`` output
+    tiles in waves of one per SM."""
+    tiles = ceil_div(m, tm) * ceil_div(n, tn)
+    # a GEMM of less than one wave is charged its own share of the idle SMs
+    single = (p.gemm_single_wave_quantization >= 0) * (tiles < gpu.num_sms)
+    quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
+    slots = tiles + quantization * (ceil_div(tiles, gpu.num_sms) * gpu.num_sms - tiles)
+    waves = slots / gpu.num_sms
+    return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * k, (waves + 1.0 + abs(waves - 1.0)) * 0.5  # max(1, .)
+
+
+def _chosen_tiles(gpu, p, m, n, k):
+    """:func:`_tile_flops` of the tile a library heuristic picks (``gemm_large_tile_n``):
+    ``gemm_token_tile x gemm_large_tile_n`` if those tiles fill the SMs at least once,
+    else ``gemm_token_tile x gemm_tile_n`` if those do, else a tile of the smallest power
+    of two of at least 16 tokens that covers ``m`` (at most ``gemm_token_tile``) by
+    ``gemm_tile_n``."""
+    tm, tn, sms = p.gemm_token_tile, p.gemm_tile_n, gpu.num_sms
+    small_tm, power = 16, 16  # the smallest of 16, 32, 64, ... (up to tm) that covers m
+    while power < tm:
+        small_tm = small_tm + power * (m > power)
+        power *= 2
+    chosen = _tile_flops(gpu, p, m, n, k, small_tm, tn)
+    for tile_n in (tn, p.gemm_large_tile_n):
+        fills = ceil_div(m, tm) * ceil_div(n, tile_n) >= sms
+        chosen = tuple(fills * big + (1 - fills) * other
+                       for big, other in zip(_tile_flops(gpu, p, m, n, k, tm, tile_n), chosen))
+    return chosen
 
 
 def attention_rate(gpu, p):

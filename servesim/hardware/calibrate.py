@@ -107,8 +107,10 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
-GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_l2_resident_fraction": f}
-                 for tm, tn, f in itertools.product((64, 128), (64, 128, 256), (0.0, 0.1, 0.25, 0.5, 1.0))],
+GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large, "gemm_l2_resident_fraction": f}
+                 for (tm, tn, large), f in itertools.product(
+                     [(tm, tn, 0) for tm in (64, 128) for tn in (64, 128, 256)] + [(128, 128, 256)],
+                     (0.0, 0.1, 0.25, 0.5, 1.0))],
         "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)],
         "decode_attention": [{"decode_attention_split_tokens": t} for t in (0, 128, 256, 512, 1024)],
         # starting points, not fixed values: a kernel bound by its memory stream and one

@@ -61,6 +61,16 @@ class KernelProfile:
         ceil(N / gemm_tile_n)`` output tiles run in waves of one tile per SM, and
         compute is charged for whole waves (wave quantization): a GEMM of 1.1 waves
         costs 2 waves of tile time.
+    gemm_large_tile_n:
+        A library's choice of tile by shape, as cuBLAS's heuristic picks on A100 (0 =
+        one tile, ``gemm_token_tile x gemm_tile_n``, for every shape). When set, a GEMM
+        runs ``gemm_token_tile x gemm_large_tile_n`` tiles if they fill the SMs at least
+        once, else ``gemm_token_tile x gemm_tile_n`` tiles if those do, else a tile of
+        the smallest power of two of tokens (16 or more) that covers M. Its waves run
+        one after another, so the loads of later waves hide under the math of earlier
+        ones: ``overlap`` applies to a ``1 / waves`` share of the memory time. A100's
+        measured GEMMs step that way: the qkv of Llama-2-7B (n = 12,288) takes 104 us
+        at m = 192 and 256, 205 at 384 and 512 (one, then two waves of 128 x 256 tiles).
     gemm_wave_quantization:
         Fraction of a GEMM's last, partial wave of tiles that is charged as idle SMs:
         1 = whole waves (the classic wave-quantization model: 1.1 waves cost 2); 0 =
@@ -71,8 +81,8 @@ class KernelProfile:
         ``gemm_wave_quantization`` of a GEMM with fewer tiles than SMs (less than one
         wave). On H100, H200 and B200 the measured GEMMs fill a many-wave GEMM's tail
         (fitted ~0: stream-K) but leave part of the machine idle under a single partial
-        wave (0.2-0.5: the split of K that would fill it is partial); on A100 both are
-        near 0. -1 (the default: profiles written before it) = ``gemm_wave_quantization``.
+        wave (0.2-0.5: the split of K that would fill it is partial). -1 (the default:
+        profiles written before it) = ``gemm_wave_quantization``.
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
@@ -236,6 +246,7 @@ class KernelProfile:
     score_bytes_per_element: float
     masked_attention_compute_efficiency: float
     gemm_tile_n: int = 0
+    gemm_large_tile_n: int = 0
     gemm_wave_quantization: float = 1.0
     gemm_single_wave_quantization: float = -1.0
     kernel_fixed_s: float = 0.0
@@ -297,7 +308,7 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
 """Fields in [0, 1] (0 where it means 'not set')."""
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
-COUNTS = ("gemm_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile", "decode_attention_split_tokens")
+COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile", "decode_attention_split_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MAX_TILE = 65536
