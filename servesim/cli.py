@@ -1026,7 +1026,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="torch (pip install 'servesim[profile]'; default) or numpy (CPU only, for testing)")
     prof.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     prof.add_argument("--full", action="store_true",
-                      help="the full grid: long prompts and contexts, 16 token counts (default: a quick grid, enough shapes to fit every op class)")
+                      help="the full grid: long prompts and contexts, 16 token counts (default: a quick grid, "
+                           "enough shapes to fit every op class)")
     prof.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (median kept)")
     prof.set_defaults(func=cmd_profile)
     return p

@@ -15,6 +15,8 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,     
                        split_fixed_s}, l2_bandwidth_ratio
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
+                                                                                     or 128 x 128 with
+                                                                                     gemm_large_tile_n = 256;
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,        starting elementwise_element_s
@@ -39,10 +41,10 @@ profile that comes out predicts serving steps, which stream from HBM.
 Each op class is fitted on one framework version's rows (the newest, unless one is
 asked for): kernels change between releases. An op class that the framework's catalog
 entry marks as unrepresentative (SGLang's elementwise proxy) is left out and keeps its
-fallback; so are prefill-attention rows of prompts the framework runs as decodes (vLLM's
-1-token prompts, through FlashInfer's decode kernel). Rows faster than the datasheet's HBM bandwidth allows for their bytes beyond
-the L2's size are left out (:func:`faster_than_hbm`). The report's notes say what was
-left out and why.
+fallback; so are prefill-attention rows of prompts the framework runs as decodes
+(vLLM's 1-token prompts, through FlashInfer's decode kernel). Rows faster than the
+datasheet's HBM bandwidth allows for their bytes beyond the L2's size are left out
+(:func:`faster_than_hbm`). The report's notes say what was left out and why.
 
 Out-of-sample error: the same fit on a split that holds out whole shapes (every third
 distinct GEMM (n, k), attention batch size and prompt length, starting with the second),
@@ -107,7 +109,8 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
-GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large, "gemm_l2_resident_fraction": f}
+GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
+                  "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
                      [(tm, tn, 0) for tm in (64, 128) for tn in (64, 128, 256)] + [(128, 128, 256)],
                      (0.0, 0.1, 0.25, 0.5, 1.0))],

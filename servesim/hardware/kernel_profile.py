@@ -308,7 +308,8 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
 """Fields in [0, 1] (0 where it means 'not set')."""
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
-COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile", "decode_attention_split_tokens")
+COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
+          "decode_attention_split_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MAX_TILE = 65536

@@ -21,13 +21,13 @@ for testing the plumbing only).
 Timing on a GPU: ``CALLS_PER_TIMING`` calls are captured in one CUDA graph and each
 replay is timed with CUDA events, so a table row is the kernel's GPU time per call,
 without the host's launch latency and synchronisation (about 5-20 us a call, as much
-as a small kernel itself; measured kernel tables are taken the same way). Where a
+as a small kernel itself; kernel microbenchmarks time the same way). Where a
 kernel cannot be captured, the calls run back to back between the two events instead.
 On a CPU: the host clock around each call.
 
 The quick grid (the default) has enough shapes of every op class for ``calibrate`` to
-fit all its parameters, keeping the batches' tokens under a cap (``max_tokens``) so it
-also runs on a CPU; ``--full`` adds long prompts and contexts and more token counts.
+fit all its parameters, keeping a batch's tokens under a cap (``decode_max_tokens``,
+``prefill_max_tokens``) so that it also runs on a CPU; ``--full`` adds long prompts and contexts and more token counts.
 
 Backends: ``torch`` (the ``profile`` extra; CUDA when available, else CPU: the
 default) and ``numpy`` (CPU only, always available: the plumbing and the format can be
