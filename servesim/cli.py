@@ -733,8 +733,10 @@ def cmd_calibrate(args) -> int:
               + (" (whole shapes held out of the fit)" if section == "out_of_sample" else ""))
         print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
     if fit["qkv_scaling"]:
-        print("\nqkv GEMM t(M)/t(1), measured vs predicted (serving: weights from HBM)")
-        print(pd.DataFrame(fit["qkv_scaling"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        qkv = pd.DataFrame(fit["qkv_scaling"])
+        print(f"\nqkv GEMM ({qkv['n'].iloc[0]} x {qkv['k'].iloc[0]}) t(M)/t(1), measured vs predicted "
+              "(serving: weights from HBM)")
+        print(qkv.drop(columns=["n", "k"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for note in fit["notes"]:
         print(f"note: {note}")
     out = Path(args.out or f"{args.gpu}-{framework}.toml")

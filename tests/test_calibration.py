@@ -475,6 +475,9 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert main(["calibrate", "--gpu", "a10g", "--table", str(table), "--out", str(out)]) == 0
     profile, content = get_profile(str(out))
     assert content["fit"]["gpu_measured"] == frame["gpu"].iloc[0]
+    # the qkv check runs on the profiled model's own qkv (768 + 2 x 768 wide), at the
+    # grid's token counts that it checks (128 and 512)
+    assert [(r["n"], r["k"], r["m"]) for r in content["fit"]["qkv_scaling"]] == [(2304, 768, 128), (2304, 768, 512)]
     # the quick grid has enough shapes for every op class a single GPU measures to be fitted
     assert [note for note in content["fit"]["notes"] if "too few" in note] == [
         "allreduce: 0 measured rows, too few to fit 3 parameters; starting values kept"]
@@ -686,3 +689,19 @@ def test_profiler_gpu_timing_is_gpu_time_per_call(capturable):
     assert b.time(cuda.kernel, warmup=2, repeat=3) == pytest.approx(2e-6)
     # warmup (2), then 20 captured (or, uncapturable, 3 x 20 timed calls)
     assert cuda.calls == 2 + (20 if capturable else 60)
+
+
+def test_qkv_shape_of_a_table():
+    """The qkv GEMM the report checks: Llama-2-7B's (12288 x 4096) where a table has it;
+    else, in a table of one model's four GEMMs (servesim profile of Llama-3-8B: qkv
+    6144 x 4096, o 4096 x 4096, gate/up 28672 x 4096, down 4096 x 14336), the narrowest
+    one wider than the hidden size (the most common k); none without m = 1 rows."""
+    from servesim.hardware.calibrate import qkv_shape
+
+    def table(shapes, m=1):
+        return pd.DataFrame([{"op": "gemm", "m": m, "n": n, "k": k} for n, k in shapes])
+
+    llama3 = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)]
+    assert qkv_shape(table(llama3)) == (6144, 4096)
+    assert qkv_shape(table(llama3 + [(12288, 4096)])) == (12288, 4096)
+    assert qkv_shape(table(llama3, m=8)) is None

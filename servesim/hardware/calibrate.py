@@ -212,15 +212,37 @@ def report(table: pd.DataFrame, gpu, profile: KernelProfile) -> dict[str, dict]:
     return out
 
 
-def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int = 12288, k: int = 4096,
+def qkv_shape(table: pd.DataFrame) -> tuple[int, int] | None:
+    """The (n, k) of the qkv GEMM whose t(M)/t(1) the report checks: Llama-2-7B's
+    (12288, 4096) where the table has it (the bundled tables do), else the table's own
+    model's (``servesim profile`` times one model: its qkv is the narrowest GEMM wider
+    than the hidden size, which is the most common k); None without GEMM rows at m = 1."""
+    gemm = table[(table["op"] == "gemm") & (table["m"] == 1)]
+    if gemm.empty:
+        return None
+    shapes = set(zip(gemm["n"].astype(int), gemm["k"].astype(int)))
+    if (12288, 4096) in shapes:
+        return 12288, 4096
+    hidden = int(gemm["k"].astype(int).mode().min())
+    wider = sorted(n for n, k in shapes if k == hidden and n > hidden)
+    return (wider[0], hidden) if wider else None
+
+
+def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int | None = None, k: int | None = None,
                 ms=(16, 64, 128, 256, 512, 4096)) -> list[dict]:
-    """t(M)/t(1) of the qkv GEMM (n x k), measured and predicted, at ``ms``.
+    """t(M)/t(1) of the qkv GEMM (n x k; default :func:`qkv_shape`), measured and
+    predicted, at those of ``ms`` the table has.
 
     The measured t(1) is the median of the rows at m = 1..8: the same weight stream
     (the activations add under 0.1% of the bytes), so their spread is the table's
     noise, and one of them alone can be an outlier (B200 SGLang's m = 1 is 35% slower
     than m = 2..8, L40S TRT-LLM's 85%). ``measured_raw`` is the ratio to the m = 1 row
     alone."""
+    if n is None or k is None:
+        shape = qkv_shape(table)
+        if shape is None:
+            return []
+        n, k = shape
     rows = table[(table["op"] == "gemm") & (table["n"] == n) & (table["k"] == k)]
     rows = rows.groupby("m", as_index=False)["latency_s"].median()
     if 1 not in set(rows["m"]):
@@ -236,7 +258,7 @@ def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int = 12288
             continue
         ratio_measured = float(measured.iloc[0]) / t1
         ratio_predicted = float(pred[i] / pred[0])
-        out.append({"m": m, "measured": ratio_measured, "measured_raw": float(measured.iloc[0]) / t1_raw,
+        out.append({"n": n, "k": k, "m": m, "measured": ratio_measured, "measured_raw": float(measured.iloc[0]) / t1_raw,
                     "predicted": ratio_predicted, "error_pct": (ratio_predicted / ratio_measured - 1) * 100})
     return out
 
