@@ -164,10 +164,11 @@ class CostModel:
         p = self.profile
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
         self._overlap = p.overlap
-        self._keep_work = 1.0 - p.decode_attention_overlap  # (steps_time_at)
         self._layers = model.layers
         self.heads_per_gpu = model.heads // tp
         self.kv_heads_per_gpu = max(1, model.kv_heads // tp)  # replicated when fewer than tp
+        work_overlap = kernels.decode_attention_family(p, self.heads_per_gpu, self.kv_heads_per_gpu)[1]
+        self._keep_work = 1.0 - work_overlap  # (steps_time_at)
         self._decode_args = (self.heads_per_gpu, self.kv_heads_per_gpu, model.head_dim, dtype_bytes)
         self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
         self._chains: dict[tuple, StepCost] = {}  # draft-model chains

@@ -199,6 +199,61 @@ def test_decode_attention_work_hides_partly_under_the_kv_stream():
     assert time_s == pytest.approx(9e-6 + memory_s + 0.5 * 38.4e-6)
 
 
+def test_multi_head_decode_attention_has_its_own_kernel_fields():
+    """H100 (3,350 GB/s), 4 sequences of 1,024 cached keys, 32 query heads. GQA (8 KV
+    heads): 4 x 1,024 x 8 x 128 x 2 x 2 B of KV + 4 x 32 x 128 x 2 x 2 B of Q and output
+    = 16,842,752 B, x (1 + 2 / (4 x 8)) occupancy, at 90%: 5.934 us. MHA (32 KV heads):
+    67,174,400 B x (1 + 16 / (4 x 32)) at 100% (its own fields): 22.56 us; with the MHA
+    fields at -1 it falls back to the shared ones: 67,174,400 x 1.015625 / (0.9 x 3.35e12).
+    The draft passes' line form and a cost model of an MHA model (Llama-2-7B) read the
+    same fields: the share of work left unhidden is 1 - 0.4."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=2.0,
+                decode_attention_overlap=0.8, decode_attention_mha_occupancy_seqs=16.0,
+                decode_attention_mha_overlap=0.4, decode_attention_mha_bandwidth_efficiency=1.0)
+    gqa = kernels.decode_attention(gpu, p, 4, 1, 4096, 4096, 32, 8, 128, 2)
+    mha = kernels.decode_attention(gpu, p, 4, 1, 4096, 4096, 32, 32, 128, 2)
+    assert gqa[1] == 16_842_752 and mha[1] == 67_174_400
+    assert gqa[2] == pytest.approx(16_842_752 * (1 + 2 / 32) / (0.9 * 3.35e12)) == pytest.approx(5.934e-6, rel=1e-3)
+    assert mha[2] == pytest.approx(67_174_400 * (1 + 16 / 128) / 3.35e12) == pytest.approx(22.56e-6, rel=1e-3)
+    shared = replace(p, decode_attention_mha_occupancy_seqs=-1.0, decode_attention_mha_overlap=-1.0,
+                     decode_attention_mha_bandwidth_efficiency=-1.0)
+    assert kernels.decode_attention(gpu, shared, 4, 1, 4096, 4096, 32, 32, 128, 2)[2] == pytest.approx(
+        67_174_400 * (1 + 2 / 128) / (0.9 * 3.35e12))
+    line = kernels.decode_attention_line(gpu, p, 4, 1, 32, 32, 128, 2)
+    # memory s at C = 4,092 cached keys (the 4 new tokens' keys make the 4,096 read)
+    assert line[4] * 4092 + line[5] == pytest.approx(mha[2])
+    assert CostModel(gpu, get_model("llama-2-7b"), p)._keep_work == pytest.approx(1 - 0.4)
+    assert CostModel(gpu, get_model("llama-3-1-8b"), p)._keep_work == pytest.approx(1 - 0.8)
+    with pytest.raises(ValueError, match="decode_attention_mha_bandwidth_efficiency"):
+        replace(p, decode_attention_mha_bandwidth_efficiency=0.0)
+
+
+def test_mha_decode_fields_are_fitted_only_where_both_head_layouts_are_measured():
+    """A decode table of grouped-query rows alone (vLLM's) leaves the MHA fields unset
+    (-1: an MHA model then runs with the shared values, not with a fit's starting
+    values); with MHA rows as well they are fitted, here to the values that made them."""
+    from servesim.hardware.calibrate import fit_op
+
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, decode_attention_occupancy_seqs=2.0, decode_attention_mha_occupancy_seqs=20.0,
+                    decode_attention_mha_overlap=0.3, decode_attention_mha_bandwidth_efficiency=0.95)
+    shapes = [(b, kv) for b in (1, 4, 16, 64) for kv in (64, 512, 4096, 16384)]
+
+    def table(kv_heads_list):
+        frame = pd.DataFrame([{"op": "decode_attention", "batch_size": b, "kv_len": kv, "num_heads": 32,
+                               "num_kv_heads": h, "head_dim": 128} for h in kv_heads_list for b, kv in shapes])
+        frame["latency_s"] = predict(frame, gpu, truth)
+        return frame
+
+    gqa_only = fit_op("decode_attention", table([8]), gpu, BASE)
+    assert (gqa_only.decode_attention_mha_occupancy_seqs, gqa_only.decode_attention_mha_overlap,
+            gqa_only.decode_attention_mha_bandwidth_efficiency) == (-1.0, -1.0, -1.0)
+    both = fit_op("decode_attention", table([8, 32]), gpu, BASE)
+    assert both.decode_attention_mha_occupancy_seqs == pytest.approx(20.0, rel=0.1)
+    assert both.decode_attention_mha_bandwidth_efficiency == pytest.approx(0.95, rel=0.02)
+
+
 def test_decode_attention_pays_split_kv_above_its_length():
     """With split-KV above 256 tokens per sequence at 10 us: 4 sequences with 1,024 keys in
     all (256 each) run unsplit; one key more and the call pays the 10 us."""

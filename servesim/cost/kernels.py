@@ -130,21 +130,40 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     under the KV stream (``decode_attention_overlap``). K and V are read once at the decode
     bandwidth, slowed at few (sequence, KV head) pairs by the split-KV occupancy loss;
     Q is read and the output written once. Grouped-query attention enters through
-    ``kv_heads``.
+    ``kv_heads``; multi-head attention (``kv_heads == heads``) may run its own kernel
+    (:func:`decode_attention_family`).
     """
     kv_bytes = 2.0 * kv_tokens * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
     hbm = kv_bytes + q_bytes
-    efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
-    occupancy = 1.0 + p.decode_attention_occupancy_seqs / (batch * kv_heads)
+    occupancy_seqs, work_overlap, efficiency = decode_attention_family(p, heads, kv_heads)
+    occupancy = 1.0 + occupancy_seqs / (batch * kv_heads)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     work_s = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
     split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     time_s = p.decode_attention_fixed_s + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
-                                                            p.decode_attention_overlap)
+                                                            work_overlap)
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def decode_attention_family(p, heads, kv_heads):
+    """(occupancy loss in pairs, work overlap, KV bandwidth efficiency) of decode
+    attention for a head layout: multi-head attention (a KV head per query head) reads
+    the ``decode_attention_mha_*`` fields that are set (>= 0), grouped-query attention
+    the shared ones."""
+    occupancy = p.decode_attention_occupancy_seqs
+    overlap = p.decode_attention_overlap
+    efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
+    mha = 1.0 * (kv_heads == heads)
+    if p.decode_attention_mha_occupancy_seqs >= 0:
+        occupancy = occupancy + mha * (p.decode_attention_mha_occupancy_seqs - occupancy)
+    if p.decode_attention_mha_overlap >= 0:
+        overlap = overlap + mha * (p.decode_attention_mha_overlap - overlap)
+    if p.decode_attention_mha_bandwidth_efficiency >= 0:
+        efficiency = efficiency + mha * (p.decode_attention_mha_bandwidth_efficiency - efficiency)
+    return occupancy, overlap, efficiency
 
 
 def _split_above(p):
@@ -158,11 +177,11 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     (fixed s, split-KV s, the C above which it is paid, work s, memory s per context
     token, memory s at C = 0, compute s per context token, compute s at C = 0), so that
     its time is ``fixed + (split if C > above) + combine(work, combine(m1 C + m0, c1 C +
-    c0, overlap), decode_attention_overlap)``.
+    c0, overlap), the work overlap of :func:`decode_attention_family`)``.
     The same formula, with the terms that do not depend on C worked out once (for the
     draft passes of a speculator, costed at a new context every step)."""
-    efficiency = p.decode_attention_bandwidth_efficiency or p.bandwidth_efficiency
-    occupancy = 1.0 + p.decode_attention_occupancy_seqs / (batch * kv_heads)
+    occupancy_seqs, _, efficiency = decode_attention_family(p, heads, kv_heads)
+    occupancy = 1.0 + occupancy_seqs / (batch * kv_heads)
     per_byte = occupancy / (gpu.hbm_bandwidth_bytes_per_s * efficiency)
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes

@@ -12,7 +12,9 @@ prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,      
                        compute_efficiency}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
                        overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
-                       split_fixed_s}, l2_bandwidth_ratio
+                       split_fixed_s}, l2_bandwidth_ratio; where MHA and GQA
+                       rows are both measured, decode_attention_mha_{occupancy_seqs,
+                       overlap, bandwidth_efficiency}
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      or 128 x 128 with
@@ -109,6 +111,11 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
+MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
+                  ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
+                  ("decode_attention_mha_bandwidth_efficiency", 1.0, 0.05, 1.0))
+"""Fitted with decode attention when its rows have both head layouts (multi-head and
+grouped-query attention run different kernels); they start from the shared values."""
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
                   "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
@@ -146,10 +153,16 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     """``profile`` with the parameters of ``op`` fitted to ``rows`` (see module docstring)."""
     least_squares = _least_squares()
     params = PARAMETERS[op]
+    mha = op == "decode_attention" and _both_head_layouts(rows)
+    if mha:
+        params = params + MHA_PARAMETERS
     measured = rows["latency_s"].to_numpy(float)
     best, best_cost = profile, math.inf
     for fixed in GRID.get(op, [{}]):
         start = replace(profile, **fixed)
+        if mha:  # (else they stay unset: -1, the shared values)
+            start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
+                                      for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
 
         def make(x, start=start):
             return replace(start, **{name: float(v * scale) for (name, scale, _, _), v in zip(params, x)})
@@ -164,6 +177,12 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if result.cost < best_cost:
             best, best_cost = make(result.x), result.cost
     return best
+
+
+def _both_head_layouts(rows: pd.DataFrame) -> bool:
+    """Whether attention rows have multi-head (KV heads = heads) and grouped-query ones."""
+    mha = (rows["num_kv_heads"] == rows["num_heads"]).to_numpy()
+    return bool(mha.any() and not mha.all())
 
 
 def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[KernelProfile, list[str]]:

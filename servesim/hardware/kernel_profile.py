@@ -129,6 +129,13 @@ class KernelProfile:
         Occupancy loss of split-KV decode attention at few sequences: KV streaming time
         is multiplied by ``1 + this / (sequences x KV heads)`` (few (sequence, KV head)
         pairs leave SMs idle even with the KV split). 0 = no loss.
+    decode_attention_mha_occupancy_seqs, decode_attention_mha_overlap, decode_attention_mha_bandwidth_efficiency:
+        ``decode_attention_occupancy_seqs``, ``_overlap`` and ``_bandwidth_efficiency``
+        of multi-head attention (a KV head per query head: Llama-2-7B, Vicuna-7B), where
+        it runs another kernel than grouped-query attention: TRT-LLM's masked MHA, not
+        its XQA, which loads a KV head once for its group of query heads. -1 (the
+        default; profiles fitted on GQA rows alone) = the shared value. TRT-LLM's
+        tables fit an occupancy loss of 16-24 pairs for MHA against 1.5-2.5 for GQA.
     decode_attention_split_tokens:
         KV tokens per sequence above which the decode-attention kernel splits each
         sequence's KV over several thread blocks and reduces their partial results
@@ -259,6 +266,9 @@ class KernelProfile:
     decode_attention_overlap: float = 0.0
     decode_attention_bandwidth_efficiency: float = 0.0
     decode_attention_occupancy_seqs: float = 0.0
+    decode_attention_mha_occupancy_seqs: float = -1.0
+    decode_attention_mha_overlap: float = -1.0
+    decode_attention_mha_bandwidth_efficiency: float = -1.0
     decode_attention_split_tokens: int = 0
     decode_attention_split_fixed_s: float = 0.0
     prefill_attention_fixed_s: float = 0.0
@@ -312,6 +322,9 @@ COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "
           "decode_attention_split_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
+MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attention_mha_overlap": (0.0, 1.0),
+              "decode_attention_mha_bandwidth_efficiency": (0.01, 1.0)}
+"""Multi-head attention's own decode fields and their ranges (-1 = not set)."""
 MAX_TILE = 65536
 MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1}
 """Token counts that may be 'never' in practice (no second weight pass)."""
@@ -341,6 +354,9 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be finite, got {value!r}"
         elif name == "gemm_single_wave_quantization" and not (value == -1 or 0 <= value <= 1):
             problems[name] = f"must be in [0, 1], or -1 for gemm_wave_quantization's value, got {value!r}"
+        elif name in MHA_FIELDS and not (value == -1 or MHA_FIELDS[name][0] <= value <= MHA_FIELDS[name][1]):
+            low, high = MHA_FIELDS[name]
+            problems[name] = f"must be in [{low:g}, {high:g}], or -1 for the grouped-query value, got {value!r}"
         elif name in FRACTIONS and not 0 < value <= 1:
             problems[name] = f"must be in (0, 1], got {value!r}"
         elif name in UNIT_INTERVAL and not 0 <= value <= 1:
