@@ -266,6 +266,36 @@ def test_decode_attention_pays_split_kv_above_its_length():
     assert above - at == pytest.approx(10e-6, rel=0.01)  # (plus one key's stream)
 
 
+def test_prefill_attention_is_charged_in_waves_of_thread_blocks():
+    """B200 (148 SMs), 32 heads, query tiles of 128: one 1,024-token prompt is 8 x 32 =
+    256 blocks, two waves (296 slots) charged whole: compute x 296 / 256; 16 prompts of
+    1,024 are 4,096 blocks = 28 waves (27.7): x 4,144 / 4,096; at quantization 0.5 the
+    single prompt pays half the idle SMs: x (256 + 20) / 256. A mixed step's chunks of
+    100 and 300 tokens are 1 + 3 query tiles, 128 blocks: x 148 / 128, as the cost model
+    charges them (its prefill attention against the kernel with those query tiles)."""
+    gpu = get_gpu("b200")
+    assert gpu.num_sms == 148
+    p = replace(BASE, prefill_attention_query_tile=128, prefill_attention_wave_quantization=1.0,
+                prefill_attention_tile=0)
+    off = replace(p, prefill_attention_query_tile=0)
+
+    def compute(profile, batch, s, **kw):
+        return kernels.prefill_attention(gpu, profile, batch, batch * s, batch * kernels.causal_pairs(profile, s),
+                                         32, 8, 128, 2, **kw)[3]
+
+    assert compute(p, 1, 1024) == pytest.approx(compute(off, 1, 1024) * 296 / 256)
+    assert compute(p, 16, 1024) == pytest.approx(compute(off, 16, 1024) * 4144 / 4096)
+    half = replace(p, prefill_attention_wave_quantization=0.5)
+    assert compute(half, 1, 1024) == pytest.approx(compute(off, 1, 1024) * 276 / 256)
+    assert kernels.query_tiles(p, [100, 300]) == 4 and kernels.query_tiles(off, [100, 300]) == 0
+    model = CostModel(gpu, get_model("llama-3-1-8b"), p)
+    mixed = model.mixed_step_cost(0, 1, 0, "decode", ((100, 0), (300, 0)))
+    pairs = kernels.causal_pairs(p, 100) + kernels.causal_pairs(p, 300)
+    unquantized = kernels.prefill_attention(gpu, off, 2, 400, pairs, 32, 8, 128, 2)[3]
+    assert {o.name: o for o in mixed.ops}["attn_qk"].compute_time_s * 2 / 32 == pytest.approx(
+        unquantized * 148 / 128)
+
+
 def test_causal_prefill_is_charged_in_whole_tiles():
     """Tiles of 64: a 256-token prompt is 4 query tiles over 1 + 2 + 3 + 4 = 10 key
     tiles = 40,960 pairs (exactly 256 x 257 / 2 = 32,896); a 50-token chunk after 100

@@ -207,7 +207,7 @@ def causal_pairs(p, queries, cached=0):
 
 
 def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0,
-                      l2_resident=False):
+                      l2_resident=False, query_tiles=None):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
@@ -219,17 +219,39 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     A chunk of a prompt whose earlier part is cached (chunked prefill) also reads that
     part's K and V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
     ``l2_resident``: read as a microbenchmark made it (see the module docstring).
+    With ``prefill_attention_query_tile``, the FLOPs are charged in waves of thread
+    blocks (:func:`prefill_waves`); ``query_tiles``: the batch's query tiles, summed
+    over its sequences (default: ``batch`` sequences of ``tokens / batch`` each).
     """
     hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
     memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
+    if p.prefill_attention_query_tile:
+        if query_tiles is None:
+            query_tiles = batch * ceil_div(ceil_div(tokens, batch), p.prefill_attention_query_tile)
+        compute_s = compute_s * prefill_waves(gpu, p, query_tiles * heads)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
               + combine(memory_s, compute_s, p.overlap))
     time_s = p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def prefill_waves(gpu, p, blocks):
+    """Compute charged per unit of prefill-attention work for ``blocks`` thread blocks in
+    waves of one per SM: (blocks + the charged share of the last wave's idle SMs) /
+    blocks (1.0 for whole waves or no quantization)."""
+    sms = gpu.num_sms
+    return 1.0 + p.prefill_attention_wave_quantization * (ceil_div(blocks, sms) * sms - blocks) / blocks
+
+
+def query_tiles(p, lengths):
+    """Query tiles of prefill attention over sequences of these new-token counts (0 without
+    ``prefill_attention_query_tile``)."""
+    tile = p.prefill_attention_query_tile
+    return sum(-(-n // tile) for n in lengths) if tile else 0
 
 
 def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_elements=0):

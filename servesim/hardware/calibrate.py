@@ -8,8 +8,9 @@ GEMMs, see :data:`ORDER`):
 op class               fitted                                                        searched over
 =====================  ============================================================  ============================
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
-                       per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128}
-                       compute_efficiency}
+                       per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128},
+                       compute_efficiency, wave_quantization}                        prefill_attention_query_tile
+                                                                                     in {0, 128}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
                        overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
                        split_fixed_s}, l2_bandwidth_ratio; where MHA and GQA
@@ -93,7 +94,8 @@ PARAMETERS = {
                           ("prefill_attention_per_kv_head_token_s", 1e-9, 0.0, 1e3),
                           ("prefill_attention_per_kv_head_s", 1e-9, 0.0, 1e4),
                           ("prefill_attention_overlap", 1.0, 0.0, 1.0),
-                          ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0)),
+                          ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0),
+                          ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
                          ("decode_attention_per_kv_head_s", 1e-9, 0.0, 1e3),
@@ -121,7 +123,8 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                  for (tm, tn, large), f in itertools.product(
                      [(tm, tn, 0) for tm in (64, 128) for tn in (64, 128, 256)] + [(128, 128, 256)],
                      (0.0, 0.1, 0.25, 0.5, 1.0))],
-        "prefill_attention": [{"prefill_attention_tile": t} for t in (0, 64, 128)],
+        "prefill_attention": [{"prefill_attention_tile": t, "prefill_attention_query_tile": q}
+                              for t in (0, 64, 128) for q in (0, 128)],
         "decode_attention": [{"decode_attention_split_tokens": t} for t in (0, 128, 256, 512, 1024)],
         # starting points, not fixed values: a kernel bound by its memory stream and one
         # bound by its arithmetic are two basins of the fit

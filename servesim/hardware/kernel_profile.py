@@ -175,6 +175,17 @@ class KernelProfile:
         diagonal, which the causal mask cuts through, are computed whole, so a prompt of
         s tokens costs ``ceil(s/T)(ceil(s/T) + 1)/2`` tiles of T x T (pairs) rather than
         s(s + 1)/2: 25% more at s = 4T, 3% at 32T. 0 = exact pairs.
+    prefill_attention_query_tile:
+        Query tokens per thread block of the prefill kernel (FlashAttention's grid of
+        query tile x head x sequence): a prompt of s tokens runs ``ceil(s / tile) x
+        heads`` blocks, one per SM per wave, and the causal FLOPs are charged for the
+        waves (``prefill_attention_wave_quantization``). A single 1,024-token prompt of
+        32 heads is 256 blocks: on B200's 148 SMs, two waves for 1.7 waves of work.
+        0 = no wave quantization.
+    prefill_attention_wave_quantization:
+        Share of the last, partial wave's idle SMs charged to prefill attention (1 =
+        whole waves). Fitted 1 on most profiles: FlashAttention's blocks do not spread
+        over the tail as stream-K GEMMs do.
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
@@ -279,6 +290,8 @@ class KernelProfile:
     prefill_attention_overlap: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
     prefill_attention_tile: int = 0
+    prefill_attention_query_tile: int = 0
+    prefill_attention_wave_quantization: float = 1.0
     fused_tree_attention: bool = False
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
@@ -312,6 +325,7 @@ FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_com
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
+                 "prefill_attention_wave_quantization",
                  "decode_attention_overlap", "prefill_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
                  "elementwise_bandwidth_efficiency")
@@ -319,6 +333,7 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
 TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
+          "prefill_attention_query_tile",
           "decode_attention_split_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
