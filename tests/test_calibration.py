@@ -175,7 +175,8 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
     2 cached tokens each, the KV stream adds next to nothing."""
     gpu = get_gpu("h100-sxm")
     p = replace(BASE, decode_attention_fixed_s=0.0, decode_attention_per_seq_s=0.0,
-                decode_attention_per_kv_head_s=30e-9, overlap=1.0, decode_attention_overlap=0.0)
+                decode_attention_per_kv_head_s=30e-9, overlap=1.0, decode_attention_overlap=0.0,
+                decode_attention_wave_quantization=0.0)
     mha = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 32, 128, 2)
     gqa = kernels.decode_attention(gpu, p, 64, 1, 64 * 3, 64 * 3, 32, 8, 128, 2)
     assert mha[4] - max(mha[2], mha[3]) == pytest.approx(61.44e-6)
@@ -183,6 +184,26 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
     # the draft passes' line form charges the same
     line = kernels.decode_attention_line(gpu, p, 64, 1, 32, 8, 128, 2)
     assert line[3] == pytest.approx(15.36e-6)
+
+
+def test_decode_attention_pairs_run_in_waves_hand_worked():
+    """H100 (132 SMs), 30 ns per (sequence, KV head) pair, 8 KV heads: 17 sequences are
+    136 pairs, two waves: whole waves charge 264 slots (7.92 us), a quantization of 0.5
+    charges 136 + 0.5 x 128 = 200 (6.0 us), 0 the 136 pairs (4.08 us); 16 sequences
+    (128 pairs, under one wave) pay 132 slots at 1. The line form charges the same."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_fixed_s=0.0, decode_attention_per_seq_s=0.0,
+                decode_attention_per_kv_head_s=30e-9, overlap=1.0, decode_attention_overlap=0.0)
+
+    def work(q, batch):
+        out = kernels.decode_attention(gpu, replace(p, decode_attention_wave_quantization=q), batch, 1, batch * 3,
+                                       batch * 3, 32, 8, 128, 2)
+        return out[4] - max(out[2], out[3])
+
+    assert work(1.0, 17) == pytest.approx(264 * 30e-9) and work(0.5, 17) == pytest.approx(200 * 30e-9)
+    assert work(0.0, 17) == pytest.approx(136 * 30e-9) and work(1.0, 16) == pytest.approx(132 * 30e-9)
+    line = kernels.decode_attention_line(gpu, replace(p, decode_attention_wave_quantization=0.5), 17, 1, 32, 8, 128, 2)
+    assert line[3] == pytest.approx(200 * 30e-9)
 
 
 def test_decode_attention_work_hides_partly_under_the_kv_stream():

@@ -141,7 +141,8 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     occupancy = 1.0 + occupancy_seqs / (batch * kv_heads)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
-    work_s = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
+    work_s = (p.decode_attention_per_seq_s * batch
+              + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, batch * kv_heads))
     split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     time_s = p.decode_attention_fixed_s + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
                                                             work_overlap)
@@ -166,6 +167,14 @@ def decode_attention_family(p, heads, kv_heads):
     return occupancy, overlap, efficiency
 
 
+def _pair_slots(gpu, p, pairs):
+    """(sequence, KV head) pairs charged their per-pair work: one thread block each, in
+    waves of one per SM, plus ``decode_attention_wave_quantization`` of the last wave's
+    idle SMs."""
+    sms = gpu.num_sms
+    return pairs + p.decode_attention_wave_quantization * (ceil_div(pairs, sms) * sms - pairs)
+
+
 def _split_above(p):
     """KV tokens per sequence above which decode attention runs split-KV (inf: never)."""
     return p.decode_attention_split_tokens or float("inf")
@@ -186,7 +195,8 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
-    work = p.decode_attention_per_seq_s * batch + p.decode_attention_per_kv_head_s * batch * kv_heads
+    work = (p.decode_attention_per_seq_s * batch
+            + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, batch * kv_heads))
     split_above = _split_above(p) * batch - batch * queries  # C + batch x queries keys after the step
     return (p.decode_attention_fixed_s, p.decode_attention_split_fixed_s, split_above, work,
             kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,

@@ -13,7 +13,7 @@ prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,      
                                                                                      in {0, 128}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
                        overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
-                       split_fixed_s}, l2_bandwidth_ratio; where MHA and GQA
+                       split_fixed_s, wave_quantization}, l2_bandwidth_ratio; where MHA and GQA
                        rows are both measured, decode_attention_mha_{occupancy_seqs,
                        overlap, bandwidth_efficiency}
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
@@ -75,6 +75,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      gemm_single_wave_quantization=0.5,
                      decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=0.0, decode_attention_overlap=0.5,
                      decode_attention_bandwidth_efficiency=0.8, decode_attention_occupancy_seqs=0.0,
+                     decode_attention_wave_quantization=0.5,
                      prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0, prefill_attention_overlap=0.5,
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
@@ -103,6 +104,7 @@ PARAMETERS = {
                          ("decode_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                          ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
                          ("decode_attention_split_fixed_s", 1e-6, 0.0, 100.0),
+                         ("decode_attention_wave_quantization", 1.0, 0.0, 1.0),
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),

@@ -116,6 +116,11 @@ class KernelProfile:
         thread block(s), whose setup (page-table reads, loading the group's queries,
         writing and reducing the output) is paid whatever the KV length. Measured MHA
         (32 KV heads) costs about 4x GQA (8) per sequence at short KV; 0 = not charged.
+    decode_attention_wave_quantization:
+        Share of the last, partial wave's idle SMs charged as (sequence, KV head) work:
+        each pair is a thread block, one per SM per wave (0 = pairs spread evenly, the
+        default; 1 = whole waves). Fitted 0.5-1 on most profiles: 16 sequences of
+        8 KV heads are 128 blocks, one wave on H100's 132 SMs, 17 are two.
     decode_attention_overlap:
         Fraction of the smaller of a decode-attention call's per-sequence work
         (``decode_attention_per_seq_s`` and ``_per_kv_head_s``) and its KV stream that is
@@ -277,6 +282,7 @@ class KernelProfile:
     decode_attention_overlap: float = 0.0
     decode_attention_bandwidth_efficiency: float = 0.0
     decode_attention_occupancy_seqs: float = 0.0
+    decode_attention_wave_quantization: float = 0.0
     decode_attention_mha_occupancy_seqs: float = -1.0
     decode_attention_mha_overlap: float = -1.0
     decode_attention_mha_bandwidth_efficiency: float = -1.0
@@ -325,7 +331,7 @@ FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_com
              "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
-                 "prefill_attention_wave_quantization",
+                 "prefill_attention_wave_quantization", "decode_attention_wave_quantization",
                  "decode_attention_overlap", "prefill_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
                  "elementwise_bandwidth_efficiency")
