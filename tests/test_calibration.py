@@ -528,15 +528,12 @@ def test_bundled_profile_reproduces_its_report_on_the_measured_tables(measured, 
     tables and the rows faster than HBM allows (the last three profiles have such rows,
     and their report's row counts say how many were kept); and that error is small:
     median |error| under 10% for GEMMs and both attention kernels."""
-    from servesim.hardware.calibrate import drop_unrepresentative, faster_than_hbm, select_version
+    from servesim.hardware.calibrate import calibration_rows
 
     profile, table = get_profile(name)
     fit = table["fit"]
     g = get_gpu(gpu, kernel_profile=name)
-    rows = measured[(measured["gpu"] == fit["gpu_measured"]) & (measured["framework"] == fit["framework"])]
-    rows, _ = select_version(rows.reset_index(drop=True))
-    rows, _ = drop_unrepresentative(rows, fit["framework"])
-    rows = rows[~faster_than_hbm(rows, g)[0]]
+    rows, _ = calibration_rows(measured, g, fit["framework"], fit["gpu_measured"])
     assert set(fit["in_sample"]) == set(rows["op"])
     for op, stats in fit["in_sample"].items():
         part = rows[rows["op"] == op]

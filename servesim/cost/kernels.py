@@ -29,6 +29,13 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
+def wave_slots(units, sms, quantization):
+    """SM slots charged for ``units`` thread blocks (tiles, (sequence, head) pairs) run
+    one per SM per wave: the units plus ``quantization`` of the last, partial wave's
+    idle SMs (0: spread evenly; 1: whole waves)."""
+    return units + quantization * (ceil_div(units, sms) * sms - units)
+
+
 def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_fraction=0.0, full_fraction=1.0):
     """Bytes per second a kernel streams at; in a microbenchmark replay, the L2 rate for
     what stays resident. With ``resident_fraction`` 0: all of a working set of up to
@@ -89,7 +96,7 @@ def _tile_flops(gpu, p, m, n, k, tm, tn):
     # a GEMM of less than one wave is charged its own share of the idle SMs
     single = (p.gemm_single_wave_quantization >= 0) * (tiles < gpu.num_sms)
     quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
-    slots = tiles + quantization * (ceil_div(tiles, gpu.num_sms) * gpu.num_sms - tiles)
+    slots = wave_slots(tiles, gpu.num_sms, quantization)
     waves = slots / gpu.num_sms
     return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * k, (waves + 1.0 + abs(waves - 1.0)) * 0.5  # max(1, .)
 
@@ -171,8 +178,7 @@ def _pair_slots(gpu, p, pairs):
     """(sequence, KV head) pairs charged their per-pair work: one thread block each, in
     waves of one per SM, plus ``decode_attention_wave_quantization`` of the last wave's
     idle SMs."""
-    sms = gpu.num_sms
-    return pairs + p.decode_attention_wave_quantization * (ceil_div(pairs, sms) * sms - pairs)
+    return wave_slots(pairs, gpu.num_sms, p.decode_attention_wave_quantization)
 
 
 def _split_above(p):
@@ -253,8 +259,7 @@ def prefill_waves(gpu, p, blocks):
     """Compute charged per unit of prefill-attention work for ``blocks`` thread blocks in
     waves of one per SM: (blocks + the charged share of the last wave's idle SMs) /
     blocks (1.0 for whole waves or no quantization)."""
-    sms = gpu.num_sms
-    return 1.0 + p.prefill_attention_wave_quantization * (ceil_div(blocks, sms) * sms - blocks) / blocks
+    return wave_slots(blocks, gpu.num_sms, p.prefill_attention_wave_quantization) / blocks
 
 
 def query_tiles(p, lengths):

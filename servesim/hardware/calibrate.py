@@ -282,7 +282,8 @@ def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int | None 
             continue
         ratio_measured = float(measured.iloc[0]) / t1
         ratio_predicted = float(pred[i] / pred[0])
-        out.append({"n": n, "k": k, "m": m, "measured": ratio_measured, "measured_raw": float(measured.iloc[0]) / t1_raw,
+        out.append({"n": n, "k": k, "m": m, "measured": ratio_measured,
+                    "measured_raw": float(measured.iloc[0]) / t1_raw,
                     "predicted": ratio_predicted, "error_pct": (ratio_predicted / ratio_measured - 1) * 100})
     return out
 
