@@ -38,6 +38,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from servesim.cost import kernels
+from servesim.cost.kernels import split_line_at
 from servesim.hardware import GPU, KernelProfile
 from servesim.models import Model
 
@@ -398,8 +399,10 @@ class CostModel:
         """A forward step's time as a function of its cached context C: (time s of the
         operators that do not depend on C, the attention's fixed s, split-KV s and the C
         above which it is paid, work s, memory s per C and at 0, compute s per C and at 0,
-        the layers), so that the time is ``rest + layers x (fixed + (split if C > above)
-        + combine(work, combine(m1 C + m0, c1 C + c0)))``
+        split blocks, the layers), so that the time is ``rest + layers x (fixed + (split
+        if C > above) + combine(work, combine(m1 C + m0, c1 C + c0)))``, the split and the
+        memory terms above that C from :func:`kernels.split_line_at` where split blocks
+        is not None
         (:meth:`steps_time_at`; :func:`kernels.decode_attention_line`); None where the
         step's attention is not paged decode attention (a materialised tree, a prefill)."""
         if stage == "prefill" or (stage == "verify" and not self.profile.fused_tree_attention):
@@ -418,12 +421,15 @@ class CostModel:
         their hot path)."""
         keep, keep_work = 1.0 - self._overlap, self._keep_work
         total = 0.0
-        for offset, (rest, fixed, split, split_above, work, m1, m0, c1, c0, layers) in lines:
+        for offset, (rest, fixed, split, split_above, work, m1, m0, c1, c0, blocks, layers) in lines:
             context = context_tokens + offset
-            memory_s = m1 * context + m0
-            compute_s = c1 * context + c0
             if context > split_above:
                 fixed += split
+                if blocks is not None:  # split-KV blocks sized by the context
+                    split, m1, m0 = split_line_at(blocks, context)
+                    fixed += split
+            memory_s = m1 * context + m0
+            compute_s = c1 * context + c0
             # combine(): the larger plus the unhidden part of the smaller
             stream_s = memory_s + compute_s * keep if memory_s >= compute_s else compute_s + memory_s * keep
             total += rest + layers * (fixed + (stream_s + work * keep_work if stream_s >= work

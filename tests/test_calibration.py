@@ -287,6 +287,34 @@ def test_decode_attention_pays_split_kv_above_its_length():
     assert above - at == pytest.approx(10e-6, rel=0.01)  # (plus one key's stream)
 
 
+def test_split_kv_blocks_follow_length_and_occupancy():
+    """XQA-style split on H100 (132 SMs), at least 128 KV tokens a block, at most 8
+    waves: 16 sequences of 8 KV heads are 128 pairs, capped at 1,056 // 128 = 8 blocks a
+    pair; 256 cached tokens each -> 2 blocks, 2,048 -> 16, capped at 8; 100 -> 0, at least
+    1. 128 sequences (1,024 pairs) are capped at 1 block: no split at any length. A split
+    call pays its fixed time plus its blocks in waves: 16 x 512 tokens is 4 blocks a pair,
+    512 blocks, 4 waves = 528 slots at quantization 1; the occupancy loss counts blocks."""
+    gpu = get_gpu("h100-sxm")
+    assert gpu.num_sms == 132
+    p = replace(BASE, decode_attention_split_block_tokens=128, decode_attention_split_waves=8,
+                decode_attention_split_fixed_s=3e-6, decode_attention_per_split_block_s=20e-9,
+                decode_attention_wave_quantization=1.0, decode_attention_occupancy_seqs=64.0)
+    assert [kernels.split_blocks(gpu, p, kv, 128) for kv in (100, 256, 300, 2048)] == [1, 2, 2, 8]
+    assert kernels.split_blocks(gpu, p, 4096, 1024) == 1
+    assert kernels.split_blocks(gpu, replace(p, decode_attention_split_block_tokens=0), 4096, 8) == 1
+
+    def time(profile, batch, kv):
+        return kernels.decode_attention(gpu, profile, batch, 1, batch * kv, batch * kv, 32, 8, 128, 2)[4]
+
+    no_charge = replace(p, decode_attention_split_fixed_s=0.0, decode_attention_per_split_block_s=0.0)
+    assert time(p, 16, 512) - time(no_charge, 16, 512) == pytest.approx(3e-6 + 528 * 20e-9)
+    assert time(p, 128, 4096) == pytest.approx(time(no_charge, 128, 4096))  # one block a pair
+    memory = kernels.decode_attention(gpu, p, 16, 1, 16 * 512, 16 * 512, 32, 8, 128, 2)[2]
+    unsplit = kernels.decode_attention(gpu, replace(p, decode_attention_split_block_tokens=0),
+                                       16, 1, 16 * 512, 16 * 512, 32, 8, 128, 2)[2]
+    assert memory / unsplit == pytest.approx((1 + 64 / 512) / (1 + 64 / 128))
+
+
 def test_prefill_attention_is_charged_in_waves_of_thread_blocks():
     """B200 (148 SMs), 32 heads, query tiles of 128: one 1,024-token prompt is 8 x 32 =
     256 blocks, two waves (296 slots) charged whole: compute x 296 / 256; 16 prompts of

@@ -149,13 +149,19 @@ def test_time_line_of_decode_attention_is_the_same_formula():
     from servesim.models import get_model
     gpu = get_gpu("h100-sxm")
     split = replace(gpu, profile=replace(gpu.profile, decode_attention_split_tokens=256,
-                                  decode_attention_split_fixed_s=10e-6))
-    for cm, batch, width, stage in ((CostModel(g, get_model("llama-3-8b")), batch, width, stage) for g in (gpu, split)
+                                         decode_attention_split_block_tokens=0, decode_attention_split_fixed_s=10e-6))
+    blocks = replace(gpu, profile=replace(gpu.profile, decode_attention_split_block_tokens=128,
+                                          decode_attention_split_waves=2, decode_attention_split_fixed_s=3e-6,
+                                          decode_attention_per_split_block_s=20e-9,
+                                          decode_attention_occupancy_seqs=30.0))
+    for cm, batch, width, stage in ((CostModel(g, get_model("llama-3-8b")), batch, width, stage)
+                                    for g in (gpu, split, blocks)
                                     for batch, width, stage in ((1, 1, "decode"), (7, 1, "decode"), (32, 1, "decode"),
                                                                 (4, 5, "chain_verify"))):
         line = cm.step_time_line(batch, width, stage)
         assert line is not None
-        for context in (0, 1, 1000, 123_457, 4_000_000, 256 * batch - batch * width, 256 * batch - batch * width + 1):
+        for context in (0, 1, 1000, 123_457, 4_000_000, 256 * batch - batch * width, 256 * batch - batch * width + 1,
+                        256 * batch - batch * width - 1, 384 * batch - batch * width, 384 * batch - batch * width - 1):
             full = cm.step_time_s(batch, width, context, stage)
             assert cm.steps_time_at(((0, line),), context) == pytest.approx(full, rel=1e-13)
         # passes one after another: each sees the tokens appended before it

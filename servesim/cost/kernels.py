@@ -138,19 +138,26 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     bandwidth, slowed at few (sequence, KV head) pairs by the split-KV occupancy loss;
     Q is read and the output written once. Grouped-query attention enters through
     ``kv_heads``; multi-head attention (``kv_heads == heads``) may run its own kernel
-    (:func:`decode_attention_family`).
+    (:func:`decode_attention_family`). With ``decode_attention_split_block_tokens`` each
+    pair runs :func:`split_blocks` thread blocks, and a split call pays per block.
     """
     kv_bytes = 2.0 * kv_tokens * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
     hbm = kv_bytes + q_bytes
     occupancy_seqs, work_overlap, efficiency = decode_attention_family(p, heads, kv_heads)
-    occupancy = 1.0 + occupancy_seqs / (batch * kv_heads)
+    units = batch * kv_heads
+    per_unit = split_blocks(gpu, p, kv_tokens / batch, units)
+    occupancy = 1.0 + occupancy_seqs / (units * per_unit)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     work_s = (p.decode_attention_per_seq_s * batch
-              + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, batch * kv_heads))
-    split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
+              + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, units))
+    if p.decode_attention_split_block_tokens:
+        split_s = (p.decode_attention_split_fixed_s + p.decode_attention_per_split_block_s * wave_slots(
+            units * per_unit, gpu.num_sms, p.decode_attention_wave_quantization)) * (per_unit > 1)
+    else:
+        split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     time_s = p.decode_attention_fixed_s + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
                                                             work_overlap)
     return flops, hbm, memory_s, compute_s, time_s
@@ -181,6 +188,18 @@ def _pair_slots(gpu, p, pairs):
     return wave_slots(pairs, gpu.num_sms, p.decode_attention_wave_quantization)
 
 
+def split_blocks(gpu, p, kv_per_seq, pairs):
+    """Thread blocks each (sequence, KV head) pair runs with
+    ``decode_attention_split_block_tokens`` set: ``max(1, min(floor(kv_per_seq /
+    block tokens), floor(split_waves x SMs / pairs)))``; else 1."""
+    if not p.decode_attention_split_block_tokens:
+        return 1.0
+    by_length = kv_per_seq // p.decode_attention_split_block_tokens
+    by_occupancy = (p.decode_attention_split_waves * gpu.num_sms) // pairs
+    blocks = (by_length + by_occupancy - abs(by_length - by_occupancy)) * 0.5  # the smaller
+    return (blocks + 1.0 + abs(blocks - 1.0)) * 0.5  # at least one
+
+
 def _split_above(p):
     """KV tokens per sequence above which decode attention runs split-KV (inf: never)."""
     return p.decode_attention_split_tokens or float("inf")
@@ -190,23 +209,55 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     """:func:`decode_attention` of ``batch`` sequences with ``queries`` new tokens each as
     a function of the cached context C (tokens, summed over the batch; KV from HBM):
     (fixed s, split-KV s, the C above which it is paid, work s, memory s per context
-    token, memory s at C = 0, compute s per context token, compute s at C = 0), so that
-    its time is ``fixed + (split if C > above) + combine(work, combine(m1 C + m0, c1 C +
-    c0, overlap), the work overlap of :func:`decode_attention_family`)``.
+    token, memory s at C = 0, compute s per context token, compute s at C = 0, split
+    blocks), so that its time is ``fixed + (split if C > above) + combine(work,
+    combine(m1 C + m0, c1 C + c0, overlap), the work overlap of
+    :func:`decode_attention_family`)``. Split blocks is None, or (with
+    ``decode_attention_split_block_tokens``) what :func:`split_line_at` needs to work
+    out, above that C, the split's time and the memory terms at the context's blocks.
     The same formula, with the terms that do not depend on C worked out once (for the
     draft passes of a speculator, costed at a new context every step)."""
     occupancy_seqs, _, efficiency = decode_attention_family(p, heads, kv_heads)
-    occupancy = 1.0 + occupancy_seqs / (batch * kv_heads)
-    per_byte = occupancy / (gpu.hbm_bandwidth_bytes_per_s * efficiency)
+    units = batch * kv_heads
+    occupancy = 1.0 + occupancy_seqs / units
+    bandwidth = gpu.hbm_bandwidth_bytes_per_s * efficiency
+    per_byte = occupancy / bandwidth
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
     work = (p.decode_attention_per_seq_s * batch
             + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, batch * kv_heads))
-    split_above = _split_above(p) * batch - batch * queries  # C + batch x queries keys after the step
-    return (p.decode_attention_fixed_s, p.decode_attention_split_fixed_s, split_above, work,
-            kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
-            4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate)
+    appended = batch * queries  # C + batch x queries keys after the step
+    split, blocks = p.decode_attention_split_fixed_s, None
+    if p.decode_attention_split_block_tokens:
+        per_length = batch * p.decode_attention_split_block_tokens
+        cap = (p.decode_attention_split_waves * gpu.num_sms) // units
+        # split from two blocks a pair: (C + appended) // per_length >= 2
+        split_above = 2 * per_length - appended - 1 if cap >= 2 else float("inf")
+        blocks = (per_length, appended, cap, units, gpu.num_sms, p.decode_attention_wave_quantization,
+                  p.decode_attention_split_fixed_s, p.decode_attention_per_split_block_s, occupancy_seqs,
+                  bandwidth, kv_per_token, q_bytes)
+        split = 0.0
+    else:
+        split_above = _split_above(p) * batch - appended
+    return (p.decode_attention_fixed_s, split, split_above, work,
+            kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte,
+            4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate,
+            blocks)
+
+
+def split_line_at(blocks, context):
+    """(split-KV s, memory s per context token, memory s at C = 0) of a
+    :func:`decode_attention_line` with split blocks, at a context of ``context``
+    tokens where it splits: :func:`split_blocks` blocks a pair, the split's fixed and
+    per-block time, and the occupancy loss over the blocks."""
+    (per_length, appended, cap, units, sms, quantization, fixed_s, per_block_s, occupancy_seqs,
+     bandwidth, kv_per_token, q_bytes) = blocks
+    by_length = (context + appended) // per_length
+    per_unit = (by_length + cap - abs(by_length - cap)) * 0.5  # the smaller (>= 2 here)
+    per_byte = (1.0 + occupancy_seqs / (units * per_unit)) / bandwidth
+    return (fixed_s + per_block_s * wave_slots(units * per_unit, sms, quantization),
+            kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte)
 
 
 def causal_pairs(p, queries, cached=0):

@@ -12,10 +12,12 @@ prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,      
                        compute_efficiency, wave_quantization}                        prefill_attention_query_tile
                                                                                      in {0, 128}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
-                       overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024}
-                       split_fixed_s, wave_quantization}, l2_bandwidth_ratio; where MHA and GQA
-                       rows are both measured, decode_attention_mha_{occupancy_seqs,
-                       overlap, bandwidth_efficiency}
+                       overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024},
+                       split_fixed_s, wave_quantization, per_split_block_s},         or split-KV blocks sized by
+                       l2_bandwidth_ratio; where MHA and GQA rows are both           length and occupancy:
+                       measured, decode_attention_mha_{occupancy_seqs,               _split_block_tokens in
+                       overlap, bandwidth_efficiency}                                {128, 256, 512} x
+                                                                                     _split_waves in {1, 2, 4, 8}
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      or 128 x 128 with
@@ -105,6 +107,7 @@ PARAMETERS = {
                          ("decode_attention_occupancy_seqs", 1.0, 0.0, 1e3),
                          ("decode_attention_split_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_wave_quantization", 1.0, 0.0, 1.0),
+                         ("decode_attention_per_split_block_s", 1e-9, 0.0, 1e3),
                          ("l2_bandwidth_ratio", 1.0, 1.0, 20.0)),
     "elementwise": (("elementwise_fixed_s", 1e-6, 0.0, 50.0),
                     ("elementwise_bandwidth_efficiency", 1.0, 0.05, 1.0),
@@ -127,7 +130,10 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                      (0.0, 0.1, 0.25, 0.5, 1.0))],
         "prefill_attention": [{"prefill_attention_tile": t, "prefill_attention_query_tile": q}
                               for t in (0, 64, 128) for q in (0, 128)],
-        "decode_attention": [{"decode_attention_split_tokens": t} for t in (0, 128, 256, 512, 1024)],
+        "decode_attention": ([{"decode_attention_split_tokens": t, "decode_attention_split_block_tokens": 0}
+                              for t in (0, 128, 256, 512, 1024)]
+                             + [{"decode_attention_split_tokens": 0, "decode_attention_split_block_tokens": c,
+                                 "decode_attention_split_waves": w} for c in (128, 256, 512) for w in (1, 2, 4, 8)]),
         # starting points, not fixed values: a kernel bound by its memory stream and one
         # bound by its arithmetic are two basins of the fit
         "elementwise": [{"elementwise_element_s": s, "elementwise_l2_full_fraction": f}

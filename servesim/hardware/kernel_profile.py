@@ -151,6 +151,26 @@ class KernelProfile:
     decode_attention_split_fixed_s:
         Fixed time of a split-KV decode-attention call on top of the kernel's own (s):
         the reduction of the partial results and its launch.
+    decode_attention_split_block_tokens:
+        KV tokens per thread block at least when the kernel sizes its split-KV from
+        the length and the occupancy (TRT-LLM's XQA multi-block mode; its
+        ``kMinHistoryTokensPerBlock`` is 128): each (sequence, KV head) pair runs
+        ``max(1, min(floor(L / this), floor(decode_attention_split_waves x SMs /
+        pairs)))`` blocks, L the sequence's KV tokens (a batch's mean), and a call with
+        more than one pays ``decode_attention_split_fixed_s`` and
+        ``decode_attention_per_split_block_s`` per block slot. The occupancy loss
+        counts blocks, not pairs. 0 (the default) = one block per pair, split-KV by
+        ``decode_attention_split_tokens`` alone. Measured: TRT-LLM's H100 tables at
+        16 sequences of 8 KV heads (128 pairs) take 10, 21, 29 and 48 us at 128, 256,
+        512 and 1,024 cached tokens, as 1, 2, 4 and 8 blocks a pair do; at 128
+        sequences the same lengths stay one block a pair and cost no split.
+    decode_attention_split_waves:
+        The cap of that split: blocks per pair at most ``this x SMs / pairs`` (XQA's
+        ``kTargetWaveFactor`` is 8 waves).
+    decode_attention_per_split_block_s:
+        Time per thread-block slot of a split-KV call (s), not hidden under the KV
+        stream: each block's setup (page-table walk, the group's queries) and its
+        partial result, in waves over the SMs (``decode_attention_wave_quantization``).
     prefill_attention_fixed_s:
         Fixed time of the causal prefill (FlashAttention varlen) kernel (s).
     prefill_attention_per_seq_s:
@@ -288,6 +308,9 @@ class KernelProfile:
     decode_attention_mha_bandwidth_efficiency: float = -1.0
     decode_attention_split_tokens: int = 0
     decode_attention_split_fixed_s: float = 0.0
+    decode_attention_split_block_tokens: int = 0
+    decode_attention_split_waves: float = 0.0
+    decode_attention_per_split_block_s: float = 0.0
     prefill_attention_fixed_s: float = 0.0
     prefill_attention_per_seq_s: float = 0.0
     prefill_attention_per_token_s: float = 0.0
@@ -340,7 +363,7 @@ TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
           "prefill_attention_query_tile",
-          "decode_attention_split_tokens")
+          "decode_attention_split_tokens", "decode_attention_split_block_tokens")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attention_mha_overlap": (0.0, 1.0),
@@ -353,6 +376,7 @@ MAX_SECONDS = 1.0
 """Upper bound of a per-kernel time (s): a kernel floor of a second is not a GPU."""
 MAX_SCORE_BYTES = 1024.0
 MAX_L2_RATIO = 100.0
+MAX_SPLIT_WAVES = 1024.0
 
 
 def profile_problems(values: dict) -> dict[str, str]:
@@ -392,6 +416,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_SCORE_BYTES}], got {value!r}"
         elif name in ("l2_bandwidth_ratio", "elementwise_l2_bandwidth_ratio") and not 0 <= value <= MAX_L2_RATIO:
             problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
+        elif name == "decode_attention_split_waves" and not 0 <= value <= MAX_SPLIT_WAVES:
+            problems[name] = f"must be in [0, {MAX_SPLIT_WAVES:g}] waves, got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
     return problems
