@@ -735,7 +735,7 @@ def cmd_calibrate(args) -> int:
     if fit["qkv_scaling"]:
         qkv = pd.DataFrame(fit["qkv_scaling"])
         print(f"\nqkv GEMM ({qkv['n'].iloc[0]} x {qkv['k'].iloc[0]}) t(M)/t(1), measured vs predicted "
-              "(serving: weights from HBM)")
+              "(as measured: a replayed kernel's L2 hits; serving: weights from HBM)")
         print(qkv.drop(columns=["n", "k"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for note in fit["notes"]:
         print(f"note: {note}")
