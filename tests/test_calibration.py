@@ -863,3 +863,24 @@ def test_qkv_check_reads_the_table_as_it_was_measured():
     flat = replace(p, l2_bandwidth_ratio=0.0)
     assert all(r["error_serving_pct"] == pytest.approx(r["error_pct"], abs=1e-9)
                for r in qkv_scaling(table(flat), gpu, flat))
+
+
+def test_prefill_attention_streams_at_its_own_bandwidth():
+    """128 prompts of 32 tokens, 32 heads of 128 (MHA), move Q, K, V and the output
+    once: 2 x 4,096 x (32 + 32) x 128 x 2 B = 134.2 MB, more than L40S's 96 MB L2, so
+    from its 864 GB/s GDDR6 at prefill_attention_bandwidth_efficiency 0.5: 310.7 us;
+    unset (0), at the GEMMs' bandwidth_efficiency (0.85): 182.8 us. A replayed 2,048
+    tokens (67.1 MB) fit in L2 and stream at the L2 rate whatever the efficiency."""
+    gpu = get_gpu("l40s")
+    assert gpu.hbm_bandwidth_bytes_per_s == 864e9 and gpu.l2_cache_bytes == 96e6
+    p = replace(BASE, bandwidth_efficiency=0.85, prefill_attention_bandwidth_efficiency=0.5, l2_bandwidth_ratio=3.0)
+
+    def memory(profile, batch, l2_resident=True):
+        tokens = batch * 32
+        return kernels.prefill_attention(gpu, profile, batch, tokens, batch * kernels.causal_pairs(profile, 32),
+                                         32, 32, 128, 2, l2_resident=l2_resident)[2]
+
+    assert memory(p, 128) == pytest.approx(134_217_728 / (864e9 * 0.5))
+    assert memory(replace(p, prefill_attention_bandwidth_efficiency=0.0), 128) == pytest.approx(
+        134_217_728 / (864e9 * 0.85))
+    assert memory(p, 64) == pytest.approx(67_108_864 / (864e9 * 3.0))

@@ -292,7 +292,8 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     """
     hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
-    memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
+    memory_s = hbm / _bandwidth(gpu, p.prefill_attention_bandwidth_efficiency or p.bandwidth_efficiency, hbm,
+                                l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     if p.prefill_attention_query_tile:
         if query_tiles is None:

@@ -45,7 +45,7 @@ from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
 
 QUICK = {"m": (1, 8, 32, 128, 512), "elementwise_m": (1, 16, 64, 256, 1024, 4096, 16384),
          "decode_batch": (1, 2, 4, 8, 32, 128), "kv_len": (128, 1024, 4096, 16384), "decode_max_tokens": 2**17,
-         "prefill_batch": (1, 2, 4, 8, 16), "seq_len": (128, 256, 512, 1024), "prefill_max_tokens": 2**12}
+         "prefill_batch": (1, 2, 4, 8, 16), "seq_len": (64, 128, 256, 512, 1024), "prefill_max_tokens": 2**12}
 FULL = {"m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096, 8192),
         "elementwise_m": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
         "decode_batch": (1, 2, 4, 8, 16, 32, 64, 128, 256), "kv_len": (64, 256, 1024, 4096, 16384, 65536),
