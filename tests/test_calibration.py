@@ -870,7 +870,8 @@ def test_prefill_attention_streams_at_its_own_bandwidth():
     once: 2 x 4,096 x (32 + 32) x 128 x 2 B = 134.2 MB, more than L40S's 96 MB L2, so
     from its 864 GB/s GDDR6 at prefill_attention_bandwidth_efficiency 0.5: 310.7 us;
     unset (0), at the GEMMs' bandwidth_efficiency (0.85): 182.8 us. A replayed 2,048
-    tokens (67.1 MB) fit in L2 and stream at the L2 rate whatever the efficiency."""
+    tokens (67.1 MB) fit in L2 and stream at the L2 rate whatever the efficiency.
+    With two passes of K and V, their bytes count twice, the L2 footprint once."""
     gpu = get_gpu("l40s")
     assert gpu.hbm_bandwidth_bytes_per_s == 864e9 and gpu.l2_cache_bytes == 96e6
     p = replace(BASE, bandwidth_efficiency=0.85, prefill_attention_bandwidth_efficiency=0.5, l2_bandwidth_ratio=3.0)
@@ -884,3 +885,8 @@ def test_prefill_attention_streams_at_its_own_bandwidth():
     assert memory(replace(p, prefill_attention_bandwidth_efficiency=0.0), 128) == pytest.approx(
         134_217_728 / (864e9 * 0.85))
     assert memory(p, 64) == pytest.approx(67_108_864 / (864e9 * 3.0))
+    # K and V written to the paged cache too: 2 passes add 2 x 4,096 x 32 x 128 x 2 B =
+    # 67.1 MB of traffic; the L2 holds one copy, so 64 prompts (67.1 MB) stay resident
+    two = replace(p, prefill_attention_kv_passes=2)
+    assert memory(two, 128) == pytest.approx((134_217_728 + 67_108_864) / (864e9 * 0.5))
+    assert memory(two, 64) == pytest.approx((67_108_864 + 33_554_432) / (864e9 * 3.0))

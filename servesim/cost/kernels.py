@@ -282,7 +282,9 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
     (``prefill_attention_overlap``), which is per sequence + per query token (all
     heads, and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
-    whole tiles) at the fused-attention rate and of Q, K, V and the output moved once.
+    whole tiles) at the fused-attention rate and of Q and the output moved once, the
+    new K and V ``prefill_attention_kv_passes`` times (a microbenchmark's L2 holds the
+    batch's tensors if they fit, one copy of each).
     A chunk of a prompt whose earlier part is cached (chunked prefill) also reads that
     part's K and V: ``prefix_tokens`` in all (its (query, key) pairs are in ``pairs``).
     ``l2_resident``: read as a microbenchmark made it (see the module docstring).
@@ -290,9 +292,10 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     blocks (:func:`prefill_waves`); ``query_tiles``: the batch's query tiles, summed
     over its sequences (default: ``batch`` sequences of ``tokens / batch`` each).
     """
-    hbm = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
+    tensors = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
+    hbm = tensors + 2.0 * (p.prefill_attention_kv_passes - 1) * tokens * kv_heads * head_dim * dtype_bytes
     flops = 4.0 * heads * head_dim * pairs
-    memory_s = hbm / _bandwidth(gpu, p.prefill_attention_bandwidth_efficiency or p.bandwidth_efficiency, hbm,
+    memory_s = hbm / _bandwidth(gpu, p.prefill_attention_bandwidth_efficiency or p.bandwidth_efficiency, tensors,
                                 l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
     if p.prefill_attention_query_tile:

@@ -10,7 +10,9 @@ op class               fitted                                                   
 prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
                        per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128},
                        compute_efficiency, bandwidth_efficiency,                     prefill_attention_query_tile
-                       wave_quantization}                                            in {0, 128}
+                       wave_quantization}                                            in {0, 128},
+                                                                                     prefill_attention_kv_passes
+                                                                                     in {1, 2, 3}
 decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
                        overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024},
                        split_fixed_s, wave_quantization, per_split_block_s},         or split-KV blocks sized by
@@ -130,8 +132,9 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                  for (tm, tn, large), f in itertools.product(
                      [(tm, tn, 0) for tm in (64, 128) for tn in (64, 128, 256)] + [(128, 128, 256)],
                      (0.0, 0.1, 0.25, 0.5, 1.0))],
-        "prefill_attention": [{"prefill_attention_tile": t, "prefill_attention_query_tile": q}
-                              for t in (0, 64, 128) for q in (0, 128)],
+        "prefill_attention": [{"prefill_attention_tile": t, "prefill_attention_query_tile": q,
+                               "prefill_attention_kv_passes": passes}
+                              for t in (0, 64, 128) for q in (0, 128) for passes in (1, 2, 3)],
         "decode_attention": ([{"decode_attention_split_tokens": t, "decode_attention_split_block_tokens": 0}
                               for t in (0, 128, 256, 512, 1024)]
                              + [{"decode_attention_split_tokens": 0, "decode_attention_split_block_tokens": c,

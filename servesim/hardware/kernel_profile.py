@@ -214,14 +214,23 @@ class KernelProfile:
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
+    prefill_attention_kv_passes:
+        Times the prompt's new K and V cross HBM in a prefill-attention call (1: read
+        once by the attention kernel). Serving frameworks also write them into the
+        paged KV cache (2), and an attention that reads them back from there adds a
+        third. A microbenchmark's L2 still holds one copy of each tensor. Where the
+        stream binds, L40S's tables cost MHA (16 KB of K and V a token) 2.0-2.3x GQA's
+        time a token, against 1.6x for one pass; all three fit 2 passes. On the HBM
+        GPUs the stream does not bind in the tables, and their profiles keep 1.
     prefill_attention_bandwidth_efficiency:
         Achieved fraction of peak HBM bandwidth for prefill attention's Q, K, V and
         output (0 = ``bandwidth_efficiency``). It binds where a batch's attention
         tensors outgrow the L2 and the causal FLOPs are few: L40S's measured tables
         (96 MB L2, GDDR6) take 20-30 ns a prompt token below it and 95-107 ns (MHA) or
         44-47 ns (GQA) above, from 4,096 (MHA, 134 MB) or 8,192 tokens (GQA, 168 MB) of
-        short prompts: 40-50% of its peak bandwidth, where its GEMMs stream at 64-76%.
-        Fitted 0.37-0.54 on L40S and 0.8 on A100 TRT-LLM; on the other HBM profiles the
+        short prompts: 40-50% of its peak bandwidth for one pass of each tensor
+        (``prefill_attention_kv_passes``). Fitted 0.52-0.71 on L40S (with two passes of
+        K and V) and 0.8 on A100 TRT-LLM; on the other HBM profiles the
         memory side never binds in the tables and the fit sits at its bound, 1: read
         that as "not limiting", not as a measured 100%.
     fused_tree_attention:
@@ -329,6 +338,7 @@ class KernelProfile:
     prefill_attention_overlap: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
     prefill_attention_bandwidth_efficiency: float = 0.0
+    prefill_attention_kv_passes: int = 1
     prefill_attention_tile: int = 0
     prefill_attention_query_tile: int = 0
     prefill_attention_wave_quantization: float = 1.0
@@ -389,6 +399,7 @@ MAX_SECONDS = 1.0
 MAX_SCORE_BYTES = 1024.0
 MAX_L2_RATIO = 100.0
 MAX_SPLIT_WAVES = 1024.0
+MAX_KV_PASSES = 8
 
 
 def profile_problems(values: dict) -> dict[str, str]:
@@ -428,6 +439,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_SCORE_BYTES}], got {value!r}"
         elif name in ("l2_bandwidth_ratio", "elementwise_l2_bandwidth_ratio") and not 0 <= value <= MAX_L2_RATIO:
             problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
+        elif name == "prefill_attention_kv_passes" and (int(value) != value or not 1 <= value <= MAX_KV_PASSES):
+            problems[name] = f"must be an integer in [1, {MAX_KV_PASSES}], got {value!r}"
         elif name == "decode_attention_split_waves" and not 0 <= value <= MAX_SPLIT_WAVES:
             problems[name] = f"must be in [0, {MAX_SPLIT_WAVES:g}] waves, got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
