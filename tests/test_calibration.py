@@ -890,3 +890,23 @@ def test_prefill_attention_streams_at_its_own_bandwidth():
     two = replace(p, prefill_attention_kv_passes=2)
     assert memory(two, 128) == pytest.approx((134_217_728 + 67_108_864) / (864e9 * 0.5))
     assert memory(two, 64) == pytest.approx((67_108_864 + 33_554_432) / (864e9 * 3.0))
+
+
+def test_elementwise_rows_after_the_first_wave_cost_a_fraction():
+    """A row-parallel kernel on H100 (132 SMs), rows of 51,200 elements at 0.07 ns each
+    plus 40 ns a row: 3.624 us a row's time. 128 rows are one wave; 160 are two, the
+    second adding half a row's time at elementwise_next_wave_fraction 0.5 (1.812 us) and
+    a whole one at 1; 400 rows are four waves: three halves more."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, elementwise_row_element_s=0.07e-9, elementwise_row_s=40e-9, elementwise_element_s=0.0,
+                elementwise_fixed_s=0.0, elementwise_bandwidth_efficiency=1.0, elementwise_next_wave_fraction=0.5)
+    row = 51200 * 0.07e-9 + 40e-9
+    assert row == pytest.approx(3.624e-6)
+
+    def time(profile, rows):  # bytes too few to matter: the rows bind
+        return kernels.elementwise(gpu, profile, 1.0, 1, rows=rows, row_elements=51200)[1]
+
+    assert time(p, 128) == pytest.approx(row, rel=1e-6)
+    assert time(p, 160) == pytest.approx(1.5 * row, rel=1e-6)
+    assert time(replace(p, elementwise_next_wave_fraction=1.0), 160) == pytest.approx(2 * row, rel=1e-6)
+    assert time(p, 400) == pytest.approx(2.5 * row, rel=1e-6)

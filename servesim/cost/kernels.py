@@ -331,7 +331,8 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     Row-parallel kernels (a norm, a quantization) give each row of ``rows`` to one
     thread block, which sets up (``elementwise_row_s`` per kernel) and walks its elements
     in turn: ``row_elements`` (summed over the kernels) at ``elementwise_row_element_s``
-    each, in waves of one row per SM. Every SM also works through its share of the
+    each, in waves of one row per SM, each wave after the first adding
+    ``elementwise_next_wave_fraction`` of a row's time. Every SM also works through its share of the
     ``rows x row_elements`` elements at ``elementwise_element_s`` each (the kernel's
     arithmetic). The time is the largest of those and the memory stream, plus the
     kernels' floors."""
@@ -340,7 +341,8 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     memory_s = hbm_bytes / _bandwidth(gpu, p.elementwise_bandwidth_efficiency, hbm_bytes / kernels,
                                       l2_resident, p.elementwise_l2_bandwidth_ratio or p.l2_bandwidth_ratio,
                                       full_fraction=p.elementwise_l2_full_fraction)
-    row_s = ceil_div(rows, gpu.num_sms) * (row_elements * p.elementwise_row_element_s + kernels * p.elementwise_row_s)
+    waves = 1.0 + p.elementwise_next_wave_fraction * (ceil_div(rows, gpu.num_sms) - 1.0)
+    row_s = waves * (row_elements * p.elementwise_row_element_s + kernels * p.elementwise_row_s)
     pace_s = rows * row_elements * p.elementwise_element_s / gpu.num_sms
     return memory_s, kernels * p.elementwise_fixed_s + combine(memory_s, combine(row_s, pace_s, 1.0), 1.0)
 

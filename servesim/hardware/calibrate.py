@@ -26,9 +26,9 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                                                                                      gemm_large_tile_n = 256;
                                                                                      gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1}
-elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,        starting elementwise_element_s
-                       row_s, element_s, l2_bandwidth_ratio}                         at 10, 100 and 1,000 ps;
-                                                                                     elementwise_l2_full_fraction
+elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,    starting elementwise_element_s
+                       row_s, element_s, l2_bandwidth_ratio,                         at 10, 100 and 1,000 ps;
+                       next_wave_fraction}                                           elementwise_l2_full_fraction
                                                                                      in {1, 0.75, 0.5}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
 =====================  ============================================================  ============================
@@ -118,7 +118,8 @@ PARAMETERS = {
                     ("elementwise_row_element_s", 1e-12, 0.0, 1e4),
                     ("elementwise_element_s", 1e-12, 0.0, 1e5),
                     ("elementwise_l2_bandwidth_ratio", 1.0, 1.0, 20.0),
-                    ("elementwise_row_s", 1e-9, 0.0, 1e4)),
+                    ("elementwise_row_s", 1e-9, 0.0, 1e4),
+                    ("elementwise_next_wave_fraction", 1.0, 0.0, 1.0)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
