@@ -332,9 +332,9 @@ def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_eleme
     thread block, which sets up (``elementwise_row_s`` per kernel) and walks its elements
     in turn: ``row_elements`` (summed over the kernels) at ``elementwise_row_element_s``
     each, in waves of one row per SM, each wave after the first adding
-    ``elementwise_next_wave_fraction`` of a row's time. Every SM also works through its share of the
-    ``rows x row_elements`` elements at ``elementwise_element_s`` each (the kernel's
-    arithmetic). The time is the largest of those and the memory stream, plus the
+    ``elementwise_next_wave_fraction`` of a row's time. Every SM also works through its
+    share of the ``rows x row_elements`` elements at ``elementwise_element_s`` each (the
+    kernel's arithmetic). The time is the largest of those and the memory stream, plus the
     kernels' floors."""
     if not p.elementwise_bandwidth_efficiency:
         return 0.0, 0.0
