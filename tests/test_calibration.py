@@ -291,7 +291,8 @@ def test_split_kv_blocks_follow_length_and_occupancy():
     """XQA-style split on H100 (132 SMs), at least 128 KV tokens a block, at most 8
     waves: 16 sequences of 8 KV heads are 128 pairs, capped at 1,056 // 128 = 8 blocks a
     pair; 256 cached tokens each -> 2 blocks, 2,048 -> 16, capped at 8; 100 -> 0, at least
-    1. 128 sequences (1,024 pairs) are capped at 1 block: no split at any length. A split
+    1. 128 sequences (1,024 pairs) are capped at 1 block: no split at any length (with no
+    cap, 0 waves: 4,096 tokens are 32 blocks). A split
     call pays its fixed time plus its blocks in waves: 16 x 512 tokens is 4 blocks a pair,
     512 blocks, 4 waves = 528 slots at quantization 1; the occupancy loss counts blocks."""
     gpu = get_gpu("h100-sxm")
@@ -302,6 +303,7 @@ def test_split_kv_blocks_follow_length_and_occupancy():
     assert [kernels.split_blocks(gpu, p, kv, 128) for kv in (100, 256, 300, 2048)] == [1, 2, 2, 8]
     assert kernels.split_blocks(gpu, p, 4096, 1024) == 1
     assert kernels.split_blocks(gpu, replace(p, decode_attention_split_block_tokens=0), 4096, 8) == 1
+    assert kernels.split_blocks(gpu, replace(p, decode_attention_split_waves=0), 4096, 1024) == 32  # no cap
 
     def time(profile, batch, kv):
         return kernels.decode_attention(gpu, profile, batch, 1, batch * kv, batch * kv, 32, 8, 128, 2)[4]

@@ -154,8 +154,9 @@ def test_time_line_of_decode_attention_is_the_same_formula():
                                           decode_attention_split_waves=2, decode_attention_split_fixed_s=3e-6,
                                           decode_attention_per_split_block_s=20e-9,
                                           decode_attention_occupancy_seqs=30.0))
+    uncapped = replace(blocks, profile=replace(blocks.profile, decode_attention_split_waves=0.0))
     for cm, batch, width, stage in ((CostModel(g, get_model("llama-3-8b")), batch, width, stage)
-                                    for g in (gpu, split, blocks)
+                                    for g in (gpu, split, blocks, uncapped)
                                     for batch, width, stage in ((1, 1, "decode"), (7, 1, "decode"), (32, 1, "decode"),
                                                                 (4, 5, "chain_verify"))):
         line = cm.step_time_line(batch, width, stage)

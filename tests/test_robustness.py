@@ -168,6 +168,10 @@ def test_generated_scenarios_run_or_exit_2(tmp_path_factory, capsys, assignments
     ("hardware.profile.kernel_fixed_s", 1e300), ("speculation.candidate_tokens", 113),
     ("hardware.profile.gemm_single_wave_quantization", -0.5), ("hardware.profile.decode_attention_split_tokens", 0.5),
     ("hardware.profile.gemm_l2_resident_fraction", 1.5),
+    ("hardware.profile.decode_attention_split_block_tokens", -128), ("hardware.profile.decode_attention_split_waves", -1),
+    ("hardware.profile.prefill_attention_kv_passes", 0), ("hardware.profile.prefill_attention_kv_passes", 1.5),
+    ("hardware.profile.prefill_attention_bandwidth_efficiency", 1.2),
+    ("hardware.profile.elementwise_next_wave_fraction", -0.1),
     ("name", "a\x00b"), ("output.dir", "a\x00b"),
 ])
 def test_documented_bounds_refuse_before_anything_runs(tmp_path, capsys, key, value):

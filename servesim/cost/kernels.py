@@ -191,13 +191,21 @@ def _pair_slots(gpu, p, pairs):
 def split_blocks(gpu, p, kv_per_seq, pairs):
     """Thread blocks each (sequence, KV head) pair runs with
     ``decode_attention_split_block_tokens`` set: ``max(1, min(floor(kv_per_seq /
-    block tokens), floor(split_waves x SMs / pairs)))``; else 1."""
+    block tokens), floor(split_waves x SMs / pairs)))`` (no cap at 0 waves); else 1."""
     if not p.decode_attention_split_block_tokens:
         return 1.0
     by_length = kv_per_seq // p.decode_attention_split_block_tokens
-    by_occupancy = (p.decode_attention_split_waves * gpu.num_sms) // pairs
+    by_occupancy = _split_cap(gpu, p, pairs)
     blocks = (by_length + by_occupancy - abs(by_length - by_occupancy)) * 0.5  # the smaller
     return (blocks + 1.0 + abs(blocks - 1.0)) * 0.5  # at least one
+
+
+def _split_cap(gpu, p, pairs):
+    """Blocks a pair at most: ``floor(decode_attention_split_waves x SMs / pairs)``
+    (0 waves: no cap, written as 2^31)."""
+    if not p.decode_attention_split_waves:
+        return float(2**31)
+    return (p.decode_attention_split_waves * gpu.num_sms) // pairs
 
 
 def _split_above(p):
@@ -231,7 +239,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     split, blocks = p.decode_attention_split_fixed_s, None
     if p.decode_attention_split_block_tokens:
         per_length = batch * p.decode_attention_split_block_tokens
-        cap = (p.decode_attention_split_waves * gpu.num_sms) // units
+        cap = _split_cap(gpu, p, units)
         # split from two blocks a pair: (C + appended) // per_length >= 2
         split_above = 2 * per_length - appended - 1 if cap >= 2 else float("inf")
         blocks = (per_length, appended, cap, units, gpu.num_sms, p.decode_attention_wave_quantization,

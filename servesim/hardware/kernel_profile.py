@@ -166,7 +166,8 @@ class KernelProfile:
         sequences the same lengths stay one block a pair and cost no split.
     decode_attention_split_waves:
         The cap of that split: blocks per pair at most ``this x SMs / pairs`` (XQA's
-        ``kTargetWaveFactor`` is 8 waves).
+        ``kTargetWaveFactor`` is 8 waves); 0 = no cap, as many blocks as the length
+        gives.
     decode_attention_per_split_block_s:
         Time per thread-block slot of a split-KV call (s), not hidden under the KV
         stream: each block's setup (page-table walk, the group's queries) and its
