@@ -141,6 +141,30 @@ def _merged(name: str, ops: list[OpCost]) -> StepCost:
     return StepCost((op,), op.time_s)
 
 
+class SplitLine:
+    """The split blocks of a :func:`kernels.decode_attention_line`, with
+    :func:`kernels.split_line_at`'s answers remembered by the blocks a pair they give
+    (at most the occupancy cap of them): a draft pass meets a new context every step,
+    the same block count for hundreds of steps."""
+
+    __slots__ = ("blocks", "per_length", "appended", "cap", "_memo")
+
+    def __init__(self, blocks: tuple) -> None:
+        self.blocks = blocks
+        self.per_length, self.appended, self.cap = blocks[0], blocks[1], blocks[2]
+        self._memo: dict = {}
+
+    def at(self, context: int) -> tuple:
+        """(split-KV s, memory s per context token, memory s at C = 0) at ``context``."""
+        key = (context + self.appended) // self.per_length
+        if key > self.cap:
+            key = self.cap
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = split_line_at(self.blocks, context)
+        return hit
+
+
 class CostModel:
     """Step times for one (GPU, model) pair. Results are memoised per instance.
 
@@ -401,8 +425,7 @@ class CostModel:
         above which it is paid, work s, memory s per C and at 0, compute s per C and at 0,
         split blocks, the layers), so that the time is ``rest + layers x (fixed + (split
         if C > above) + combine(work, combine(m1 C + m0, c1 C + c0)))``, the split and the
-        memory terms above that C from :func:`kernels.split_line_at` where split blocks
-        is not None
+        memory terms above that C from :class:`SplitLine` where split blocks is not None
         (:meth:`steps_time_at`; :func:`kernels.decode_attention_line`); None where the
         step's attention is not paged decode attention (a materialised tree, a prefill)."""
         if stage == "prefill" or (stage == "verify" and not self.profile.fused_tree_attention):
@@ -411,8 +434,11 @@ class CostModel:
             self.step_cost(batch, tokens_per_seq, 0, stage)  # (fills the shape's fixed operators)
         _, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
         heads, kv_heads, head_dim, dt = self._decode_args
-        return (sum(fixed_times),) + kernels.decode_attention_line(
-            self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt) + (self._layers,)
+        line = kernels.decode_attention_line(self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads,
+                                             head_dim, dt)
+        if line[8] is not None:
+            line = line[:8] + (SplitLine(line[8]),)
+        return (sum(fixed_times),) + line + (self._layers,)
 
     def steps_time_at(self, lines: tuple, context_tokens: int) -> float:
         """Summed time of steps run one after another from ``context_tokens``:
@@ -426,7 +452,7 @@ class CostModel:
             if context > split_above:
                 fixed += split
                 if blocks is not None:  # split-KV blocks sized by the context
-                    split, m1, m0 = split_line_at(blocks, context)
+                    split, m1, m0 = blocks.at(context)
                     fixed += split
             memory_s = m1 * context + m0
             compute_s = c1 * context + c0
