@@ -144,8 +144,8 @@ def _merged(name: str, ops: list[OpCost]) -> StepCost:
 class SplitLine:
     """The split blocks of a :func:`kernels.decode_attention_line`, with
     :func:`kernels.split_line_at`'s answers remembered by the blocks a pair they give
-    (at most the occupancy cap of them): a draft pass meets a new context every step,
-    the same block count for hundreds of steps."""
+    (at most the occupancy cap of them, and ``CostModel.MEMO_ENTRIES``): a draft pass
+    meets a new context every step, the same block count for hundreds of steps."""
 
     __slots__ = ("blocks", "per_length", "appended", "cap", "_memo")
 
@@ -161,6 +161,8 @@ class SplitLine:
             key = self.cap
         hit = self._memo.get(key)
         if hit is None:
+            if len(self._memo) >= CostModel.MEMO_ENTRIES:  # (no cap: one entry per block count met)
+                self._memo.clear()
             hit = self._memo[key] = split_line_at(self.blocks, context)
         return hit
 
