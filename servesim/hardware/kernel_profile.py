@@ -231,9 +231,12 @@ class KernelProfile:
         44-47 ns (GQA) above, from 4,096 (MHA, 134 MB) or 8,192 tokens (GQA, 168 MB) of
         short prompts: 40-50% of its peak bandwidth for one pass of each tensor
         (``prefill_attention_kv_passes``). Fitted 0.52-0.71 on L40S (with two passes of
-        K and V) and 0.8 on A100 TRT-LLM; on the other HBM profiles the
-        memory side never binds in the tables and the fit sits at its bound, 1: read
-        that as "not limiting", not as a measured 100%.
+        K and V) and 0.8 on A100 TRT-LLM. On the other HBM profiles the fit sits at
+        its bound, 1: their rows want the stream no slower than the datasheet's peak
+        (likely a faster L2 on small replayed batches than the shared ratio gives;
+        falling back to the GEMMs' efficiency costs SGLang's A100, B200 and H200 p90s
+        1-3 points). A serving step reads it as peak HBM bandwidth, which matters only
+        where prefill attention is memory-bound (a short chunk over a long prefix).
     fused_tree_attention:
         Verify steps of a token tree run a fused attention kernel with a tree mask
         (FlashInfer custom masks, TRT-LLM's spec-decoding kernels), costed like decode
