@@ -147,23 +147,23 @@ class SplitLine:
     (at most the occupancy cap of them, and ``CostModel.MEMO_ENTRIES``): a draft pass
     meets a new context every step, the same block count for hundreds of steps."""
 
-    __slots__ = ("blocks", "per_length", "appended", "cap", "_memo")
+    __slots__ = ("per_length", "appended", "cap", "args", "_memo")
 
-    def __init__(self, blocks: tuple) -> None:
-        self.blocks = blocks
-        self.per_length, self.appended, self.cap = blocks[0], blocks[1], blocks[2]
+    def __init__(self, blocks: tuple, args: tuple) -> None:
+        self.per_length, self.appended, self.cap = blocks
+        self.args = args  # decode_attention_line's (gpu, p, batch, queries, heads, kv_heads, head_dim, dtype)
         self._memo: dict = {}
 
     def at(self, context: int) -> tuple:
         """(split-KV s, memory s per context token, memory s at C = 0) at ``context``."""
-        key = (context + self.appended) // self.per_length
-        if key > self.cap:
-            key = self.cap
-        hit = self._memo.get(key)
+        per_unit = (context + self.appended) // self.per_length
+        if per_unit > self.cap:
+            per_unit = self.cap
+        hit = self._memo.get(per_unit)
         if hit is None:
             if len(self._memo) >= CostModel.MEMO_ENTRIES:  # (no cap: one entry per block count met)
                 self._memo.clear()
-            hit = self._memo[key] = split_line_at(self.blocks, context)
+            hit = self._memo[per_unit] = split_line_at(*self.args, per_unit)
         return hit
 
 
@@ -436,10 +436,10 @@ class CostModel:
             self.step_cost(batch, tokens_per_seq, 0, stage)  # (fills the shape's fixed operators)
         _, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
         heads, kv_heads, head_dim, dt = self._decode_args
-        line = kernels.decode_attention_line(self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads,
-                                             head_dim, dt)
+        args = (self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt)
+        line = kernels.decode_attention_line(*args)
         if line[8] is not None:
-            line = line[:8] + (SplitLine(line[8]),)
+            line = line[:8] + (SplitLine(line[8], args),)
         return (sum(fixed_times),) + line + (self._layers,)
 
     def steps_time_at(self, lines: tuple, context_tokens: int) -> float:

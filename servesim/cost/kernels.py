@@ -154,8 +154,7 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     work_s = (p.decode_attention_per_seq_s * batch
               + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, units))
     if p.decode_attention_split_block_tokens:
-        split_s = (p.decode_attention_split_fixed_s + p.decode_attention_per_split_block_s * wave_slots(
-            units * per_unit, gpu.num_sms, p.decode_attention_wave_quantization)) * (per_unit > 1)
+        split_s = _split_charge(gpu, p, units * per_unit) * (per_unit > 1)
     else:
         split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     time_s = p.decode_attention_fixed_s + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
@@ -200,6 +199,20 @@ def split_blocks(gpu, p, kv_per_seq, pairs):
     return (blocks + 1.0 + abs(blocks - 1.0)) * 0.5  # at least one
 
 
+def _split_charge(gpu, p, blocks):
+    """Time of a split-KV call of ``blocks`` thread blocks on top of the kernel's own (s):
+    its fixed part and each block slot, in waves (``decode_attention_wave_quantization``)."""
+    return p.decode_attention_split_fixed_s + p.decode_attention_per_split_block_s * wave_slots(
+        blocks, gpu.num_sms, p.decode_attention_wave_quantization)
+
+
+def _kv_seconds_per_byte(gpu, p, heads, kv_heads, blocks):
+    """Seconds per KV byte of decode attention from HBM over ``blocks`` thread blocks (the
+    occupancy loss of :func:`decode_attention_family` over them)."""
+    occupancy_seqs, _, efficiency = decode_attention_family(p, heads, kv_heads)
+    return (1.0 + occupancy_seqs / blocks) / (gpu.hbm_bandwidth_bytes_per_s * efficiency)
+
+
 def _split_cap(gpu, p, pairs):
     """Blocks a pair at most: ``floor(decode_attention_split_waves x SMs / pairs)``
     (0 waves: no cap, written as 2^31)."""
@@ -221,15 +234,14 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     blocks), so that its time is ``fixed + (split if C > above) + combine(work,
     combine(m1 C + m0, c1 C + c0, overlap), the work overlap of
     :func:`decode_attention_family`)``. Split blocks is None, or (with
-    ``decode_attention_split_block_tokens``) what :func:`split_line_at` needs to work
-    out, above that C, the split's time and the memory terms at the context's blocks.
+    ``decode_attention_split_block_tokens``) (C + appended keys per block length, the
+    appended keys, the cap of blocks a pair): above that C the pair runs
+    ``min(floor((C + appended) / per length), cap)`` blocks, whose split time and memory
+    terms :func:`split_line_at` gives.
     The same formula, with the terms that do not depend on C worked out once (for the
     draft passes of a speculator, costed at a new context every step)."""
-    occupancy_seqs, _, efficiency = decode_attention_family(p, heads, kv_heads)
     units = batch * kv_heads
-    occupancy = 1.0 + occupancy_seqs / units
-    bandwidth = gpu.hbm_bandwidth_bytes_per_s * efficiency
-    per_byte = occupancy / bandwidth
+    per_byte = _kv_seconds_per_byte(gpu, p, heads, kv_heads, units)
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
@@ -242,9 +254,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
         cap = _split_cap(gpu, p, units)
         # split from two blocks a pair: (C + appended) // per_length >= 2
         split_above = 2 * per_length - appended - 1 if cap >= 2 else float("inf")
-        blocks = (per_length, appended, cap, units, gpu.num_sms, p.decode_attention_wave_quantization,
-                  p.decode_attention_split_fixed_s, p.decode_attention_per_split_block_s, occupancy_seqs,
-                  bandwidth, kv_per_token, q_bytes)
+        blocks = (per_length, appended, cap)
         split = 0.0
     else:
         split_above = _split_above(p) * batch - appended
@@ -254,18 +264,16 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
             blocks)
 
 
-def split_line_at(blocks, context):
+def split_line_at(gpu, p, batch, queries, heads, kv_heads, head_dim, dtype_bytes, per_unit):
     """(split-KV s, memory s per context token, memory s at C = 0) of a
-    :func:`decode_attention_line` with split blocks, at a context of ``context``
-    tokens where it splits: :func:`split_blocks` blocks a pair, the split's fixed and
-    per-block time, and the occupancy loss over the blocks."""
-    (per_length, appended, cap, units, sms, quantization, fixed_s, per_block_s, occupancy_seqs,
-     bandwidth, kv_per_token, q_bytes) = blocks
-    by_length = (context + appended) // per_length
-    per_unit = (by_length + cap - abs(by_length - cap)) * 0.5  # the smaller (>= 2 here)
-    per_byte = (1.0 + occupancy_seqs / (units * per_unit)) / bandwidth
-    return (fixed_s + per_block_s * wave_slots(units * per_unit, sms, quantization),
-            kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte)
+    :func:`decode_attention_line` whose pairs run ``per_unit`` (>= 2) thread blocks:
+    :func:`decode_attention`'s split charge and occupancy loss over those blocks."""
+    units = batch * kv_heads
+    per_byte = _kv_seconds_per_byte(gpu, p, heads, kv_heads, units * per_unit)
+    kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
+    q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
+    return (_split_charge(gpu, p, units * per_unit),
+            kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte)
 
 
 def causal_pairs(p, queries, cached=0):
@@ -329,7 +337,7 @@ def query_tiles(p, lengths):
     """Query tiles of prefill attention over sequences of these new-token counts (0 without
     ``prefill_attention_query_tile``)."""
     tile = p.prefill_attention_query_tile
-    return sum(-(-n // tile) for n in lengths) if tile else 0
+    return sum(ceil_div(n, tile) for n in lengths) if tile else 0
 
 
 def elementwise(gpu, p, hbm_bytes, kernels, l2_resident=False, rows=0, row_elements=0):
