@@ -12,7 +12,7 @@ from servesim.cli import main
 from servesim.cost import kernels
 from servesim.costmodel import CostModel
 from servesim.hardware import get_gpu, get_profile
-from servesim.hardware.calibrate import BASE, fit_profile, holdout_mask
+from servesim.hardware.calibrate import BASE, fit_op, fit_profile, holdout_mask
 from servesim.hardware.kernel_table import KernelTableError, check_kernel_table, predict, read_kernel_table
 from servesim.models import get_model
 
@@ -516,7 +516,8 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     prefill_attention_per_kv_head_token_s=4e-10, prefill_attention_tile=128,
                     prefill_attention_per_kv_head_s=2e-8, prefill_attention_overlap=0.6,
                     elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6,
-                    allreduce_fixed_s=5e-6, allreduce_hop_s=3e-7, allreduce_bandwidth_efficiency=0.7)
+                    allreduce_fixed_s=5e-6, allreduce_hop_s=3e-7, allreduce_bandwidth_efficiency=0.7,
+                    allreduce_two_shot_s=8e-6)
     # (with a wave quantization near 1, GEMMs of few tiles are bound by the partial wave's
     # compute and their L2 reading cannot be seen; a 64-token prefill tile differs from
     # exact pairs by less than the noise at these per-token costs)
@@ -534,8 +535,24 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                             # (trade against each other: more work, more of it hidden)
                             ("prefill_attention_per_kv_head_s", 0.3), ("prefill_attention_overlap", 0.2),
                             ("elementwise_bandwidth_efficiency", 0.05), ("elementwise_fixed_s", 0.1),
-                            ("allreduce_fixed_s", 0.15), ("allreduce_bandwidth_efficiency", 0.05)):
+                            ("allreduce_fixed_s", 0.15), ("allreduce_bandwidth_efficiency", 0.05),
+                            ("allreduce_two_shot_s", 0.2)):
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=tolerance), name
+    assert fitted.allreduce_direct_gpus == 0
+
+
+def test_calibrate_finds_a_shared_bus_above_the_direct_group():
+    """All-reduces timed by a profile whose groups above two GPUs share one bus (as the
+    L40S servers' do): the fit picks two direct GPUs and recovers the bus's rate."""
+    gpu = get_gpu("l40s")
+    truth = replace(BASE, allreduce_fixed_s=2e-6, allreduce_hop_s=3e-6, allreduce_bandwidth_efficiency=0.6,
+                    allreduce_direct_gpus=2, allreduce_shared_bandwidth_efficiency=0.45)
+    rows = synthetic_table(gpu, truth)
+    rows = rows[rows["op"] == "allreduce"].reset_index(drop=True)
+    fitted = fit_op("allreduce", rows, gpu, BASE)
+    assert fitted.allreduce_direct_gpus == 2
+    for name in ("allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "allreduce_hop_s"):
+        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=0.1), name
 
 
 def test_holdout_takes_whole_shapes(measured):
@@ -613,7 +630,7 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert [(r["n"], r["k"], r["m"]) for r in content["fit"]["qkv_scaling"]] == [(2304, 768, 128), (2304, 768, 512)]
     # the quick grid has enough shapes for every op class a single GPU measures to be fitted
     assert [note for note in content["fit"]["notes"] if "too few" in note] == [
-        "allreduce: 0 measured rows, too few to fit 3 parameters; starting values kept"]
+        "allreduce: 0 measured rows, too few to fit 5 parameters; starting values kept"]
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 

@@ -16,9 +16,40 @@ def test_ring_allreduce_hand_worked():
     """8 MB over 4 GPUs on NVLink 4 (450 GB/s per direction) at 70%: each GPU moves
     2 x 3/4 x 8 MB = 12 MB in 12e6 / 315e9 = 38.1 us, plus 5 us and 3 hops of 0.5 us."""
     gpu = get_gpu("h100-sxm")
-    p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7)
+    p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7,
+                allreduce_two_shot_s=0.0, allreduce_direct_gpus=0)
     assert kernels.allreduce(gpu, p, 8e6, 4) == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
     assert kernels.allreduce(gpu, p, 8e6, 1) == 0
+
+
+def test_one_shot_or_two_shot_allreduce_hand_worked():
+    """8 GPUs on NVLink 4 at 50% (225 GB/s a link), two shots 10 us dearer: one shot moves
+    7 x bytes, two 1.75 x bytes + 10 us, equal at 10e-6 x 225e9 / 5.25 = 428,571 bytes.
+    256 KiB goes in one shot (8.16 us of wire, against 12.04), 1 MiB in two (8.16 + 10
+    us, against 32.6). On two GPUs both move the message once: one shot, no extra."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
+                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0)
+    assert kernels.allreduce(gpu, p, 2**18, 8) == pytest.approx(7 * 2**18 / 225e9)
+    assert kernels.allreduce(gpu, p, 2**20, 8) == pytest.approx(1.75 * 2**20 / 225e9 + 10e-6)
+    assert kernels.allreduce(gpu, p, 428_571, 8) == pytest.approx(7 * 428_571 / 225e9, rel=1e-5)
+    assert kernels.allreduce(gpu, p, 2**20, 2) == pytest.approx(2**20 / 225e9)
+
+
+def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
+    """L40S (PCIe Gen4, 32 GB/s a direction), two GPUs peer to peer at 60%, larger groups
+    through a shared bus at 50% of a link: 1 GB over 2 GPUs moves 1 GB a GPU at 19.2 GB/s
+    (52.1 ms); over 4, all four GPUs' 1.5 GB (6 GB) cross 16 GB/s (375 ms); over 8, 14 GB
+    (875 ms), as the measured 56 / 431 / 961 ms of vLLM's L40S table scale."""
+    gpu = get_gpu("l40s")
+    p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_two_shot_s=0.0,
+                allreduce_bandwidth_efficiency=0.6, allreduce_direct_gpus=2,
+                allreduce_shared_bandwidth_efficiency=0.5)
+    assert kernels.allreduce(gpu, p, 1e9, 2) == pytest.approx(1e9 / 19.2e9)
+    assert kernels.allreduce(gpu, p, 1e9, 4) == pytest.approx(6e9 / 16e9)
+    assert kernels.allreduce(gpu, p, 1e9, 8) == pytest.approx(14e9 / 16e9)
+    # 0: every group runs over its own links
+    assert kernels.allreduce(gpu, replace(p, allreduce_direct_gpus=0), 1e9, 8) == pytest.approx(1.75e9 / 19.2e9)
 
 
 def test_tp_step_splits_weights_heads_and_adds_two_allreduces_per_layer():

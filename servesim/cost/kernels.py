@@ -376,10 +376,20 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     ring: each GPU sends and receives ``2 (n - 1) / n x bytes`` over its interconnect
     link (``GPU.interconnect_bandwidth_bytes_per_s`` per direction) at
     ``allreduce_bandwidth_efficiency``, after ``allreduce_fixed_s`` and ``n - 1`` hops of
-    ``allreduce_hop_s``: seconds (0 on one GPU)."""
+    ``allreduce_hop_s``: seconds (0 on one GPU). With ``allreduce_two_shot_s``, the
+    faster of that (two shots, plus their extra time) and one shot (each GPU reads its
+    ``n - 1`` peers' whole messages). A group of more than ``allreduce_direct_gpus``
+    (when set) sends all ``n`` GPUs' traffic over one shared bus instead, at
+    ``allreduce_shared_bandwidth_efficiency`` of a link."""
     n = num_gpus
-    link = gpu.interconnect_bandwidth_bytes_per_s * p.allreduce_bandwidth_efficiency
-    wire_s = 2.0 * (n - 1) / n * message_bytes / link
+    link = gpu.interconnect_bandwidth_bytes_per_s
+    shared = (p.allreduce_direct_gpus > 0) * (n > p.allreduce_direct_gpus)
+    seconds_per_byte = ((1 - shared) / (link * p.allreduce_bandwidth_efficiency)
+                        + shared * n / (link * p.allreduce_shared_bandwidth_efficiency))
+    one_shot_s = (n - 1) * message_bytes * seconds_per_byte
+    two_shot_s = 2.0 * (n - 1) / n * message_bytes * seconds_per_byte + p.allreduce_two_shot_s
+    # the faster (with no extra time, two shots: they never move more bytes than one)
+    wire_s = (one_shot_s + two_shot_s - abs(one_shot_s - two_shot_s)) * 0.5
     return (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
 
 

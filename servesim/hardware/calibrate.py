@@ -30,7 +30,8 @@ elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s
                        row_s, element_s, l2_bandwidth_ratio,                         at 10, 100 and 1,000 ps;
                        next_wave_fraction}                                           elementwise_l2_full_fraction
                                                                                      in {1, 0.75, 0.5}
-allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency}
+allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,              allreduce_direct_gpus in
+                       shared_bandwidth_efficiency}                                  {0 (any), 2, 4}
 =====================  ============================================================  ============================
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
@@ -121,7 +122,9 @@ PARAMETERS = {
                     ("elementwise_row_s", 1e-9, 0.0, 1e4),
                     ("elementwise_next_wave_fraction", 1.0, 0.0, 1.0)),
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
-                  ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0)),
+                  ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0),
+                  ("allreduce_shared_bandwidth_efficiency", 1.0, 0.01, 1.0),
+                  ("allreduce_two_shot_s", 1e-6, 0.0, 200.0)),
 }
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
@@ -143,7 +146,9 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
         # starting points, not fixed values: a kernel bound by its memory stream and one
         # bound by its arithmetic are two basins of the fit
         "elementwise": [{"elementwise_element_s": s, "elementwise_l2_full_fraction": f}
-                        for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)]}
+                        for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)],
+        "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s}
+                      for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6)]}
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
@@ -169,10 +174,7 @@ def _least_squares():
 def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
     """``profile`` with the parameters of ``op`` fitted to ``rows`` (see module docstring)."""
     least_squares = _least_squares()
-    params = PARAMETERS[op]
     mha = op == "decode_attention" and _both_head_layouts(rows)
-    if mha:
-        params = params + MHA_PARAMETERS
     measured = rows["latency_s"].to_numpy(float)
     best, best_cost = profile, math.inf
     for fixed in GRID.get(op, [{}]):
@@ -180,8 +182,9 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
                                       for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
+        params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ()) if not _inert(p[0], start))
 
-        def make(x, start=start):
+        def make(x, start=start, params=params):
             return replace(start, **{name: float(v * scale) for (name, scale, _, _), v in zip(params, x)})
 
         def residuals(x):
@@ -194,6 +197,12 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if result.cost < best_cost:
             best, best_cost = make(result.x), result.cost
     return best
+
+
+def _inert(name: str, profile: KernelProfile) -> bool:
+    """Whether a parameter does nothing under the grid point's fixed values (so it keeps
+    its start instead of drifting where no row constrains it)."""
+    return name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0
 
 
 def _both_head_layouts(rows: pd.DataFrame) -> bool:

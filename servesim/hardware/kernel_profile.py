@@ -298,6 +298,31 @@ class KernelProfile:
     allreduce_bandwidth_efficiency:
         Achieved fraction of the GPU's interconnect bandwidth per direction
         (``GPU.interconnect_bandwidth_bytes_per_s``) for an all-reduce's ring traffic.
+    allreduce_two_shot_s:
+        What a two-shot all-reduce (reduce-scatter then all-gather: ``2 (n - 1) / n x
+        bytes`` a GPU) costs beyond a one-shot one (every GPU reads its ``n - 1`` peers'
+        whole messages: ``(n - 1) x bytes``), s: the second round's barrier. The
+        kernel runs whichever is faster, so small messages go in one shot and large
+        ones in two (on two GPUs the two move the same bytes). 0 = always two shots
+        (the plain ring). H100 vLLM on 8 GPUs: messages of 128-512 KB move at 35-39
+        GB/s, seven copies of each over a link (260 GB/s a link), and jump to 67-97 GB/s
+        from 1 MB; fitted 3-7 us on vLLM and SGLang, 17-31 us on TRT-LLM, whose switch
+        is a size rule of its own that the fit places.
+    allreduce_direct_gpus:
+        The most GPUs of a tensor-parallel group that reach one another directly
+        (NVLink, or PCIe peer-to-peer under one switch), each over its own link; 0 =
+        any group. A larger group's traffic crosses a bus they all share (PCIe through
+        the host's root complex), so the whole ring's ``2 (n - 1) x bytes`` is charged
+        on it at ``allreduce_shared_bandwidth_efficiency``. The L40S servers of the
+        calibration data: 2 (vLLM, SGLang and TRT-LLM alike). Two GPUs stream a 1 GB
+        all-reduce at 19 GB/s a direction, four at 4 and eight at 2 a GPU, which is
+        15-16 GB/s for the four's and the eight's whole traffic: one shared bus.
+        (vLLM's custom all-reduce runs only on two PCIe GPUs; above, NCCL through the
+        host.)
+    allreduce_shared_bandwidth_efficiency:
+        Achieved fraction of one interconnect link (per direction) that the whole
+        group's all-reduce traffic shares above ``allreduce_direct_gpus`` (0.5 on the
+        L40S servers: 16 of 32 GB/s).
     host_copy_bandwidth_efficiency:
         Achieved fraction of the GPU's host link bandwidth per direction
         (``GPU.host_link_bandwidth_bytes_per_s``) for KV blocks copied to or from
@@ -366,6 +391,9 @@ class KernelProfile:
     allreduce_fixed_s: float = 10e-6
     allreduce_hop_s: float = 0.0
     allreduce_bandwidth_efficiency: float = 0.7
+    allreduce_two_shot_s: float = 0.0
+    allreduce_direct_gpus: int = 0
+    allreduce_shared_bandwidth_efficiency: float = 0.5
     host_copy_bandwidth_efficiency: float = 0.8
     host_copy_fixed_s: float = 20e-6
 
@@ -384,7 +412,7 @@ class KernelProfile:
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
-             "allreduce_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
+             "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
                  "prefill_attention_wave_quantization", "decode_attention_wave_quantization",
@@ -397,7 +425,7 @@ TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
           "prefill_attention_query_tile",
-          "decode_attention_split_tokens", "decode_attention_split_block_tokens")
+          "decode_attention_split_tokens", "decode_attention_split_block_tokens", "allreduce_direct_gpus")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attention_mha_overlap": (0.0, 1.0),
