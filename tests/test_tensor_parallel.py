@@ -139,3 +139,31 @@ def test_measured_trtllm_serving_points_tpot(tp, isl, osl, concurrency):
             & (d.batch_size == concurrency)].iloc[0]
     _, tpot = simulate("h100-sxm", "trtllm", isl, osl, concurrency, tp=tp)
     assert tpot * 1e3 == pytest.approx(row["silicon_tpot_ms"], rel=0.15)
+
+
+def test_pcie_cards_take_the_measured_pcie_servers_allreduce():
+    """A100 PCIe and H100 PCIe run their SXM siblings' kernels but are linked like the
+    calibration data's only PCIe servers (L40S): two GPUs direct, larger groups over one
+    shared bus. Their all-reduce fields are the L40S profile's of the same framework,
+    every other field the sibling's; a profile asked for by name is taken whole."""
+    from servesim.hardware import get_profile
+    from servesim.hardware.gpu import ALLREDUCE_FIELDS
+
+    assert "allreduce_direct_gpus" in ALLREDUCE_FIELDS and "kernel_fixed_s" not in ALLREDUCE_FIELDS
+    for gpu_name, sibling in (("a100-80gb-pcie", "a100-sxm"), ("h100-pcie", "h100-sxm")):
+        for framework in ("vllm", "trtllm"):
+            gpu = get_gpu(gpu_name, framework)
+            kernels_of, _ = get_profile(f"{sibling}-{framework}")
+            links_of, _ = get_profile(f"l40s-{framework}")
+            for name in ALLREDUCE_FIELDS:
+                assert getattr(gpu.profile, name) == getattr(links_of, name), name
+            assert replace(gpu.profile, **{n: getattr(kernels_of, n) for n in ALLREDUCE_FIELDS}) == kernels_of
+    assert get_gpu("a100-80gb-pcie", kernel_profile="a100-sxm-vllm").profile == get_profile("a100-sxm-vllm")[0]
+    # 1 GB over 4 A100 PCIe cards (Gen4, 32 GB/s a direction), in two shots: all four
+    # GPUs' 1.5 GB cross the shared bus
+    gpu = get_gpu("a100-80gb-pcie")
+    p = gpu.profile
+    assert p.allreduce_direct_gpus == 2
+    expected = (p.allreduce_fixed_s + 3 * p.allreduce_hop_s + p.allreduce_two_shot_s
+                + 6e9 / (32e9 * p.allreduce_shared_bandwidth_efficiency))
+    assert kernels.allreduce(gpu, p, 1e9, 4) == pytest.approx(expected)

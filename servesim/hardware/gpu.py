@@ -8,13 +8,14 @@ data: a new GPU is a table in ``data/gpus.toml``, a new profile a file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from servesim.catalog import data_toml
-from servesim.hardware.kernel_profile import KernelProfile, ProfileError, load_profile_file, profile_from_table
+from servesim.hardware.kernel_profile import (PROFILE_FIELDS, KernelProfile, ProfileError, load_profile_file,
+                                              profile_from_table)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class GPU:
         """Arithmetic intensity where the ideal (peak) roofline turns from memory to compute."""
         return self.peak_fp16_flops_per_s / self.hbm_bandwidth_bytes_per_s
 
+
+ALLREDUCE_FIELDS = tuple(name for name in PROFILE_FIELDS if name.startswith("allreduce_"))
+"""The kernel-profile fields of the tensor-parallel all-reduce (a server's links)."""
 
 GPU_FACTS = ("description", "hbm_bandwidth_bytes_per_s", "peak_fp16_flops_per_s", "memory_bytes",
              "l2_cache_bytes", "num_sms", "source")
@@ -90,6 +94,15 @@ def default_profile_name(gpu_name: str, framework: str = "vllm") -> str:
     return profiles.get(framework) or profiles["vllm"]
 
 
+def with_allreduce_of(profile: KernelProfile, donors: dict, framework: str) -> KernelProfile:
+    """``profile`` with the all-reduce fields of another bundled profile (per framework,
+    vLLM's by default): a catalog entry's ``allreduce_profile``, for a GPU whose kernels
+    are its sibling's but whose servers are linked like another measured GPU's (the
+    PCIe cards: their SXM siblings' kernels, the L40S's PCIe all-reduces)."""
+    donor, _ = get_profile(donors.get(framework) or donors["vllm"])
+    return replace(profile, **{name: getattr(donor, name) for name in ALLREDUCE_FIELDS})
+
+
 def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU:
     """The catalog GPU ``name`` with its kernel profile: ``kernel_profile`` (a name or
     file) if given, else the GPU's own for ``framework``. KeyError if unknown."""
@@ -99,6 +112,8 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
     entry = table[name]
     profile_name = kernel_profile or default_profile_name(name, framework)
     profile, profile_table = get_profile(profile_name)
+    if "allreduce_profile" in entry and not kernel_profile:
+        profile = with_allreduce_of(profile, entry["allreduce_profile"], framework)
     fit = profile_table.get("fit", {})
     provenance = entry.get("provenance", "") if not kernel_profile else fit.get("provenance", "")
     return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
