@@ -58,7 +58,7 @@ class OpCost(NamedTuple):
     """One operator of a step, summed over layers.
 
     ``flops`` are the FLOPs executed (padding included), ``hbm_bytes`` the bytes moved
-    to or from HBM; ``memory_time_s`` and ``compute_time_s`` are those divided by the
+    to or from HBM (the all-reduce's: received over the GPU's link); ``memory_time_s`` and ``compute_time_s`` are those divided by the
     achieved bandwidth and FLOP/s, and ``time_s`` combines them (see module docstring).
     """
 
@@ -318,8 +318,8 @@ class CostModel:
             ops.append(elementwise)
         if tp > 1:  # two per layer, of the tokens' hidden states
             message = tokens * m.hidden * self.dtype_bytes
-            once = kernels.allreduce(self.gpu, self.profile, message, tp)
-            ops.append(OpCost("allreduce", 0.0, 2.0 * m.layers * message * 2 * (tp - 1) / tp, once * 2 * m.layers,
+            link_bytes, once = kernels.allreduce(self.gpu, self.profile, message, tp)
+            ops.append(OpCost("allreduce", 0.0, 2.0 * m.layers * link_bytes, once * 2 * m.layers,
                               0.0, once * 2 * m.layers))
         return tuple(ops)
 

@@ -18,8 +18,8 @@ def test_ring_allreduce_hand_worked():
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7,
                 allreduce_two_shot_s=0.0, allreduce_direct_gpus=0)
-    assert kernels.allreduce(gpu, p, 8e6, 4) == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
-    assert kernels.allreduce(gpu, p, 8e6, 1) == 0
+    assert kernels.allreduce(gpu, p, 8e6, 4)[1] == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
+    assert kernels.allreduce(gpu, p, 8e6, 1)[1] == 0
 
 
 def test_one_shot_or_two_shot_allreduce_hand_worked():
@@ -30,10 +30,13 @@ def test_one_shot_or_two_shot_allreduce_hand_worked():
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
                 allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0)
-    assert kernels.allreduce(gpu, p, 2**18, 8) == pytest.approx(7 * 2**18 / 225e9)
-    assert kernels.allreduce(gpu, p, 2**20, 8) == pytest.approx(1.75 * 2**20 / 225e9 + 10e-6)
-    assert kernels.allreduce(gpu, p, 428_571, 8) == pytest.approx(7 * 428_571 / 225e9, rel=1e-5)
-    assert kernels.allreduce(gpu, p, 2**20, 2) == pytest.approx(2**20 / 225e9)
+    assert kernels.allreduce(gpu, p, 2**18, 8)[1] == pytest.approx(7 * 2**18 / 225e9)
+    assert kernels.allreduce(gpu, p, 2**20, 8)[1] == pytest.approx(1.75 * 2**20 / 225e9 + 10e-6)
+    assert kernels.allreduce(gpu, p, 428_571, 8)[1] == pytest.approx(7 * 428_571 / 225e9, rel=1e-5)
+    assert kernels.allreduce(gpu, p, 2**20, 2)[1] == pytest.approx(2**20 / 225e9)
+    # the bytes a GPU receives are the chosen algorithm's
+    assert kernels.allreduce(gpu, p, 2**18, 8)[0] == 7 * 2**18
+    assert kernels.allreduce(gpu, p, 2**20, 8)[0] == pytest.approx(1.75 * 2**20)
 
 
 def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
@@ -45,11 +48,11 @@ def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_two_shot_s=0.0,
                 allreduce_bandwidth_efficiency=0.6, allreduce_direct_gpus=2,
                 allreduce_shared_bandwidth_efficiency=0.5)
-    assert kernels.allreduce(gpu, p, 1e9, 2) == pytest.approx(1e9 / 19.2e9)
-    assert kernels.allreduce(gpu, p, 1e9, 4) == pytest.approx(6e9 / 16e9)
-    assert kernels.allreduce(gpu, p, 1e9, 8) == pytest.approx(14e9 / 16e9)
+    assert kernels.allreduce(gpu, p, 1e9, 2)[1] == pytest.approx(1e9 / 19.2e9)
+    assert kernels.allreduce(gpu, p, 1e9, 4)[1] == pytest.approx(6e9 / 16e9)
+    assert kernels.allreduce(gpu, p, 1e9, 8)[1] == pytest.approx(14e9 / 16e9)
     # 0: every group runs over its own links
-    assert kernels.allreduce(gpu, replace(p, allreduce_direct_gpus=0), 1e9, 8) == pytest.approx(1.75e9 / 19.2e9)
+    assert kernels.allreduce(gpu, replace(p, allreduce_direct_gpus=0), 1e9, 8)[1] == pytest.approx(1.75e9 / 19.2e9)
 
 
 def test_tp_step_splits_weights_heads_and_adds_two_allreduces_per_layer():
@@ -63,8 +66,9 @@ def test_tp_step_splits_weights_heads_and_adds_two_allreduces_per_layer():
     one = CostModel(gpu, m, tensor_parallel_size=1)
     assert ops["qkv_proj"].time_s == pytest.approx(one.gemm("q", 8, 8192, (16 + 4) * 128, 80).time_s)
     assert ops["mlp_down"].time_s == pytest.approx(one.gemm("d", 8, 7168, 8192, 80).time_s)
-    once = kernels.allreduce(gpu, gpu.profile, 8 * 8192 * 2, 4)
+    link_bytes, once = kernels.allreduce(gpu, gpu.profile, 8 * 8192 * 2, 4)
     assert ops["allreduce"].time_s == pytest.approx(2 * 80 * once)
+    assert ops["allreduce"].hbm_bytes == pytest.approx(2 * 80 * link_bytes)
     assert cm.kv_bytes_per_token() == 2 * 80 * 2 * 128 * 2  # K and V, 80 layers, 2 KV heads of 128
     # KV heads are replicated when there are fewer than GPUs: Llama-3-8B has 8
     assert CostModel(gpu, get_model("llama-3-8b"), tensor_parallel_size=8).kv_heads_per_gpu == 1
@@ -166,4 +170,4 @@ def test_pcie_cards_take_the_measured_pcie_servers_allreduce():
     assert p.allreduce_direct_gpus == 2
     expected = (p.allreduce_fixed_s + 3 * p.allreduce_hop_s + p.allreduce_two_shot_s
                 + 6e9 / (32e9 * p.allreduce_shared_bandwidth_efficiency))
-    assert kernels.allreduce(gpu, p, 1e9, 4) == pytest.approx(expected)
+    assert kernels.allreduce(gpu, p, 1e9, 4)[1] == pytest.approx(expected)

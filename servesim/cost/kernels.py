@@ -372,25 +372,30 @@ def elementwise_bytes_per_token(hidden, kv_dim, intermediate, dtype_bytes):
 
 
 def allreduce(gpu, p, message_bytes, num_gpus):
-    """All-reduce of ``message_bytes`` over ``num_gpus`` GPUs (tensor parallelism), as a
-    ring: each GPU sends and receives ``2 (n - 1) / n x bytes`` over its interconnect
-    link (``GPU.interconnect_bandwidth_bytes_per_s`` per direction) at
+    """All-reduce of ``message_bytes`` over ``num_gpus`` GPUs (tensor parallelism): (bytes
+    each GPU receives over its link, seconds; both 0 on one GPU). As a ring (two shots),
+    each GPU sends and receives ``2 (n - 1) / n x bytes`` over its interconnect link
+    (``GPU.interconnect_bandwidth_bytes_per_s`` per direction) at
     ``allreduce_bandwidth_efficiency``, after ``allreduce_fixed_s`` and ``n - 1`` hops of
-    ``allreduce_hop_s``: seconds (0 on one GPU). With ``allreduce_two_shot_s``, the
-    faster of that (two shots, plus their extra time) and one shot (each GPU reads its
-    ``n - 1`` peers' whole messages). A group of more than ``allreduce_direct_gpus``
-    (when set) sends all ``n`` GPUs' traffic over one shared bus instead, at
-    ``allreduce_shared_bandwidth_efficiency`` of a link."""
+    ``allreduce_hop_s``. With ``allreduce_two_shot_s``, the faster of that (plus the
+    second round's time) and one shot (each GPU reads its ``n - 1`` peers' whole
+    messages). A group of more than ``allreduce_direct_gpus`` (when set) sends all ``n``
+    GPUs' traffic over one shared bus instead, at ``allreduce_shared_bandwidth_efficiency``
+    of a link."""
     n = num_gpus
     link = gpu.interconnect_bandwidth_bytes_per_s
     shared = (p.allreduce_direct_gpus > 0) * (n > p.allreduce_direct_gpus)
     seconds_per_byte = ((1 - shared) / (link * p.allreduce_bandwidth_efficiency)
                         + shared * n / (link * p.allreduce_shared_bandwidth_efficiency))
-    one_shot_s = (n - 1) * message_bytes * seconds_per_byte
-    two_shot_s = 2.0 * (n - 1) / n * message_bytes * seconds_per_byte + p.allreduce_two_shot_s
+    one_shot_bytes = (n - 1) * message_bytes
+    two_shot_bytes = 2.0 * (n - 1) / n * message_bytes
+    one_shot_s = one_shot_bytes * seconds_per_byte
+    two_shot_s = two_shot_bytes * seconds_per_byte + p.allreduce_two_shot_s
     # the faster (with no extra time, two shots: they never move more bytes than one)
-    wire_s = (one_shot_s + two_shot_s - abs(one_shot_s - two_shot_s)) * 0.5
-    return (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
+    one = one_shot_s < two_shot_s
+    wire_s = one * one_shot_s + (1 - one) * two_shot_s
+    link_bytes = one * one_shot_bytes + (1 - one) * two_shot_bytes
+    return (n > 1) * link_bytes, (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
 
 
 def host_copy(gpu, p, nbytes):

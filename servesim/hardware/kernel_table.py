@@ -132,7 +132,7 @@ def _evaluate(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool) -> tu
         return out[1], out[4]
     if name == "allreduce":
         message = d["m"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
-        return np.zeros(len(d)), kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))
+        return np.zeros(len(d)), kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))[1]
     if name == "elementwise":
         hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
         m, k = d["m"].to_numpy(np.int64), d["k"].to_numpy(np.int64)
