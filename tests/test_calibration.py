@@ -541,6 +541,30 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     assert fitted.allreduce_direct_gpus == 0
 
 
+def test_calibrate_finds_a_switch_reduction_only_where_the_switch_has_one():
+    """All-reduces timed by a profile whose 8-GPU groups are reduced in the NVSwitch: the
+    fit on H100 (NVLink SHARP) finds it and its rate; A100's NVSwitch has none and
+    L40S's PCIe no switch, so neither is searched there, nor a shared bus on NVLink."""
+    from servesim.hardware.calibrate import GRID, _possible
+
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, allreduce_fixed_s=3e-6, allreduce_hop_s=1e-7, allreduce_bandwidth_efficiency=0.65,
+                    allreduce_two_shot_s=4e-6, allreduce_switch_gpus=8, allreduce_switch_efficiency=0.55,
+                    allreduce_switch_s=40e-6)
+    rows = synthetic_table(gpu, truth)
+    rows = rows[rows["op"] == "allreduce"].reset_index(drop=True)
+    fitted = fit_op("allreduce", rows, gpu, BASE)
+    assert (fitted.allreduce_switch_gpus, fitted.allreduce_direct_gpus) == (8, 0)
+    assert fitted.allreduce_switch_efficiency == pytest.approx(0.55, rel=0.05)
+    searched = {name: [f for f in GRID["allreduce"] if _possible(f, get_gpu(name))] for name in
+                ("h100-sxm", "a100-80gb-sxm", "l40s")}
+    assert {f["allreduce_switch_gpus"] for f in searched["h100-sxm"]} == {0, 4, 8}
+    assert {f["allreduce_direct_gpus"] for f in searched["h100-sxm"]} == {0}
+    assert {(f["allreduce_switch_gpus"], f["allreduce_direct_gpus"]) for f in searched["a100-80gb-sxm"]} == {(0, 0)}
+    assert {f["allreduce_switch_gpus"] for f in searched["l40s"]} == {0}
+    assert {f["allreduce_direct_gpus"] for f in searched["l40s"]} == {0, 2, 4}
+
+
 def test_calibrate_finds_a_shared_bus_above_the_direct_group():
     """All-reduces timed by a profile whose groups above two GPUs share one bus (as the
     L40S servers' do): the fit picks two direct GPUs and recovers the bus's rate."""
@@ -630,7 +654,7 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert [(r["n"], r["k"], r["m"]) for r in content["fit"]["qkv_scaling"]] == [(2304, 768, 128), (2304, 768, 512)]
     # the quick grid has enough shapes for every op class a single GPU measures to be fitted
     assert [note for note in content["fit"]["notes"] if "too few" in note] == [
-        "allreduce: 0 measured rows, too few to fit 5 parameters; starting values kept"]
+        "allreduce: 0 measured rows, too few to fit 7 parameters; starting values kept"]
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 

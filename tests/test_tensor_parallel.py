@@ -17,7 +17,7 @@ def test_ring_allreduce_hand_worked():
     2 x 3/4 x 8 MB = 12 MB in 12e6 / 315e9 = 38.1 us, plus 5 us and 3 hops of 0.5 us."""
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7,
-                allreduce_two_shot_s=0.0, allreduce_direct_gpus=0)
+                allreduce_two_shot_s=0.0, allreduce_direct_gpus=0, allreduce_switch_gpus=0)
     assert kernels.allreduce(gpu, p, 8e6, 4)[1] == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
     assert kernels.allreduce(gpu, p, 8e6, 1)[1] == 0
 
@@ -29,7 +29,7 @@ def test_one_shot_or_two_shot_allreduce_hand_worked():
     us, against 32.6). On two GPUs both move the message once: one shot, no extra."""
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
-                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0)
+                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=0)
     assert kernels.allreduce(gpu, p, 2**18, 8)[1] == pytest.approx(7 * 2**18 / 225e9)
     assert kernels.allreduce(gpu, p, 2**20, 8)[1] == pytest.approx(1.75 * 2**20 / 225e9 + 10e-6)
     assert kernels.allreduce(gpu, p, 428_571, 8)[1] == pytest.approx(7 * 428_571 / 225e9, rel=1e-5)
@@ -37,6 +37,23 @@ def test_one_shot_or_two_shot_allreduce_hand_worked():
     # the bytes a GPU receives are the chosen algorithm's
     assert kernels.allreduce(gpu, p, 2**18, 8)[0] == 7 * 2**18
     assert kernels.allreduce(gpu, p, 2**20, 8)[0] == pytest.approx(1.75 * 2**20)
+
+
+def test_allreduce_reduced_in_the_switch_hand_worked():
+    """8 H100s, two shots at 50% of NVLink 4 (225 GB/s) + 10 us, the switch at 60% (270
+    GB/s) after 30 us: 1 GB in two shots takes 1.75e9 / 225e9 s + 10 us = 7.788 ms, in the
+    switch 1e9 / 270e9 s + 30 us = 3.734 ms, so the switch, moving the message once each
+    way. 4 GPUs are below the switch's group size (two shots: 6.677 ms); a 256 KiB message
+    goes in one shot (8.2 us against 31.0 in the switch)."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
+                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=8,
+                allreduce_switch_efficiency=0.6, allreduce_switch_s=30e-6)
+    link_bytes, seconds = kernels.allreduce(gpu, p, 1e9, 8)
+    assert (link_bytes, seconds) == (pytest.approx(1e9), pytest.approx(30e-6 + 1e9 / 270e9))
+    assert kernels.allreduce(gpu, p, 1e9, 4) == (pytest.approx(1.5e9), pytest.approx(1.5e9 / 225e9 + 10e-6))
+    assert kernels.allreduce(gpu, p, 2**18, 8) == (7 * 2**18, pytest.approx(7 * 2**18 / 225e9))
+    assert kernels.allreduce(gpu, replace(p, allreduce_switch_gpus=0), 1e9, 8)[1] == pytest.approx(7.788e-3, rel=1e-3)
 
 
 def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():

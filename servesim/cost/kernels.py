@@ -381,7 +381,9 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     second round's time) and one shot (each GPU reads its ``n - 1`` peers' whole
     messages). A group of more than ``allreduce_direct_gpus`` (when set) sends all ``n``
     GPUs' traffic over one shared bus instead, at ``allreduce_shared_bandwidth_efficiency``
-    of a link."""
+    of a link. A group of at least ``allreduce_switch_gpus`` (when set) may instead have
+    the NVSwitch reduce it (each GPU's message once each way, at
+    ``allreduce_switch_efficiency`` after ``allreduce_switch_s``), if that is faster."""
     n = num_gpus
     link = gpu.interconnect_bandwidth_bytes_per_s
     shared = (p.allreduce_direct_gpus > 0) * (n > p.allreduce_direct_gpus)
@@ -395,6 +397,11 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     one = one_shot_s < two_shot_s
     wire_s = one * one_shot_s + (1 - one) * two_shot_s
     link_bytes = one * one_shot_bytes + (1 - one) * two_shot_bytes
+    if p.allreduce_switch_gpus:  # reduced in the NVLink switch: the message once each way
+        switch_s = p.allreduce_switch_s + message_bytes / (link * p.allreduce_switch_efficiency)
+        switch = (n >= p.allreduce_switch_gpus) * (switch_s < wire_s)
+        wire_s = switch * switch_s + (1 - switch) * wire_s
+        link_bytes = switch * message_bytes + (1 - switch) * link_bytes
     return (n > 1) * link_bytes, (n > 1) * (p.allreduce_fixed_s + (n - 1) * p.allreduce_hop_s + wire_s)
 
 

@@ -31,7 +31,12 @@ elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s
                        next_wave_fraction}                                           elementwise_l2_full_fraction
                                                                                      in {1, 0.75, 0.5}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,              allreduce_direct_gpus in
-                       shared_bandwidth_efficiency}                                  {0 (any), 2, 4}
+                       shared_bandwidth_efficiency, two_shot_s,                      {0 (any), 2, 4} on PCIe,
+                       switch_efficiency, switch_s}                                  allreduce_switch_gpus in
+                                                                                     {0, 4, 8} where the NVSwitch
+                                                                                     reduces (both: 0 elsewhere),
+                                                                                     starting allreduce_two_shot_s
+                                                                                     at 0, 5 and 20 us
 =====================  ============================================================  ============================
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
@@ -124,7 +129,8 @@ PARAMETERS = {
     "allreduce": (("allreduce_fixed_s", 1e-6, 0.0, 200.0), ("allreduce_hop_s", 1e-6, 0.0, 100.0),
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0),
                   ("allreduce_shared_bandwidth_efficiency", 1.0, 0.01, 1.0),
-                  ("allreduce_two_shot_s", 1e-6, 0.0, 200.0)),
+                  ("allreduce_two_shot_s", 1e-6, 0.0, 200.0),
+                  ("allreduce_switch_efficiency", 1.0, 0.3, 1.0), ("allreduce_switch_s", 1e-6, 0.0, 500.0)),
 }
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
@@ -147,8 +153,8 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
         # bound by its arithmetic are two basins of the fit
         "elementwise": [{"elementwise_element_s": s, "elementwise_l2_full_fraction": f}
                         for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)],
-        "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s}
-                      for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6)]}
+        "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s, "allreduce_switch_gpus": w}
+                      for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6) for w in (0, 4, 8)]}
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
@@ -178,6 +184,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     measured = rows["latency_s"].to_numpy(float)
     best, best_cost = profile, math.inf
     for fixed in GRID.get(op, [{}]):
+        if not _possible(fixed, gpu):
+            continue
         start = replace(profile, **fixed)
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
@@ -199,10 +207,20 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     return best
 
 
+def _possible(fixed: dict, gpu) -> bool:
+    """Whether a grid point's links exist on the GPU's servers: a shared bus beyond the
+    direct GPUs only between PCIe cards (NVLink GPUs all reach one another through the
+    NVSwitch), a reduction in the switch only where the NVSwitch has one."""
+    if fixed.get("allreduce_direct_gpus", 0) and gpu.interconnect != "pcie":
+        return False
+    return not fixed.get("allreduce_switch_gpus", 0) or gpu.nvlink_switch_reduction
+
+
 def _inert(name: str, profile: KernelProfile) -> bool:
     """Whether a parameter does nothing under the grid point's fixed values (so it keeps
     its start instead of drifting where no row constrains it)."""
-    return name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0
+    return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
+            or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0))
 
 
 def _both_head_layouts(rows: pd.DataFrame) -> bool:

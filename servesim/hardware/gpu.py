@@ -37,6 +37,9 @@ class GPU:
     interconnect: str = ""
     interconnect_bandwidth_bytes_per_s: float = 0.0
     """GPU-to-GPU link bandwidth per direction (NVLink or PCIe), for all-reduces."""
+    nvlink_switch_reduction: bool = False
+    """Whether the GPUs' NVSwitch can reduce an all-reduce in the switch (NVLink SHARP:
+    HGX H100, H200, B200), so each GPU sends and receives the message once."""
     host_link_bandwidth_bytes_per_s: float = 0.0
     """GPU-to-CPU link bandwidth per direction (PCIe), for KV blocks swapped to CPU memory."""
     measured_as: str = ""
@@ -119,5 +122,6 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
     return GPU(name=name, profile=profile, profile_name=profile_name, provenance=provenance,
                interconnect=entry.get("interconnect", ""), measured_as=entry.get("measured_as", ""),
                interconnect_bandwidth_bytes_per_s=entry.get("interconnect_bandwidth_bytes_per_s", 0.0),
+               nvlink_switch_reduction=entry.get("nvlink_switch_reduction", False),
                host_link_bandwidth_bytes_per_s=entry.get("host_link_bandwidth_bytes_per_s", 0.0),
                **{k: entry[k] for k in GPU_FACTS})

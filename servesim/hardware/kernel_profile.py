@@ -306,7 +306,7 @@ class KernelProfile:
         ones in two (on two GPUs the two move the same bytes). 0 = always two shots
         (the plain ring). H100 vLLM on 8 GPUs: messages of 128-512 KB move at 35-39
         GB/s, seven copies of each over a link (260 GB/s a link), and jump to 67-97 GB/s
-        from 1 MB; fitted 3-7 us on vLLM and SGLang, 17-31 us on TRT-LLM, whose switch
+        from 1 MB; fitted 3-7 us on vLLM and SGLang, 16-31 us on TRT-LLM, whose switch
         is a size rule of its own that the fit places.
     allreduce_direct_gpus:
         The most GPUs of a tensor-parallel group that reach one another directly
@@ -323,6 +323,23 @@ class KernelProfile:
         Achieved fraction of one interconnect link (per direction) that the whole
         group's all-reduce traffic shares above ``allreduce_direct_gpus`` (0.5 on the
         L40S servers: 16 of 32 GB/s).
+    allreduce_switch_gpus:
+        The fewest GPUs whose all-reduce the NVSwitch may reduce itself (NVLink SHARP,
+        NCCL's NVLS; only where the catalog says the GPU's switch can,
+        ``GPU.nvlink_switch_reduction``): each GPU sends its message once and receives
+        the sum once, ``bytes`` each way instead of a ring's ``2 (n - 1) / n x bytes``,
+        at ``allreduce_switch_efficiency`` of a link after ``allreduce_switch_s``; taken
+        where it is the fastest. 0 = never. On 8 H100s vLLM's 1 GB all-reduce moves 468
+        GB/s of ring traffic a GPU, above NVLink 4's 450: no ring does that. Fitted 4 on
+        the H100, H200 and B200 profiles (8 on B200 TRT-LLM).
+    allreduce_switch_efficiency:
+        Achieved fraction of a GPU's link (per direction) for the message it sends to,
+        and receives from, the switch (0.50-0.57 on H100 and H200, 0.43-0.48 on B200).
+        ``calibrate`` keeps it at 0.3 or more: below, an 8-GPU ring at the two-shot rates
+        fitted (0.6-0.7) beats it at every size, and NCCL would not choose it.
+    allreduce_switch_s:
+        Extra time of a switch-reduced all-reduce (s): the NCCL call the frameworks hand
+        large messages to (5-81 us fitted), which also places the size it starts at.
     host_copy_bandwidth_efficiency:
         Achieved fraction of the GPU's host link bandwidth per direction
         (``GPU.host_link_bandwidth_bytes_per_s``) for KV blocks copied to or from
@@ -394,6 +411,9 @@ class KernelProfile:
     allreduce_two_shot_s: float = 0.0
     allreduce_direct_gpus: int = 0
     allreduce_shared_bandwidth_efficiency: float = 0.5
+    allreduce_switch_gpus: int = 0
+    allreduce_switch_efficiency: float = 0.6
+    allreduce_switch_s: float = 0.0
     host_copy_bandwidth_efficiency: float = 0.8
     host_copy_fixed_s: float = 20e-6
 
@@ -412,7 +432,8 @@ class KernelProfile:
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
-             "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
+             "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "allreduce_switch_efficiency",
+             "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
 UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
                  "prefill_attention_wave_quantization", "decode_attention_wave_quantization",
@@ -425,7 +446,8 @@ TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
           "prefill_attention_query_tile",
-          "decode_attention_split_tokens", "decode_attention_split_block_tokens", "allreduce_direct_gpus")
+          "decode_attention_split_tokens", "decode_attention_split_block_tokens", "allreduce_direct_gpus",
+          "allreduce_switch_gpus")
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attention_mha_overlap": (0.0, 1.0),
