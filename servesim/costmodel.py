@@ -58,8 +58,9 @@ class OpCost(NamedTuple):
     """One operator of a step, summed over layers.
 
     ``flops`` are the FLOPs executed (padding included), ``hbm_bytes`` the bytes moved
-    to or from HBM (the all-reduce's: received over the GPU's link); ``memory_time_s`` and ``compute_time_s`` are those divided by the
-    achieved bandwidth and FLOP/s, and ``time_s`` combines them (see module docstring).
+    to or from HBM (the all-reduce's: received over the GPU's link); ``memory_time_s``
+    and ``compute_time_s`` are those divided by the achieved bandwidth and FLOP/s, and
+    ``time_s`` combines them (see module docstring).
     """
 
     name: str
