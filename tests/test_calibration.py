@@ -275,6 +275,44 @@ def test_mha_decode_fields_are_fitted_only_where_both_head_layouts_are_measured(
     assert both.decode_attention_mha_bandwidth_efficiency == pytest.approx(0.95, rel=0.02)
 
 
+def test_mha_decode_pairs_run_their_own_cost_in_waves_of_several_blocks_an_sm():
+    """On H100 (132 SMs), GQA pairs at 10 ns in waves of 132, MHA pairs at 25 ns in waves
+    of 3 x 132 = 396 (quantization 1: whole waves), no per-sequence work. 16 sequences of
+    32 heads: MHA's 512 pairs are 2 waves, 792 slots, 19.8 us; with 8 KV heads, 128 pairs,
+    one wave of 132, 1.32 us. MHA's own cost unset (-1): the shared 10 ns in waves of
+    132, 4 waves, 528 slots, 5.28 us."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, decode_attention_per_seq_s=0.0, decode_attention_per_kv_head_s=10e-9,
+                decode_attention_wave_quantization=1.0, decode_attention_mha_per_kv_head_s=25e-9,
+                decode_attention_mha_blocks_per_sm=3)
+    assert kernels._decode_work(gpu, p, 16, 32, 32) == pytest.approx(792 * 25e-9)
+    assert kernels._decode_work(gpu, p, 16, 32, 8) == pytest.approx(132 * 10e-9)
+    assert kernels._decode_work(gpu, replace(p, decode_attention_mha_per_kv_head_s=-1.0), 16, 32, 32) == \
+        pytest.approx(528 * 10e-9)
+    # the same work in a whole decode call, and in the draft passes' line form
+    full = kernels.decode_attention(gpu, p, 16, 1, 16 * 64, 16 * 64, 32, 32, 128, 2)[4]
+    cheaper = kernels.decode_attention(gpu, replace(p, decode_attention_mha_per_kv_head_s=0.0), 16, 1, 16 * 64,
+                                       16 * 64, 32, 32, 128, 2)[4]
+    assert full > cheaper
+    assert kernels.decode_attention_line(gpu, p, 16, 1, 32, 32, 128, 2)[3] == pytest.approx(792 * 25e-9)
+
+
+def test_calibrate_finds_mha_blocks_per_sm():
+    """Decode rows of both head layouts timed by a profile whose MHA pairs cost 30 ns in
+    waves of 3 blocks an SM: the fit picks 3 and recovers the cost."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, decode_attention_occupancy_seqs=2.0, decode_attention_per_kv_head_s=5e-9,
+                    decode_attention_wave_quantization=1.0, decode_attention_mha_per_kv_head_s=30e-9,
+                    decode_attention_mha_blocks_per_sm=3, decode_attention_overlap=0.2)
+    shapes = [(b, kv) for b in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128) for kv in (16, 64, 512, 4096)]
+    frame = pd.DataFrame([{"op": "decode_attention", "batch_size": b, "kv_len": kv, "num_heads": 32,
+                           "num_kv_heads": h, "head_dim": 128} for h in (8, 32) for b, kv in shapes])
+    frame["latency_s"] = predict(frame, gpu, truth)
+    fitted = fit_op("decode_attention", frame, gpu, BASE)
+    assert fitted.decode_attention_mha_blocks_per_sm == 3
+    assert fitted.decode_attention_mha_per_kv_head_s == pytest.approx(30e-9, rel=0.1)
+
+
 def test_decode_attention_pays_split_kv_above_its_length():
     """With split-KV above 256 tokens per sequence at 10 us: 4 sequences with 1,024 keys in
     all (256 each) run unsplit; one key more and the call pays the 10 us."""

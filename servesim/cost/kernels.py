@@ -151,8 +151,7 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     occupancy = 1.0 + occupancy_seqs / (units * per_unit)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
     compute_s = flops / attention_rate(gpu, p)
-    work_s = (p.decode_attention_per_seq_s * batch
-              + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, units))
+    work_s = _decode_work(gpu, p, batch, heads, kv_heads)
     if p.decode_attention_split_block_tokens:
         split_s = _split_charge(gpu, p, units * per_unit) * (per_unit > 1)
     else:
@@ -180,11 +179,25 @@ def decode_attention_family(p, heads, kv_heads):
     return occupancy, overlap, efficiency
 
 
-def _pair_slots(gpu, p, pairs):
+def _pair_slots(gpu, p, pairs, blocks_per_sm=1):
     """(sequence, KV head) pairs charged their per-pair work: one thread block each, in
-    waves of one per SM, plus ``decode_attention_wave_quantization`` of the last wave's
-    idle SMs."""
-    return wave_slots(pairs, gpu.num_sms, p.decode_attention_wave_quantization)
+    waves of ``blocks_per_sm`` per SM, plus ``decode_attention_wave_quantization`` of the
+    last wave's idle slots."""
+    return wave_slots(pairs, gpu.num_sms * blocks_per_sm, p.decode_attention_wave_quantization)
+
+
+def _decode_work(gpu, p, batch, heads, kv_heads):
+    """Decode attention's work beyond its KV stream (s): per sequence, and per (sequence,
+    KV head) pair slot; multi-head attention's pairs at ``decode_attention_mha_per_kv_head_s``
+    (when set) in waves of ``decode_attention_mha_blocks_per_sm`` blocks an SM."""
+    units = batch * kv_heads
+    work_s = p.decode_attention_per_seq_s * batch
+    shared = p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, units)
+    if p.decode_attention_mha_per_kv_head_s < 0:
+        return work_s + shared
+    mha = 1.0 * (kv_heads == heads)
+    own = p.decode_attention_mha_per_kv_head_s * _pair_slots(gpu, p, units, p.decode_attention_mha_blocks_per_sm)
+    return work_s + shared + mha * (own - shared)
 
 
 def split_blocks(gpu, p, kv_per_seq, pairs):
@@ -245,8 +258,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
     rate = attention_rate(gpu, p)
-    work = (p.decode_attention_per_seq_s * batch
-            + p.decode_attention_per_kv_head_s * _pair_slots(gpu, p, batch * kv_heads))
+    work = _decode_work(gpu, p, batch, heads, kv_heads)
     appended = batch * queries  # C + batch x queries keys after the step
     split, blocks = p.decode_attention_split_fixed_s, None
     if p.decode_attention_split_block_tokens:

@@ -18,8 +18,12 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,     
                        split_fixed_s, wave_quantization, per_split_block_s},         or split-KV blocks sized by
                        l2_bandwidth_ratio; where MHA and GQA rows are both           length and occupancy:
                        measured, decode_attention_mha_{occupancy_seqs,               _split_block_tokens in
-                       overlap, bandwidth_efficiency}                                {128, 256, 512} x
-                                                                                     _split_waves in {1, 2, 4, 8}
+                       overlap, bandwidth_efficiency, per_kv_head_s}                 {128, 256, 512} x
+                                                                                     _split_waves in {1, 2, 4, 8};
+                                                                                     then, with MHA rows,
+                                                                                     decode_attention_mha_blocks_
+                                                                                     per_sm in {2, 3, 4} from the
+                                                                                     best of those
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      or 128 x 128 with
@@ -134,9 +138,12 @@ PARAMETERS = {
 }
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
-                  ("decode_attention_mha_bandwidth_efficiency", 1.0, 0.05, 1.0))
+                  ("decode_attention_mha_bandwidth_efficiency", 1.0, 0.05, 1.0),
+                  ("decode_attention_mha_per_kv_head_s", 1e-9, 0.0, 1e3))
 """Fitted with decode attention when its rows have both head layouts (multi-head and
 grouped-query attention run different kernels); they start from the shared values."""
+MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
+"""Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
                   "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
@@ -182,17 +189,14 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     least_squares = _least_squares()
     mha = op == "decode_attention" and _both_head_layouts(rows)
     measured = rows["latency_s"].to_numpy(float)
-    best, best_cost = profile, math.inf
-    for fixed in GRID.get(op, [{}]):
-        if not _possible(fixed, gpu):
-            continue
-        start = replace(profile, **fixed)
+
+    def fit_from(start: KernelProfile) -> tuple[KernelProfile, float]:
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
                                       for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
         params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ()) if not _inert(p[0], start))
 
-        def make(x, start=start, params=params):
+        def make(x):
             return replace(start, **{name: float(v * scale) for (name, scale, _, _), v in zip(params, x)})
 
         def residuals(x):
@@ -202,8 +206,19 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         x0 = [min(max(v, lo + 1e-9 * (hi - lo)), hi - 1e-9 * (hi - lo)) for v, (_, _, lo, hi) in zip(x0, params)]
         result = least_squares(residuals, x0, bounds=([p[2] for p in params], [p[3] for p in params]),
                                loss="soft_l1", f_scale=0.05, max_nfev=400)
-        if result.cost < best_cost:
-            best, best_cost = make(result.x), result.cost
+        return make(result.x), result.cost
+
+    best, best_cost = profile, math.inf
+    for fixed in GRID.get(op, [{}]):
+        if _possible(fixed, gpu):
+            fitted, cost = fit_from(replace(profile, **fixed))
+            if cost < best_cost:
+                best, best_cost = fitted, cost
+    # then, from the best grid point, what only multi-head rows tell apart
+    for fixed in MHA_GRID if mha else ():
+        fitted, cost = fit_from(replace(best, **fixed))
+        if cost < best_cost:
+            best, best_cost = fitted, cost
     return best
 
 

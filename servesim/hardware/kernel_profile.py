@@ -141,6 +141,13 @@ class KernelProfile:
         its XQA, which loads a KV head once for its group of query heads. -1 (the
         default; profiles fitted on GQA rows alone) = the shared value. TRT-LLM's
         tables fit an occupancy loss of 16-24 pairs for MHA against 1.5-2.5 for GQA.
+    decode_attention_mha_per_kv_head_s, decode_attention_mha_blocks_per_sm:
+        Multi-head attention's own work per (sequence, KV head) pair (s; -1 = the shared
+        ``decode_attention_per_kv_head_s``), and how many of its thread blocks an SM runs
+        at once (its pairs run in waves of that many x SMs; GQA's one). TRT-LLM's masked
+        MHA on H100 at 64-128 cached tokens: 11 us from 1 to 8 sequences of 32 heads (up
+        to 256 pairs), then about 6.7 us for every further 264-396 pairs (19.8, 33.1, 58.2
+        us at 16, 32, 64 sequences): several blocks an SM, not one.
     decode_attention_split_tokens:
         KV tokens per sequence above which the decode-attention kernel splits each
         sequence's KV over several thread blocks and reduces their partial results
@@ -378,6 +385,8 @@ class KernelProfile:
     decode_attention_mha_occupancy_seqs: float = -1.0
     decode_attention_mha_overlap: float = -1.0
     decode_attention_mha_bandwidth_efficiency: float = -1.0
+    decode_attention_mha_per_kv_head_s: float = -1.0
+    decode_attention_mha_blocks_per_sm: int = 1
     decode_attention_split_tokens: int = 0
     decode_attention_split_fixed_s: float = 0.0
     decode_attention_split_block_tokens: int = 0
@@ -442,7 +451,7 @@ UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", 
                  "prefill_attention_bandwidth_efficiency",
                  "elementwise_bandwidth_efficiency", "elementwise_next_wave_fraction")
 """Fields in [0, 1] (0 where it means 'not set')."""
-TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile")
+TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile", "decode_attention_mha_blocks_per_sm")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
           "prefill_attention_query_tile",
@@ -451,7 +460,8 @@ COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "
 """Non-negative integers (0 = mechanism off), at most :data:`MAX_TILE`."""
 FLAGS = ("fused_gate_up", "fused_tree_attention")
 MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attention_mha_overlap": (0.0, 1.0),
-              "decode_attention_mha_bandwidth_efficiency": (0.01, 1.0)}
+              "decode_attention_mha_bandwidth_efficiency": (0.01, 1.0),
+              "decode_attention_mha_per_kv_head_s": (0.0, 1e-3)}
 """Multi-head attention's own decode fields and their ranges (-1 = not set)."""
 MAX_TILE = 65536
 MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1}
@@ -484,9 +494,10 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be finite, got {value!r}"
         elif name == "gemm_single_wave_quantization" and not (value == -1 or 0 <= value <= 1):
             problems[name] = f"must be in [0, 1], or -1 for gemm_wave_quantization's value, got {value!r}"
-        elif name in MHA_FIELDS and not (value == -1 or MHA_FIELDS[name][0] <= value <= MHA_FIELDS[name][1]):
+        elif name in MHA_FIELDS:
             low, high = MHA_FIELDS[name]
-            problems[name] = f"must be in [{low:g}, {high:g}], or -1 for the grouped-query value, got {value!r}"
+            if not (value == -1 or low <= value <= high):
+                problems[name] = f"must be in [{low:g}, {high:g}], or -1 for the grouped-query value, got {value!r}"
         elif name in FRACTIONS and not 0 < value <= 1:
             problems[name] = f"must be in (0, 1], got {value!r}"
         elif name in UNIT_INTERVAL and not 0 <= value <= 1:
