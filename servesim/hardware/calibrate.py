@@ -21,9 +21,8 @@ decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,     
                        overlap, bandwidth_efficiency, per_kv_head_s}                 {128, 256, 512} x
                                                                                      _split_waves in {1, 2, 4, 8};
                                                                                      then, with MHA rows,
-                                                                                     decode_attention_mha_blocks_
-                                                                                     per_sm in {2, 3, 4} from the
-                                                                                     best of those
+                                                                                     _mha_blocks_per_sm in {2, 3,
+                                                                                     4} from the best of those
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
                                                                                      or 128 x 128 with
