@@ -313,8 +313,9 @@ class KernelProfile:
         ones in two (on two GPUs the two move the same bytes). 0 = always two shots
         (the plain ring). H100 vLLM on 8 GPUs: messages of 128-512 KB move at 35-39
         GB/s, seven copies of each over a link (260 GB/s a link), and jump to 67-97 GB/s
-        from 1 MB; fitted 3-7 us on vLLM and SGLang, 16-31 us on TRT-LLM, whose switch
-        is a size rule of its own that the fit places.
+        from 1 MB; fitted 3-7 us on vLLM and SGLang over NVLink, 16-31 us on TRT-LLM,
+        whose switch is a size rule of its own that the fit places, under 1 us on L40S
+        (whose groups above two share a bus).
     allreduce_direct_gpus:
         The most GPUs of a tensor-parallel group that reach one another directly
         (NVLink, or PCIe peer-to-peer under one switch), each over its own link; 0 =
