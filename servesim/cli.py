@@ -750,6 +750,22 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _allreduce_gpus(text: str | None) -> tuple[int, ...] | None:
+    """--allreduce-gpus: None (the default groups), () for none, or the group sizes."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        gpus = ()
+    if not gpus or min(gpus) < 2:
+        raise UsageError(f"--allreduce-gpus: {text!r} is not a list of group sizes; allowed: integers >= 2 "
+                         "separated by commas (e.g. 2,4,8), or none")
+    return gpus
+
+
 def cmd_profile(args) -> int:
     from servesim.hardware.profiler import FULL, QUICK, ProfileUnavailable, profile_model
 
@@ -760,9 +776,11 @@ def cmd_profile(args) -> int:
     if not 1 <= args.repeat <= 1000:
         raise UsageError(f"--repeat must be in [1, 1000], got {args.repeat}")
     out = Path(args.out)
+    gpus = _allreduce_gpus(args.allreduce_gpus)
     try:
         table = profile_model(model, args.backend, args.device, FULL if args.full else QUICK,
-                              repeat=args.repeat, progress=lambda what: print(f"timed {what}", file=sys.stderr))
+                              repeat=args.repeat, progress=lambda what: print(f"timed {what}", file=sys.stderr),
+                              allreduce_gpus=gpus)
     except ProfileUnavailable as e:
         raise UsageError(str(e)) from None
     try:
@@ -1031,6 +1049,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the full grid: long prompts and contexts, 16 token counts (default: a quick grid, "
                            "enough shapes to fit every op class)")
     prof.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (median kept)")
+    prof.add_argument("--allreduce-gpus", metavar="N[,N...]|none", default=None,
+                      help="time the all-reduce (tensor parallelism's) over groups of N local devices, N >= 2 "
+                           "(default: 2, 4, 8 ... up to this machine's CUDA devices; none on a CPU)")
     prof.set_defaults(func=cmd_profile)
     return p
 

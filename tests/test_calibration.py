@@ -675,9 +675,14 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     """servesim profile (numpy backend, CPU) writes a kernel table that reads back with
     every row; servesim calibrate fits it and writes a profile the cost model runs with."""
     table = tmp_path / "kernels.csv"
-    assert main(["profile", "--backend", "numpy", "--model", "llama-68m", "--out", str(table), "--repeat", "2"]) == 0
+    assert main(["profile", "--backend", "numpy", "--model", "llama-68m", "--out", str(table), "--repeat", "2",
+                 "--allreduce-gpus", "2,4"]) == 0
     frame = read_kernel_table(table)
-    assert set(frame["op"]) == {"gemm", "decode_attention", "prefill_attention", "elementwise"}
+    assert set(frame["op"]) == {"gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"}
+    # the quick grid's all-reduce messages on a CPU: 128 to 2^19 elements in steps of 4, float32
+    allreduce = frame[frame["op"] == "allreduce"]
+    assert sorted(zip(allreduce["n"], allreduce["m"])) == [(n, 4**i * 128) for n in (2, 4) for i in range(7)]
+    assert set(allreduce["bytes_per_element"]) == {4}
     assert (frame["latency_s"] > 0).all()
     m = get_model("llama-68m")
     assert set(map(tuple, frame[frame["op"] == "gemm"][["n", "k"]].astype(int).values)) == {
@@ -690,9 +695,10 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     # the qkv check runs on the profiled model's own qkv (768 + 2 x 768 wide), at the
     # grid's token counts that it checks (128 and 512)
     assert [(r["n"], r["k"], r["m"]) for r in content["fit"]["qkv_scaling"]] == [(2304, 768, 128), (2304, 768, 512)]
-    # the quick grid has enough shapes for every op class a single GPU measures to be fitted
-    assert [note for note in content["fit"]["notes"] if "too few" in note] == [
-        "allreduce: 0 measured rows, too few to fit 7 parameters; starting values kept"]
+    # the quick grid has enough shapes for every op class to be fitted, the all-reduce
+    # over two group sizes included
+    assert [note for note in content["fit"]["notes"] if "too few" in note] == []
+    assert content["fit"]["in_sample"]["allreduce"]["rows"] == 14
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 
@@ -746,6 +752,59 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
     assert (table["framework"] == "vllm").all()
     with pytest.raises(FileNotFoundError, match="no GPU folder"):
         read_database("b300_sxm", "vllm", root=root)
+
+
+def test_profile_times_the_allreduce_only_over_groups_asked_for():
+    """On a CPU no all-reduce is timed unless asked for; asked, each group size times
+    every message of the grid up to the CPU's cap, and a group of one is refused."""
+    from types import SimpleNamespace
+
+    from servesim.hardware.allreduce_profiler import CPU_MAX_ELEMENTS
+    from servesim.hardware.profiler import QUICK, ProfileUnavailable, profile_model
+    model = SimpleNamespace(hidden=64, kv_dim=16, intermediate=128, heads=8, kv_heads=2, head_dim=8)
+    grid = {**QUICK, "m": (1,), "elementwise_m": (1,), "decode_batch": (1,), "kv_len": (8,), "prefill_batch": (1,),
+            "seq_len": (4,), "allreduce_elements": (64, 4096, CPU_MAX_ELEMENTS, 2 * CPU_MAX_ELEMENTS)}
+    assert "allreduce" not in set(profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1)["op"])
+    table = profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1, allreduce_gpus=(3, 2))
+    rows = table[table["op"] == "allreduce"]
+    assert list(zip(rows["n"], rows["m"])) == [(n, m) for n in (2, 3) for m in (64, 4096, CPU_MAX_ELEMENTS)]
+    assert (rows["latency_s"] > 0).all()
+    with pytest.raises(ProfileUnavailable, match="group of 1"):
+        profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1, allreduce_gpus=(1,))
+
+
+def test_numpy_allreduce_sums_every_rank_and_times_the_slowest(monkeypatch):
+    """The numpy stand-in is a real one-shot all-reduce: rank r sends r + 1 and every
+    rank reads back n (n + 1) / 2 (it raises otherwise). A call ends at the barrier its
+    last rank reaches, so one rank 20 ms late every call makes every call >= 20 ms."""
+    import time
+
+    from servesim.hardware import allreduce_profiler as ar
+    result = ar.time_allreduce("numpy", "cpu", 3, [8, 64], warmup=1, repeat=3)
+    assert result["bytes_per_element"] == 4 and len(result["seconds"]) == 2
+    assert max(result["seconds"]) < 0.02
+    reduce = ar._reduce
+
+    def late_rank_one(inputs, out, rank):
+        if rank == 1:
+            time.sleep(0.02)
+        reduce(inputs, out, rank)
+
+    monkeypatch.setattr(ar, "_reduce", late_rank_one)
+    assert ar.time_allreduce("numpy", "cpu", 3, [8], warmup=0, repeat=2)["seconds"][0] >= 0.02
+    monkeypatch.setattr(ar, "_reduce", lambda inputs, out, rank: reduce(inputs[:1], out, rank))  # rank 0's only
+    with pytest.raises(ar.AllReduceUnavailable, match="did not sum to 6"):
+        ar.time_allreduce("numpy", "cpu", 3, [8], warmup=0, repeat=1)
+
+
+def test_torch_allreduce_over_gloo_processes():
+    """The torch backend's all-reduce on a CPU: two gloo processes, which check their
+    sums before timing (rank r sends r + 1), one positive time per message size."""
+    pytest.importorskip("torch")
+    from servesim.hardware.allreduce_profiler import time_allreduce
+    result = time_allreduce("torch", "cpu", 2, [64, 4096], warmup=1, repeat=2)
+    assert result["device_name"] == "cpu" and result["bytes_per_element"] == 4
+    assert len(result["seconds"]) == 2 and min(result["seconds"]) > 0
 
 
 def test_profiler_attention_reads_each_kv_head_once_for_its_query_group():

@@ -11,7 +11,9 @@ What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
 gate/up, down) at token counts ``m``; decode attention (one query per sequence over a
 KV cache of ``kv_len`` tokens); causal prefill attention; and one memory-bound
 elementwise kernel (a scale-and-cast of an ``m x hidden`` and an ``m x intermediate``
-activation). Attention runs with the model's grouped-query heads as they are: the
+activation); with ``--allreduce-gpus``, the all-reduce of messages of every size over
+groups of local devices (:mod:`servesim.hardware.allreduce_profiler`; by default every
+power of two up to the machine's CUDA devices, none on a CPU). Attention runs with the model's grouped-query heads as they are: the
 query heads of a group share their KV head, which is read once, never copied per
 query head (a copy would be timed as attention). Each kernel is run ``warmup`` times,
 then timed ``repeat`` times (the median is kept), on the same tensors, as
@@ -41,19 +43,23 @@ import time
 
 import pandas as pd
 
+from servesim.hardware import allreduce_profiler
 from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
 
 QUICK = {"m": (1, 8, 32, 128, 512), "elementwise_m": (1, 16, 64, 256, 1024, 4096, 16384),
          "decode_batch": (1, 2, 4, 8, 32, 128), "kv_len": (128, 1024, 4096, 16384), "decode_max_tokens": 2**17,
-         "prefill_batch": (1, 2, 4, 8, 16), "seq_len": (64, 128, 256, 512, 1024), "prefill_max_tokens": 2**12}
+         "prefill_batch": (1, 2, 4, 8, 16), "seq_len": (64, 128, 256, 512, 1024), "prefill_max_tokens": 2**12,
+         "allreduce_elements": tuple(2**e for e in range(7, 28, 2))}
 FULL = {"m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096, 8192),
         "elementwise_m": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
         "decode_batch": (1, 2, 4, 8, 16, 32, 64, 128, 256), "kv_len": (64, 256, 1024, 4096, 16384, 65536),
         "decode_max_tokens": 2**21,
         "prefill_batch": (1, 2, 4, 8, 16, 32), "seq_len": (128, 512, 1024, 2048, 4096, 8192),
-        "prefill_max_tokens": 2**16}
+        "prefill_max_tokens": 2**16, "allreduce_elements": tuple(2**e for e in range(7, 30))}
 """Shape grids: GEMM token counts ``m``; elementwise rows; decode batches x KV lengths and
-prefill batches x prompt lengths, each up to ``*_max_tokens`` tokens in the batch."""
+prefill batches x prompt lengths, each up to ``*_max_tokens`` tokens in the batch;
+all-reduce messages (elements: 128 to 2^27, 256 MB of bf16, quick; to 2^29, 1 GB, as
+aiconfigurator's tables, full; at most ``allreduce_profiler.CPU_MAX_ELEMENTS`` on a CPU)."""
 CALLS_PER_TIMING = 20
 
 
@@ -212,9 +218,18 @@ def _shapes(batches, lengths, max_tokens: int) -> list[tuple[int, int]]:
 
 
 def profile_model(model, backend_name: str = "torch", device: str = "auto", grid: dict = QUICK,
-                  warmup: int = 2, repeat: int = 5, progress=None) -> pd.DataFrame:
-    """Time ``model``'s kernels (see module docstring); returns the kernel table."""
+                  warmup: int = 2, repeat: int = 5, progress=None, allreduce_gpus=None) -> pd.DataFrame:
+    """Time ``model``'s kernels (see module docstring); returns the kernel table.
+    ``allreduce_gpus``: group sizes to time the all-reduce over (None: the default of
+    :func:`allreduce_profiler.default_groups`; () none)."""
     b = backend(backend_name, device)
+    device = getattr(b, "device", "cpu")
+    if allreduce_gpus is None:
+        allreduce_gpus = allreduce_profiler.default_groups(backend_name, device)
+    try:
+        allreduce_profiler.check_groups(backend_name, device, allreduce_gpus)
+    except allreduce_profiler.AllReduceUnavailable as e:
+        raise ProfileUnavailable(str(e)) from None
     h, kv, inter = model.hidden, model.kv_dim, model.intermediate
     shapes = {(h + 2 * kv, h), (h, h), (2 * inter, h), (h, inter)}  # (n, k): qkv, o, gate_up, down
     rows = []
@@ -250,5 +265,15 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
             x = b.zeros(m, width)
             row("elementwise", b.time(lambda: b.elementwise(x), warmup, repeat), m=m, k=width,
                 bytes_per_element=b.elementwise_bytes)
+    elements = [m for m in grid.get("allreduce_elements", ()) if device == "cuda" or m <= allreduce_profiler.CPU_MAX_ELEMENTS]
+    for n in sorted(set(allreduce_gpus)):
+        try:
+            timed = allreduce_profiler.time_allreduce(backend_name, device, n, elements, warmup, repeat)
+        except allreduce_profiler.AllReduceUnavailable as e:
+            raise ProfileUnavailable(str(e)) from None
+        for m, latency in zip(elements, timed["seconds"]):
+            row("allreduce", latency, m=m, n=n, bytes_per_element=timed["bytes_per_element"])
+        if progress:
+            progress(f"all-reduce over {n} devices")
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
     return check_kernel_table(table, "servesim profile")
