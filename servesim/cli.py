@@ -767,6 +767,7 @@ def _allreduce_gpus(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_profile(args) -> int:
+    from servesim.hardware.kernel_table import write_kernel_table
     from servesim.hardware.profiler import FULL, QUICK, ProfileUnavailable, profile_model
 
     try:
@@ -784,7 +785,7 @@ def cmd_profile(args) -> int:
     except ProfileUnavailable as e:
         raise UsageError(str(e)) from None
     try:
-        table.to_csv(out, index=False, float_format="%.6g")
+        write_kernel_table(table, out)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot write: {e.strerror}") from None
     print(f"wrote {out}: {len(table)} kernels timed on {table['gpu'].iloc[0]} ({args.backend}); "

@@ -603,6 +603,22 @@ def test_calibrate_finds_a_switch_reduction_only_where_the_switch_has_one():
     assert {f["allreduce_direct_gpus"] for f in searched["l40s"]} == {0, 2, 4}
 
 
+def test_calibrate_finds_where_the_framework_hands_the_allreduce_to_nccl():
+    """All-reduces timed by a profile whose framework hands messages of 8 MiB and more to
+    NCCL (slower to start, faster to stream): the fit places the handoff between the
+    table's 2 MiB and 8 MiB rows and recovers both rates and NCCL's start."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, allreduce_fixed_s=4e-6, allreduce_hop_s=2e-7, allreduce_bandwidth_efficiency=0.55,
+                    allreduce_two_shot_s=5e-6, allreduce_nccl_bytes=2**23, allreduce_nccl_s=40e-6,
+                    allreduce_nccl_bandwidth_efficiency=0.75)
+    rows = synthetic_table(gpu, truth)
+    rows = rows[rows["op"] == "allreduce"].reset_index(drop=True)
+    fitted = fit_op("allreduce", rows, gpu, BASE)
+    assert 2**21 < fitted.allreduce_nccl_bytes <= 2**23
+    for name in ("allreduce_bandwidth_efficiency", "allreduce_nccl_bandwidth_efficiency", "allreduce_nccl_s"):
+        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=0.1), name
+
+
 def test_calibrate_finds_a_shared_bus_above_the_direct_group():
     """All-reduces timed by a profile whose groups above two GPUs share one bus (as the
     L40S servers' do): the fit picks two direct GPUs and recovers the bus's rate."""
@@ -679,9 +695,10 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
                  "--allreduce-gpus", "2,4"]) == 0
     frame = read_kernel_table(table)
     assert set(frame["op"]) == {"gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"}
-    # the quick grid's all-reduce messages on a CPU: 128 to 2^19 elements in steps of 4, float32
+    # the quick grid's all-reduce messages on a CPU: every power of two from 128 to 2^20
+    # elements, float32
     allreduce = frame[frame["op"] == "allreduce"]
-    assert sorted(zip(allreduce["n"], allreduce["m"])) == [(n, 4**i * 128) for n in (2, 4) for i in range(7)]
+    assert sorted(zip(allreduce["n"], allreduce["m"])) == [(n, 2**e) for n in (2, 4) for e in range(7, 21)]
     assert set(allreduce["bytes_per_element"]) == {4}
     assert (frame["latency_s"] > 0).all()
     m = get_model("llama-68m")
@@ -698,7 +715,7 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     # the quick grid has enough shapes for every op class to be fitted, the all-reduce
     # over two group sizes included
     assert [note for note in content["fit"]["notes"] if "too few" in note] == []
-    assert content["fit"]["in_sample"]["allreduce"]["rows"] == 14
+    assert content["fit"]["in_sample"]["allreduce"]["rows"] == 28
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 

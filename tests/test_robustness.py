@@ -177,6 +177,8 @@ def test_generated_scenarios_run_or_exit_2(tmp_path_factory, capsys, assignments
     ("hardware.profile.decode_attention_mha_per_kv_head_s", -0.5),
     ("hardware.profile.allreduce_two_shot_s", -1e-6), ("hardware.profile.allreduce_switch_gpus", -8),
     ("hardware.profile.allreduce_switch_efficiency", 1.5), ("hardware.profile.allreduce_switch_s", math.inf),
+    ("hardware.profile.allreduce_nccl_bytes", 0.5), ("hardware.profile.allreduce_nccl_bytes", -1),
+    ("hardware.profile.allreduce_nccl_s", 2.0), ("hardware.profile.allreduce_nccl_bandwidth_efficiency", 1.5),
     ("name", "a\x00b"), ("output.dir", "a\x00b"),
 ])
 def test_documented_bounds_refuse_before_anything_runs(tmp_path, capsys, key, value):

@@ -17,7 +17,8 @@ def test_ring_allreduce_hand_worked():
     2 x 3/4 x 8 MB = 12 MB in 12e6 / 315e9 = 38.1 us, plus 5 us and 3 hops of 0.5 us."""
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=5e-6, allreduce_hop_s=0.5e-6, allreduce_bandwidth_efficiency=0.7,
-                allreduce_two_shot_s=0.0, allreduce_direct_gpus=0, allreduce_switch_gpus=0)
+                allreduce_two_shot_s=0.0, allreduce_direct_gpus=0, allreduce_switch_gpus=0,
+                allreduce_nccl_bytes=0)
     assert kernels.allreduce(gpu, p, 8e6, 4)[1] == pytest.approx(5e-6 + 3 * 0.5e-6 + 12e6 / (450e9 * 0.7))
     assert kernels.allreduce(gpu, p, 8e6, 1)[1] == 0
 
@@ -29,7 +30,8 @@ def test_one_shot_or_two_shot_allreduce_hand_worked():
     us, against 32.6). On two GPUs both move the message once: one shot, no extra."""
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
-                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=0)
+                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=0,
+                allreduce_nccl_bytes=0)
     assert kernels.allreduce(gpu, p, 2**18, 8)[1] == pytest.approx(7 * 2**18 / 225e9)
     assert kernels.allreduce(gpu, p, 2**20, 8)[1] == pytest.approx(1.75 * 2**20 / 225e9 + 10e-6)
     assert kernels.allreduce(gpu, p, 428_571, 8)[1] == pytest.approx(7 * 428_571 / 225e9, rel=1e-5)
@@ -48,12 +50,39 @@ def test_allreduce_reduced_in_the_switch_hand_worked():
     gpu = get_gpu("h100-sxm")
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
                 allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=8,
-                allreduce_switch_efficiency=0.6, allreduce_switch_s=30e-6)
+                allreduce_switch_efficiency=0.6, allreduce_switch_s=30e-6, allreduce_nccl_bytes=0)
     link_bytes, seconds = kernels.allreduce(gpu, p, 1e9, 8)
     assert (link_bytes, seconds) == (pytest.approx(1e9), pytest.approx(30e-6 + 1e9 / 270e9))
     assert kernels.allreduce(gpu, p, 1e9, 4) == (pytest.approx(1.5e9), pytest.approx(1.5e9 / 225e9 + 10e-6))
     assert kernels.allreduce(gpu, p, 2**18, 8) == (7 * 2**18, pytest.approx(7 * 2**18 / 225e9))
     assert kernels.allreduce(gpu, replace(p, allreduce_switch_gpus=0), 1e9, 8)[1] == pytest.approx(7.788e-3, rel=1e-3)
+
+
+def test_allreduce_handed_to_nccl_from_its_size_hand_worked():
+    """H100s, the framework's kernel at 50% of NVLink 4 (225 GB/s) with two shots 10 us
+    dearer, NCCL from 8 MiB at 75% (337.5 GB/s) after 40 us. On 2 GPUs 4 MiB goes in one
+    shot (4,194,304 / 225e9 = 18.64 us); 8 MiB goes to NCCL although its kernel would be
+    faster (40 + 8,388,608 / 337.5e9 s = 64.86 us, not 37.28): the size is the framework's
+    rule. 1 GB: 40 us + 2.963 ms. On 8 GPUs the switch (60%, 270 GB/s, after 10 us) is
+    NCCL's: 4 MiB stays two shots (1.75 x 4 MiB / 225e9 + 10 us = 42.62 us, though the
+    switch would take 25.53), 1 GB goes to the switch (3.714 ms against NCCL's ring,
+    5.225 ms)."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_bandwidth_efficiency=0.5,
+                allreduce_two_shot_s=10e-6, allreduce_direct_gpus=0, allreduce_switch_gpus=0,
+                allreduce_nccl_bytes=2**23, allreduce_nccl_s=40e-6, allreduce_nccl_bandwidth_efficiency=0.75)
+    assert kernels.allreduce(gpu, p, 2**22, 2) == (2**22, pytest.approx(2**22 / 225e9))
+    assert kernels.allreduce(gpu, p, 2**23, 2) == (2**23, pytest.approx(40e-6 + 2**23 / 337.5e9))
+    assert kernels.allreduce(gpu, p, 1e9, 2)[1] == pytest.approx(40e-6 + 1e9 / 337.5e9)
+    switch = replace(p, allreduce_switch_gpus=8, allreduce_switch_efficiency=0.6, allreduce_switch_s=10e-6)
+    assert kernels.allreduce(gpu, switch, 2**22, 8) == (pytest.approx(1.75 * 2**22),
+                                                        pytest.approx(1.75 * 2**22 / 225e9 + 10e-6))
+    assert kernels.allreduce(gpu, switch, 1e9, 8) == (pytest.approx(1e9), pytest.approx(10e-6 + 1e9 / 270e9))
+    assert kernels.allreduce(gpu, replace(switch, allreduce_switch_gpus=0), 1e9, 8)[1] == pytest.approx(
+        40e-6 + 1.75e9 / 337.5e9)
+    # no handoff (0): the switch at every size where it is faster
+    assert kernels.allreduce(gpu, replace(switch, allreduce_nccl_bytes=0), 2**22, 8)[1] == pytest.approx(
+        10e-6 + 2**22 / 270e9)
 
 
 def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
@@ -64,7 +93,7 @@ def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
     gpu = get_gpu("l40s")
     p = replace(gpu.profile, allreduce_fixed_s=0.0, allreduce_hop_s=0.0, allreduce_two_shot_s=0.0,
                 allreduce_bandwidth_efficiency=0.6, allreduce_direct_gpus=2,
-                allreduce_shared_bandwidth_efficiency=0.5)
+                allreduce_shared_bandwidth_efficiency=0.5, allreduce_nccl_bytes=0)
     assert kernels.allreduce(gpu, p, 1e9, 2)[1] == pytest.approx(1e9 / 19.2e9)
     assert kernels.allreduce(gpu, p, 1e9, 4)[1] == pytest.approx(6e9 / 16e9)
     assert kernels.allreduce(gpu, p, 1e9, 8)[1] == pytest.approx(14e9 / 16e9)
@@ -180,11 +209,11 @@ def test_pcie_cards_take_the_measured_pcie_servers_allreduce():
                 assert getattr(gpu.profile, name) == getattr(links_of, name), name
             assert replace(gpu.profile, **{n: getattr(kernels_of, n) for n in ALLREDUCE_FIELDS}) == kernels_of
     assert get_gpu("a100-80gb-pcie", kernel_profile="a100-sxm-vllm").profile == get_profile("a100-sxm-vllm")[0]
-    # 1 GB over 4 A100 PCIe cards (Gen4, 32 GB/s a direction), in two shots: all four
-    # GPUs' 1.5 GB cross the shared bus
+    # 1 GB over 4 A100 PCIe cards (Gen4, 32 GB/s a direction), handed to NCCL's ring
+    # (from L40S vLLM's 2 MiB on): all four GPUs' 1.5 GB cross the shared bus
     gpu = get_gpu("a100-80gb-pcie")
     p = gpu.profile
-    assert p.allreduce_direct_gpus == 2
-    expected = (p.allreduce_fixed_s + 3 * p.allreduce_hop_s + p.allreduce_two_shot_s
+    assert p.allreduce_direct_gpus == 2 and 0 < p.allreduce_nccl_bytes < 1e9
+    expected = (p.allreduce_fixed_s + 3 * p.allreduce_hop_s + p.allreduce_nccl_s
                 + 6e9 / (32e9 * p.allreduce_shared_bandwidth_efficiency))
     assert kernels.allreduce(gpu, p, 1e9, 4)[1] == pytest.approx(expected)

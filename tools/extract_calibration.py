@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 from packaging.version import Version
 
+from servesim.hardware.kernel_table import COLUMNS, write_kernel_table
+
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
-COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
-           "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "source")
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
                                         "source": str(path.relative_to(Path(str(data)).parents[1]))}))
     table = pd.concat(frames, ignore_index=True)
     table = table[table.gpu.isin(GPUS)].reindex(columns=list(COLUMNS))
-    table.to_csv(args.out, index=False, float_format="%.6g")
+    write_kernel_table(table, args.out)
     print(f"wrote {args.out}: {len(table)} rows")
     print(table.groupby(["gpu", "framework", "op"]).size().to_string())
 

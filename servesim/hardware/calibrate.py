@@ -35,11 +35,14 @@ elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s
                                                                                      in {1, 0.75, 0.5}
 allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,              allreduce_direct_gpus in
                        shared_bandwidth_efficiency, two_shot_s,                      {0 (any), 2, 4} on PCIe,
-                       switch_efficiency, switch_s}                                  allreduce_switch_gpus in
-                                                                                     {0, 4, 8} where the NVSwitch
+                       switch_efficiency, switch_s, nccl_s,                          allreduce_switch_gpus in
+                       nccl_bandwidth_efficiency}                                    {0, 4, 8} where the NVSwitch
                                                                                      reduces (both: 0 elsewhere),
                                                                                      starting allreduce_two_shot_s
-                                                                                     at 0, 5 and 20 us
+                                                                                     at 0, 5 and 20 us; then
+                                                                                     allreduce_nccl_bytes in
+                                                                                     {2, 4, ... 64} MiB from the
+                                                                                     best of those
 =====================  ============================================================  ============================
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
@@ -133,7 +136,8 @@ PARAMETERS = {
                   ("allreduce_bandwidth_efficiency", 1.0, 0.01, 1.0),
                   ("allreduce_shared_bandwidth_efficiency", 1.0, 0.01, 1.0),
                   ("allreduce_two_shot_s", 1e-6, 0.0, 200.0),
-                  ("allreduce_switch_efficiency", 1.0, 0.3, 1.0), ("allreduce_switch_s", 1e-6, 0.0, 500.0)),
+                  ("allreduce_switch_efficiency", 1.0, 0.3, 1.0), ("allreduce_switch_s", 1e-6, 0.0, 500.0),
+                  ("allreduce_nccl_s", 1e-6, 0.0, 500.0), ("allreduce_nccl_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
@@ -143,6 +147,10 @@ MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
 grouped-query attention run different kernels); they start from the shared values."""
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
+NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
+"""Searched from the best all-reduce grid point: the message size (2-64 MiB) from which
+the framework hands its all-reduce to NCCL (the frameworks' custom kernels stop at a size
+each sets)."""
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
                   "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
@@ -193,6 +201,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
                                       for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
+        if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
+            start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
         params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ()) if not _inert(p[0], start))
 
         def make(x):
@@ -213,8 +223,9 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
             fitted, cost = fit_from(replace(profile, **fixed))
             if cost < best_cost:
                 best, best_cost = fitted, cost
-    # then, from the best grid point, what only multi-head rows tell apart
-    for fixed in MHA_GRID if mha else ():
+    # then, from the best grid point, what only multi-head rows tell apart, and where
+    # the all-reduce goes to NCCL
+    for fixed in (MHA_GRID if mha else []) + (NCCL_GRID if op == "allreduce" else []):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
             best, best_cost = fitted, cost
@@ -234,7 +245,8 @@ def _inert(name: str, profile: KernelProfile) -> bool:
     """Whether a parameter does nothing under the grid point's fixed values (so it keeps
     its start instead of drifting where no row constrains it)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
-            or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0))
+            or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
+            or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency") and profile.allreduce_nccl_bytes == 0))
 
 
 def _both_head_layouts(rows: pd.DataFrame) -> bool:

@@ -313,7 +313,7 @@ class KernelProfile:
         ones in two (on two GPUs the two move the same bytes). 0 = always two shots
         (the plain ring). H100 vLLM on 8 GPUs: messages of 128-512 KB move at 35-39
         GB/s, seven copies of each over a link (260 GB/s a link), and jump to 67-97 GB/s
-        from 1 MB; fitted 3-7 us on vLLM and SGLang over NVLink, 16-31 us on TRT-LLM,
+        from 1 MB; fitted 3-7 us on vLLM and SGLang over NVLink, 16-42 us on TRT-LLM,
         whose switch is a size rule of its own that the fit places, under 1 us on L40S
         (whose groups above two share a bus).
     allreduce_direct_gpus:
@@ -342,12 +342,29 @@ class KernelProfile:
         the H100, H200 and B200 profiles (8 on B200 TRT-LLM).
     allreduce_switch_efficiency:
         Achieved fraction of a GPU's link (per direction) for the message it sends to,
-        and receives from, the switch (0.50-0.57 on H100 and H200, 0.43-0.48 on B200).
+        and receives from, the switch (0.52-0.57 on H100 and H200, 0.43-0.48 on B200).
         ``calibrate`` keeps it at 0.3 or more: below, an 8-GPU ring at the two-shot rates
         fitted (0.6-0.7) beats it at every size, and NCCL would not choose it.
     allreduce_switch_s:
         Extra time of a switch-reduced all-reduce (s): the NCCL call the frameworks hand
-        large messages to (5-81 us fitted), which also places the size it starts at.
+        large messages to (11-85 us fitted), which also places the size it starts at.
+    allreduce_nccl_bytes:
+        Message size (bytes) from which the framework hands the all-reduce from its own
+        kernel to NCCL (vLLM's custom all-reduce takes messages under 8 MiB); 0 = no
+        handoff, one regime at every size. From this size the ring runs at
+        ``allreduce_nccl_bandwidth_efficiency`` after ``allreduce_nccl_s`` (two shots
+        only), and the switch reduction (``allreduce_switch_gpus``, NCCL's NVLS) applies
+        only here. H100 vLLM on 2 GPUs moves 4 MiB at 207 GB/s, 8 MiB at 187, then ramps
+        to 334 GB/s at 1 GB: NCCL's pipeline costs more to fill and streams faster than
+        the custom kernel. Fitted 16-32 MiB for SGLang and TRT-LLM on H100, H200 and
+        B200, 2-16 MiB for vLLM, 2 MiB on L40S.
+    allreduce_nccl_s:
+        NCCL's time on top of ``allreduce_fixed_s`` and the hops (s): its pipeline's
+        fill (15-61 us fitted over NVLink).
+    allreduce_nccl_bandwidth_efficiency:
+        Achieved fraction of a link (per direction) for NCCL's ring traffic (0 = the
+        custom kernel's ``allreduce_bandwidth_efficiency``; 0.60-0.73 fitted over
+        NVLink, 0.59-0.63 on L40S).
     host_copy_bandwidth_efficiency:
         Achieved fraction of the GPU's host link bandwidth per direction
         (``GPU.host_link_bandwidth_bytes_per_s``) for KV blocks copied to or from
@@ -424,6 +441,9 @@ class KernelProfile:
     allreduce_switch_gpus: int = 0
     allreduce_switch_efficiency: float = 0.6
     allreduce_switch_s: float = 0.0
+    allreduce_nccl_bytes: int = 0
+    allreduce_nccl_s: float = 0.0
+    allreduce_nccl_bandwidth_efficiency: float = 0.0
     host_copy_bandwidth_efficiency: float = 0.8
     host_copy_fixed_s: float = 20e-6
 
@@ -445,7 +465,7 @@ FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_com
              "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "allreduce_switch_efficiency",
              "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
-UNIT_INTERVAL = ("overlap", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
+UNIT_INTERVAL = ("overlap", "allreduce_nccl_bandwidth_efficiency", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
                  "prefill_attention_wave_quantization", "decode_attention_wave_quantization",
                  "decode_attention_overlap", "prefill_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",
@@ -465,6 +485,7 @@ MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attenti
               "decode_attention_mha_per_kv_head_s": (0.0, 1e-3)}
 """Multi-head attention's own decode fields and their ranges (-1 = not set)."""
 MAX_TILE = 65536
+MAX_MESSAGE_BYTES = 2**40
 MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1}
 """Token counts that may be 'never' in practice (no second weight pass)."""
 MAX_SECONDS = 1.0
@@ -515,6 +536,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
         elif name == "prefill_attention_kv_passes" and (int(value) != value or not 1 <= value <= MAX_KV_PASSES):
             problems[name] = f"must be an integer in [1, {MAX_KV_PASSES}], got {value!r}"
+        elif name == "allreduce_nccl_bytes" and (int(value) != value or not 0 <= value <= MAX_MESSAGE_BYTES):
+            problems[name] = f"must be an integer in [0, {MAX_MESSAGE_BYTES}] bytes, got {value!r}"
         elif name == "decode_attention_split_waves" and not 0 <= value <= MAX_SPLIT_WAVES:
             problems[name] = f"must be in [0, {MAX_SPLIT_WAVES:g}] waves, got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:

@@ -60,6 +60,18 @@ def read_kernel_table(path: str | Path) -> pd.DataFrame:
     return check_kernel_table(frame, str(path))
 
 
+INTEGER_COLUMNS = ("m", "n", "k", "batch_size", "seq_len", "kv_len", "num_heads", "num_kv_heads", "head_dim")
+
+
+def write_kernel_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a kernel table as CSV: shape columns as integers (a message of 2^20
+    elements stays 1048576, not 1.04858e+06), times to 6 significant digits."""
+    out = frame.reindex(columns=list(COLUMNS)).copy()
+    for column in INTEGER_COLUMNS:
+        out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
+    out.to_csv(path, index=False, float_format="%.6g")
+
+
 def check_kernel_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """The table with columns in order, framework names normalised and every row
     checked: known op, its shape columns positive integers, latency finite and > 0."""
@@ -92,8 +104,7 @@ def check_kernel_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
                 raise KernelTableError(f"{source}: column {column}: {int(bad.sum())} {op} row(s) not a "
                                        f"positive integer (at most 2^40)")
             frame.loc[rows, column] = values
-    for column in ("m", "n", "k", "batch_size", "seq_len", "kv_len", "num_heads", "num_kv_heads",
-                   "head_dim", "bytes_per_element"):
+    for column in (*INTEGER_COLUMNS, "bytes_per_element"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 

@@ -49,7 +49,7 @@ from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
 QUICK = {"m": (1, 8, 32, 128, 512), "elementwise_m": (1, 16, 64, 256, 1024, 4096, 16384),
          "decode_batch": (1, 2, 4, 8, 32, 128), "kv_len": (128, 1024, 4096, 16384), "decode_max_tokens": 2**17,
          "prefill_batch": (1, 2, 4, 8, 16), "seq_len": (64, 128, 256, 512, 1024), "prefill_max_tokens": 2**12,
-         "allreduce_elements": tuple(2**e for e in range(7, 28, 2))}
+         "allreduce_elements": tuple(2**e for e in range(7, 28))}
 FULL = {"m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096, 8192),
         "elementwise_m": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
         "decode_batch": (1, 2, 4, 8, 16, 32, 64, 128, 256), "kv_len": (64, 256, 1024, 4096, 16384, 65536),
@@ -58,8 +58,9 @@ FULL = {"m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096,
         "prefill_max_tokens": 2**16, "allreduce_elements": tuple(2**e for e in range(7, 30))}
 """Shape grids: GEMM token counts ``m``; elementwise rows; decode batches x KV lengths and
 prefill batches x prompt lengths, each up to ``*_max_tokens`` tokens in the batch;
-all-reduce messages (elements: 128 to 2^27, 256 MB of bf16, quick; to 2^29, 1 GB, as
-aiconfigurator's tables, full; at most ``allreduce_profiler.CPU_MAX_ELEMENTS`` on a CPU)."""
+all-reduce messages (elements, every power of two: 128 to 2^27, 256 MB of bf16, quick;
+to 2^29, 1 GB, as aiconfigurator's tables, full; at most
+``allreduce_profiler.CPU_MAX_ELEMENTS`` on a CPU)."""
 CALLS_PER_TIMING = 20
 
 
