@@ -668,7 +668,7 @@ def cmd_cost(args) -> int:
     for batch in args.batch:
         for n in args.tokens_per_seq:
             for ctx in args.context:
-                stage = args.stage or ("decode" if n == 1 else "verify")
+                stage = args.stage or ("decode" if n == 1 else "prefill" if ctx == 0 else "verify")
                 step = cm.step_cost(batch, n, batch * ctx, stage)
                 for op in step.ops:
                     rows.append({"batch": batch, "tokens_per_seq": n, "context": ctx, "stage": stage,
@@ -1014,7 +1014,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--context", type=_int_list, default=[512],
                       help="cached context tokens per sequence (list allowed)")
     cost.add_argument("--stage", choices=STAGES,
-                      help="default: decode for 1 token per sequence, verify otherwise")
+                      help="default: decode for 1 token per sequence, prefill for more with no context, "
+                           "verify otherwise")
     cost.add_argument("--format", choices=("table", "csv"), default="table")
     cost.add_argument("--kernel-profile", metavar="NAME|FILE",
                       help="kernel profile (bundled name or calibrate's TOML); default: the GPU's own")

@@ -137,6 +137,13 @@ def test_cost_command_csv(capsys):
     assert set(frame["stage"]) == {"decode", "verify"}
     assert {"time_s", "flops", "hbm_bytes", "bound"} <= set(frame.columns)
     assert main(["cost", "--gpu", "nope"]) == 2
+    # more tokens than one and no cached context: a prompt's prefill, whose lm_head runs
+    # on each sequence's last token only, as a decode of the same batch does
+    assert main(["cost", "--tokens-per-seq", "512,1", "--context", "0", "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(frame.groupby("tokens_per_seq")["stage"].first()) == ["decode", "prefill"]
+    head = frame[frame["op"] == "lm_head"].set_index("tokens_per_seq")
+    assert head.loc[512, "flops"] == head.loc[1, "flops"] and head.loc[512, "hbm_bytes"] == head.loc[1, "hbm_bytes"]
 
 
 def test_list_prints_catalogs(capsys):
