@@ -246,7 +246,8 @@ def _inert(name: str, profile: KernelProfile) -> bool:
     its start instead of drifting where no row constrains it)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
             or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
-            or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency") and profile.allreduce_nccl_bytes == 0))
+            or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
+                and profile.allreduce_nccl_bytes == 0))
 
 
 def _both_head_layouts(rows: pd.DataFrame) -> bool:

@@ -465,7 +465,8 @@ FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_com
              "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "allreduce_switch_efficiency",
              "host_copy_bandwidth_efficiency", "elementwise_l2_full_fraction")
 """Fields in (0, 1]."""
-UNIT_INTERVAL = ("overlap", "allreduce_nccl_bandwidth_efficiency", "weight_reread_fraction", "gemm_wave_quantization", "gemm_l2_resident_fraction",
+UNIT_INTERVAL = ("overlap", "allreduce_nccl_bandwidth_efficiency", "weight_reread_fraction", "gemm_wave_quantization",
+                 "gemm_l2_resident_fraction",
                  "prefill_attention_wave_quantization", "decode_attention_wave_quantization",
                  "decode_attention_overlap", "prefill_attention_overlap",
                  "decode_attention_bandwidth_efficiency", "prefill_attention_compute_efficiency",

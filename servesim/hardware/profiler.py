@@ -11,11 +11,12 @@ What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
 gate/up, down) at token counts ``m``; decode attention (one query per sequence over a
 KV cache of ``kv_len`` tokens); causal prefill attention; and one memory-bound
 elementwise kernel (a scale-and-cast of an ``m x hidden`` and an ``m x intermediate``
-activation); with ``--allreduce-gpus``, the all-reduce of messages of every size over
-groups of local devices (:mod:`servesim.hardware.allreduce_profiler`; by default every
-power of two up to the machine's CUDA devices, none on a CPU). Attention runs with the model's grouped-query heads as they are: the
-query heads of a group share their KV head, which is read once, never copied per
-query head (a copy would be timed as attention). Each kernel is run ``warmup`` times,
+activation); and the all-reduce of messages of every size over groups of local
+devices (:mod:`servesim.hardware.allreduce_profiler`; by default groups of every power
+of two up to the machine's CUDA devices, none on a CPU; ``--allreduce-gpus`` chooses).
+Attention runs with the model's grouped-query heads as they are: the query heads of a
+group share their KV head, which is read once, never copied per query head (a copy
+would be timed as attention). Each kernel is run ``warmup`` times,
 then timed ``repeat`` times (the median is kept), on the same tensors, as
 microbenchmarks do. Tensors are bf16 on a GPU and float32 on a CPU (whose numbers are
 for testing the plumbing only).
@@ -266,7 +267,8 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
             x = b.zeros(m, width)
             row("elementwise", b.time(lambda: b.elementwise(x), warmup, repeat), m=m, k=width,
                 bytes_per_element=b.elementwise_bytes)
-    elements = [m for m in grid.get("allreduce_elements", ()) if device == "cuda" or m <= allreduce_profiler.CPU_MAX_ELEMENTS]
+    elements = [m for m in grid.get("allreduce_elements", ())
+                if device == "cuda" or m <= allreduce_profiler.CPU_MAX_ELEMENTS]
     for n in sorted(set(allreduce_gpus)):
         try:
             timed = allreduce_profiler.time_allreduce(backend_name, device, n, elements, warmup, repeat)
