@@ -612,7 +612,7 @@ def cmd_list(args) -> int:
         _, table = get_profile(name)
         fit = table.get("fit", {})
         row = {"name": name, "provenance": fit.get("provenance", "")}
-        for op in ("gemm", "decode_attention", "prefill_attention", "elementwise"):
+        for op in ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"):
             ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
             row[op] = (f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out
                        else "left out" if left_out_as_unrepresentative(fit, op) else "-")

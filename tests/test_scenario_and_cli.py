@@ -150,9 +150,14 @@ def test_list_prints_catalogs(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "a100-80gb-pcie" in text and "llama-2-70b" in text
-    # a class whose measured rows calibrate left out says so (SGLang's elementwise proxy)
+    # a class whose measured rows calibrate left out says so (SGLang's elementwise proxy);
+    # the all-reduce's fit is the last column (its medians as the report gives them)
     sglang = next(line for line in text.splitlines() if line.strip().startswith("h100-sxm-sglang "))
-    assert sglang.rstrip().endswith("left out")
+    from servesim.hardware import get_profile
+    fit = get_profile("h100-sxm-sglang")[1]["fit"]
+    allreduce = (f"{fit['in_sample']['allreduce']['median_abs_pct']:.1f} / "
+                 f"{fit['out_of_sample']['allreduce']['median_abs_pct']:.1f}")
+    assert sglang.split()[-5:] == ["left", "out", *allreduce.split()], sglang
 
 
 @pytest.mark.parametrize("extra,key,fragment", [
