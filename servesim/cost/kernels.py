@@ -402,8 +402,11 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     n = num_gpus
     link = gpu.interconnect_bandwidth_bytes_per_s
     shared = (p.allreduce_direct_gpus > 0) * (n > p.allreduce_direct_gpus)
-    shared_s_per_byte = shared * n / (link * p.allreduce_shared_bandwidth_efficiency)
-    seconds_per_byte = (1 - shared) / (link * p.allreduce_bandwidth_efficiency) + shared_s_per_byte
+
+    def seconds_per_byte_at(efficiency):  # of a GPU's traffic: its own link, or its share of the bus
+        return (1 - shared) / (link * efficiency) + shared * n / (link * p.allreduce_shared_bandwidth_efficiency)
+
+    seconds_per_byte = seconds_per_byte_at(p.allreduce_bandwidth_efficiency)
     one_shot_bytes = (n - 1) * message_bytes
     two_shot_bytes = 2.0 * (n - 1) / n * message_bytes
     one_shot_s = one_shot_bytes * seconds_per_byte
@@ -412,16 +415,15 @@ def allreduce(gpu, p, message_bytes, num_gpus):
     one = one_shot_s < two_shot_s
     wire_s = one * one_shot_s + (1 - one) * two_shot_s
     link_bytes = one * one_shot_bytes + (1 - one) * two_shot_bytes
-    nccl = 0.0
+    handed = 1.0  # where the switch may reduce: NCCL's, once NCCL is told apart from the framework's kernel
     if p.allreduce_nccl_bytes:  # NCCL's ring from its size on
-        nccl = 1.0 * (message_bytes >= p.allreduce_nccl_bytes)
+        handed = 1.0 * (message_bytes >= p.allreduce_nccl_bytes)
         efficiency = p.allreduce_nccl_bandwidth_efficiency or p.allreduce_bandwidth_efficiency
-        nccl_s = p.allreduce_nccl_s + two_shot_bytes * ((1 - shared) / (link * efficiency) + shared_s_per_byte)
-        wire_s = nccl * nccl_s + (1 - nccl) * wire_s
-        link_bytes = nccl * two_shot_bytes + (1 - nccl) * link_bytes
+        nccl_s = p.allreduce_nccl_s + two_shot_bytes * seconds_per_byte_at(efficiency)
+        wire_s = handed * nccl_s + (1 - handed) * wire_s
+        link_bytes = handed * two_shot_bytes + (1 - handed) * link_bytes
     if p.allreduce_switch_gpus:  # reduced in the NVLink switch: the message once each way
         switch_s = p.allreduce_switch_s + message_bytes / (link * p.allreduce_switch_efficiency)
-        handed = nccl if p.allreduce_nccl_bytes else 1.0  # the switch is NCCL's, where NCCL is told apart
         switch = (n >= p.allreduce_switch_gpus) * (switch_s < wire_s) * handed
         wire_s = switch * switch_s + (1 - switch) * wire_s
         link_bytes = switch * message_bytes + (1 - switch) * link_bytes

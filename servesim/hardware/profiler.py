@@ -70,7 +70,7 @@ class ProfileUnavailable(RuntimeError):
 
 
 class _Numpy:
-    name, device_name, framework, version = "numpy", "cpu", "numpy", ""
+    name, device, device_name, framework, version = "numpy", "cpu", "cpu", "numpy", ""
     elementwise_bytes = 6  # float32 in, float16 out
 
     def __init__(self, device: str) -> None:
@@ -225,7 +225,7 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
     ``allreduce_gpus``: group sizes to time the all-reduce over (None: the default of
     :func:`allreduce_profiler.default_groups`; () none)."""
     b = backend(backend_name, device)
-    device = getattr(b, "device", "cpu")
+    device = b.device
     if allreduce_gpus is None:
         allreduce_gpus = allreduce_profiler.default_groups(backend_name, device)
     try:
