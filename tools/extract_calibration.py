@@ -6,7 +6,10 @@
 Writes ``servesim/data/calibration/kernels_measured.csv.gz`` in servesim's kernel-table
 format (see ``servesim/hardware/kernel_table.py``): bf16 GEMMs of Llama-7B/8B layer
 shapes, decode and prefill attention (32 query heads x 128), from the extract in
-``../shared/reference/kernels/`` (``--reference``), and memory-bound elementwise
+``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
+package, the bf16 GEMMs of the same layers split for tensor parallelism (see
+:data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of
+Llama-3-8B's qkv, 768 x 4096, is a GEMM of a few tiles no whole layer has), memory-bound elementwise
 kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per element) for k in
 {512, 4096, 12288, 51200} from the aiconfigurator-core package, for the GPUs servesim
 calibrates (A100 SXM, H100 SXM, H200 SXM, L40S, B200) and its three frameworks; and the
@@ -26,6 +29,20 @@ from packaging.version import Version
 from servesim.hardware.kernel_table import COLUMNS, write_kernel_table
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
+SHARD_SIZES = (512, 768, 1024, 1536, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 16384)
+"""The database's GEMM grid sizes from 512 to 16,384: the widths of a layer's GEMMs
+split over 1-8 GPUs (qkv and the fused gate/up shard their output N, o_proj and
+down_proj their reduction K)."""
+HIDDEN_SIZES = (4096, 5120, 8192)
+"""Model widths in the catalog that the database's grid has (7B/8B, 13B, 70B)."""
+SHARD_GEMMS = sorted({(n, h) for h in HIDDEN_SIZES for n in SHARD_SIZES}
+                     | {(h, k) for h in HIDDEN_SIZES for k in SHARD_SIZES})
+"""(n, k) of the tensor-parallel GEMMs taken from the package: a column-parallel GEMM
+reads the hidden state (k = hidden), a row-parallel one writes it (n = hidden)."""
+SHARD_TOKENS = (1, 2, 4, 8, 16, 32, 33, 48, 64, 65, 96, 128, 129, 192, 256, 257, 384, 512, 513, 768, 1024,
+                1025, 1536, 2048, 2049, 3072, 4096, 4097, 8192, 16384)
+"""Token counts (m) of those GEMMs (the database's, where it has them): powers of two
+and the tile boundaries just past them."""
 
 
 def main() -> None:
@@ -54,6 +71,20 @@ def main() -> None:
                                 "head_dim": c.head_dim, "latency_s": c.latency_ms * 1e-3,
                                 "source": c.file_in_package}))
     data = resources.files("aiconfigurator_core").joinpath("systems", "data")
+    whole = set(zip(g.n, g.k))
+    for gpu in GPUS:
+        by_framework = {}
+        for path in sorted(Path(str(data / gpu / "gemm")).glob("*/*/gemm_perf.parquet")):
+            by_framework.setdefault(path.parts[-3], []).append(path)
+        for framework, paths in by_framework.items():
+            path = max(paths, key=lambda p: Version(p.parts[-2]))  # the newest version measured
+            e = pd.read_parquet(path)
+            shapes = pd.Series(list(zip(e.n, e.k)), index=e.index)
+            e = e[(e.gemm_dtype == "bfloat16") & e.m.isin(SHARD_TOKENS)
+                  & shapes.isin(set(SHARD_GEMMS) - whole)]
+            frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, "op": "gemm",
+                                        "m": e.m, "n": e.n, "k": e.k, "latency_s": e.latency * 1e-3,
+                                        "source": str(path.relative_to(Path(str(data)).parents[1]))}))
     for gpu in GPUS:
         for path in sorted(Path(str(data / gpu / "quantize")).glob("*/*/scale_matrix_perf.parquet")):
             e = pd.read_parquet(path)
