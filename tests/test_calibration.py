@@ -633,6 +633,34 @@ def test_calibrate_finds_a_shared_bus_above_the_direct_group():
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=0.1), name
 
 
+def test_thin_keeps_evenly_spaced_rows_in_shape_order():
+    """A fit runs on at most MAX_FIT_ROWS rows of an op class: 10 GEMM rows (m = 10..1,
+    shuffled) thinned to 4 keep the 0th, 3rd, 6th and 9th in shape order, m = 1, 4, 7,
+    10 (the extremes always in); a table within the limit is kept whole."""
+    from servesim.hardware.calibrate import thin
+
+    rows = pd.DataFrame({"op": "gemm", "m": [10, 3, 7, 1, 9, 2, 8, 4, 6, 5], "n": 4096, "k": 4096,
+                         "latency_s": 1e-5})
+    assert list(thin(rows, 4)["m"]) == [1, 4, 7, 10]
+    assert thin(rows, 10) is rows
+
+
+def test_a_large_table_is_fitted_on_a_subset_and_scored_whole(measured, monkeypatch):
+    """With the limit below an op class's rows, the fit says so in its notes and the
+    report still counts every row."""
+    import servesim.hardware.calibrate as cal
+
+    monkeypatch.setattr(cal, "MAX_FIT_ROWS", 100)
+    monkeypatch.setattr(cal, "ORDER", ("prefill_attention",))
+    rows = measured[(measured["gpu"] == "h100_sxm") & (measured["framework"] == "trtllm")
+                    & (measured["op"] == "prefill_attention")].reset_index(drop=True)
+    assert len(rows) > 100
+    profile, notes = cal.fit_profile(rows, get_gpu("h100-sxm"))
+    assert notes == [f"prefill_attention: fitted on 100 of its {len(rows):,} rows, evenly spaced in shape order; "
+                     "the report scores all of them"]
+    assert cal.report(rows, get_gpu("h100-sxm"), profile)["prefill_attention"]["rows"] == len(rows)
+
+
 def test_holdout_takes_whole_shapes(measured):
     rows = measured[(measured["gpu"] == "h100_sxm") & (measured["framework"] == "vllm")].reset_index(drop=True)
     held = holdout_mask(rows)
@@ -775,15 +803,21 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
              "kv_cache_dtype": ["bfloat16", "fp8"], "step": [0, 0], "window_size": [0, 0], "latency": [0.3, 0.2]}),
         "quantize/vllm/0.24.0/scale_matrix_perf.parquet": pd.DataFrame(
             {**common, "m": [64], "k": [4096], "latency": [0.004]}),
+        # the framework's all-reduce: bf16 CUDA-graph replays where the table has them
+        "comm/vllm/0.24.0/custom_allreduce_perf.parquet": pd.DataFrame(
+            {**common, "allreduce_dtype": ["bfloat16", "bfloat16", "float32"], "num_gpus": [2, 2, 2],
+             "message_size": [2**20] * 3, "kernel_source": ["vllm_graph", "vllm_eager", "vllm_graph"],
+             "latency": [0.011, 0.019, 0.02]}),
     }
     for rel, frame in layout.items():
         path = root / "h100_sxm" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path)
     table = read_database("h100_sxm", "vllm", root=root)
-    assert list(table["op"]) == ["gemm", "decode_attention", "prefill_attention", "elementwise"]
-    assert table["latency_s"].tolist() == pytest.approx([2e-5, 5e-5, 3e-4, 4e-6])
+    assert list(table["op"]) == ["gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"]
+    assert table["latency_s"].tolist() == pytest.approx([2e-5, 5e-5, 3e-4, 4e-6, 1.1e-5])
     assert table.loc[1, "kv_len"] == 1024 and table.loc[3, "bytes_per_element"] == 3
+    assert (table.loc[4, "m"], table.loc[4, "n"], table.loc[4, "bytes_per_element"]) == (2**20, 2, 2)
     assert (table["framework"] == "vllm").all()
     with pytest.raises(FileNotFoundError, match="no GPU folder"):
         read_database("b300_sxm", "vllm", root=root)

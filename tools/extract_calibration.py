@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from packaging.version import Version
 
+from servesim.hardware.aiconfigurator import allreduce_rows
 from servesim.hardware.kernel_table import COLUMNS, write_kernel_table
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
@@ -99,10 +100,7 @@ def main() -> None:
             by_framework.setdefault(path.parts[-3], []).append(path)
         for framework, paths in by_framework.items():
             path = max(paths, key=lambda p: Version(p.parts[-2]))  # the newest version measured
-            e = pd.read_parquet(path)
-            e = e[e.allreduce_dtype == "bfloat16"]
-            if "kernel_source" in e and e.kernel_source.str.contains("graph").any():
-                e = e[e.kernel_source.str.contains("graph")]  # CUDA-graph replay, as servers run it
+            e = allreduce_rows(pd.read_parquet(path))
             frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
                                         "op": "allreduce", "m": e.message_size, "n": e.num_gpus,
                                         "bytes_per_element": 2, "latency_s": e.latency * 1e-3,

@@ -5,9 +5,11 @@ per-kernel latencies under ``aiconfigurator_core/systems/data/<gpu>/<op family>/
 <framework>/<version>/*.parquet``, milliseconds per call of one layer. This module turns
 the tables servesim calibrates on into its kernel-table format
 (:mod:`servesim.hardware.kernel_table`): bf16 GEMMs, bf16 decode (generation) and
-prefill (context) attention with bf16 KV, no sliding window, beam 1, and the
+prefill (context) attention with bf16 KV, no sliding window, beam 1, the
 ``scale_matrix`` quantize kernel (bf16 in, fp8 out: a memory-bound elementwise kernel
-of 3 bytes per element). A newer release with new GPUs is read the same way.
+of 3 bytes per element) and the framework's own all-reduce (bf16, CUDA-graph replay
+where measured so: ``m`` elements over ``n`` GPUs). A newer release with new GPUs is
+read the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ def database_root() -> Path:
 def _frames(root: Path, gpu: str, family: str, name: str, framework: str):
     for path in sorted((root / gpu / family).glob(f"{framework}/*/{name}")):
         yield path, pd.read_parquet(path)
+
+
+def allreduce_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``custom_allreduce_perf`` table servesim calibrates on: bf16, and
+    where the table has CUDA-graph replays, those only (servers replay their steps as
+    graphs)."""
+    frame = frame[frame["allreduce_dtype"] == "bfloat16"]
+    if "kernel_source" in frame and frame["kernel_source"].str.contains("graph").any():
+        frame = frame[frame["kernel_source"].str.contains("graph")]
+    return frame
 
 
 def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.DataFrame:
@@ -65,6 +77,10 @@ def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.Data
             latency_s=c["latency"] * 1e-3)
     for path, e in _frames(root, gpu, "quantize", "scale_matrix_perf.parquet", framework):
         add(e, path, op="elementwise", m=e["m"], k=e["k"], bytes_per_element=3, latency_s=e["latency"] * 1e-3)
+    for path, e in _frames(root, gpu, "comm", "custom_allreduce_perf.parquet", framework):
+        e = allreduce_rows(e)
+        add(e, path, op="allreduce", m=e["message_size"], n=e["num_gpus"], bytes_per_element=2,
+            latency_s=e["latency"] * 1e-3)
     if not out:
         raise FileNotFoundError(f"{root / gpu}: no {framework} GEMM, attention or quantize tables")
     table = pd.concat(out, ignore_index=True).reindex(columns=list(COLUMNS))

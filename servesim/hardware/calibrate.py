@@ -63,7 +63,9 @@ entry marks as unrepresentative (SGLang's elementwise proxy) is left out and kee
 fallback; so are prefill-attention rows of prompts the framework runs as decodes
 (vLLM's 1-token prompts, through FlashInfer's decode kernel). Rows faster than the
 datasheet's HBM bandwidth allows for their bytes beyond the L2's size are left out
-(:func:`faster_than_hbm`). The report's notes say what was left out and why.
+(:func:`faster_than_hbm`). An op class of more than :data:`MAX_FIT_ROWS` rows (the
+whole aiconfigurator database) is fitted on that many, evenly spaced in shape order, and
+scored on all. The report's notes say what was left out and why.
 
 Out-of-sample error: the same fit on a split that holds out whole shapes (every third
 distinct GEMM (n, k), attention batch size and prompt length, starting with the second),
@@ -82,7 +84,7 @@ import numpy as np
 import pandas as pd
 
 from servesim.hardware.kernel_profile import KernelProfile
-from servesim.hardware.kernel_table import OPS, error_report, hbm_bytes_op, predict_op
+from servesim.hardware.kernel_table import INTEGER_COLUMNS, OPS, error_report, hbm_bytes_op, predict_op
 
 BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0.8, gemm_token_tile=128,
                      weight_pass_tokens=2**31 - 1, weight_reread_fraction=0.0, masked_attention_query_tile=64,
@@ -256,12 +258,36 @@ def _both_head_layouts(rows: pd.DataFrame) -> bool:
     return bool(mha.any() and not mha.all())
 
 
+MAX_FIT_ROWS = 4000
+"""Most rows of one op class a fit runs on. The whole aiconfigurator database has up to
+36,000 GEMM and 20,000 decode-attention rows a GPU and framework, on which one fit of
+decode attention takes over a minute a grid point (the bundled tables have at most
+2,957); beyond this many, the fit takes rows evenly spaced in shape order
+(:func:`thin`), and the report still scores every row."""
+
+
+def thin(rows: pd.DataFrame, limit: int = MAX_FIT_ROWS) -> pd.DataFrame:
+    """At most ``limit`` of ``rows``, evenly spaced after sorting by shape (so every
+    shape region keeps its share); all of them if there are no more."""
+    if len(rows) <= limit:
+        return rows
+    ordered = rows.sort_values([c for c in INTEGER_COLUMNS if c in rows], kind="stable")
+    keep = np.linspace(0, len(ordered) - 1, limit).round().astype(int)
+    return ordered.iloc[keep].reset_index(drop=True)
+
+
 def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[KernelProfile, list[str]]:
     """Fit every op class that ``table`` (one GPU and framework) has rows for; returns
-    the profile and notes on classes that kept their fallbacks."""
-    profile, notes, fitted_or_noted = base, [], set()
+    the profile and notes on classes that kept their fallbacks or were fitted on a
+    subset (:func:`thin`)."""
+    profile, notes, fitted_or_noted, thinned = base, [], set(), set()
     for op in ORDER:
         rows = table[table["op"] == op]
+        if len(rows) > MAX_FIT_ROWS and op not in thinned:
+            thinned.add(op)
+            notes.append(f"{op}: fitted on {MAX_FIT_ROWS:,} of its {len(rows):,} rows, evenly spaced in shape "
+                         "order; the report scores all of them")
+        rows = thin(rows)
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
