@@ -15,8 +15,8 @@ clients than the server runs (``batch_size`` stays the concurrency), so K reques
 always wait for a slot and each TTFT includes about one inter-completion time. The
 measured TTFT at concurrency 8 grows with OSL as that does (61 ms + the request's
 duration / 8: 191 / 318 / 550 ms at OSL 128 / 256 / 512, ISL 1,024), which no closed
-loop of exactly ``concurrency`` clients does. ``--rounds`` (requests per client) sets how
-much of the mean the simultaneous start weighs; the data do not say it either.
+loop of exactly ``concurrency`` clients does. ``--rounds`` (requests per client, default
+:data:`ROUNDS`) sets how much of the mean the simultaneous start weighs.
 """
 
 from __future__ import annotations
@@ -31,9 +31,17 @@ from servesim.runner import run_point
 from servesim.scenario import load_scenario
 
 GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200"}
+ROUNDS = 20
+"""Requests a client sends, as aiconfigurator's own benchmark recipe runs them: aiperf at
+``--concurrency C`` with ``--num-requests C x 20`` (``MULTI_ROUND``, default 20) after a
+warm-up of 2 x C requests that it does not count (ai-dynamo/aiconfigurator,
+``generator/config/backend_templates/benchmark/bench_run.sh.j2``). The silicon points'
+own files do not say their client; this is its documented default. The warm-up is not
+simulated: the simulated GPU needs none, and the measured phase starts its clients
+together as the simulated one does."""
 
 
-def simulate(gpu: str, framework: str, isl: int, osl: int, concurrency: int, rounds: int = 4,
+def simulate(gpu: str, framework: str, isl: int, osl: int, concurrency: int, rounds: int = ROUNDS,
              overrides: list[str] = (), tp: int = 1, queued: int = 0) -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of the baseline arm of one closed-loop point (``queued``
     clients beyond the ``concurrency`` the server runs)."""
@@ -66,7 +74,7 @@ write_requests = false
     return s["baseline_ttft_mean_s"], s["baseline_tpot_mean_s"]
 
 
-def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = 4,
+def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = ROUNDS,
           tps: tuple[int, ...] = (1,), queued: int = 0) -> pd.DataFrame:
     """The 16-bit points of ``backend`` at tensor-parallel sizes ``tps``, simulated with
     ``framework``'s profile (default: the backend's own)."""
@@ -92,7 +100,7 @@ HELD_OUT_ISL = 2048
 """Points of this ISL are held out of the overhead fit (``--fit-overhead``)."""
 
 
-def fit_overhead(backend: str, grid_ms=np.arange(0.0, 2.01, 0.05), rounds: int = 4) -> tuple[float, pd.DataFrame]:
+def fit_overhead(backend: str, grid_ms=np.arange(0.0, 2.01, 0.05), rounds: int = ROUNDS) -> tuple[float, pd.DataFrame]:
     """The per-step framework overhead (s) that minimises the median |TPOT error| over
     the points with ISL != :data:`HELD_OUT_ISL` (kernel profiles as calibrated,
     nothing else free); returns it and the check at it (all points)."""
@@ -115,7 +123,7 @@ def main() -> None:
     parser.add_argument("--backend", default="trtllm", help="whose measured points (trtllm, vllm, sglang)")
     parser.add_argument("--framework", help="framework profile to simulate with (default: the backend's)")
     parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--rounds", type=int, default=4, help="requests per client (default 4)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"requests per client (default {ROUNDS})")
     parser.add_argument("--queued-clients", type=int, default=0,
                         help="diagnostic: clients beyond the concurrency the server runs (default 0)")
     parser.add_argument("--out")
