@@ -711,7 +711,8 @@ def test_bundled_profiles_are_fitted_on_tensor_parallel_shards(measured):
                   & (shards["n"] == 768) & (shards["k"] == 4096) & (shards["m"] <= 8)]
     assert len(rows) == 4 and rows["latency_s"].between(6.0e-6, 6.6e-6).all()
     profile, _ = get_profile("h100-sxm-trtllm")
-    err = predict(rows, get_gpu("h100-sxm", kernel_profile="h100-sxm-trtllm"), profile) / rows["latency_s"].to_numpy() - 1
+    gpu = get_gpu("h100-sxm", kernel_profile="h100-sxm-trtllm")
+    err = predict(rows, gpu, profile) / rows["latency_s"].to_numpy() - 1
     assert np.abs(err).max() < 0.15
 
 

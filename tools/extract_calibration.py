@@ -9,8 +9,9 @@ shapes, decode and prefill attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
 package, the bf16 GEMMs of the same layers split for tensor parallelism (see
 :data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of
-Llama-3-8B's qkv, 768 x 4096, is a GEMM of a few tiles no whole layer has), memory-bound elementwise
-kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per element) for k in
+Llama-3-8B's qkv, 768 x 4096, is a GEMM of a few tiles no whole layer has),
+memory-bound elementwise kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per
+element) for k in
 {512, 4096, 12288, 51200} from the aiconfigurator-core package, for the GPUs servesim
 calibrates (A100 SXM, H100 SXM, H200 SXM, L40S, B200) and its three frameworks; and the
 frameworks' custom all-reduce (bf16, CUDA-graph mode where measured, the newest version

@@ -8,11 +8,12 @@ demand, after tools/calibrate_all.sh).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 
 import numpy as np
 
-from servesim.hardware import default_profile_name, get_gpu, get_profile, gpu_names, profile_names
+from servesim.hardware import get_gpu, get_profile, gpu_names, profile_names
 from servesim.hardware.calibrate import calibration_rows, left_out_as_unrepresentative
 from servesim.hardware.kernel_table import predict_op, read_kernel_table
 
@@ -36,30 +37,31 @@ def cell(fit: dict, op: str) -> str:
     return f"{ins['median_abs_pct']:.1f} / {ins['p90_abs_pct']:.1f} · {held}"
 
 
-_TABLE = None
+@lru_cache(maxsize=1)
+def bundled_table():
+    return read_kernel_table(files("servesim") / "data/calibration/kernels_measured.csv.gz")
 
 
-def whole_layer_gemm(fit: dict) -> dict | None:
-    """In-sample |error| statistics of a bundled profile's GEMMs at the whole-layer
-    shapes only (recomputed from the bundled table and the profile)."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = read_kernel_table(files("servesim") / "data/calibration/kernels_measured.csv.gz")
+def whole_layer_gemm(name: str) -> dict | None:
+    """In-sample |error| statistics of bundled profile ``name``'s GEMMs at the
+    whole-layer shapes only, recomputed from the bundled table (None for a profile not
+    calibrated on it)."""
+    profile, content = get_profile(name)
+    fit = content.get("fit", {})
     measured, framework = fit.get("gpu_measured"), fit.get("framework")
-    gpu = next((get_gpu(name) for name in gpu_names() if get_gpu(name).measured_as == measured
-                and get_gpu(name).provenance.startswith("calibrated")), None)
+    gpus = [get_gpu(gpu_name) for gpu_name in gpu_names()]
+    gpu = next((g for g in gpus if g.measured_as == measured and g.provenance.startswith("calibrated")), None)
     if gpu is None or not fit.get("in_sample", {}).get("gemm"):
         return None
-    rows, _ = calibration_rows(_TABLE, gpu, framework, measured)
+    rows, _ = calibration_rows(bundled_table(), gpu, framework, measured)
     rows = rows[rows["op"] == "gemm"]
     rows = rows[[(int(n), int(k)) in WHOLE_LAYER_GEMMS for n, k in zip(rows["n"], rows["k"])]]
-    profile = get_profile(default_profile_name(gpu.name, framework))[0]
     error = np.abs(predict_op("gemm", rows, gpu, profile) / rows["latency_s"].to_numpy(float) - 1) * 100
     return {"median_abs_pct": float(np.median(error)), "p90_abs_pct": float(np.percentile(error, 90))}
 
 
-def whole_cell(fit: dict) -> str:
-    stats = whole_layer_gemm(fit)
+def whole_cell(name: str) -> str:
+    stats = whole_layer_gemm(name)
     return f"{stats['median_abs_pct']:.1f} / {stats['p90_abs_pct']:.1f}" if stats else "-"
 
 
@@ -81,7 +83,7 @@ def main() -> None:
         if "in_sample" not in fit:
             continue
         cells = [cell(fit, op) for op in OPS]
-        cells.insert(1, whole_cell(fit))
+        cells.insert(1, whole_cell(name))
         print(f"| `{name}` | " + " | ".join(cells) + f" | {qkv(fit)} |")
     print()
     print(targets())
@@ -93,8 +95,8 @@ TARGETS = (("median_abs_pct", 5.0, "in_sample"), ("p90_abs_pct", 15.0, "in_sampl
 
 def targets() -> str:
     """Profiles meeting each target, per op class with data, as a Markdown table."""
-    fits = [get_profile(name)[1]["fit"] for name in profile_names()
-            if "in_sample" in get_profile(name)[1].get("fit", {})]
+    names = [name for name in profile_names() if "in_sample" in get_profile(name)[1].get("fit", {})]
+    fits = [get_profile(name)[1]["fit"] for name in names]
     lines = ["| op class | profiles | median <= 5% | p90 <= 15% | out-of-sample median <= 10% |",
              "|---|---|---|---|---|"]
     for op in OPS[:4]:
@@ -103,7 +105,7 @@ def targets() -> str:
                   for key, limit, section in TARGETS]
         lines.append(f"| {NAMES[op]} | {len(with_data)} | " + " | ".join(map(str, counts)) + " |")
         if op == "gemm":
-            whole = [whole_layer_gemm(fit) for fit in with_data]
+            whole = [whole_layer_gemm(name) for name, fit in zip(names, fits) if fit["in_sample"].get(op)]
             counts = [sum(w is not None and w[key] <= limit for w in whole) for key, limit, _ in TARGETS[:2]]
             lines.append(f"| GEMM, whole layers | {sum(w is not None for w in whole)} | "
                          + " | ".join(map(str, counts)) + " | - |")
