@@ -798,10 +798,11 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
             {**common, "batch_size": [8], "isl": [1], "num_heads": [32], "num_key_value_heads": [8], "head_dim": [128],
              "beam_width": [1], "attn_dtype": ["bfloat16"], "kv_cache_dtype": ["bfloat16"], "step": [1023],
              "window_size": [0], "latency": [0.05]}),
+        # no window_size column, as A100's vLLM and SGLang tables (full attention only)
         "attention/vllm/0.24.0/context_attention_perf.parquet": pd.DataFrame(
             {**common, "batch_size": [2, 2], "isl": [512, 512], "num_heads": [32, 32], "num_key_value_heads": [8, 8],
              "head_dim": [128, 128], "beam_width": [1, 1], "attn_dtype": ["bfloat16", "bfloat16"],
-             "kv_cache_dtype": ["bfloat16", "fp8"], "step": [0, 0], "window_size": [0, 0], "latency": [0.3, 0.2]}),
+             "kv_cache_dtype": ["bfloat16", "fp8"], "step": [0, 0], "latency": [0.3, 0.2]}),
         "quantize/vllm/0.24.0/scale_matrix_perf.parquet": pd.DataFrame(
             {**common, "m": [64], "k": [4096], "latency": [0.004]}),
         # the framework's all-reduce: bf16 CUDA-graph replays where the table has them

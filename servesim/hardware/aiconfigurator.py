@@ -36,6 +36,15 @@ def _frames(root: Path, gpu: str, family: str, name: str, framework: str):
         yield path, pd.read_parquet(path)
 
 
+def _full_attention(frame: pd.DataFrame) -> pd.Series:
+    """Rows of an attention table that servesim calibrates on: bf16 attention and KV,
+    beam 1, no sliding window (tables without a ``window_size`` column, A100's vLLM and
+    SGLang ones, measured full attention only)."""
+    window = frame["window_size"].fillna(0) if "window_size" in frame else 0
+    return ((frame["attn_dtype"] == "bfloat16") & (frame["kv_cache_dtype"] == "bfloat16")
+            & (window == 0) & (frame["beam_width"] == 1))
+
+
 def allreduce_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of a ``custom_allreduce_perf`` table servesim calibrates on: bf16, and
     where the table has CUDA-graph replays, those only (servers replay their steps as
@@ -64,14 +73,12 @@ def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.Data
         g = g[g["gemm_dtype"] == "bfloat16"]
         add(g, path, op="gemm", m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3)
     for path, a in _frames(root, gpu, "attention", "generation_attention_perf.parquet", framework):
-        a = a[(a["attn_dtype"] == "bfloat16") & (a["kv_cache_dtype"] == "bfloat16")
-              & (a["window_size"].fillna(0) == 0) & (a["beam_width"] == 1) & (a["isl"] == 1)]
+        a = a[_full_attention(a) & (a["isl"] == 1)]
         add(a, path, op="decode_attention", batch_size=a["batch_size"], kv_len=a["step"] + 1,
             num_heads=a["num_heads"], num_kv_heads=a["num_key_value_heads"], head_dim=a["head_dim"],
             latency_s=a["latency"] * 1e-3)
     for path, c in _frames(root, gpu, "attention", "context_attention_perf.parquet", framework):
-        c = c[(c["attn_dtype"] == "bfloat16") & (c["kv_cache_dtype"] == "bfloat16")
-              & (c["window_size"].fillna(0) == 0) & (c["beam_width"] == 1) & (c["step"] == 0)]
+        c = c[_full_attention(c) & (c["step"] == 0)]
         add(c, path, op="prefill_attention", batch_size=c["batch_size"], seq_len=c["isl"],
             num_heads=c["num_heads"], num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"],
             latency_s=c["latency"] * 1e-3)
