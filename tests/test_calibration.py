@@ -413,6 +413,23 @@ def test_prefill_attention_pays_per_token_and_kv_head():
     assert extra == pytest.approx(4096 * 24 * 0.4e-9)
 
 
+def test_prefill_attention_pays_per_token_and_query_head():
+    """A tensor-parallel GPU runs its share of the heads, and the per-token work (Q rows,
+    softmax rescaling, output) goes with them: 4,096 prompt tokens at 0.35 ns a token and
+    head cost 4,096 x 32 x 0.35 ns = 45.9 us at 32 heads (a whole Llama-3-8B layer) and
+    5.7 us at 4 (its shard at TP 8), everything else of the kernel set to nothing."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, prefill_attention_per_head_token_s=0.35e-9, prefill_attention_per_token_s=0.0,
+                prefill_attention_per_seq_s=0.0, prefill_attention_per_kv_head_token_s=0.0,
+                prefill_attention_per_kv_head_s=0.0, prefill_attention_fixed_s=0.0,
+                prefill_attention_overlap=1.0, prefill_attention_compute_efficiency=1.0, overlap=1.0)
+    for heads, kv_heads in ((32, 8), (4, 1)):
+        _, _, memory_s, compute_s, time_s = kernels.prefill_attention(gpu, p, 4, 4096, 4 * 1024 * 1025 // 2,
+                                                                      heads, kv_heads, 128, 2)
+        work_s = 4096 * heads * 0.35e-9
+        assert time_s == pytest.approx(work_s + max(memory_s, compute_s))
+
+
 def test_prefill_attention_work_per_kv_head_bounds_short_prompts_and_hides_under_long():
     """128 one-token prompts with 32 KV heads at 25 ns per (sequence, KV head) pair: the
     work is 128 x 32 x 25 ns = 102.4 us, larger than the rest (per sequence 0.1 us x 128
@@ -550,7 +567,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     decode_attention_per_kv_head_s=3e-8,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
-                    prefill_attention_per_token_s=1.5e-8, prefill_attention_compute_efficiency=0.6,
+                    prefill_attention_per_head_token_s=0.5e-9, prefill_attention_compute_efficiency=0.6,
                     prefill_attention_per_kv_head_token_s=4e-10, prefill_attention_tile=128,
                     prefill_attention_per_kv_head_s=2e-8, prefill_attention_overlap=0.6,
                     elementwise_bandwidth_efficiency=0.8, elementwise_fixed_s=2.5e-6,

@@ -308,8 +308,8 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
 
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
-    (``prefill_attention_overlap``), which is per sequence + per query token (all
-    heads, and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
+    (``prefill_attention_overlap``), which is per sequence + per query token (per
+    query head and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
     whole tiles) at the fused-attention rate and of Q and the output moved once, the
     new K and V ``prefill_attention_kv_passes`` times (a microbenchmark's L2 holds the
     batch's tensors if they fit, one copy of each).
@@ -332,7 +332,8 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
         compute_s = compute_s * prefill_waves(gpu, p, query_tiles * heads)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch
-              + (p.prefill_attention_per_token_s + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
+              + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads
+                 + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
               + combine(memory_s, compute_s, p.overlap))
     time_s = p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s

@@ -7,9 +7,9 @@ GEMMs, see :data:`ORDER`):
 =====================  ============================================================  ============================
 op class               fitted                                                        searched over
 =====================  ============================================================  ============================
-prefill_attention      prefill_attention_{fixed_s, per_seq_s, per_token_s,              prefill_attention_tile in
-                       per_kv_head_token_s, per_kv_head_s, overlap,                  {0, 64, 128},
-                       compute_efficiency, bandwidth_efficiency,                     prefill_attention_query_tile
+prefill_attention      prefill_attention_{fixed_s, per_seq_s,                        prefill_attention_tile in
+                       per_head_token_s, per_kv_head_token_s, per_kv_head_s,         {0, 64, 128},
+                       overlap, compute_efficiency, bandwidth_efficiency,            prefill_attention_query_tile
                        wave_quantization}                                            in {0, 128},
                                                                                      prefill_attention_kv_passes
                                                                                      in {1, 2, 3}
@@ -110,7 +110,7 @@ PARAMETERS = {
              ("gemm_wave_quantization", 1.0, 0.0, 1.0), ("gemm_single_wave_quantization", 1.0, 0.0, 1.0)),
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
-                          ("prefill_attention_per_token_s", 1e-9, 0.0, 1e4),
+                          ("prefill_attention_per_head_token_s", 1e-12, 0.0, 1e5),
                           ("prefill_attention_per_kv_head_token_s", 1e-9, 0.0, 1e3),
                           ("prefill_attention_per_kv_head_s", 1e-9, 0.0, 1e4),
                           ("prefill_attention_overlap", 1.0, 0.0, 1.0),
