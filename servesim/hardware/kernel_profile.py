@@ -193,9 +193,10 @@ class KernelProfile:
         each head's Q rows, the online softmax's rescaling and the output write, which
         make short prompts reach a small fraction of peak FLOP/s. Per head, because a
         tensor-parallel GPU runs its share of the heads: H100 TRT-LLM's 4 prompts of
-        1,024 tokens take 150.6 us at 32 heads and 32.2 us at 4 (the database's rows of
-        16, 8 and 4 heads, none in the fit, are predicted at a median 4.0-9.4% so, where a
-        per-token charge for all heads had them 12-42% slow).
+        1,024 tokens take 150.6 us at 32 heads and 32.2 us at 4. The bundled rows all
+        have 32 heads; the database's rows of 16, 8 and 4 heads, none in the fit, are
+        predicted at a median 3.2-9.9% so on A100, H100 and H200, where a per-token
+        charge for all heads had them 12-42% slow.
     prefill_attention_per_kv_head_token_s:
         Time per query token and KV head of a prefill-attention call (s): each new
         token's K and V of every KV head written to the paged cache and loaded into the
