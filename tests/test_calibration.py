@@ -663,18 +663,22 @@ def test_thin_keeps_evenly_spaced_rows_in_shape_order():
 
 
 def test_a_large_table_is_fitted_on_a_subset_and_scored_whole(measured, monkeypatch):
-    """With the limit below an op class's rows, the fit says so in its notes and the
-    report still counts every row."""
+    """With the limit below an op class's rows, the fit runs on that many, says so in its
+    notes, and the report still counts every row."""
     import servesim.hardware.calibrate as cal
 
     monkeypatch.setattr(cal, "MAX_FIT_ROWS", 100)
     monkeypatch.setattr(cal, "ORDER", ("prefill_attention",))
+    fitted_on = []
+    fit_op = cal.fit_op
+    monkeypatch.setattr(cal, "fit_op", lambda op, rows, gpu, p: fitted_on.append(len(rows)) or fit_op(op, rows, gpu, p))
     rows = measured[(measured["gpu"] == "h100_sxm") & (measured["framework"] == "trtllm")
                     & (measured["op"] == "prefill_attention")].reset_index(drop=True)
     assert len(rows) > 100
     profile, notes = cal.fit_profile(rows, get_gpu("h100-sxm"))
     assert notes == [f"prefill_attention: fitted on 100 of its {len(rows):,} rows, evenly spaced in shape order; "
                      "the report scores all of them"]
+    assert fitted_on == [100]
     assert cal.report(rows, get_gpu("h100-sxm"), profile)["prefill_attention"]["rows"] == len(rows)
 
 

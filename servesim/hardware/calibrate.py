@@ -266,7 +266,7 @@ decode attention takes over a minute a grid point (the bundled tables have at mo
 (:func:`thin`), and the report still scores every row."""
 
 
-def thin(rows: pd.DataFrame, limit: int = MAX_FIT_ROWS) -> pd.DataFrame:
+def thin(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     """At most ``limit`` of ``rows``, evenly spaced after sorting by shape (so every
     shape region keeps its share); all of them if there are no more."""
     if len(rows) <= limit:
@@ -287,7 +287,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
             thinned.add(op)
             notes.append(f"{op}: fitted on {MAX_FIT_ROWS:,} of its {len(rows):,} rows, evenly spaced in shape "
                          "order; the report scores all of them")
-        rows = thin(rows)
+        rows = thin(rows, MAX_FIT_ROWS)
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
