@@ -766,6 +766,22 @@ def _allreduce_gpus(text: str | None) -> tuple[int, ...] | None:
     return gpus
 
 
+def _tensor_parallel_sizes(text: str | None, model) -> tuple[int, ...]:
+    """``--tensor-parallel-sizes``: sizes that split ``model`` (None: the default ones)."""
+    if text is None:
+        return model.tensor_parallel_sizes()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    allowed = model.tensor_parallel_sizes(range(1, model.heads + 1))
+    if not sizes or any(tp not in allowed for tp in sizes):
+        raise UsageError(f"--tensor-parallel-sizes: {text!r}; allowed: sizes that split {model.name}'s "
+                         f"{model.heads} heads and MLP width {model.intermediate}, separated by commas "
+                         f"({', '.join(map(str, allowed))})")
+    return sizes
+
+
 def cmd_profile(args) -> int:
     from servesim.hardware.kernel_table import write_kernel_table
     from servesim.hardware.profiler import FULL, QUICK, ProfileUnavailable, profile_model
@@ -778,10 +794,11 @@ def cmd_profile(args) -> int:
         raise UsageError(f"--repeat must be in [1, 1000], got {args.repeat}")
     out = Path(args.out)
     gpus = _allreduce_gpus(args.allreduce_gpus)
+    sizes = _tensor_parallel_sizes(args.tensor_parallel_sizes, model)
     try:
         table = profile_model(model, args.backend, args.device, FULL if args.full else QUICK,
                               repeat=args.repeat, progress=lambda what: print(f"timed {what}", file=sys.stderr),
-                              allreduce_gpus=gpus)
+                              allreduce_gpus=gpus, tensor_parallel_sizes=sizes)
     except ProfileUnavailable as e:
         raise UsageError(str(e)) from None
     try:
@@ -1051,6 +1068,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the full grid: long prompts and contexts, 16 token counts (default: a quick grid, "
                            "enough shapes to fit every op class)")
     prof.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (median kept)")
+    prof.add_argument("--tensor-parallel-sizes", metavar="N[,N...]", default=None,
+                      help="time the GEMM shards and the share of the heads one GPU runs at these tensor-parallel "
+                           "sizes (default: those of 1, 2, 4, 8 that split the model's heads and MLP width)")
     prof.add_argument("--allreduce-gpus", metavar="N[,N...]|none", default=None,
                       help="time the all-reduce (tensor parallelism's) over groups of N local devices, N >= 2 "
                            "(default: 2, 4, 8 ... up to this machine's CUDA devices; none on a CPU)")

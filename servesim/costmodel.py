@@ -184,17 +184,15 @@ class CostModel:
         self.dtype_bytes = dtype_bytes
         self.step_overhead_s = step_overhead_s
         tp = self.tensor_parallel_size = tensor_parallel_size
-        if tp < 1 or model.heads % tp or model.intermediate % tp:
-            raise ValueError(f"tensor_parallel_size {tp} must divide the {model.heads} attention heads and "
-                             f"the MLP width {model.intermediate} of {model.name}")
+        shard = model.shard(tp)  # (raises ValueError for a size that does not split the model)
         if tp > 1 and not gpu.interconnect_bandwidth_bytes_per_s:
             raise ValueError(f"{gpu.name} has no interconnect bandwidth in the catalog; tensor parallelism needs it")
         p = self.profile
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
         self._overlap = p.overlap
         self._layers = model.layers
-        self.heads_per_gpu = model.heads // tp
-        self.kv_heads_per_gpu = max(1, model.kv_heads // tp)  # replicated when fewer than tp
+        self.heads_per_gpu = shard.heads
+        self.kv_heads_per_gpu = shard.kv_heads  # replicated when fewer than tp
         work_overlap = kernels.decode_attention_family(p, self.heads_per_gpu, self.kv_heads_per_gpu)[1]
         self._keep_work = 1.0 - work_overlap  # (steps_time_at)
         self._decode_args = (self.heads_per_gpu, self.kv_heads_per_gpu, model.head_dim, dtype_bytes)

@@ -23,8 +23,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from servesim.catalog import data_toml
+
+
+class Shard(NamedTuple):
+    """What one GPU of a tensor-parallel group runs of a layer (Megatron-style, as vLLM,
+    SGLang and TRT-LLM split it): its query heads, its KV heads (at least one: KV heads
+    are replicated when there are fewer than GPUs) and its share of the MLP width."""
+
+    heads: int
+    kv_heads: int
+    intermediate: int
 
 
 class ModelError(ValueError):
@@ -77,6 +88,29 @@ class Model:
         """Total parameters: embedding (+ lm_head unless tied) + blocks + final norm."""
         embeddings = (1 if self.tied_embeddings else 2) * self.vocab * self.hidden
         return embeddings + self.layers * self.layer_params + self.hidden
+
+    def tensor_parallel_sizes(self, sizes=(1, 2, 4, 8)) -> tuple[int, ...]:
+        """Those of ``sizes`` that split this model's query heads and MLP width evenly."""
+        return tuple(tp for tp in sizes if tp >= 1 and not self.heads % tp and not self.intermediate % tp)
+
+    def shard(self, tensor_parallel_size: int = 1) -> Shard:
+        """One GPU's share of a layer over ``tensor_parallel_size`` GPUs (which must
+        divide the query heads and the MLP width: :meth:`tensor_parallel_sizes`)."""
+        tp = tensor_parallel_size
+        if tp not in self.tensor_parallel_sizes((tp,)):
+            raise ValueError(f"tensor_parallel_size {tp} must divide the {self.heads} attention heads and "
+                             f"the MLP width {self.intermediate} of {self.name}")
+        return Shard(self.heads // tp, max(1, self.kv_heads // tp), self.intermediate // tp)
+
+    def gemm_shapes(self, tensor_parallel_size: int = 1) -> dict[str, tuple[int, int]]:
+        """(n, k) of one GPU's layer GEMMs over ``tensor_parallel_size`` GPUs, as the
+        serving frameworks run them (``y[m, n] = x[m, k] W[k, n]``): the fused q/k/v and
+        gate/up projections split their output, the output and down projections their
+        reduction."""
+        s = self.shard(tensor_parallel_size)
+        q_width, kv_width = s.heads * self.head_dim, s.kv_heads * self.head_dim
+        return {"qkv_proj": (q_width + 2 * kv_width, self.hidden), "o_proj": (self.hidden, q_width),
+                "gate_up_proj": (2 * s.intermediate, self.hidden), "down_proj": (self.hidden, s.intermediate)}
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         """KV-cache bytes one token of context takes, over all layers."""

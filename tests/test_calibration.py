@@ -186,6 +186,35 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
     assert line[3] == pytest.approx(15.36e-6)
 
 
+def test_grouped_query_decode_pays_the_group_layout_over_more_than_one_kv_head():
+    """FlashAttention-2's decode moves a group's query heads into the query dimension:
+    with 6 us for that layout, 32 query heads over 8 KV heads (Llama-3-8B, TP 1) pay it,
+    4 over 1 (its TP 8 shard: a free reshape) and 32 over 32 (MHA: no groups) do not.
+    The line form of the draft passes charges the same, and so does the cost model."""
+    gpu = get_gpu("a100-80gb-sxm")
+    p = replace(BASE, decode_attention_fixed_s=10e-6, decode_attention_group_layout_s=6e-6)
+
+    def fixed(heads, kv_heads):
+        line = kernels.decode_attention_line(gpu, p, 4, 1, heads, kv_heads, 128, 2)
+        without = kernels.decode_attention(gpu, replace(p, decode_attention_group_layout_s=0.0), 4, 1, 40, 40,
+                                           heads, kv_heads, 128, 2)[4]
+        assert kernels.decode_attention(gpu, p, 4, 1, 40, 40, heads, kv_heads, 128, 2)[4] - without == \
+            pytest.approx(line[0] - 10e-6)
+        return line[0]
+
+    assert fixed(32, 8) == pytest.approx(16e-6)
+    assert fixed(16, 2) == pytest.approx(16e-6)
+    assert fixed(4, 1) == pytest.approx(10e-6)
+    assert fixed(32, 32) == pytest.approx(10e-6)
+    # in a table's arrays too (calibration evaluates every row at once)
+    heads, kv_heads = np.array([32, 4, 32]), np.array([8, 1, 32])
+    assert list(kernels._decode_fixed(p, heads, kv_heads)) == pytest.approx([16e-6, 10e-6, 10e-6])
+    one = CostModel(gpu, get_model("llama-3-8b"), p).step_cost(4, 1, 40, "decode")
+    eight = CostModel(gpu, get_model("llama-3-8b"), replace(p, decode_attention_group_layout_s=0.0)).step_cost(
+        4, 1, 40, "decode")
+    assert one.time_s - eight.time_s == pytest.approx(32 * 6e-6)
+
+
 def test_decode_attention_pairs_run_in_waves_hand_worked():
     """H100 (132 SMs), 30 ns per (sequence, KV head) pair, 8 KV heads: 17 sequences are
     136 pairs, two waves: whole waves charge 264 slots (7.92 us), a quantization of 0.5
@@ -550,6 +579,9 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
     # GEMMs of just over one, two and five waves of tiles (last: the rows above keep their noise draws)
     rows += [{"op": "gemm", "m": mm, "n": n, "k": k} for n, k in ((12288, 4096), (4096, 4096), (28672, 4096),
                                                                     (4096, 14336), (2048, 2048)) for mm in (160, 320, 640)]
+    # decode attention of a TP 8 shard (4 query heads over 1 KV head): no group layout to pay
+    rows += [{"op": "decode_attention", "batch_size": b, "kv_len": s, "num_heads": 4, "num_kv_heads": 1,
+              "head_dim": 128} for b in (1, 4, 16, 64, 256) for s in (16, 256, 2048, 16384)]
     frame = pd.DataFrame(rows)
     frame["latency_s"] = 1.0
     frame = check_kernel_table(frame, "synthetic")
@@ -564,7 +596,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                     gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=3.0, gemm_wave_quantization=0.2,
                     gemm_single_wave_quantization=0.1, gemm_l2_resident_fraction=0.25,
                     decode_attention_fixed_s=12e-6, decode_attention_per_seq_s=2e-7,
-                    decode_attention_per_kv_head_s=3e-8,
+                    decode_attention_per_kv_head_s=3e-8, decode_attention_group_layout_s=5e-6,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
                     prefill_attention_fixed_s=11e-6, prefill_attention_per_seq_s=3e-7,
                     prefill_attention_per_head_token_s=0.5e-9, prefill_attention_compute_efficiency=0.6,
@@ -585,6 +617,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
                             ("gemm_wave_quantization", 0.5), ("gemm_single_wave_quantization", 0.3),
                             ("l2_bandwidth_ratio", 0.1),
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
+                            ("decode_attention_group_layout_s", 0.2),
                             ("decode_attention_bandwidth_efficiency", 0.03),
                             ("prefill_attention_compute_efficiency", 0.05),
                             # (trade against each other: more work, more of it hidden)
@@ -760,7 +793,7 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     every row; servesim calibrate fits it and writes a profile the cost model runs with."""
     table = tmp_path / "kernels.csv"
     assert main(["profile", "--backend", "numpy", "--model", "llama-68m", "--out", str(table), "--repeat", "2",
-                 "--allreduce-gpus", "2,4"]) == 0
+                 "--allreduce-gpus", "2,4", "--tensor-parallel-sizes", "1,2"]) == 0
     frame = read_kernel_table(table)
     assert set(frame["op"]) == {"gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"}
     # the quick grid's all-reduce messages on a CPU: every power of two from 128 to 2^20
@@ -769,10 +802,17 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert sorted(zip(allreduce["n"], allreduce["m"])) == [(n, 2**e) for n in (2, 4) for e in range(7, 21)]
     assert set(allreduce["bytes_per_element"]) == {4}
     assert (frame["latency_s"] > 0).all()
-    m = get_model("llama-68m")
+    # llama-68m (hidden 768, 12 heads of 64, MLP 3,072) at TP 1 and 2: its GEMMs as each
+    # GPU runs them, qkv (output 3 x 768 / TP), o (reduction 768 / TP), gate/up (output
+    # 2 x 3,072 / TP), down (reduction 3,072 / TP), and its attention at 12 and 6 heads
+    # (MHA: KV heads alike)
     assert set(map(tuple, frame[frame["op"] == "gemm"][["n", "k"]].astype(int).values)) == {
-        (m.hidden + 2 * m.kv_dim, m.hidden), (m.hidden, m.hidden), (2 * m.intermediate, m.hidden),
-        (m.hidden, m.intermediate)}
+        (2304, 768), (768, 768), (6144, 768), (768, 3072), (1152, 768), (768, 384), (3072, 768), (768, 1536)}
+    qkv = frame[(frame["op"] == "gemm") & (frame["n"] == 1152)]
+    assert set(qkv["source"]) == {"servesim profile (numpy): qkv_proj, TP 2"}
+    for op in ("decode_attention", "prefill_attention"):
+        rows = frame[frame["op"] == op]
+        assert set(zip(rows["num_heads"], rows["num_kv_heads"])) == {(12, 12), (6, 6)}
     out = tmp_path / "cpu.toml"
     assert main(["calibrate", "--gpu", "a10g", "--table", str(table), "--out", str(out)]) == 0
     profile, content = get_profile(str(out))
@@ -849,11 +889,10 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
 def test_profile_times_the_allreduce_only_over_groups_asked_for():
     """On a CPU no all-reduce is timed unless asked for; asked, each group size times
     every message of the grid up to the CPU's cap, and a group of one is refused."""
-    from types import SimpleNamespace
-
     from servesim.hardware.allreduce_profiler import CPU_MAX_ELEMENTS
     from servesim.hardware.profiler import QUICK, ProfileUnavailable, profile_model
-    model = SimpleNamespace(hidden=64, kv_dim=16, intermediate=128, heads=8, kv_heads=2, head_dim=8)
+    from servesim.models import Model
+    model = Model("tiny", "", hidden=64, layers=1, heads=8, kv_heads=2, intermediate=128, vocab=100)
     grid = {**QUICK, "m": (1,), "elementwise_m": (1,), "decode_batch": (1,), "kv_len": (8,), "prefill_batch": (1,),
             "seq_len": (4,), "allreduce_elements": (64, 4096, CPU_MAX_ELEMENTS, 2 * CPU_MAX_ELEMENTS)}
     assert "allreduce" not in set(profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1)["op"])
@@ -928,13 +967,12 @@ def test_profiler_writes_the_models_grouped_query_heads_and_every_grid_shape():
     """A grouped-query model (8 query heads, 2 KV heads) is timed with its KV heads as
     they are, and the quick grid's rows are its shapes under the token caps: decode
     batches x KV lengths with batch x kv_len <= decode_max_tokens, and so on."""
-    from types import SimpleNamespace
-
     from servesim.hardware.profiler import QUICK, profile_model
-    model = SimpleNamespace(hidden=64, kv_dim=16, intermediate=128, heads=8, kv_heads=2, head_dim=8)
+    from servesim.models import Model
+    model = Model("tiny", "", hidden=64, layers=1, heads=8, kv_heads=2, intermediate=128, vocab=100)
     grid = {**QUICK, "m": (1, 4), "elementwise_m": (1, 8), "decode_batch": (1, 4, 16), "kv_len": (8, 32),
             "decode_max_tokens": 128, "prefill_batch": (1, 2), "seq_len": (4, 16), "prefill_max_tokens": 16}
-    table = profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1)
+    table = profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1, tensor_parallel_sizes=(1,))
     decode = table[table["op"] == "decode_attention"]
     assert sorted(zip(decode["batch_size"], decode["kv_len"])) == [(1, 8), (1, 32), (4, 8), (4, 32), (16, 8)]
     prefill = table[table["op"] == "prefill_attention"]
@@ -1142,3 +1180,46 @@ def test_elementwise_rows_after_the_first_wave_cost_a_fraction():
     assert time(p, 160) == pytest.approx(1.5 * row, rel=1e-6)
     assert time(replace(p, elementwise_next_wave_fraction=1.0), 160) == pytest.approx(2 * row, rel=1e-6)
     assert time(p, 400) == pytest.approx(2.5 * row, rel=1e-6)
+
+
+def test_profiler_times_each_tensor_parallel_shard_once():
+    """One GPU's share of a layer, worked by hand. Llama-3-8B (32 query heads of 128 over
+    8 KV heads, hidden 4,096, MLP 14,336) at TP 8: qkv 4 x 128 + 2 x 128 = 768 wide, o
+    reduces 512, gate/up 2 x 1,792 wide, down reduces 1,792; at TP 16 its 8 KV heads are
+    replicated to one a GPU under 2 query heads. A tiny model (hidden 64, 8 heads of 8
+    over 2 KV heads, MLP 128) profiled at TP 1 and 8 times each of its GEMMs once: qkv
+    64 + 2 x 16 = 96 and 8 + 2 x 8 = 24 wide, o 64 x 64 and 64 x 8, gate/up 256 and 32,
+    down 64 x 128 and 64 x 16; and attention at 8 / 2 and 1 / 1 heads."""
+    from servesim.hardware.profiler import QUICK, profile_model
+    from servesim.models import Model
+    model = get_model("llama-3-8b")
+    assert model.tensor_parallel_sizes() == (1, 2, 4, 8)
+    assert model.gemm_shapes(8) == {"qkv_proj": (768, 4096), "o_proj": (4096, 512),
+                                    "gate_up_proj": (3584, 4096), "down_proj": (4096, 1792)}
+    assert model.shard(16) == (2, 1, 896)
+    with pytest.raises(ValueError, match="must divide"):
+        model.shard(3)
+    grid = {**QUICK, "m": (1,), "elementwise_m": (1,), "decode_batch": (1,), "kv_len": (4,),
+            "prefill_batch": (1,), "seq_len": (4,)}
+    small = Model("small", "", hidden=64, layers=1, heads=8, kv_heads=2, intermediate=128, vocab=100)
+    table = profile_model(small, "numpy", "cpu", grid, warmup=0, repeat=1, tensor_parallel_sizes=(1, 8),
+                          allreduce_gpus=())
+    gemm = table[table["op"] == "gemm"]
+    assert sorted(zip(gemm["n"], gemm["k"])) == [(24, 64), (32, 64), (64, 8), (64, 16), (64, 64), (64, 128),
+                                                 (96, 64), (256, 64)]
+    for op in ("decode_attention", "prefill_attention"):
+        rows = table[table["op"] == op]
+        assert sorted(zip(rows["num_heads"], rows["num_kv_heads"])) == [(1, 1), (8, 2)]
+
+
+@pytest.mark.parametrize("sizes", ["8", "2,5", "two", ""])
+def test_profile_refuses_tensor_parallel_sizes_that_do_not_split_the_model(tmp_path, capsys, sizes):
+    """llama-68m has 12 heads and an MLP of 3,072: 8 or 5 GPUs do not split them. Refused
+    before anything is timed, exit 2, with the sizes that do."""
+    out = tmp_path / "kernels.csv"
+    assert main(["profile", "--backend", "numpy", "--model", "llama-68m", "--out", str(out),
+                 "--tensor-parallel-sizes", sizes]) == 2
+    err = capsys.readouterr().err
+    assert not out.exists()
+    assert f"--tensor-parallel-sizes: {sizes!r}" in err and "(1, 2, 3, 4, 6, 12)" in err
+    assert "Traceback" not in err

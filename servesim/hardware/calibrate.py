@@ -13,8 +13,8 @@ prefill_attention      prefill_attention_{fixed_s, per_seq_s,                   
                        wave_quantization}                                            in {0, 128},
                                                                                      prefill_attention_kv_passes
                                                                                      in {1, 2, 3}
-decode_attention       decode_attention_{fixed_s, per_seq_s, per_kv_head_s,          decode_attention_split_tokens
-                       overlap, bandwidth_efficiency, occupancy_seqs,                in {0, 128, 256, 512, 1024},
+decode_attention       decode_attention_{fixed_s, group_layout_s, per_seq_s,         decode_attention_split_tokens
+                       per_kv_head_s, overlap, bandwidth_efficiency, occupancy_seqs, in {0, 128, 256, 512, 1024},
                        split_fixed_s, wave_quantization, per_split_block_s},         or split-KV blocks sized by
                        l2_bandwidth_ratio; where MHA and GQA rows are both           length and occupancy:
                        measured, decode_attention_mha_{occupancy_seqs,               _split_block_tokens in
@@ -118,6 +118,7 @@ PARAMETERS = {
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
+                         ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
                          ("decode_attention_per_kv_head_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_overlap", 1.0, 0.0, 1.0),
@@ -331,14 +332,19 @@ def report(table: pd.DataFrame, gpu, profile: KernelProfile) -> dict[str, dict]:
 def qkv_shape(table: pd.DataFrame) -> tuple[int, int] | None:
     """The (n, k) of the qkv GEMM whose t(M)/t(1) the report checks: Llama-2-7B's
     (12288, 4096) where the table has it (the bundled tables do), else the table's own
-    model's (``servesim profile`` times one model: its qkv is the narrowest GEMM wider
-    than the hidden size, which is the most common k); None without GEMM rows at m = 1."""
+    model's whole (TP 1) qkv (``servesim profile`` times one model and names each GEMM
+    row's layer GEMM in ``source``; a table without those names: the narrowest GEMM
+    wider than the hidden size, which is the most common k); None without GEMM rows at
+    m = 1."""
     gemm = table[(table["op"] == "gemm") & (table["m"] == 1)]
     if gemm.empty:
         return None
     shapes = set(zip(gemm["n"].astype(int), gemm["k"].astype(int)))
     if (12288, 4096) in shapes:
         return 12288, 4096
+    named = gemm[gemm["source"].astype(str).str.endswith(": qkv_proj, TP 1")] if "source" in gemm else gemm[:0]
+    if len(named):  # servesim profile names each GEMM row's layer GEMM and TP size
+        return int(named["n"].iloc[0]), int(named["k"].iloc[0])
     hidden = int(gemm["k"].astype(int).mode().min())
     wider = sorted(n for n, k in shapes if k == hidden and n > hidden)
     return (wider[0], hidden) if wider else None

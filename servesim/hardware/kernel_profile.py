@@ -107,6 +107,16 @@ class KernelProfile:
     decode_attention_fixed_s:
         Fixed time of the paged decode-attention kernel (s): launch and the split-KV
         reduction.
+    decode_attention_group_layout_s:
+        Extra fixed time of a grouped-query decode-attention call whose query heads
+        share more than one KV head (s): FlashAttention-2's decode (vLLM's on A100)
+        moves a group's query heads into the query-length dimension, and with more than
+        one KV head that transpose of the queries, and back of the output, are copies (two
+        small kernels); with one KV head (a TP 8 shard of an 8-KV-head model) it is a
+        free reshape, and multi-head attention has no groups. Measured on A100 vLLM at
+        2-16 sequences of 8 cached tokens: about 19 us over 2, 4 or 8 KV heads
+        (8-32 query heads) against 12-13 us over one KV head or with MHA. 0 = not
+        charged (the other tables show no such step).
     decode_attention_per_seq_s:
         Time per sequence of a decode-attention call (s): page-table walk, query load
         and output write of one sequence, which dominate at large batches of short KV.
@@ -404,6 +414,7 @@ class KernelProfile:
     l2_bandwidth_ratio: float = 0.0
     gemm_l2_resident_fraction: float = 0.0
     decode_attention_fixed_s: float = 0.0
+    decode_attention_group_layout_s: float = 0.0
     decode_attention_per_seq_s: float = 0.0
     decode_attention_per_kv_head_s: float = 0.0
     decode_attention_overlap: float = 0.0

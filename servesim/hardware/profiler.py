@@ -9,7 +9,12 @@ for their own hardware and software in two commands::
 
 What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
 gate/up, down) at token counts ``m``; decode attention (one query per sequence over a
-KV cache of ``kv_len`` tokens); causal prefill attention; and one memory-bound
+KV cache of ``kv_len`` tokens); causal prefill attention; each at the shapes one GPU
+runs at every tensor-parallel size asked for (by default 1, 2, 4 and 8, those that
+split the model): the GEMMs' shards and the GPU's share of the heads, so that a fit
+sees the few-tile GEMMs and few-head attention a TP 8 step runs instead of
+extrapolating to them (a row's ``source`` names the layer GEMM and TP size it was
+timed as); and one memory-bound
 elementwise kernel (a scale-and-cast of an ``m x hidden`` and an ``m x intermediate``
 activation); and the all-reduce of messages of every size over groups of local
 devices (:mod:`servesim.hardware.allreduce_profiler`; by default groups of every power
@@ -220,10 +225,14 @@ def _shapes(batches, lengths, max_tokens: int) -> list[tuple[int, int]]:
 
 
 def profile_model(model, backend_name: str = "torch", device: str = "auto", grid: dict = QUICK,
-                  warmup: int = 2, repeat: int = 5, progress=None, allreduce_gpus=None) -> pd.DataFrame:
+                  warmup: int = 2, repeat: int = 5, progress=None, allreduce_gpus=None,
+                  tensor_parallel_sizes=None) -> pd.DataFrame:
     """Time ``model``'s kernels (see module docstring); returns the kernel table.
     ``allreduce_gpus``: group sizes to time the all-reduce over (None: the default of
-    :func:`allreduce_profiler.default_groups`; () none)."""
+    :func:`allreduce_profiler.default_groups`; () none). ``tensor_parallel_sizes``: the
+    layer shards whose GEMMs and attention heads are timed (:meth:`Model.gemm_shapes`,
+    :meth:`Model.shard`), each shape once; every size must split the model (None: those
+    of 1, 2, 4 and 8 that do, :meth:`Model.tensor_parallel_sizes`)."""
     b = backend(backend_name, device)
     device = b.device
     if allreduce_gpus is None:
@@ -232,36 +241,47 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
         allreduce_profiler.check_groups(backend_name, device, allreduce_gpus)
     except allreduce_profiler.AllReduceUnavailable as e:
         raise ProfileUnavailable(str(e)) from None
-    h, kv, inter = model.hidden, model.kv_dim, model.intermediate
-    shapes = {(h + 2 * kv, h), (h, h), (2 * inter, h), (h, inter)}  # (n, k): qkv, o, gate_up, down
+    if tensor_parallel_sizes is None:
+        tensor_parallel_sizes = model.tensor_parallel_sizes()
+    gemms = {}  # (n, k) -> the layer GEMM and TP size it is first timed as
+    layouts = {}  # (query heads, KV heads) -> the TP size
+    for tp in sorted(set(tensor_parallel_sizes)):
+        for name, shape in model.gemm_shapes(tp).items():
+            gemms.setdefault(shape, f"{name}, TP {tp}")
+        shard = model.shard(tp)
+        layouts.setdefault((shard.heads, shard.kv_heads), tp)
     rows = []
 
-    def row(op, latency, **shape):
+    def row(op, latency, what="", **shape):
+        source = f"servesim profile ({b.name})" + (f": {what}" if what else "")
         rows.append({"gpu": b.device_name, "framework": b.framework, "version": b.version, "op": op,
-                     "latency_s": latency, "source": f"servesim profile ({b.name})", **shape})
+                     "latency_s": latency, "source": source, **shape})
 
-    for n, k in sorted(shapes):
+    for (n, k), what in sorted(gemms.items()):
         w = b.zeros(k, n)
         for m in grid["m"]:
             x = b.zeros(m, k)
-            row("gemm", b.time(lambda: b.gemm(x, w), warmup, repeat), m=m, n=n, k=k)
+            row("gemm", b.time(lambda: b.gemm(x, w), warmup, repeat), what, m=m, n=n, k=k)
         if progress:
-            progress(f"gemm {n}x{k}")
-    heads, kv_heads, d = model.heads, model.kv_heads, model.head_dim
-    for batch, kv_len in _shapes(grid["decode_batch"], grid["kv_len"], grid["decode_max_tokens"]):
-        q = b.zeros(batch, heads, 1, d)
-        kk, vv = b.zeros(batch, kv_heads, kv_len, d), b.zeros(batch, kv_heads, kv_len, d)
-        row("decode_attention", b.time(lambda: b.attention(q, kk, vv, False), warmup, repeat),
-            batch_size=batch, kv_len=kv_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
-    if progress:
-        progress("decode attention")
-    for batch, seq_len in _shapes(grid["prefill_batch"], grid["seq_len"], grid["prefill_max_tokens"]):
-        q = b.zeros(batch, heads, seq_len, d)
-        kk, vv = b.zeros(batch, kv_heads, seq_len, d), b.zeros(batch, kv_heads, seq_len, d)
-        row("prefill_attention", b.time(lambda: b.attention(q, kk, vv, True), warmup, repeat),
-            batch_size=batch, seq_len=seq_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
-    if progress:
-        progress("prefill attention")
+            progress(f"gemm {n}x{k} ({what})")
+    d = model.head_dim
+    for (heads, kv_heads), tp in sorted(layouts.items(), reverse=True):
+        what = f"TP {tp}"
+        for batch, kv_len in _shapes(grid["decode_batch"], grid["kv_len"], grid["decode_max_tokens"]):
+            q = b.zeros(batch, heads, 1, d)
+            kk, vv = b.zeros(batch, kv_heads, kv_len, d), b.zeros(batch, kv_heads, kv_len, d)
+            row("decode_attention", b.time(lambda: b.attention(q, kk, vv, False), warmup, repeat), what,
+                batch_size=batch, kv_len=kv_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
+        if progress:
+            progress(f"decode attention, {heads} query / {kv_heads} KV heads ({what})")
+        for batch, seq_len in _shapes(grid["prefill_batch"], grid["seq_len"], grid["prefill_max_tokens"]):
+            q = b.zeros(batch, heads, seq_len, d)
+            kk, vv = b.zeros(batch, kv_heads, seq_len, d), b.zeros(batch, kv_heads, seq_len, d)
+            row("prefill_attention", b.time(lambda: b.attention(q, kk, vv, True), warmup, repeat), what,
+                batch_size=batch, seq_len=seq_len, num_heads=heads, num_kv_heads=kv_heads, head_dim=d)
+        if progress:
+            progress(f"prefill attention, {heads} query / {kv_heads} KV heads ({what})")
+    h, inter = model.hidden, model.intermediate
     for width in sorted({h, inter}):
         for m in grid["elementwise_m"]:
             x = b.zeros(m, width)
