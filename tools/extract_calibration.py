@@ -9,7 +9,10 @@ shapes, decode and prefill attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
 package, the bf16 GEMMs of the same layers split for tensor parallelism (see
 :data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of
-Llama-3-8B's qkv, 768 x 4096, is a GEMM of a few tiles no whole layer has),
+Llama-3-8B's qkv, 768 x 4096, is a GEMM of a few tiles no whole layer has) and decode
+and prefill attention at the head counts those layers' shards run (:data:`SHARD_HEADS`,
+on the extract's grid of batch sizes and lengths: a TP 8 GPU of Llama-3-8B runs 4 query
+heads over 1 KV head, whose per-sequence work differs from 32 over 8),
 memory-bound elementwise kernels (``scale_matrix``: bf16 in, fp8 out, 3 bytes per
 element) for k in
 {512, 4096, 12288, 51200} from the aiconfigurator-core package, for the GPUs servesim
@@ -41,10 +44,50 @@ SHARD_GEMMS = sorted({(n, h) for h in HIDDEN_SIZES for n in SHARD_SIZES}
                      | {(h, k) for h in HIDDEN_SIZES for k in SHARD_SIZES})
 """(n, k) of the tensor-parallel GEMMs taken from the package: a column-parallel GEMM
 reads the hidden state (k = hidden), a row-parallel one writes it (n = hidden)."""
+SHARD_HEADS = ((16, 4), (8, 2), (4, 1), (16, 16), (8, 8), (4, 4), (32, 4), (16, 2), (8, 1))
+"""(query heads, KV heads) a GPU runs of the catalog's head layouts split over 2, 4 and 8
+GPUs (tensor parallelism shards attention by head): Llama-3-8B's 32 / 8, Llama-2-7B's
+32 / 32 and Llama-3-70B's 64 / 8; the extract has 32 query heads only."""
 SHARD_TOKENS = (1, 2, 4, 8, 16, 32, 33, 48, 64, 65, 96, 128, 129, 192, 256, 257, 384, 512, 513, 768, 1024,
                 1025, 1536, 2048, 2049, 3072, 4096, 4097, 8192, 16384)
 """Token counts (m) of those GEMMs (the database's, where it has them): powers of two
 and the tile boundaries just past them."""
+
+
+def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefill: pd.DataFrame) -> list:
+    """Decode and prefill attention rows of ``gpu`` and ``framework`` at the
+    :data:`SHARD_HEADS` layouts, from the database's newest version (the one the
+    extract's whole-layer rows come from), at the (batch size, length) pairs the extract
+    has for that GPU and framework: bf16 attention and KV, head size 128, no sliding
+    window, beam 1."""
+    frames = []
+    for kind, whole, length in (("generation", decode, "step"), ("context", prefill, "isl")):
+        paths = sorted(Path(str(data / gpu / "attention" / framework)).glob(f"*/{kind}_attention_perf.parquet"),
+                       key=lambda p: Version(p.parts[-2]))
+        if not paths:
+            continue
+        path = paths[-1]
+        e = pd.read_parquet(path)
+        mine = whole[(whole.gpu == gpu) & (whole.framework.str.lower() == framework)
+                     & (whole.version.astype(str) == path.parts[-2])]
+        grid = set(zip(mine.batch_size, mine[length]))
+        window = e["window_size"].fillna(0) if "window_size" in e else 0
+        heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
+        shape = pd.Series(list(zip(e.batch_size, e[length])), index=e.index)
+        keep = ((e.attn_dtype == "bfloat16") & (e.kv_cache_dtype == "bfloat16") & (window == 0)
+                & (e.beam_width == 1) & (e.head_dim == 128) & heads.isin(set(SHARD_HEADS)) & shape.isin(grid))
+        keep &= (e.isl == 1) if kind == "generation" else (e.step == 0)
+        keys = ["framework", "version", "batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim"]
+        e = e[keep].groupby(keys, as_index=False)["latency"].median()  # one row a shape
+        columns = {"gpu": gpu, "framework": e.framework, "version": e.version, "batch_size": e.batch_size,
+                   "num_heads": e.num_heads, "num_kv_heads": e.num_key_value_heads, "head_dim": e.head_dim,
+                   "latency_s": e.latency * 1e-3, "source": str(path.relative_to(Path(str(data)).parents[1]))}
+        if kind == "generation":
+            # `step` tokens are cached; the new token's K/V is appended and read too
+            frames.append(pd.DataFrame({**columns, "op": "decode_attention", "kv_len": e.step + 1}))
+        else:
+            frames.append(pd.DataFrame({**columns, "op": "prefill_attention", "seq_len": e.isl}))
+    return frames
 
 
 def main() -> None:
@@ -87,6 +130,9 @@ def main() -> None:
             frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, "op": "gemm",
                                         "m": e.m, "n": e.n, "k": e.k, "latency_s": e.latency * 1e-3,
                                         "source": str(path.relative_to(Path(str(data)).parents[1]))}))
+    for gpu in GPUS:
+        for framework in ("vllm", "sglang", "trtllm"):
+            frames.extend(shard_attention(data, gpu, framework, a, c))
     for gpu in GPUS:
         for path in sorted(Path(str(data / gpu / "quantize")).glob("*/*/scale_matrix_perf.parquet")):
             e = pd.read_parquet(path)

@@ -25,6 +25,8 @@ calibration targets were first measured on; the bundled table adds those layers'
 tensor-parallel shards (tools/extract_calibration.py)."""
 
 OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce")
+WHOLE_NAMES = {"gemm": "GEMM, whole layers", "decode_attention": "decode attention, whole layers (32 heads)",
+               "prefill_attention": "prefill attention, whole layers (32 heads)"}
 NAMES = {"gemm": "GEMM", "decode_attention": "decode attention", "prefill_attention": "prefill attention",
          "elementwise": "elementwise"}
 
@@ -42,26 +44,37 @@ def bundled_table():
     return read_kernel_table(files("servesim") / "data/calibration/kernels_measured.csv.gz")
 
 
-def whole_layer_gemm(name: str) -> dict | None:
-    """In-sample |error| statistics of bundled profile ``name``'s GEMMs at the
-    whole-layer shapes only, recomputed from the bundled table (None for a profile not
+WHOLE_LAYER_HEADS = {(32, 8), (32, 32)}
+"""(query heads, KV heads) of ../shared/reference/kernels/'s attention tables: a whole
+(TP 1) layer of Llama-3-8B and Llama-2-7B; the bundled table adds the head counts of
+tensor-parallel shards (tools/extract_calibration.py)."""
+
+
+def whole_layer(name: str, op: str = "gemm") -> dict | None:
+    """In-sample |error| statistics of bundled profile ``name``'s ``op`` rows at the
+    whole-layer shapes only (GEMMs: :data:`WHOLE_LAYER_GEMMS`; attention:
+    :data:`WHOLE_LAYER_HEADS`), recomputed from the bundled table (None for a profile not
     calibrated on it)."""
     profile, content = get_profile(name)
     fit = content.get("fit", {})
     measured, framework = fit.get("gpu_measured"), fit.get("framework")
     gpus = [get_gpu(gpu_name) for gpu_name in gpu_names()]
     gpu = next((g for g in gpus if g.measured_as == measured and g.provenance.startswith("calibrated")), None)
-    if gpu is None or not fit.get("in_sample", {}).get("gemm"):
+    if gpu is None or not fit.get("in_sample", {}).get(op):
         return None
     rows, _ = calibration_rows(bundled_table(), gpu, framework, measured)
-    rows = rows[rows["op"] == "gemm"]
-    rows = rows[[(int(n), int(k)) in WHOLE_LAYER_GEMMS for n, k in zip(rows["n"], rows["k"])]]
-    error = np.abs(predict_op("gemm", rows, gpu, profile) / rows["latency_s"].to_numpy(float) - 1) * 100
+    rows = rows[rows["op"] == op]
+    if op == "gemm":
+        keep = [(int(n), int(k)) in WHOLE_LAYER_GEMMS for n, k in zip(rows["n"], rows["k"])]
+    else:
+        keep = [(int(h), int(kv)) in WHOLE_LAYER_HEADS for h, kv in zip(rows["num_heads"], rows["num_kv_heads"])]
+    rows = rows[keep]
+    error = np.abs(predict_op(op, rows, gpu, profile) / rows["latency_s"].to_numpy(float) - 1) * 100
     return {"median_abs_pct": float(np.median(error)), "p90_abs_pct": float(np.percentile(error, 90))}
 
 
-def whole_cell(name: str) -> str:
-    stats = whole_layer_gemm(name)
+def whole_cell(name: str, op: str = "gemm") -> str:
+    stats = whole_layer(name, op)
     return f"{stats['median_abs_pct']:.1f} / {stats['p90_abs_pct']:.1f}" if stats else "-"
 
 
@@ -75,15 +88,18 @@ def qkv(fit: dict) -> str:
 
 
 def main() -> None:
-    print("| profile | GEMM | GEMM, whole layers | decode attention | prefill attention | elementwise | all-reduce "
-          "| qkv t(M)/t(1), worst of M = 16..4096 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| profile | GEMM | GEMM, whole layers | decode attention | decode, whole layers | prefill attention "
+          "| prefill, whole layers | elementwise | all-reduce | qkv t(M)/t(1), worst of M = 16..4096 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in profile_names():
         fit = get_profile(name)[1].get("fit", {})
         if "in_sample" not in fit:
             continue
-        cells = [cell(fit, op) for op in OPS]
-        cells.insert(1, whole_cell(name))
+        cells = []
+        for op in OPS:
+            cells.append(cell(fit, op))
+            if op in WHOLE_NAMES:
+                cells.append(whole_cell(name, op))
         print(f"| `{name}` | " + " | ".join(cells) + f" | {qkv(fit)} |")
     print()
     print(targets())
@@ -104,10 +120,10 @@ def targets() -> str:
         counts = [sum(fit[section].get(op, {}).get(key, float("inf")) <= limit for fit in with_data)
                   for key, limit, section in TARGETS]
         lines.append(f"| {NAMES[op]} | {len(with_data)} | " + " | ".join(map(str, counts)) + " |")
-        if op == "gemm":
-            whole = [whole_layer_gemm(name) for name, fit in zip(names, fits) if fit["in_sample"].get(op)]
+        if op in WHOLE_NAMES:
+            whole = [whole_layer(name, op) for name, fit in zip(names, fits) if fit["in_sample"].get(op)]
             counts = [sum(w is not None and w[key] <= limit for w in whole) for key, limit, _ in TARGETS[:2]]
-            lines.append(f"| GEMM, whole layers | {sum(w is not None for w in whole)} | "
+            lines.append(f"| {WHOLE_NAMES[op]} | {sum(w is not None for w in whole)} | "
                          + " | ".join(map(str, counts)) + " | - |")
     within = sum(bool(fit.get("qkv_scaling")) and all(abs(r["error_pct"]) <= 10 for r in fit["qkv_scaling"])
                  for fit in fits)
