@@ -1,0 +1,77 @@
+"""Attention at head counts the fit never saw (run on demand; a leave-layouts-out check).
+
+    python tools/head_holdout.py [--profiles h100-sxm-vllm,a100-sxm-vllm] [--out FILE.csv]
+
+The bundled table has decode and prefill attention at a whole layer's heads and at the
+heads one GPU of a tensor-parallel group runs (tools/extract_calibration.py). A model
+outside the catalog splits into other layouts (Qwen2.5-7B's 28 / 4 heads are 7 / 1 at
+TP 4). This fits each bundled profile's GPU and framework again with the TP 8 layouts
+(4 / 1, 4 / 4, 8 / 1: the fewest heads) left out of the attention rows, and scores the
+fit on them: how far the per-pair, per-head and per-sequence mechanisms carry to head
+counts they were not fitted on. The profile's own fit on the held-out rows (in-sample)
+is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from fit_table import bundled_table
+from servesim.hardware import get_gpu, get_profile, gpu_names, profile_names
+from servesim.hardware.calibrate import calibration_rows, fit_profile
+from servesim.hardware.kernel_table import predict_op
+
+HELD_OUT = {(4, 1), (4, 4), (8, 1)}
+"""(query heads, KV heads) held out: a TP 8 GPU's share of Llama-3-8B, Llama-2-7B and
+Llama-3-70B."""
+OPS = ("decode_attention", "prefill_attention")
+
+
+def held_out(rows: pd.DataFrame) -> np.ndarray:
+    """Attention rows at the :data:`HELD_OUT` layouts."""
+    layout = [(int(h), int(kv)) in HELD_OUT if op in OPS else False
+              for op, h, kv in zip(rows["op"], rows["num_heads"].fillna(0), rows["num_kv_heads"].fillna(0))]
+    return np.array(layout, dtype=bool)
+
+
+def check(name: str) -> list[dict]:
+    profile, content = get_profile(name)
+    fit = content["fit"]
+    gpu = next(get_gpu(g) for g in gpu_names()
+               if get_gpu(g).measured_as == fit["gpu_measured"] and get_gpu(g).provenance.startswith("calibrated"))
+    rows, _ = calibration_rows(bundled_table(), gpu, fit["framework"], fit["gpu_measured"])
+    held = held_out(rows)
+    split, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
+    out = []
+    for op in OPS:
+        part = rows[held & (rows["op"] == op).to_numpy()]
+        measured = part["latency_s"].to_numpy(float)
+        own = np.abs(predict_op(op, part, gpu, profile) / measured - 1) * 100
+        error = predict_op(op, part, gpu, split) / measured - 1
+        out.append({"profile": name, "op": op, "rows": len(part),
+                    "median_abs_pct": float(np.median(np.abs(error)) * 100),
+                    "p90_abs_pct": float(np.percentile(np.abs(error), 90) * 100),
+                    "signed_median_pct": float(np.median(error) * 100),
+                    "in_sample_median_abs_pct": float(np.median(own))})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profiles", help="comma-separated bundled profiles (default: every calibrated one)")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    names = args.profiles.split(",") if args.profiles else [
+        n for n in profile_names() if "in_sample" in get_profile(n)[1].get("fit", {})]
+    frame = pd.DataFrame([r for name in names for r in check(name)])
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    if args.out:
+        frame.to_csv(args.out, index=False, float_format="%.4g")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
