@@ -732,6 +732,14 @@ def cmd_calibrate(args) -> int:
         print(f"\n{section.replace('_', '-')} |error| %"
               + (" (whole shapes held out of the fit)" if section == "out_of_sample" else ""))
         print(frame.to_string(float_format=lambda v: f"{v:.1f}"))
+    by_size = fit.get("in_sample_by_tensor_parallel_size", {})
+    if by_size:
+        cells = {size.replace("tp", "TP "): {op: f"{stats['median_abs_pct']:.1f} / {stats['p90_abs_pct']:.1f}"
+                                             for op, stats in ops.items()} for size, ops in by_size.items()}
+        frame = pd.DataFrame(cells).T.fillna("-")
+        frame.index.name = "timed for"
+        print("\nin-sample |error| % by tensor-parallel size (median / p90; the shapes one GPU runs at each)")
+        print(frame.to_string())
     if fit["qkv_scaling"]:
         qkv = pd.DataFrame(fit["qkv_scaling"])
         print(f"\nqkv GEMM ({qkv['n'].iloc[0]} x {qkv['k'].iloc[0]}) t(M)/t(1), measured vs predicted "

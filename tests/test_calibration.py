@@ -848,6 +848,13 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     # over two group sizes included
     assert [note for note in content["fit"]["notes"] if "too few" in note] == []
     assert content["fit"]["in_sample"]["allreduce"]["rows"] == 28
+    # the report per tensor-parallel size the rows were timed for: each has 4 GEMMs at
+    # the quick grid's 5 token counts, and attention at its own heads
+    by_size = content["fit"]["in_sample_by_tensor_parallel_size"]
+    assert sorted(by_size) == ["tp1", "tp2"]
+    assert by_size["tp1"]["gemm"]["rows"] == by_size["tp2"]["gemm"]["rows"] == 4 * 5
+    tp2 = frame[frame["source"].str.endswith("TP 2") & (frame["op"] == "decode_attention")]
+    assert by_size["tp2"]["decode_attention"]["rows"] == len(tp2) > 0
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
 
@@ -1247,3 +1254,13 @@ def test_profile_refuses_tensor_parallel_sizes_that_do_not_split_the_model(tmp_p
     assert not out.exists()
     assert f"--tensor-parallel-sizes: {sizes!r}" in err and "(1, 2, 3, 4, 6, 12)" in err
     assert "Traceback" not in err
+
+
+def test_rows_name_the_tensor_parallel_size_they_were_timed_for():
+    """servesim profile ends a row's source with the TP size (``... qkv_proj, TP 8``,
+    ``... TP 2``); other tables' rows (the bundled ones, a hand-made CSV) name none: 0."""
+    from servesim.hardware.calibrate import tensor_parallel_sizes
+    rows = pd.DataFrame({"source": ["servesim profile (torch): qkv_proj, TP 8", "servesim profile (numpy): TP 2",
+                                    "systems/data/h100_sxm/gemm/vllm/0.24.0/gemm_perf.parquet", None]})
+    assert list(tensor_parallel_sizes(rows)) == [8, 2, 0, 0]
+    assert list(tensor_parallel_sizes(rows.drop(columns="source"))) == [0, 0, 0, 0]

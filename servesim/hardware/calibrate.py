@@ -329,6 +329,23 @@ def report(table: pd.DataFrame, gpu, profile: KernelProfile) -> dict[str, dict]:
     return out
 
 
+def tensor_parallel_sizes(rows: pd.DataFrame) -> pd.Series:
+    """The tensor-parallel size each row was timed for, where its ``source`` names one
+    (``servesim profile`` ends it with ``TP n``); 0 where it does not."""
+    if "source" not in rows:
+        return pd.Series(0, index=rows.index)
+    tp = rows["source"].astype(str).str.extract(r"\bTP (\d+)$", expand=False)
+    return pd.to_numeric(tp, errors="coerce").fillna(0).astype(int)
+
+
+def report_by_tensor_parallel_size(rows: pd.DataFrame, gpu, profile: KernelProfile) -> dict[str, dict]:
+    """:func:`report` of the rows of each tensor-parallel size their sources name (keys
+    ``tp1``, ``tp2``, ...), so that a profile fitted on a model's shards says how well it
+    predicts what one GPU runs at each size; empty for a table without such names."""
+    sizes = tensor_parallel_sizes(rows)
+    return {f"tp{tp}": report(rows[sizes == tp], gpu, profile) for tp in sorted(set(sizes) - {0})}
+
+
 def qkv_shape(table: pd.DataFrame) -> tuple[int, int] | None:
     """The (n, k) of the qkv GEMM whose t(M)/t(1) the report checks: Llama-2-7B's
     (12288, 4096) where the table has it (the bundled tables do), else the table's own
@@ -521,6 +538,9 @@ def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version:
         "out_of_sample": report(rows[held], gpu, split_profile),
         "qkv_scaling": qkv_scaling(rows, gpu, profile),
     }
+    by_size = report_by_tensor_parallel_size(rows, gpu, profile)
+    if by_size:
+        fit["in_sample_by_tensor_parallel_size"] = by_size
     return {"profile": profile.to_dict(), "fit": fit}
 
 
@@ -538,6 +558,10 @@ def to_toml(content: dict, header: str = "") -> str:
     for section in ("in_sample", "out_of_sample"):
         for op, stats in fit.get(section, {}).items():
             lines.append(f"\n[fit.{section}.{op}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in stats.items())
+    for size, ops in fit.get("in_sample_by_tensor_parallel_size", {}).items():
+        for op, stats in ops.items():
+            lines.append(f"\n[fit.in_sample_by_tensor_parallel_size.{size}.{op}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in stats.items())
     for row in fit.get("qkv_scaling", []):
         lines.append("\n[[fit.qkv_scaling]]")
