@@ -191,6 +191,7 @@ class CostModel:
         self._bandwidth = gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency
         self._overlap = p.overlap
         self._layers = model.layers
+        self._gemm_shapes = model.gemm_shapes(tp)
         self.heads_per_gpu = shard.heads
         self.kv_heads_per_gpu = shard.kv_heads  # replicated when fewer than tp
         work_overlap = kernels.decode_attention_family(p, self.heads_per_gpu, self.kv_heads_per_gpu)[1]
@@ -299,19 +300,17 @@ class CostModel:
     def _layer_ops(self, tokens: int) -> tuple[OpCost, ...]:
         """The decoder layers' GEMMs, elementwise kernels and all-reduces over ``tokens``."""
         m, tp = self.model, self.tensor_parallel_size
-        q_width = self.heads_per_gpu * m.head_dim
-        kv_width = self.kv_heads_per_gpu * m.head_dim
-        inter = m.intermediate // tp
-        ops = [self.gemm("qkv_proj", tokens, m.hidden, q_width + 2 * kv_width, m.layers),
-               self.gemm("o_proj", tokens, q_width, m.hidden, m.layers)]
+        shapes = self._gemm_shapes  # (n, k) of this GPU's share of each layer GEMM
+        ops = [self.gemm(name, tokens, shapes[name][1], shapes[name][0], m.layers) for name in ("qkv_proj", "o_proj")]
+        n, k = shapes["gate_up_proj"]
         if self.profile.fused_gate_up:
-            merged = self.gemm("mlp_gate", tokens, m.hidden, 2 * inter, m.layers)
+            merged = self.gemm("mlp_gate", tokens, k, n, m.layers)
             half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
             ops += [half, half._replace(name="mlp_up")]
         else:
-            ops += [self.gemm("mlp_gate", tokens, m.hidden, inter, m.layers),
-                    self.gemm("mlp_up", tokens, m.hidden, inter, m.layers)]
-        ops.append(self.gemm("mlp_down", tokens, inter, m.hidden, m.layers))
+            ops += [self.gemm("mlp_gate", tokens, k, n // 2, m.layers), self.gemm("mlp_up", tokens, k, n // 2, m.layers)]
+        n, k = shapes["down_proj"]
+        ops.append(self.gemm("mlp_down", tokens, k, n, m.layers))
         elementwise = self._elementwise(tokens)
         if elementwise is not None:
             ops.append(elementwise)
