@@ -1,14 +1,18 @@
 """End-to-end check: measured serving points against servesim (run on demand).
 
-    python tools/e2e_check.py [--backend trtllm] [--framework NAME] [--out FILE.csv]
+    python tools/e2e_check.py [--model llama-3-1-8b] [--backend trtllm] [--tp 1,2,4,8]
+                              [--framework NAME] [--out FILE.csv]
+    python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8
 
-``servesim/data/checks/silicon_e2e_llama31_8b.csv`` holds aiconfigurator-core 0.12.0's
-measured serving points (``systems/silicon_sample.csv``: Llama-3.1-8B, TTFT and TPOT
-per backend, GPU, ISL, OSL, concurrency and TP). For each TP-1 point of the chosen
-backend this runs the closed loop it describes in servesim (concurrency = clients, no
+``servesim/data/checks/silicon_e2e_llama31_8b.csv`` and ``silicon_e2e_qwen3_32b.csv``
+hold aiconfigurator-core 0.12.0's measured serving points (``systems/silicon_sample.csv``:
+Llama-3.1-8B under TRT-LLM, Qwen3-32B under vLLM and SGLang, TTFT and TPOT per backend,
+GPU, ISL, OSL, concurrency and TP). For each point of the chosen backend at the chosen TP
+sizes this runs the closed loop it describes in servesim (concurrency = clients, no
 think time, fixed ISL and OSL, continuous batching with at most `concurrency` running,
 the backend's framework profile and kernels on the GPU's calibrated profile) and writes
-measured against simulated TTFT and TPOT (mean over requests) with the error in %.
+measured against simulated TTFT, TPOT and end-to-end latency (mean over requests) with
+the error in %.
 
 ``--queued-clients K`` is a diagnostic of the benchmark's client, not the check: K more
 clients than the server runs (``batch_size`` stays the concurrency), so K requests
@@ -41,8 +45,14 @@ simulated: the simulated GPU needs none, and the measured phase starts its clien
 together as the simulated one does."""
 
 
+SAMPLES = {"llama-3-1-8b": "checks/silicon_e2e_llama31_8b.csv", "qwen3-32b": "checks/silicon_e2e_qwen3_32b.csv"}
+"""Catalog model -> its measured points (``--model``): Llama-3.1-8B under TRT-LLM
+(../shared/reference/kernels/), Qwen3-32B under vLLM and SGLang (tools/extract_e2e.py)."""
+
+
 def simulate(gpu: str, framework: str, isl: int, osl: int, concurrency: int, rounds: int = ROUNDS,
-             overrides: list[str] = (), tp: int = 1, queued: int = 0) -> tuple[float, float]:
+             overrides: list[str] = (), tp: int = 1, queued: int = 0,
+             model: str = "llama-3-1-8b") -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of the baseline arm of one closed-loop point (``queued``
     clients beyond the ``concurrency`` the server runs)."""
     text = f"""
@@ -51,7 +61,7 @@ name = "e2e"
 gpu = "{gpu}"
 tensor_parallel_size = {tp}
 [model]
-model = "llama-3-1-8b"
+model = "{model}"
 [speculation]
 method = "none"
 [workload]
@@ -75,23 +85,29 @@ write_requests = false
 
 
 def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = ROUNDS,
-          tps: tuple[int, ...] = (1,), queued: int = 0) -> pd.DataFrame:
-    """The 16-bit points of ``backend`` at tensor-parallel sizes ``tps``, simulated with
-    ``framework``'s profile (default: the backend's own)."""
+          tps: tuple[int, ...] = (1,), queued: int = 0, model: str = "llama-3-1-8b") -> pd.DataFrame:
+    """The 16-bit points of ``backend`` serving ``model`` (:data:`SAMPLES`) at
+    tensor-parallel sizes ``tps``, simulated with ``framework``'s profile (default: the
+    backend's own)."""
     framework = framework or backend
-    d = pd.read_csv(data_path("checks/silicon_e2e_llama31_8b.csv"))
+    d = pd.read_csv(data_path(SAMPLES[model]))
     d = d[(d["backend"] == backend) & d["tp_size"].isin(tps) & d["system"].isin(GPUS) & d["precision"].isna()]
     rows = []
     for _, r in d.sort_values(["system", "tp_size", "isl", "osl", "batch_size"]).iterrows():
         ttft, tpot = simulate(GPUS[r["system"]], framework, int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
-                              rounds, overrides, int(r["tp_size"]), queued)
+                              rounds, overrides, int(r["tp_size"]), queued, model)
         rows.append({"backend": backend, "framework_profile": framework, "gpu": r["system"],
                      "tp": int(r["tp_size"]), "isl": int(r["isl"]), "osl": int(r["osl"]),
                      "concurrency": int(r["batch_size"]),
                      "measured_ttft_ms": r["silicon_ttft_ms"], "simulated_ttft_ms": ttft * 1e3,
                      "measured_tpot_ms": r["silicon_tpot_ms"], "simulated_tpot_ms": tpot * 1e3})
     out = pd.DataFrame(rows)
-    for m in ("ttft", "tpot"):
+    # a request's mean end-to-end latency (fixed OSL: TTFT + (OSL - 1) x TPOT, exactly):
+    # where a server's and the simulation's split between TTFT and TPOT differ, the
+    # whole request's time still compares
+    for side in ("measured", "simulated"):
+        out[f"{side}_e2el_ms"] = out[f"{side}_ttft_ms"] + (out["osl"] - 1) * out[f"{side}_tpot_ms"]
+    for m in ("ttft", "tpot", "e2el"):
         out[f"{m}_error_pct"] = (out[f"simulated_{m}_ms"] / out[f"measured_{m}_ms"] - 1) * 100
     return out
 
@@ -136,6 +152,8 @@ def main() -> None:
     parser.add_argument("--queued-clients", type=int, default=0,
                         help="diagnostic: clients beyond the concurrency the server runs (default 0)")
     parser.add_argument("--out")
+    parser.add_argument("--model", default="llama-3-1-8b", choices=sorted(SAMPLES),
+                        help="whose measured points (default llama-3-1-8b: TRT-LLM; qwen3-32b: vLLM and SGLang)")
     parser.add_argument("--tp", default="1", help="tensor-parallel sizes, comma-separated (default 1)")
     parser.add_argument("--fit-overhead", action="store_true",
                         help=f"fit the backend's per-step overhead on the points at TP {FIT_TPS} with "
@@ -150,10 +168,10 @@ def main() -> None:
                   f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
     else:
         out = check(args.backend, args.framework, args.set, args.rounds, tuple(int(t) for t in args.tp.split(",")),
-                    args.queued_clients)
+                    args.queued_clients, args.model)
     print(out.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for tp, part in out.groupby("tp"):
-        for m in ("ttft", "tpot"):
+        for m in ("ttft", "tpot", "e2el"):
             e = part[f"{m}_error_pct"]
             print(f"TP {tp}, {m}: {len(part)} points, median |error| {np.median(e.abs()):.1f}%, "
                   f"p90 {np.percentile(e.abs(), 90):.1f}%, signed median {np.median(e):.1f}%")
