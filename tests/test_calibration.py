@@ -1264,3 +1264,19 @@ def test_rows_name_the_tensor_parallel_size_they_were_timed_for():
                                     "systems/data/h100_sxm/gemm/vllm/0.24.0/gemm_perf.parquet", None]})
     assert list(tensor_parallel_sizes(rows)) == [8, 2, 0, 0]
     assert list(tensor_parallel_sizes(rows.drop(columns="source"))) == [0, 0, 0, 0]
+
+
+def test_e2e_check_tables_compare_end_to_end_latency_as_ttft_plus_the_other_tokens():
+    """tools/e2e_check.py's tables: at a fixed OSL a request's mean end-to-end latency is
+    TTFT + (OSL - 1) x TPOT exactly, measured and simulated alike, and its error is
+    their ratio (within the tables' four significant digits). The Qwen3-32B points are
+    bf16 vLLM and SGLang serving on H100 SXM."""
+    for name in ("e2e_trtllm_h100_simulated.csv", "e2e_qwen3_32b_simulated.csv"):
+        d = pd.read_csv(data_path(f"checks/{name}"))
+        for side in ("measured", "simulated"):
+            assert np.allclose(d[f"{side}_e2el_ms"], d[f"{side}_ttft_ms"] + (d["osl"] - 1) * d[f"{side}_tpot_ms"],
+                               rtol=1e-3)
+        assert np.allclose(d["e2el_error_pct"], (d["simulated_e2el_ms"] / d["measured_e2el_ms"] - 1) * 100, atol=0.15)
+    points = pd.read_csv(data_path("checks/silicon_e2e_qwen3_32b.csv"))
+    assert set(points["system"]) == {"h100_sxm"} and set(points["backend"]) == {"vllm", "sglang"}
+    assert points["precision"].isna().all() and len(points) == 174
