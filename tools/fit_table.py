@@ -11,11 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.resources import files
 
-import numpy as np
-
 from servesim.hardware import get_gpu, get_profile, gpu_names, profile_names
 from servesim.hardware.calibrate import calibration_rows, left_out_as_unrepresentative
-from servesim.hardware.kernel_table import predict_op, read_kernel_table
+from servesim.hardware.kernel_table import error_report, predict_op, read_kernel_table
 
 WHOLE_LAYER_GEMMS = {(12288, 4096), (6144, 4096), (4096, 4096), (10240, 4096), (16384, 4096), (51200, 4096),
                      (4096, 10240), (4096, 12288), (4096, 16384)}
@@ -50,27 +48,36 @@ WHOLE_LAYER_HEADS = {(32, 8), (32, 32)}
 tensor-parallel shards (tools/extract_calibration.py)."""
 
 
-def whole_layer(name: str, op: str = "gemm") -> dict | None:
-    """In-sample |error| statistics of bundled profile ``name``'s ``op`` rows at the
-    whole-layer shapes only (GEMMs: :data:`WHOLE_LAYER_GEMMS`; attention:
-    :data:`WHOLE_LAYER_HEADS`), recomputed from the bundled table (None for a profile not
-    calibrated on it)."""
+def calibration_of(name: str):
+    """(profile, its GPU, the bundled table's rows its fit used) of bundled profile
+    ``name``, or None for a profile not calibrated on the bundled table."""
     profile, content = get_profile(name)
     fit = content.get("fit", {})
     measured, framework = fit.get("gpu_measured"), fit.get("framework")
     gpus = [get_gpu(gpu_name) for gpu_name in gpu_names()]
     gpu = next((g for g in gpus if g.measured_as == measured and g.provenance.startswith("calibrated")), None)
-    if gpu is None or not fit.get("in_sample", {}).get(op):
+    if gpu is None or "in_sample" not in fit:
         return None
     rows, _ = calibration_rows(bundled_table(), gpu, framework, measured)
+    return profile, gpu, rows
+
+
+def whole_layer(name: str, op: str = "gemm") -> dict | None:
+    """In-sample |error| statistics of bundled profile ``name``'s ``op`` rows at the
+    whole-layer shapes only (GEMMs: :data:`WHOLE_LAYER_GEMMS`; attention:
+    :data:`WHOLE_LAYER_HEADS`), recomputed from the bundled table (None for a profile not
+    calibrated on it)."""
+    calibrated = calibration_of(name)
+    if calibrated is None or not get_profile(name)[1]["fit"]["in_sample"].get(op):
+        return None
+    profile, gpu, rows = calibrated
     rows = rows[rows["op"] == op]
     if op == "gemm":
         keep = [(int(n), int(k)) in WHOLE_LAYER_GEMMS for n, k in zip(rows["n"], rows["k"])]
     else:
         keep = [(int(h), int(kv)) in WHOLE_LAYER_HEADS for h, kv in zip(rows["num_heads"], rows["num_kv_heads"])]
     rows = rows[keep]
-    error = np.abs(predict_op(op, rows, gpu, profile) / rows["latency_s"].to_numpy(float) - 1) * 100
-    return {"median_abs_pct": float(np.median(error)), "p90_abs_pct": float(np.percentile(error, 90))}
+    return error_report(rows["latency_s"].to_numpy(float), predict_op(op, rows, gpu, profile))
 
 
 def whole_cell(name: str, op: str = "gemm") -> str:

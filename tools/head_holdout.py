@@ -19,10 +19,10 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from fit_table import bundled_table
-from servesim.hardware import get_gpu, get_profile, gpu_names, profile_names
-from servesim.hardware.calibrate import calibration_rows, fit_profile
-from servesim.hardware.kernel_table import predict_op
+from fit_table import calibration_of
+from servesim.hardware import get_profile, profile_names
+from servesim.hardware.calibrate import fit_profile
+from servesim.hardware.kernel_table import error_report, predict_op
 
 HELD_OUT = {(4, 1), (4, 4), (8, 1)}
 """(query heads, KV heads) held out: a TP 8 GPU's share of Llama-3-8B, Llama-2-7B and
@@ -38,24 +38,18 @@ def held_out(rows: pd.DataFrame) -> np.ndarray:
 
 
 def check(name: str) -> list[dict]:
-    profile, content = get_profile(name)
-    fit = content["fit"]
-    gpu = next(get_gpu(g) for g in gpu_names()
-               if get_gpu(g).measured_as == fit["gpu_measured"] and get_gpu(g).provenance.startswith("calibrated"))
-    rows, _ = calibration_rows(bundled_table(), gpu, fit["framework"], fit["gpu_measured"])
+    profile, gpu, rows = calibration_of(name)
     held = held_out(rows)
     split, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
     out = []
     for op in OPS:
         part = rows[held & (rows["op"] == op).to_numpy()]
         measured = part["latency_s"].to_numpy(float)
-        own = np.abs(predict_op(op, part, gpu, profile) / measured - 1) * 100
-        error = predict_op(op, part, gpu, split) / measured - 1
-        out.append({"profile": name, "op": op, "rows": len(part),
-                    "median_abs_pct": float(np.median(np.abs(error)) * 100),
-                    "p90_abs_pct": float(np.percentile(np.abs(error), 90) * 100),
-                    "signed_median_pct": float(np.median(error) * 100),
-                    "in_sample_median_abs_pct": float(np.median(own))})
+        stats = error_report(measured, predict_op(op, part, gpu, split))
+        own = error_report(measured, predict_op(op, part, gpu, profile))
+        out.append({"profile": name, "op": op, "rows": stats["rows"], "median_abs_pct": stats["median_abs_pct"],
+                    "p90_abs_pct": stats["p90_abs_pct"], "signed_median_pct": stats["signed_median_pct"],
+                    "in_sample_median_abs_pct": own["median_abs_pct"]})
     return out
 
 
