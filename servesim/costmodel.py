@@ -237,12 +237,13 @@ class CostModel:
         """KV-cache bytes of one token on one GPU (its share of the KV heads)."""
         return 2 * self.model.layers * self.kv_heads_per_gpu * self.model.head_dim * self.dtype_bytes
 
-    def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1) -> OpCost:
+    def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1,
+             clock_slowdown: float = 1.0) -> OpCost:
         """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix, run
-        ``repeat`` times (once per layer for block operators); see
-        :func:`servesim.cost.kernels.gemm`."""
+        ``repeat`` times (once per layer for block operators), its compute time
+        ``clock_slowdown`` times the full clock's; see :func:`servesim.cost.kernels.gemm`."""
         flops, hbm, memory_s, compute_s, time_s = kernels.gemm(
-            self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes)
+            self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown)
         return OpCost(name, flops * repeat, hbm * repeat, memory_s * repeat,
                       compute_s * repeat, time_s * repeat)
 
@@ -297,20 +298,39 @@ class CostModel:
             cached = self._gemm_cache[key] = (ops, tuple(op.time_s for op in ops))
         return cached
 
-    def _layer_ops(self, tokens: int) -> tuple[OpCost, ...]:
-        """The decoder layers' GEMMs, elementwise kernels and all-reduces over ``tokens``."""
-        m, tp = self.model, self.tensor_parallel_size
+    def _layer_gemms(self, tokens: int, clock_slowdown: float = 1.0) -> list[OpCost]:
+        """The decoder layers' GEMMs over ``tokens`` (see :meth:`gemm`)."""
+        m = self.model
         shapes = self._gemm_shapes  # (n, k) of this GPU's share of each layer GEMM
-        ops = [self.gemm(name, tokens, shapes[name][1], shapes[name][0], m.layers) for name in ("qkv_proj", "o_proj")]
+        ops = [self.gemm(name, tokens, shapes[name][1], shapes[name][0], m.layers, clock_slowdown)
+               for name in ("qkv_proj", "o_proj")]
         n, k = shapes["gate_up_proj"]
         if self.profile.fused_gate_up:
-            merged = self.gemm("mlp_gate", tokens, k, n, m.layers)
+            merged = self.gemm("mlp_gate", tokens, k, n, m.layers, clock_slowdown)
             half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
             ops += [half, half._replace(name="mlp_up")]
         else:
-            ops += [self.gemm("mlp_gate", tokens, k, n // 2, m.layers), self.gemm("mlp_up", tokens, k, n // 2, m.layers)]
+            ops += [self.gemm("mlp_gate", tokens, k, n // 2, m.layers, clock_slowdown),
+                    self.gemm("mlp_up", tokens, k, n // 2, m.layers, clock_slowdown)]
         n, k = shapes["down_proj"]
-        ops.append(self.gemm("mlp_down", tokens, k, n, m.layers))
+        ops.append(self.gemm("mlp_down", tokens, k, n, m.layers, clock_slowdown))
+        return ops
+
+    def _layer_ops(self, tokens: int) -> tuple[OpCost, ...]:
+        """The decoder layers' GEMMs, elementwise kernels and all-reduces over ``tokens``.
+
+        The GEMMs run back to back through the step: past the profile's
+        ``gemm_power_throttle_onset_s`` of their compute time, the GPU runs them at its
+        power-limited clock (:func:`servesim.cost.kernels.power_throttle_slowdown`, the
+        step's whole GEMM work one window from the step's start); each GEMM is charged
+        the step's mean slowdown."""
+        m, tp = self.model, self.tensor_parallel_size
+        ops = self._layer_gemms(tokens)
+        if self.profile.gemm_power_throttle_slowdown > 1.0:
+            compute_s = sum(op.compute_time_s for op in ops)
+            slowdown = float(kernels.power_throttle_slowdown(self.profile, 0.0, compute_s))
+            if slowdown > 1.0:
+                ops = self._layer_gemms(tokens, slowdown)
         elementwise = self._elementwise(tokens)
         if elementwise is not None:
             ops.append(elementwise)

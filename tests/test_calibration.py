@@ -857,6 +857,10 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert by_size["tp2"]["decode_attention"]["rows"] == len(tp2) > 0
     assert main(["cost", "--gpu", "a10g", "--model", "llama-68m", "--kernel-profile", str(out)]) == 0
     assert "total" in capsys.readouterr().out
+    # how long each GEMM was run: the default 2 warm-up calls, then the median of 2
+    # timings (the second: one call before it) on a CPU
+    gemm = frame[frame["op"] == "gemm"]
+    assert set(gemm["warmup_calls"]) == {3} and set(gemm["timed_calls"]) == {1}
 
 
 @pytest.mark.parametrize("content,message", [
@@ -866,6 +870,8 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     ("op,m,n,k,latency_s\ngemm,1.5,2,3,1e-5\n", "column m"),
     ("op,m,n,k,latency_s\n", "no rows"),
     ("m,n,k\n1,2,3\n", "missing column"),
+    ("op,m,n,k,latency_s,warmup_calls\ngemm,1,2,3,1e-5,-1\n", "column warmup_calls"),
+    ("op,m,n,k,latency_s,timed_calls\ngemm,1,2,3,1e-5,0\n", "column timed_calls"),
 ])
 def test_bad_kernel_tables_are_refused_with_the_column(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -1280,3 +1286,92 @@ def test_e2e_check_tables_compare_end_to_end_latency_as_ttft_plus_the_other_toke
     points = pd.read_csv(data_path("checks/silicon_e2e_qwen3_32b.csv"))
     assert set(points["system"]) == {"h100_sxm"} and set(points["backend"]) == {"vllm", "sglang"}
     assert points["precision"].isna().all() and len(points) == 174
+
+
+THROTTLED = replace(BASE, gemm_power_throttle_onset_s=0.03, gemm_power_throttle_slowdown=1.2)
+
+
+def test_power_throttle_charges_the_share_of_sustained_gemm_work_past_the_onset_hand_worked():
+    """Onset 30 ms, throttled clock 1.2x slower: a 60 ms window from the start is half
+    past the onset (1.1); 10 ms after 10 ms none (1.0); 36 ms after 36 ms all (1.2);
+    18 ms after 18 ms its last 6 ms, a third (1 + 0.2 / 3)."""
+    assert kernels.power_throttle_slowdown(THROTTLED, 0.0, 0.06) == pytest.approx(1.1)
+    assert kernels.power_throttle_slowdown(THROTTLED, 0.01, 0.01) == 1.0
+    assert kernels.power_throttle_slowdown(THROTTLED, 0.036, 0.036) == pytest.approx(1.2)
+    assert kernels.power_throttle_slowdown(THROTTLED, 0.018, 0.018) == pytest.approx(1 + 0.2 / 3)
+    assert kernels.power_throttle_slowdown(BASE, 10.0, 10.0) == 1.0  # (no throttling in the profile)
+
+
+def test_microbenchmark_gemm_is_read_with_the_throttled_share_of_its_timed_window():
+    """m = n = k = 8,192 on an H100 (1.1 TFLOP, ~1.4 ms): run as vLLM's collector runs it
+    (36 calls before the timed 36), its window ends at 72 calls, ~100 ms, well past a
+    30 ms onset: all of its compute is charged 1.2x. One call alone (~1.4 ms) is not."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(THROTTLED, overlap=1.0, gemm_wave_quantization=0.0)  # (4,096 tiles spread evenly)
+    _, _, _, compute_s, call_s = kernels.gemm(gpu, p, 8192, 8192, 8192, 2)
+    assert compute_s == pytest.approx(2 * 8192**3 / (989.4e12 * p.compute_efficiency))
+    replayed = kernels.gemm(gpu, p, 8192, 8192, 8192, 2, l2_resident=True, warmup_calls=36, timed_calls=36)
+    assert replayed[3] == pytest.approx(1.2 * compute_s)
+    assert replayed[4] == pytest.approx(p.kernel_fixed_s + 1.2 * compute_s)  # compute-bound
+    assert kernels.gemm(gpu, p, 8192, 8192, 8192, 2, l2_resident=True)[3] == pytest.approx(compute_s)
+    # 2 calls before and 4 timed of a ~1.4 ms GEMM end by ~8.4 ms: before the onset
+    assert kernels.gemm(gpu, p, 8192, 8192, 8192, 2, True, warmup_calls=2, timed_calls=4)[3] == \
+        pytest.approx(compute_s)
+
+
+def test_serving_step_runs_its_gemms_past_the_onset_at_the_throttled_clock():
+    """A prefill of 16 x 2,048 tokens of Llama-3-8B on an H100: its layers' GEMMs compute
+    for C s (~0.5 PFLOP); the share (C - 30 ms) / C of it runs 1.2x slower, so every GEMM's
+    compute time is 1 + 0.2 (C - 0.03) / C times the full clock's. A decode step of 8
+    sequences (memory-bound, ~ms) is not throttled."""
+    gpu, model = get_gpu("h100-sxm"), get_model("llama-3-8b")
+    plain = CostModel(gpu, model, replace(THROTTLED, gemm_power_throttle_slowdown=1.0))
+    hot = CostModel(gpu, model, THROTTLED)
+    names = ("qkv_proj", "o_proj", "mlp_gate", "mlp_up", "mlp_down")
+    cold_ops = {op.name: op for op in plain.step_cost(16, 2048, 0, "prefill").ops}
+    hot_ops = {op.name: op for op in hot.step_cost(16, 2048, 0, "prefill").ops}
+    c = sum(cold_ops[name].compute_time_s for name in names)
+    assert c > 0.05
+    factor = 1 + 0.2 * (c - 0.03) / c
+    for name in names:
+        assert hot_ops[name].compute_time_s == pytest.approx(factor * cold_ops[name].compute_time_s)
+        assert hot_ops[name].time_s > cold_ops[name].time_s
+    for name in ("attn_qk", "elementwise", "lm_head"):  # attention and the rest: as they were
+        assert hot_ops[name].time_s == cold_ops[name].time_s
+    assert hot.step_cost(8, 1, 8 * 1024, "decode").time_s == plain.step_cost(8, 1, 8 * 1024, "decode").time_s
+
+
+def test_calibrate_recovers_a_power_throttle_and_keeps_none_it_cannot_see():
+    """GEMMs timed by a profile that throttles after 30 ms (1.15x), run as vLLM's collector
+    runs them: the fit finds both within a few percent. Timed one call at a time (no
+    window reaches the onset), the same rows keep no throttle."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.8, overlap=0.9, kernel_fixed_s=4e-6,
+                    gemm_tile_n=256, gemm_power_throttle_onset_s=0.03, gemm_power_throttle_slowdown=1.15)
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame([{"op": "gemm", "m": m, "n": n, "k": k, "latency_s": 1.0}
+                         for n, k in ((4096, 4096), (12288, 4096), (28672, 4096), (4096, 14336), (8192, 8192))
+                         for m in (1, 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)])
+    rows["warmup_calls"], rows["timed_calls"] = 36, 36
+    rows = check_kernel_table(rows, "synthetic")
+    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(rng.normal(0, 0.01, len(rows)))
+    fitted = fit_op("gemm", rows, gpu, BASE)
+    assert fitted.gemm_power_throttle_slowdown == pytest.approx(1.15, rel=0.02)
+    assert fitted.gemm_power_throttle_onset_s == pytest.approx(0.03, rel=0.15)
+    alone = rows.assign(warmup_calls=0, timed_calls=1)
+    alone["latency_s"] = predict(alone, gpu, truth)
+    assert fit_op("gemm", alone, gpu, BASE).gemm_power_throttle_slowdown == 1.0
+
+
+def test_aiconfigurator_gemm_collectors_run_each_shape_this_long():
+    """vLLM's and SGLang's collectors run 6 weight copies a call: 6 calls before the
+    timed 6 make 36 and 36 GEMMs; TRT-LLM's as many copies as fill a 50 MB L2, at most 5:
+    4,096 x 4,096 (33.6 MB) 2, 1,024 x 1,024 5, 16,384 x 16,384 1."""
+    from servesim.hardware.aiconfigurator import gemm_benchmark_calls
+
+    assert tuple(map(float, gemm_benchmark_calls("vllm", 4096, 4096, 50e6))) == (36, 36)
+    assert tuple(map(float, gemm_benchmark_calls("sglang", 16384, 16384, 50e6))) == (36, 36)
+    warmup, timed = gemm_benchmark_calls(np.array(["trtllm"] * 3), np.array([4096, 1024, 16384]),
+                                         np.array([4096, 1024, 16384]), 50e6)
+    assert list(warmup) == list(timed) == [12, 30, 6]
+

@@ -30,8 +30,8 @@ from pathlib import Path
 import pandas as pd
 from packaging.version import Version
 
-from servesim.hardware.aiconfigurator import allreduce_rows
-from servesim.hardware.kernel_table import COLUMNS, write_kernel_table
+from servesim.hardware.aiconfigurator import allreduce_rows, database_l2_bytes, gemm_benchmark_calls
+from servesim.hardware.kernel_table import COLUMNS, FRAMEWORK_NAMES, write_kernel_table
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
 SHARD_SIZES = (512, 768, 1024, 1536, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 16384)
@@ -154,6 +154,11 @@ def main() -> None:
                                         "source": str(path.relative_to(Path(str(data)).parents[1]))}))
     table = pd.concat(frames, ignore_index=True)
     table = table[table.gpu.isin(GPUS)].reindex(columns=list(COLUMNS))
+    for gpu in GPUS:  # how long each GEMM measurement kept the GPU at full load
+        rows = (table.gpu == gpu) & (table.op == "gemm")
+        framework = table.loc[rows, "framework"].replace(FRAMEWORK_NAMES).str.lower().to_numpy()
+        table.loc[rows, "warmup_calls"], table.loc[rows, "timed_calls"] = gemm_benchmark_calls(
+            framework, table.loc[rows, "n"].to_numpy(), table.loc[rows, "k"].to_numpy(), database_l2_bytes(gpu))
     write_kernel_table(table, args.out)
     print(f"wrote {args.out}: {len(table)} rows")
     print(table.groupby(["gpu", "framework", "op"]).size().to_string())

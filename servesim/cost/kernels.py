@@ -55,9 +55,15 @@ def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_
     return working_set_bytes / ((working_set_bytes - resident) / hbm + resident / l2)
 
 
-def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
+def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, warmup_calls=0, timed_calls=1):
     """``y[m, n] = x[m, k] W[k, n]``: (flops executed, HBM bytes, memory s, compute s,
     time s) of one call.
+
+    ``clock_slowdown`` multiplies the compute time (a serving step's GEMMs past the
+    power-throttle onset; see :func:`power_throttle_slowdown`). In a microbenchmark
+    replay (``l2_resident``), the call is the average of ``timed_calls`` calls run back
+    to back after ``warmup_calls`` others, and the share of that window past the onset
+    runs throttled.
 
     Memory: weights once (plus ``weight_reread_fraction`` of them per further pass of
     ``weight_pass_tokens`` tokens) and activations in and out. Compute: with
@@ -86,7 +92,22 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False):
     memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio,
                                 p.gemm_l2_resident_fraction)
     compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
+    if l2_resident:
+        call_s = p.kernel_fixed_s + combine(memory_s, compute_s, overlap)
+        clock_slowdown = power_throttle_slowdown(p, warmup_calls * call_s, timed_calls * call_s)
+    compute_s = compute_s * clock_slowdown
     return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, overlap)
+
+
+def power_throttle_slowdown(p, before_s, window_s):
+    """Mean factor on the compute time of ``window_s`` seconds (at full clock) of GEMM
+    work that follows ``before_s`` seconds of it back to back: 1 before
+    ``gemm_power_throttle_onset_s`` of sustained work, ``gemm_power_throttle_slowdown``
+    after it (the GPU has lowered its clock to hold its power limit), the window's
+    share past the onset charged the latter."""
+    onset = p.gemm_power_throttle_onset_s
+    share = np.clip((before_s + window_s - onset) / np.maximum(window_s, 1e-30), 0.0, 1.0)
+    return 1.0 + (p.gemm_power_throttle_slowdown - 1.0) * share
 
 
 def _tile_flops(gpu, p, m, n, k, tm, tn):

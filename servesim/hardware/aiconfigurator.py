@@ -21,6 +21,43 @@ import pandas as pd
 from servesim.hardware.kernel_table import COLUMNS, check_kernel_table
 
 
+GEMM_WEIGHT_COPIES = {"vllm": 6, "sglang": 6}
+"""Weight copies (distinct GEMMs of the shape) that aiconfigurator's GEMM collectors run
+per benchmarked call (``collector/<framework>/collect_gemm.py``; vLLM a fixed 6;
+SGLang up to 6 as memory allows, 6 for every bf16 shape of the database but its largest
+few; TRT-LLM as many as fill the L2, 1 to 5: :func:`gemm_benchmark_calls`)."""
+TIMED_CALLS = 6
+WARMUP_CALLS = 6
+"""``collector/helper.py``'s ``benchmark_with_power``: 3 eager warm-up calls, 3 CUDA-graph
+warm-up replays, then 6 timed replays, each call running every weight copy once."""
+
+
+def gemm_benchmark_calls(framework, n, k, l2_cache_bytes: float, dtype_bytes: int = 2):
+    """(GEMM calls before the timed window, GEMM calls in it) of aiconfigurator's
+    collector for GEMMs of ``n x k`` weights (numpy arrays or numbers) under
+    ``framework``: the kernel table's ``warmup_calls`` and ``timed_calls``, which tell
+    the calibration how long each measurement kept the GPU at full GEMM load."""
+    import numpy as np
+
+    weight_bytes = np.asarray(n, dtype=float) * np.asarray(k, dtype=float) * dtype_bytes
+    trtllm = np.clip(np.ceil(l2_cache_bytes / weight_bytes), 1, 5)
+    copies = np.where(np.asarray(framework) == "trtllm", trtllm,
+                      np.vectorize(lambda f: GEMM_WEIGHT_COPIES.get(f, 1), otypes=[float])(framework))
+    return WARMUP_CALLS * copies, TIMED_CALLS * copies
+
+
+def database_l2_bytes(gpu: str) -> float:
+    """L2 cache bytes of the catalog GPU whose measurements are the database's ``gpu``
+    folder (0 if the catalog has none)."""
+    from servesim.hardware import get_gpu, gpu_names
+
+    for name in gpu_names():
+        entry = get_gpu(name)
+        if entry.measured_as == gpu:
+            return float(entry.l2_cache_bytes)
+    return 0.0
+
+
 def database_root() -> Path:
     """The installed package's ``systems/data`` folder."""
     try:
@@ -71,7 +108,9 @@ def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.Data
 
     for path, g in _frames(root, gpu, "gemm", "gemm_perf.parquet", framework):
         g = g[g["gemm_dtype"] == "bfloat16"]
-        add(g, path, op="gemm", m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3)
+        warmup, timed = gemm_benchmark_calls(framework, g["n"].to_numpy(), g["k"].to_numpy(), database_l2_bytes(gpu))
+        add(g, path, op="gemm", m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3,
+            warmup_calls=warmup, timed_calls=timed)
     for path, a in _frames(root, gpu, "attention", "generation_attention_perf.parquet", framework):
         a = a[_full_attention(a) & (a["isl"] == 1)]
         add(a, path, op="decode_attention", batch_size=a["batch_size"], kv_len=a["step"] + 1,

@@ -24,11 +24,13 @@ decode_attention       decode_attention_{fixed_s, group_layout_s, per_seq_s,    
                                                                                      _mha_blocks_per_sm in {2, 3,
                                                                                      4} from the best of those
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
-                       kernel_fixed_s, gemm_{single_,}wave_quantization              gemm_tile_n in {64, 128, 256},
-                                                                                     or 128 x 128 with
-                                                                                     gemm_large_tile_n = 256;
+                       kernel_fixed_s, gemm_{single_,}wave_quantization,             gemm_tile_n in {64, 128, 256},
+                       gemm_power_throttle_{onset_s, slowdown} (none kept            or 128 x 128 with
+                       where no row's measurement ran past the onset)                gemm_large_tile_n = 256;
                                                                                      gemm_l2_resident_fraction in
-                                                                                     {0, 0.1, 0.25, 0.5, 1}
+                                                                                     {0, 0.1, 0.25, 0.5, 1};
+                                                                                     then the onset from 10, 30
+                                                                                     and 100 ms
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,    starting elementwise_element_s
                        row_s, element_s, l2_bandwidth_ratio,                         at 10, 100 and 1,000 ps;
                        next_wave_fraction}                                           elementwise_l2_full_fraction
@@ -90,7 +92,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      weight_pass_tokens=2**31 - 1, weight_reread_fraction=0.0, masked_attention_query_tile=64,
                      score_bytes_per_element=12.0, masked_attention_compute_efficiency=0.1, gemm_tile_n=128,
                      kernel_fixed_s=5e-6, fused_gate_up=True, l2_bandwidth_ratio=0.0, gemm_wave_quantization=0.5,
-                     gemm_single_wave_quantization=0.5,
+                     gemm_single_wave_quantization=0.5, gemm_power_throttle_onset_s=0.03,
                      decode_attention_fixed_s=10e-6, decode_attention_per_seq_s=0.0, decode_attention_overlap=0.5,
                      decode_attention_bandwidth_efficiency=0.8, decode_attention_occupancy_seqs=0.0,
                      decode_attention_wave_quantization=0.5,
@@ -107,7 +109,8 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
 PARAMETERS = {
     "gemm": (("bandwidth_efficiency", 1.0, 0.05, 1.0), ("compute_efficiency", 1.0, 0.05, 1.0),
              ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0),
-             ("gemm_wave_quantization", 1.0, 0.0, 1.0), ("gemm_single_wave_quantization", 1.0, 0.0, 1.0)),
+             ("gemm_wave_quantization", 1.0, 0.0, 1.0), ("gemm_single_wave_quantization", 1.0, 0.0, 1.0),
+             ("gemm_power_throttle_onset_s", 1e-3, 0.0, 1000.0), ("gemm_power_throttle_slowdown", 1.0, 1.0, 1.5)),
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_head_token_s", 1e-12, 0.0, 1e5),
@@ -154,6 +157,9 @@ NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
 """Searched from the best all-reduce grid point: the message size (2-64 MiB) from which
 the framework hands its all-reduce to NCCL (the frameworks' custom kernels stop at a size
 each sets)."""
+THROTTLE_GRID = [{"gemm_power_throttle_onset_s": onset} for onset in (0.01, 0.1)]
+"""Further starting points of the power-throttle onset, searched from the best GEMM grid
+point (the onset moves the fit only through the rows near it)."""
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
                   "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
@@ -204,6 +210,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
                                       for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
+        if op == "gemm" and start.gemm_power_throttle_slowdown <= 1.0:  # (at 1 the onset has no gradient)
+            start = replace(start, gemm_power_throttle_slowdown=THROTTLE_START)
         if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
             start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
         params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ()) if not _inert(p[0], start))
@@ -228,11 +236,27 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
                 best, best_cost = fitted, cost
     # then, from the best grid point, what only multi-head rows tell apart, and where
     # the all-reduce goes to NCCL
-    for fixed in (MHA_GRID if mha else []) + (NCCL_GRID if op == "allreduce" else []):
+    for fixed in ((MHA_GRID if mha else []) + (NCCL_GRID if op == "allreduce" else [])
+                  + (THROTTLE_GRID if op == "gemm" else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
             best, best_cost = fitted, cost
+    if op == "gemm" and not _throttle_seen(rows, gpu, best):
+        best = replace(best, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0)
     return best
+
+
+THROTTLE_START = 1.05
+"""Where the fit of ``gemm_power_throttle_slowdown`` starts."""
+
+
+def _throttle_seen(rows: pd.DataFrame, gpu, profile: KernelProfile) -> bool:
+    """Whether any GEMM row's measurement ran longer than the fitted power-throttle onset
+    (else the slowdown is not identified, and the profile keeps none)."""
+    unthrottled = replace(profile, gemm_power_throttle_slowdown=1.0)
+    call_s = predict_op("gemm", rows, gpu, unthrottled)
+    calls = rows["warmup_calls"].fillna(0).to_numpy(float) + rows["timed_calls"].fillna(1).to_numpy(float)
+    return bool((call_s * calls > profile.gemm_power_throttle_onset_s).any())
 
 
 def _possible(fixed: dict, gpu) -> bool:
@@ -382,20 +406,24 @@ def qkv_scaling(table: pd.DataFrame, gpu, profile: KernelProfile, n: int | None 
     replayed kernel finding part of its weights in L2 (``gemm_l2_resident_fraction``),
     as every fit error does: those L2 hits shorten the memory-bound t(1) more than the
     compute-bound t(M), so a ratio predicted without them would fault the shape model
-    for the microbenchmark's replay. ``predicted_serving`` (``error_serving_pct``) is the
-    ratio a serving step sees, weights from HBM."""
+    for the microbenchmark's replay (and runs the rows as long as it ran them, so that
+    the power throttle is read as it was measured). ``predicted_serving``
+    (``error_serving_pct``) is the ratio a serving step sees, weights from HBM."""
     if n is None or k is None:
         shape = qkv_shape(table)
         if shape is None:
             return []
         n, k = shape
     rows = table[(table["op"] == "gemm") & (table["n"] == n) & (table["k"] == k)]
+    # (the predicted rows run as long as the measured ones did: the power throttle)
+    calls = {c: rows[c].dropna().median() if c in rows and rows[c].notna().any() else default
+             for c, default in (("warmup_calls", 0), ("timed_calls", 1))}
     rows = rows.groupby("m", as_index=False)["latency_s"].median()
     if 1 not in set(rows["m"]):
         return []
     t1_raw = float(rows.loc[rows["m"] == 1, "latency_s"].iloc[0])
     t1 = float(rows.loc[rows["m"] <= 8, "latency_s"].median())
-    frame = pd.DataFrame({"op": "gemm", "m": [1, *ms], "n": n, "k": k})
+    frame = pd.DataFrame({"op": "gemm", "m": [1, *ms], "n": n, "k": k, **calls})
     pred = predict_op("gemm", frame, gpu, profile, l2_resident=True)
     serving = predict_op("gemm", frame, gpu, profile, l2_resident=False)
     out = []

@@ -86,6 +86,23 @@ class KernelProfile:
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
+    gemm_power_throttle_onset_s:
+        Seconds of back-to-back GEMM work after which the GPU lowers its SM clock to
+        stay within its power limit (the board's TDP): dense tensor-core GEMMs draw the
+        most power of any kernel, and a GPU boosts above its sustainable clock until its
+        power controller catches up. Read off the measured GEMMs through the
+        microbenchmark's own repetition (``warmup_calls`` and ``timed_calls`` of the
+        kernel table): on H100 and H200 the largest GEMMs run ~10% below the FLOP/s of
+        mid-sized ones, and they do so at a 6-12x shorter kernel under vLLM's and
+        SGLang's collectors (six weight copies a call) than under TRT-LLM's (one for
+        weights larger than L2), the same sustained time. In a serving step the
+        step's own GEMM work counts from the step's start (the clock is taken to
+        recover over the memory-bound work between compute-bound steps, so back-to-back
+        prefill steps are charged a lower bound). Only GEMMs are charged: prefill
+        attention's measurements run 6x fewer calls and show no slowdown.
+    gemm_power_throttle_slowdown:
+        Factor (>= 1) on a GEMM's compute time once throttled: the ratio of the boost
+        clock to the power-limited one. 1 = no throttling.
     fused_gate_up:
         The MLP's gate and up projections run as one GEMM of twice the width (vLLM's
         ``MergedColumnParallelLinear``, TRT-LLM's fused gated MLP): one kernel floor,
@@ -410,6 +427,8 @@ class KernelProfile:
     gemm_wave_quantization: float = 1.0
     gemm_single_wave_quantization: float = -1.0
     kernel_fixed_s: float = 0.0
+    gemm_power_throttle_onset_s: float = 0.0
+    gemm_power_throttle_slowdown: float = 1.0
     fused_gate_up: bool = False
     l2_bandwidth_ratio: float = 0.0
     gemm_l2_resident_fraction: float = 0.0
@@ -517,6 +536,8 @@ MAX_SCORE_BYTES = 1024.0
 MAX_L2_RATIO = 100.0
 MAX_SPLIT_WAVES = 1024.0
 MAX_KV_PASSES = 8
+MAX_THROTTLE_SLOWDOWN = 2.0
+"""A power-limited clock at half the boost clock is beyond any datacenter GPU."""
 
 
 def profile_problems(values: dict) -> dict[str, str]:
@@ -563,6 +584,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be an integer in [0, {MAX_MESSAGE_BYTES}] bytes, got {value!r}"
         elif name == "decode_attention_split_waves" and not 0 <= value <= MAX_SPLIT_WAVES:
             problems[name] = f"must be in [0, {MAX_SPLIT_WAVES:g}] waves, got {value!r}"
+        elif name == "gemm_power_throttle_slowdown" and not 1 <= value <= MAX_THROTTLE_SLOWDOWN:
+            problems[name] = f"must be in [1, {MAX_THROTTLE_SLOWDOWN:g}] (1: no throttling), got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
     return problems

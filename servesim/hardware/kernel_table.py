@@ -19,6 +19,10 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``head_dim``              attention: head dimension
 ``bytes_per_element``     elementwise: bytes moved per element (read + write); allreduce: bytes per element
 ``latency_s``             the measured time of one call (s)
+``warmup_calls``          how the microbenchmark ran (optional): calls of the kernel run back to back before
+                          its timed window (default 0) ...
+``timed_calls``           ... and in it, ``latency_s`` their mean (default 1); GEMMs of long sustained runs
+                          are read with the GPU's power-throttled clock (``gemm_power_throttle_onset_s``)
 ``source``                where the row comes from (free text)
 ========================  ==================================================================
 
@@ -36,7 +40,8 @@ from servesim.cost import kernels
 
 OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce")
 COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
-           "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "source")
+           "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "warmup_calls", "timed_calls",
+           "source")
 REQUIRED = {"gemm": ("m", "n", "k"),
             "decode_attention": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
             "prefill_attention": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
@@ -60,7 +65,8 @@ def read_kernel_table(path: str | Path) -> pd.DataFrame:
     return check_kernel_table(frame, str(path))
 
 
-INTEGER_COLUMNS = ("m", "n", "k", "batch_size", "seq_len", "kv_len", "num_heads", "num_kv_heads", "head_dim")
+INTEGER_COLUMNS = ("m", "n", "k", "batch_size", "seq_len", "kv_len", "num_heads", "num_kv_heads", "head_dim",
+                   "warmup_calls", "timed_calls")
 
 
 def write_kernel_table(frame: pd.DataFrame, path: str | Path) -> None:
@@ -104,6 +110,13 @@ def check_kernel_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
                 raise KernelTableError(f"{source}: column {column}: {int(bad.sum())} {op} row(s) not a "
                                        f"positive integer (at most 2^40)")
             frame.loc[rows, column] = values
+    for column, least in (("warmup_calls", 0), ("timed_calls", 1)):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        given = frame[column].notna() & (frame[column].astype(str).str.strip() != "")
+        bad = given & ~(np.isfinite(values) & (values >= least) & (values <= 2**31) & (values == np.round(values)))
+        if bad.any():
+            raise KernelTableError(f"{source}: column {column}: {int(bad.sum())} row(s) not an integer >= {least} "
+                                   f"(or empty)")
     for column in (*INTEGER_COLUMNS, "bytes_per_element"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
@@ -139,7 +152,9 @@ def _evaluate(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool) -> tu
     """(HBM bytes, time s) of rows of one op."""
     if name == "gemm":
         m, n, k = (d[c].to_numpy(np.int64) for c in ("m", "n", "k"))
-        out = kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident)
+        warmup = d["warmup_calls"].fillna(0).to_numpy(float) if "warmup_calls" in d else 0.0
+        timed = d["timed_calls"].fillna(1).to_numpy(float) if "timed_calls" in d else 1.0
+        out = kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident, warmup_calls=warmup, timed_calls=timed)
         return out[1], out[4]
     if name == "allreduce":
         message = d["m"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)

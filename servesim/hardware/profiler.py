@@ -205,6 +205,15 @@ def backend(name: str, device: str):
     raise ProfileUnavailable(f"unknown backend {name!r}; allowed: torch, numpy")
 
 
+def benchmark_calls(b, warmup: int, repeat: int) -> tuple[int, int]:
+    """(calls before, calls in) the timing a row keeps, the median of ``repeat``: the
+    kernel table's ``warmup_calls`` and ``timed_calls``, for reading GEMMs of long
+    sustained runs with the GPU's power-throttled clock."""
+    if b.device == "cuda":
+        return max(warmup, 1) + CALLS_PER_TIMING * (repeat // 2), CALLS_PER_TIMING
+    return warmup + repeat // 2, 1
+
+
 def _host_time(b, fn, warmup: int, repeat: int) -> float:
     """Median host-clock seconds of one call (and its synchronisation)."""
     for _ in range(warmup):
@@ -257,11 +266,13 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
         rows.append({"gpu": b.device_name, "framework": b.framework, "version": b.version, "op": op,
                      "latency_s": latency, "source": source, **shape})
 
+    calls = benchmark_calls(b, warmup, repeat)
     for (n, k), what in sorted(gemms.items()):
         w = b.zeros(k, n)
         for m in grid["m"]:
             x = b.zeros(m, k)
-            row("gemm", b.time(lambda: b.gemm(x, w), warmup, repeat), what, m=m, n=n, k=k)
+            row("gemm", b.time(lambda: b.gemm(x, w), warmup, repeat), what, m=m, n=n, k=k,
+                warmup_calls=calls[0], timed_calls=calls[1])
         if progress:
             progress(f"gemm {n}x{k} ({what})")
     d = model.head_dim
