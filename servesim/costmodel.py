@@ -514,7 +514,8 @@ class CostModel:
         pairs = sum(kernels.causal_pairs(self.profile, c, p) for c, p in chunks)
         prefill = kernels.prefill_attention(self.gpu, self.profile, len(chunks), chunk_tokens, pairs,
                                             heads, kv_heads, head_dim, dt, prefix,
-                                            query_tiles=kernels.query_tiles(self.profile, [c for c, _ in chunks]))
+                                            query_tiles=kernels.query_tiles(self.profile, [c for c, _ in chunks]),
+                                            longest_keys=max(c + p for c, p in chunks))
         if batch:
             decode = self._attention(batch, tokens_per_seq, context_tokens, stage)
             attention = tuple(a + b for a, b in zip(decode, prefill))
@@ -540,7 +541,8 @@ class CostModel:
             pairs = sum(kernels.causal_pairs(self.profile, n) for n in prompt_lens)
             attention = kernels.prefill_attention(self.gpu, self.profile, len(prompt_lens), tokens, pairs,
                                                   heads, kv_heads, head_dim, dt,
-                                                  query_tiles=kernels.query_tiles(self.profile, prompt_lens))
+                                                  query_tiles=kernels.query_tiles(self.profile, prompt_lens),
+                                                  longest_keys=max(prompt_lens))
             fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens))
             cached = StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
                               CostModel._step_ops, self, fixed, attention)

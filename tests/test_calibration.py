@@ -394,7 +394,7 @@ def test_prefill_attention_is_charged_in_waves_of_thread_blocks():
     gpu = get_gpu("b200")
     assert gpu.num_sms == 148
     p = replace(BASE, prefill_attention_query_tile=128, prefill_attention_wave_quantization=1.0,
-                prefill_attention_tile=0)
+                prefill_attention_tile=0, prefill_attention_longest_block=0.0)
     off = replace(p, prefill_attention_query_tile=0)
 
     def compute(profile, batch, s, **kw):
@@ -412,6 +412,43 @@ def test_prefill_attention_is_charged_in_waves_of_thread_blocks():
     unquantized = kernels.prefill_attention(gpu, off, 2, 400, pairs, 32, 8, 128, 2)[3]
     assert {o.name: o for o in mixed.ops}["attn_qk"].compute_time_s * 2 / 32 == pytest.approx(
         unquantized * 148 / 128)
+
+
+def test_causal_prefill_attention_lasts_at_least_its_longest_thread_block():
+    """B200 (148 SMs), tiles and query tiles of 128, rate R. One 4,096-token prompt of 4
+    query heads (1 KV head) is 32 x 4 = 128 blocks, one partial wave charged whole:
+    4 x 4 x 128 x 128^2 x 528 (32 x 33 / 2 tiles) = 1.7717e10 FLOPs x 148 / 128 =
+    2.0485e10 / R. Its last query tile attends all 4,096 keys: 4 x 128 x 128 x 4,096 =
+    2.684e8 FLOPs on one SM, 148 x that = 3.972e10 / R at an even share: 1.94 x the
+    waves' charge, which the bound takes. At 32 heads (1,024 blocks, 7 waves) the
+    waves' 1.434e11 / R is above the block and stands. A mixed step's chunks of 100 new
+    tokens and of 300 after 3,796 cached ones: the longest block is the second's, over
+    4,096 keys, as the cost model passes it."""
+    gpu = get_gpu("b200")
+    p = replace(BASE, prefill_attention_query_tile=128, prefill_attention_tile=128,
+                prefill_attention_wave_quantization=1.0, prefill_attention_longest_block=1.0)
+    off = replace(p, prefill_attention_longest_block=0.0)
+    rate = kernels.attention_rate(gpu, p)
+
+    def compute(profile, heads, kv_heads, s=4096, **kw):
+        return kernels.prefill_attention(gpu, profile, 1, s, kernels.causal_pairs(profile, s), heads, kv_heads,
+                                         128, 2, **kw)[3]
+
+    longest = 4 * 128 * 128 * 4096 * 148 / rate
+    assert kernels.longest_block_s(gpu, p, 4096, 128) == pytest.approx(longest)
+    assert kernels.longest_block_s(gpu, p, 4000, 128) == pytest.approx(longest)  # whole key tiles
+    assert compute(off, 4, 1) == pytest.approx(4 * 4 * 128 * 128**2 * 528 * 148 / 128 / rate)
+    assert compute(p, 4, 1) == pytest.approx(longest)
+    assert compute(p, 4, 1) / compute(off, 4, 1) == pytest.approx(3.972e10 / 2.0485e10, rel=1e-3)
+    assert compute(p, 32, 8) == pytest.approx(compute(off, 32, 8)) == pytest.approx(
+        8 * 1.7717e10 * 1036 / 1024 / rate, rel=1e-4)
+    slower = replace(p, prefill_attention_longest_block=1.5)
+    assert compute(slower, 4, 1) == pytest.approx(1.5 * longest)
+    # a mixed step: (100 + 300 tokens) x 32 heads = 4 x 32 blocks; at 40 x the share the
+    # longest block (4,096 keys, not the chunks' mean of 2,098) bounds it
+    model = CostModel(gpu, get_model("llama-3-1-8b"), replace(p, prefill_attention_longest_block=40.0))
+    mixed = model.mixed_step_cost(0, 1, 0, "decode", ((100, 0), (300, 3796)))
+    assert {o.name: o for o in mixed.ops}["attn_qk"].compute_time_s * 2 / 32 == pytest.approx(40.0 * longest)
 
 
 def test_causal_prefill_is_charged_in_whole_tiles():

@@ -329,7 +329,7 @@ def causal_pairs(p, queries, cached=0):
 
 
 def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, dtype_bytes, prefix_tokens=0,
-                      l2_resident=False, query_tiles=None):
+                      l2_resident=False, query_tiles=None, longest_keys=None):
     """Causal attention of prompts with no cached prefix (varlen FlashAttention), one
     layer: ``batch`` sequences, ``tokens`` prompt tokens in all, ``pairs`` causal
     (query, key) pairs in all: (flops, HBM bytes, memory s, compute s, time s).
@@ -346,6 +346,10 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     With ``prefill_attention_query_tile``, the FLOPs are charged in waves of thread
     blocks (:func:`prefill_waves`); ``query_tiles``: the batch's query tiles, summed
     over its sequences (default: ``batch`` sequences of ``tokens / batch`` each).
+    With ``prefill_attention_longest_block``, the FLOPs take at least as long as the
+    call's longest thread block (:func:`longest_block_s`); ``longest_keys``: the keys
+    of its longest sequence, cached and new (default: ``(tokens + prefix_tokens) /
+    batch``).
     """
     tensors = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     hbm = tensors + 2.0 * (p.prefill_attention_kv_passes - 1) * tokens * kv_heads * head_dim * dtype_bytes
@@ -357,6 +361,11 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
         if query_tiles is None:
             query_tiles = batch * ceil_div(ceil_div(tokens, batch), p.prefill_attention_query_tile)
         compute_s = compute_s * prefill_waves(gpu, p, query_tiles * heads)
+    if p.prefill_attention_longest_block:
+        if longest_keys is None:
+            longest_keys = (tokens + prefix_tokens) / batch
+        longest_s = longest_block_s(gpu, p, longest_keys, head_dim)
+        compute_s = (compute_s + longest_s + abs(compute_s - longest_s)) * 0.5  # max(compute_s, longest_s)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads
@@ -364,6 +373,27 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
               + combine(memory_s, compute_s, p.overlap))
     time_s = p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def longest_block_s(gpu, p, keys, head_dim):
+    """Time of the longest thread block of a causal prefill-attention call: the last
+    query tile of its longest sequence (``prefill_attention_query_tile`` query tokens,
+    else ``prefill_attention_tile``, else 128) against all ``keys`` of it (rounded up to
+    whole key tiles), on one SM at ``prefill_attention_longest_block`` times an even
+    share (``1 / num_sms``) of the fused-attention rate.
+
+    A causal prompt's query tiles attend over 1, 2, ..., n key tiles: its last block does
+    twice the average block's work. When a call has many blocks per SM the scheduler
+    evens the SMs' loads and this bound is slack; with few blocks (one prompt of few
+    heads, as a tensor-parallel shard runs) the kernel waits for its longest block while
+    the other SMs idle.
+    """
+    rows = p.prefill_attention_query_tile or p.prefill_attention_tile or 128
+    tile = p.prefill_attention_tile
+    if tile:
+        keys = ceil_div(keys, tile) * tile
+    flops = 4.0 * head_dim * rows * keys
+    return flops * gpu.num_sms * p.prefill_attention_longest_block / attention_rate(gpu, p)
 
 
 def prefill_waves(gpu, p, blocks):

@@ -10,7 +10,7 @@ op class               fitted                                                   
 prefill_attention      prefill_attention_{fixed_s, per_seq_s,                        prefill_attention_tile in
                        per_head_token_s, per_kv_head_token_s, per_kv_head_s,         {0, 64, 128},
                        overlap, compute_efficiency, bandwidth_efficiency,            prefill_attention_query_tile
-                       wave_quantization}                                            in {0, 128},
+                       wave_quantization, longest_block}                             in {0, 128},
                                                                                      prefill_attention_kv_passes
                                                                                      in {1, 2, 3}
 decode_attention       decode_attention_{fixed_s, group_layout_s, per_seq_s,         decode_attention_split_tokens
@@ -98,7 +98,7 @@ BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0
                      decode_attention_wave_quantization=0.5,
                      prefill_attention_fixed_s=10e-6, prefill_attention_per_seq_s=0.0, prefill_attention_overlap=0.5,
                      prefill_attention_per_token_s=0.0, prefill_attention_compute_efficiency=0.5,
-                     prefill_attention_bandwidth_efficiency=0.8,
+                     prefill_attention_bandwidth_efficiency=0.8, prefill_attention_longest_block=1.0,
                      fused_tree_attention=True, elementwise_bandwidth_efficiency=0.8,
                      elementwise_kernels_per_layer=4, elementwise_fixed_s=2e-6, elementwise_row_element_s=50e-12,
                      elementwise_element_s=10e-12, elementwise_l2_bandwidth_ratio=1.5,
@@ -119,7 +119,8 @@ PARAMETERS = {
                           ("prefill_attention_overlap", 1.0, 0.0, 1.0),
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
-                          ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0)),
+                          ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0),
+                          ("prefill_attention_longest_block", 1.0, 0.0, 4.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),

@@ -256,6 +256,15 @@ class KernelProfile:
         Share of the last, partial wave's idle SMs charged to prefill attention (1 =
         whole waves). Fitted 1 on most profiles: FlashAttention's blocks do not spread
         over the tail as stream-K GEMMs do.
+    prefill_attention_longest_block:
+        Time of a causal prefill-attention call's longest thread block (its longest
+        prompt's last query tile against all that prompt's keys), relative to one SM's
+        even share of the fused-attention rate; the call's FLOPs take at least that long
+        (0 = not charged). A causal prompt's last query tile does twice its average
+        tile's work, so a call of few blocks (a single prompt of a tensor-parallel
+        shard's few heads) lasts as long as that block while other SMs idle: measured
+        4-head prompts of 4,096 tokens on B200 reach a quarter of the 32-head rate.
+        Below 1 when a lone block runs faster than its share of a full GPU.
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
@@ -457,6 +466,7 @@ class KernelProfile:
     prefill_attention_per_kv_head_token_s: float = 0.0
     prefill_attention_per_kv_head_s: float = 0.0
     prefill_attention_overlap: float = 0.0
+    prefill_attention_longest_block: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
     prefill_attention_bandwidth_efficiency: float = 0.0
     prefill_attention_kv_passes: int = 1
