@@ -619,8 +619,11 @@ def cmd_list(args) -> int:
         rows.append(row)
     print(pd.DataFrame(rows).to_string(index=False))
     print("\nServing frameworks (serving.framework)")
-    rows = [{"name": f.name, "step_overhead_ms": f.step_overhead_s * 1e3, "kernels": f.kernels,
-             "source": f.source} for f in map(get_framework, framework_names())]
+    rows = [{"name": f.name, "step_overhead_ms": f.step_overhead_s * 1e3,
+             "per_seq_us": f.step_overhead_per_seq_s * 1e6, "kernels": f.kernels,
+             "source": f.source + (f" Per sequence: {f.step_overhead_per_seq_source}"
+                                   if f.step_overhead_per_seq_source else "")}
+            for f in map(get_framework, framework_names())]
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
     print("\nModels")
     rows = []
@@ -661,7 +664,8 @@ def cmd_cost(args) -> int:
         raise UsageError("--batch and --tokens-per-seq must be >= 1")
     try:
         cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s,
-                       tensor_parallel_size=args.tensor_parallel_size)
+                       tensor_parallel_size=args.tensor_parallel_size,
+                       step_overhead_per_seq_s=framework.step_overhead_per_seq_s)
     except ValueError as e:
         raise UsageError(f"--tensor-parallel-size: {e}") from None
     rows = []
@@ -685,7 +689,9 @@ def cmd_cost(args) -> int:
         print(f"{gpu.description}" + (f" x {cm.tensor_parallel_size} (tensor parallel)" if cm.tensor_parallel_size > 1 else "")
               + f", {model.description}; kernel profile {gpu.profile_name} "
               f"({gpu.provenance or 'user file'}); framework {framework.name} "
-              f"({framework.step_overhead_s * 1e3:g} ms per step)")
+              f"({framework.step_overhead_s * 1e3:g} ms per step"
+              + (f" + {framework.step_overhead_per_seq_s * 1e6:g} us per sequence"
+                 if framework.step_overhead_per_seq_s else "") + ")")
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 

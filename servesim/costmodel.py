@@ -174,15 +174,20 @@ class CostModel:
     step_overhead_s: the serving framework's fixed time per forward step (s), charged
         as the ``framework`` operator of every target step (0 for a draft model's
         passes, which run inside the target's engine step).
+    step_overhead_per_seq_s: its time per sequence in a step (s), added to the same
+        operator (a decode or verify step's batch, a prefill's prompts, a mixed step's
+        decodes and chunks).
     """
 
     def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
-                 dtype_bytes: int = 2, step_overhead_s: float = 0.0, tensor_parallel_size: int = 1) -> None:
+                 dtype_bytes: int = 2, step_overhead_s: float = 0.0, tensor_parallel_size: int = 1,
+                 step_overhead_per_seq_s: float = 0.0) -> None:
         self.gpu = gpu
         self.model = model
         self.profile = profile or gpu.profile
         self.dtype_bytes = dtype_bytes
         self.step_overhead_s = step_overhead_s
+        self.step_overhead_per_seq_s = step_overhead_per_seq_s
         tp = self.tensor_parallel_size = tensor_parallel_size
         shard = model.shard(tp)  # (raises ValueError for a size that does not split the model)
         if tp > 1 and not gpu.interconnect_bandwidth_bytes_per_s:
@@ -271,13 +276,14 @@ class CostModel:
             return None
         return OpCost("elementwise", 0.0, hbm, memory_s, 0.0, time_s)
 
-    def _fixed_ops(self, tokens: int, logit_tokens: int) -> tuple[tuple[OpCost, ...], tuple[float, ...]]:
-        """The operators of a forward step over ``tokens`` tokens that do not depend on
-        the context (GEMMs, elementwise, lm_head over ``logit_tokens``, framework
-        overhead) and their times (memoised; the layers' operators by ``tokens`` and the
-        lm_head by ``logit_tokens`` apart, so that mixed steps, whose two counts vary
-        independently, reuse both)."""
-        key = (tokens, logit_tokens)
+    def _fixed_ops(self, tokens: int, logit_tokens: int,
+                   sequences: int) -> tuple[tuple[OpCost, ...], tuple[float, ...]]:
+        """The operators of a forward step over ``tokens`` tokens of ``sequences``
+        sequences that do not depend on the context (GEMMs, elementwise, lm_head over
+        ``logit_tokens``, framework overhead) and their times (memoised; the layers'
+        operators by ``tokens`` and the lm_head by ``logit_tokens`` apart, so that mixed
+        steps, whose two counts vary independently, reuse both)."""
+        key = (tokens, logit_tokens, sequences)
         cached = self._gemm_cache.get(key)
         if cached is None:
             if len(self._gemm_cache) >= self.GEMM_CACHE_ENTRIES:
@@ -293,8 +299,9 @@ class CostModel:
                 head = self._head_cache[logit_tokens] = self.gemm(
                     "lm_head", logit_tokens, m.hidden, -(-m.vocab // self.tensor_parallel_size))
             ops = layers + (head,)
-            if self.step_overhead_s:
-                ops += (OpCost("framework", 0.0, 0.0, 0.0, 0.0, self.step_overhead_s),)
+            overhead_s = self.step_overhead_s + self.step_overhead_per_seq_s * sequences
+            if overhead_s:
+                ops += (OpCost("framework", 0.0, 0.0, 0.0, 0.0, overhead_s),)
             cached = self._gemm_cache[key] = (ops, tuple(op.time_s for op in ops))
         return cached
 
@@ -383,7 +390,8 @@ class CostModel:
         """The operators of the forward step of ``shape`` (batch, tokens per sequence,
         stage) at ``context_tokens`` (see :meth:`step_cost`)."""
         batch, tokens_per_seq, stage = shape
-        fixed, _ = self._fixed_ops(batch * tokens_per_seq, batch if stage == "prefill" else batch * tokens_per_seq)
+        fixed, _ = self._fixed_ops(batch * tokens_per_seq, batch if stage == "prefill" else batch * tokens_per_seq,
+                                   batch)
         return self._step_ops(fixed, self._attention(batch, tokens_per_seq, context_tokens, stage))
 
     # -- public ----------------------------------------------------------------------
@@ -430,7 +438,7 @@ class CostModel:
             shape = (batch, tokens_per_seq, stage)
             by_context = self._steps[shape] = {}
             tokens = batch * tokens_per_seq
-            self._shapes[shape] = (shape,) + self._fixed_ops(tokens, batch if stage == "prefill" else tokens)
+            self._shapes[shape] = (shape,) + self._fixed_ops(tokens, batch if stage == "prefill" else tokens, batch)
         shape, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
         time_s = self._total(fixed_times, self._attention(batch, tokens_per_seq, context_tokens, stage)[4]
                              * self._layers / 2)
@@ -522,7 +530,7 @@ class CostModel:
         else:
             attention = prefill
         fixed, fixed_times = self._fixed_ops(batch * tokens_per_seq + chunk_tokens,
-                                             batch * tokens_per_seq + len(chunks))
+                                             batch * tokens_per_seq + len(chunks), batch + len(chunks))
         return StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
                         CostModel._step_ops, self, fixed, attention)
 
@@ -543,7 +551,7 @@ class CostModel:
                                                   heads, kv_heads, head_dim, dt,
                                                   query_tiles=kernels.query_tiles(self.profile, prompt_lens),
                                                   longest_keys=max(prompt_lens))
-            fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens))
+            fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens), len(prompt_lens))
             cached = StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),
                               CostModel._step_ops, self, fixed, attention)
         return self._remember(self._prefills, prompt_lens, cached)

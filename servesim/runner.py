@@ -73,7 +73,8 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 @lru_cache(maxsize=8)
 def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
                 framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0,
-                tensor_parallel_size: int = 1, definitions: tuple = (), head: tuple = ()) -> CostModel:
+                tensor_parallel_size: int = 1, definitions: tuple = (), head: tuple = (),
+                step_overhead_per_seq_s: float = -1.0) -> CostModel:
     """Points that agree on GPU, model, kernel profile, framework and dtype share one
     cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
     repeat the same steps for every speculation setting). The last few are kept, per
@@ -81,11 +82,12 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
     fw = get_framework(framework)
     gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
     overhead = fw.step_overhead_s if step_overhead_s < 0 else step_overhead_s
+    per_seq = fw.step_overhead_per_seq_s if step_overhead_per_seq_s < 0 else step_overhead_per_seq_s
     model = resolve_model(model_name, thaw_definitions(definitions))
     if head:  # a one-layer draft head of this model (EAGLE, MTP): (name, vocabulary)
         model = head_model(model, head[1], head[0])
     return CostModel(gpu, model, gpu.profile.with_overrides(**dict(overrides)),
-                     dtype_bytes, overhead if target else 0.0, tensor_parallel_size)
+                     dtype_bytes, overhead if target else 0.0, tensor_parallel_size, per_seq if target else 0.0)
 
 
 def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -> CostModel:
@@ -94,7 +96,8 @@ def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -
     return _cost_model(point["gpu"], model or point["model"],
                        tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
                        point["framework"], point["kernel_profile"], model is None and not head,
-                       point["step_overhead_s"], _draft_tp(point, model), point.model_definitions, head)
+                       point["step_overhead_s"], _draft_tp(point, model), point.model_definitions, head,
+                       point["step_overhead_per_seq_s"])
 
 
 def _draft_tp(point: Point, model: str | None) -> int:

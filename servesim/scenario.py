@@ -194,6 +194,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "serving": {
         "framework": Key(str, "vllm", "serving framework whose per-step overhead and kernels are charged: `vllm`, `sglang`, `trtllm` or `none` (kernels only); values and sources in `servesim list`", choices=framework_names),
         "step_overhead_s": Key(float, -1.0, "the framework's fixed time per forward step (s); -1 = `framework`'s value", minimum=-1.0, maximum=1.0, check=lambda v: None if v == -1.0 or v >= 0 else f"must be -1 or in [0, 1], got {v!r}"),
+        "step_overhead_per_seq_s": Key(float, -1.0, "the framework's time per sequence in a forward step (s), on top of `step_overhead_s`; -1 = `framework`'s value", minimum=-1.0, maximum=0.01, check=lambda v: None if v == -1.0 or v >= 0 else f"must be -1 or in [0, 0.01], got {v!r}"),
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level; policy: `scheduler`)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),

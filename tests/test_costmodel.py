@@ -175,3 +175,21 @@ def test_time_line_of_decode_attention_is_the_same_formula():
             cm.step_time_s(batch, width, 500, stage) + cm.step_time_s(batch, width, 500 + batch * width, stage),
             rel=1e-13)
     assert cm.step_time_line(4, 64, "prefill") is None
+
+
+def test_framework_overhead_per_step_and_per_sequence(a100, llama7b):
+    """1.5 ms a step + 40 us a sequence: a decode step of 8 sequences pays 1.5 + 0.32 =
+    1.82 ms, a verify step of 8 sequences of 5 tokens the same (sequences, not tokens),
+    a prefill of 3 prompts 1.62 ms, a mixed step of 4 decodes and 2 chunks 1.74 ms; the
+    step's time is its kernels' plus that."""
+    cm = CostModel(a100, llama7b, IDEAL, step_overhead_s=1.5e-3, step_overhead_per_seq_s=40e-6)
+    bare = CostModel(a100, llama7b, IDEAL)
+    cases = [(cm.step_cost(8, 1, 800, "decode"), bare.step_cost(8, 1, 800, "decode"), 1.82e-3),
+             (cm.step_cost(8, 5, 800, "verify"), bare.step_cost(8, 5, 800, "verify"), 1.82e-3),
+             (cm.prefill_cost((100, 200, 300)), bare.prefill_cost((100, 200, 300)), 1.62e-3),
+             (cm.mixed_step_cost(4, 1, 400, "decode", ((64, 0), (128, 256))),
+              bare.mixed_step_cost(4, 1, 400, "decode", ((64, 0), (128, 256))), 1.74e-3)]
+    for step, kernels_only, overhead_s in cases:
+        assert ops(step)["framework"].time_s == pytest.approx(overhead_s)
+        assert "framework" not in ops(kernels_only)
+        assert step.time_s == pytest.approx(kernels_only.time_s + overhead_s)

@@ -170,3 +170,30 @@ def test_max_concurrent_counts_half_open_intervals():
     # at t = 1: the first leaves as two arrive -> 2; at 2 one leaves as one arrives -> 2
     assert max_concurrent(arrival, finish) == 2
     assert max_concurrent(np.array([0.0, 0.5]), np.array([1.0, 1.5])) == 2
+
+
+def test_framework_overhead_per_sequence_from_the_scenario():
+    """serving.step_overhead_per_seq_s (-1: the framework's) reaches the target's steps;
+    a draft model pays none: its passes run inside the target's engine step."""
+    from servesim.hardware.framework import get_framework
+    text = """
+name = "overhead"
+[model]
+model = "llama-2-7b"
+[speculation]
+method = "draft_model"
+draft_model = "llama-68m"
+[serving]
+framework = "vllm"
+[sweep]
+"serving.step_overhead_per_seq_s" = [-1.0, 0.0, 1e-4]
+"""
+    vllm = get_framework("vllm")
+    assert vllm.step_overhead_per_seq_s > 0
+    expected = (vllm.step_overhead_per_seq_s, 0.0, 1e-4)
+    for point, per_seq in zip(load_scenario("overhead.toml", text=text).points(), expected):
+        cm = build_cost_model(point)
+        framework = {op.name: op for op in cm.step_cost(6, 1, 600, "decode").ops}["framework"]
+        assert framework.time_s == pytest.approx(vllm.step_overhead_s + 6 * per_seq)
+        draft = build_cost_model(point, point["draft_model"])
+        assert "framework" not in {op.name for op in draft.step_cost(6, 1, 600, "decode").ops}

@@ -3,6 +3,7 @@
     python tools/e2e_check.py [--model llama-3-1-8b] [--backend trtllm] [--tp 1,2,4,8]
                               [--framework NAME] [--out FILE.csv]
     python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8
+    python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8 --fit-per-seq
 
 ``servesim/data/checks/silicon_e2e_llama31_8b.csv`` and ``silicon_e2e_qwen3_32b.csv``
 hold aiconfigurator-core 0.12.0's measured serving points (``systems/silicon_sample.csv``:
@@ -134,6 +135,37 @@ def fit_overhead(backend: str, grid_ms=np.arange(0.0, 2.01, 0.05), rounds: int =
     return best, best_out
 
 
+PER_SEQ_FIT_TPS = (2,)
+"""Tensor-parallel sizes whose points the per-step and per-sequence overheads are fitted
+on (``--fit-per-seq``); the others are held out whole. A per-sequence cost of the
+framework's CPU work does not shrink with the GPUs a step is split across, so the held-out
+TP sizes test that as well as the values."""
+
+
+def _overheads(step_s: float, per_seq_s: float) -> list[str]:
+    return [f"serving.step_overhead_s={step_s!r}", f"serving.step_overhead_per_seq_s={per_seq_s!r}"]
+
+
+def fit_per_seq(backend: str, model: str, tps: tuple[int, ...], grid_ms=np.arange(0.25, 1.51, 0.25),
+                grid_us=np.arange(30.0, 70.1, 5.0), rounds: int = ROUNDS) -> tuple[tuple[float, float], pd.DataFrame]:
+    """The framework's time per step and per sequence in a step (s, s), jointly, that
+    minimise the median |TPOT error| over the points at :data:`PER_SEQ_FIT_TPS` (kernel
+    profiles as calibrated); returns them and the check at them (all points at ``tps``).
+    The two trade against each other (a step of n sequences pays step + n x per
+    sequence): the points at few clients set the first, those at many the second."""
+    best, best_err = None, np.inf
+    for ms in grid_ms:
+        for us in grid_us:
+            out = check(backend, backend, _overheads(float(ms) * 1e-3, float(us) * 1e-6), rounds,
+                        PER_SEQ_FIT_TPS, model=model)
+            err = float(np.median(np.abs(out["tpot_error_pct"])))
+            print(f"  {ms:g} ms a step, {us:g} us a sequence: TPOT median |error| {err:.2f}% on TP "
+                  f"{PER_SEQ_FIT_TPS}", flush=True)
+            if err < best_err:
+                best, best_err = (float(ms) * 1e-3, float(us) * 1e-6), err
+    return best, check(backend, backend, _overheads(*best), rounds, tps, model=model)
+
+
 def fitted(out: pd.DataFrame) -> pd.Series:
     """Which points of a check the overhead is fitted on."""
     return (out["isl"] != HELD_OUT_ISL) & out["tp"].isin(FIT_TPS)
@@ -158,8 +190,21 @@ def main() -> None:
     parser.add_argument("--fit-overhead", action="store_true",
                         help=f"fit the backend's per-step overhead on the points at TP {FIT_TPS} with "
                              f"ISL != {HELD_OUT_ISL}")
+    parser.add_argument("--fit-per-seq", action="store_true",
+                        help=f"fit the backend's time per step and per sequence in a step, jointly, on the "
+                             f"points at TP {PER_SEQ_FIT_TPS}")
     args = parser.parse_args()
-    if args.fit_overhead:
+    if args.fit_per_seq:
+        tps = tuple(int(t) for t in args.tp.split(","))
+        (step_s, per_seq_s), out = fit_per_seq(args.backend, args.model, tps, rounds=args.rounds)
+        print(f"fitted step_overhead_s = {step_s:.4g}, step_overhead_per_seq_s = {per_seq_s:.4g} "
+              f"(on TP {PER_SEQ_FIT_TPS})")
+        for name, part in (("fit", out[out["tp"].isin(PER_SEQ_FIT_TPS)]),
+                           ("held out", out[~out["tp"].isin(PER_SEQ_FIT_TPS)])):
+            e = part["tpot_error_pct"]
+            print(f"  {name}: {len(part)} points, TPOT median |error| {np.median(np.abs(e)):.1f}%, "
+                  f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
+    elif args.fit_overhead:
         overhead, out = fit_overhead(args.backend, rounds=args.rounds)
         print(f"fitted step_overhead_s = {overhead:.4g} (on TP {FIT_TPS}, ISL != {HELD_OUT_ISL})")
         for name, part in (("fit", out[fitted(out)]), ("held out", out[~fitted(out)])):

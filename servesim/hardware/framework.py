@@ -3,7 +3,9 @@
 Between two forward steps a serving engine schedules the next batch, samples, checks
 stop conditions, detokenises and runs Python; what of that is not overlapped with the
 GPU's work is time the GPU waits. servesim charges it as one fixed time per forward
-step, ``step_overhead_s`` (the ``framework`` operator of a step), from
+step, ``step_overhead_s``, plus a time per sequence in the step,
+``step_overhead_per_seq_s`` (its requests' scheduling, input preparation and output
+processing, which grow with the batch), as the ``framework`` operator of a step, from
 ``data/frameworks.toml``, where each value says where it comes from.
 """
 
@@ -32,6 +34,9 @@ class FrameworkProfile:
     kernel, not its prefill kernel (0: none); ``servesim calibrate`` leaves measured
     prefill-attention rows of such prompts out of the prefill fit."""
     decode_query_tokens_source: str = ""
+    step_overhead_per_seq_s: float = 0.0
+    """Time per sequence in a forward step (s), on top of ``step_overhead_s``."""
+    step_overhead_per_seq_source: str = ""
 
 
 def framework_names() -> list[str]:
