@@ -263,7 +263,7 @@ class KernelProfile:
         (0 = not charged). A causal prompt's last query tile does twice its average
         tile's work, so a call of few blocks (a single prompt of a tensor-parallel
         shard's few heads) lasts as long as that block while other SMs idle: measured
-        4-head prompts of 4,096 tokens on B200 reach a quarter of the 32-head rate.
+        4-head prompts of 4,096 tokens on B200 reach about a third of the 32-head rate.
         Below 1 when a lone block runs faster than its share of a full GPU.
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
