@@ -451,6 +451,28 @@ def test_causal_prefill_attention_lasts_at_least_its_longest_thread_block():
     assert {o.name: o for o in mixed.ops}["attn_qk"].compute_time_s * 2 / 32 == pytest.approx(40.0 * longest)
 
 
+def test_calibrate_recovers_the_longest_thread_blocks_rate():
+    """Prefill attention timed by a profile whose longest block runs at 1.6 x an even SM
+    share (as B200's fits say), at a whole layer's 32 / 8 heads and a TP 8 shard's 4 / 1,
+    one to 16 prompts of 256-16,384 tokens, 2% noise: the fit, started at 1, finds 1.6
+    and the fused-attention efficiency (the bound binds on the shard's few prompts, the
+    efficiency on the layer's many blocks)."""
+    gpu = get_gpu("b200")
+    truth = replace(BASE, prefill_attention_tile=128, prefill_attention_query_tile=128,
+                    prefill_attention_wave_quantization=1.0, prefill_attention_longest_block=1.6,
+                    prefill_attention_compute_efficiency=0.6)
+    rows = pd.DataFrame([{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": h,
+                          "num_kv_heads": kv, "head_dim": 128, "latency_s": 1.0}
+                         for b in (1, 2, 4, 16) for s in (256, 1024, 2048, 4096, 8192, 16384)
+                         for h, kv in ((32, 8), (4, 1)) if b * s <= 65536])
+    rows = check_kernel_table(rows, "synthetic")
+    rng = np.random.default_rng(3)
+    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(rng.normal(0, 0.02, len(rows)))
+    fitted = fit_op("prefill_attention", rows, gpu, BASE)
+    assert fitted.prefill_attention_longest_block == pytest.approx(1.6, rel=0.1)
+    assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.6, rel=0.05)
+
+
 def test_causal_prefill_is_charged_in_whole_tiles():
     """Tiles of 64: a 256-token prompt is 4 query tiles over 1 + 2 + 3 + 4 = 10 key
     tiles = 40,960 pairs (exactly 256 x 257 / 2 = 32,896); a 50-token chunk after 100
