@@ -171,6 +171,23 @@ batch_size = 16
     assert "the smallest tensor_parallel_size that fits on h100-sxm is 2" in capsys.readouterr().err
 
 
+def _measured_and_simulated_tpot_ms(model, backend, tp, isl, osl, concurrency):
+    """(measured, simulated) mean TPOT (ms) of one bf16 H100 SXM point of the silicon
+    sample, simulated as tools/e2e_check.py does (a closed loop, the backend's framework
+    profile and kernels)."""
+    import sys
+    from pathlib import Path
+    import pandas as pd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from e2e_check import SAMPLES, simulate
+    from servesim.catalog import data_path
+    d = pd.read_csv(data_path(SAMPLES[model]))
+    row = d[(d.backend == backend) & (d.system == "h100_sxm") & (d.tp_size == tp) & (d.isl == isl)
+            & (d.osl == osl) & (d.batch_size == concurrency) & d.precision.isna()].iloc[0]
+    _, tpot_s = simulate("h100-sxm", backend, isl, osl, concurrency, tp=tp, model=model)
+    return row["silicon_tpot_ms"], tpot_s * 1e3
+
+
 @pytest.mark.parametrize("tp,isl,osl,concurrency", [(1, 2048, 256, 8), (1, 2048, 128, 32), (2, 1024, 512, 16),
                                                    (4, 4096, 256, 64), (8, 4096, 512, 32)])
 def test_measured_trtllm_serving_points_tpot(tp, isl, osl, concurrency):
@@ -180,17 +197,8 @@ def test_measured_trtllm_serving_points_tpot(tp, isl, osl, concurrency):
     held out of that fit. (Not TP 8 with short prompts: there the measured TPOT carries
     about 8-13 ms a new request that servesim does not model, README's end-to-end
     paragraph; ISL 2,048 at 32 clients is 15% low.)"""
-    import sys
-    from pathlib import Path
-    import pandas as pd
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from e2e_check import simulate
-    from servesim.catalog import data_path
-    d = pd.read_csv(data_path("checks/silicon_e2e_llama31_8b.csv"))
-    row = d[(d.backend == "trtllm") & (d.tp_size == tp) & (d.isl == isl) & (d.osl == osl)
-            & (d.batch_size == concurrency)].iloc[0]
-    _, tpot = simulate("h100-sxm", "trtllm", isl, osl, concurrency, tp=tp)
-    assert tpot * 1e3 == pytest.approx(row["silicon_tpot_ms"], rel=0.15)
+    measured, simulated = _measured_and_simulated_tpot_ms("llama-3-1-8b", "trtllm", tp, isl, osl, concurrency)
+    assert simulated == pytest.approx(measured, rel=0.15)
 
 
 def test_pcie_cards_take_the_measured_pcie_servers_allreduce():
@@ -229,14 +237,5 @@ def test_measured_vllm_serving_points_tpot(tp, isl, osl, concurrency):
     and per-sequence times were fitted on the TP 2 points only; these TP 4 and 8 points
     are held out. With a per-step time alone (1.5 ms) these 128-client points were 19-21%
     low: the missing time grows with the sequences a step, not with the GPUs' work."""
-    import sys
-    from pathlib import Path
-    import pandas as pd
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from e2e_check import simulate
-    from servesim.catalog import data_path
-    d = pd.read_csv(data_path("checks/silicon_e2e_qwen3_32b.csv"))
-    row = d[(d.backend == "vllm") & (d.tp_size == tp) & (d.isl == isl) & (d.osl == osl)
-            & (d.batch_size == concurrency) & d.precision.isna()].iloc[0]
-    _, tpot = simulate("h100-sxm", "vllm", isl, osl, concurrency, tp=tp, model="qwen3-32b")
-    assert tpot * 1e3 == pytest.approx(row["silicon_tpot_ms"], rel=0.10)
+    measured, simulated = _measured_and_simulated_tpot_ms("qwen3-32b", "vllm", tp, isl, osl, concurrency)
+    assert simulated == pytest.approx(measured, rel=0.10)

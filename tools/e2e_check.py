@@ -175,6 +175,14 @@ def _check_with_overhead(backend: str, overhead_s: float, rounds: int) -> pd.Dat
     return check(backend, backend, [f"serving.step_overhead_s={float(overhead_s)!r}"], rounds, (1, 2, 4, 8))
 
 
+def _print_split(out: pd.DataFrame, fit: pd.Series) -> None:
+    """TPOT error of a fit's points and of the points held out of it."""
+    for name, part in (("fit", out[fit]), ("held out", out[~fit])):
+        e = part["tpot_error_pct"]
+        print(f"  {name}: {len(part)} points, TPOT median |error| {np.median(np.abs(e)):.1f}%, "
+              f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="trtllm", help="whose measured points (trtllm, vllm, sglang)")
@@ -194,26 +202,18 @@ def main() -> None:
                         help=f"fit the backend's time per step and per sequence in a step, jointly, on the "
                              f"points at TP {PER_SEQ_FIT_TPS}")
     args = parser.parse_args()
+    tps = tuple(int(t) for t in args.tp.split(","))
     if args.fit_per_seq:
-        tps = tuple(int(t) for t in args.tp.split(","))
         (step_s, per_seq_s), out = fit_per_seq(args.backend, args.model, tps, rounds=args.rounds)
         print(f"fitted step_overhead_s = {step_s:.4g}, step_overhead_per_seq_s = {per_seq_s:.4g} "
               f"(on TP {PER_SEQ_FIT_TPS})")
-        for name, part in (("fit", out[out["tp"].isin(PER_SEQ_FIT_TPS)]),
-                           ("held out", out[~out["tp"].isin(PER_SEQ_FIT_TPS)])):
-            e = part["tpot_error_pct"]
-            print(f"  {name}: {len(part)} points, TPOT median |error| {np.median(np.abs(e)):.1f}%, "
-                  f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
+        _print_split(out, out["tp"].isin(PER_SEQ_FIT_TPS))
     elif args.fit_overhead:
         overhead, out = fit_overhead(args.backend, rounds=args.rounds)
         print(f"fitted step_overhead_s = {overhead:.4g} (on TP {FIT_TPS}, ISL != {HELD_OUT_ISL})")
-        for name, part in (("fit", out[fitted(out)]), ("held out", out[~fitted(out)])):
-            e = part["tpot_error_pct"]
-            print(f"  {name}: {len(part)} points, TPOT median |error| {np.median(np.abs(e)):.1f}%, "
-                  f"p90 {np.percentile(np.abs(e), 90):.1f}%, signed median {np.median(e):.1f}%")
+        _print_split(out, fitted(out))
     else:
-        out = check(args.backend, args.framework, args.set, args.rounds, tuple(int(t) for t in args.tp.split(",")),
-                    args.queued_clients, args.model)
+        out = check(args.backend, args.framework, args.set, args.rounds, tps, args.queued_clients, args.model)
     print(out.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for tp, part in out.groupby("tp"):
         for m in ("ttft", "tpot", "e2el"):
