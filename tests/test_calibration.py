@@ -1457,3 +1457,22 @@ def test_measured_gemms_slow_down_after_the_same_sustained_time_under_every_coll
     assert abs(np.median(err)) < 0.05
     plateau = predict(rows, gpu, replace(profile, gemm_power_throttle_slowdown=1.0)) / rows["latency_s"].to_numpy() - 1
     assert np.median(plateau) < -0.08
+
+
+def test_a_fit_evaluates_trial_profiles_as_the_cost_model_does(measured):
+    """The fit's shortcuts (columns extracted once, trial profiles not range-checked)
+    change no prediction: every op's rows predict the same times, to the bit, from the
+    frame and from its extracted columns, and a trial profile equals the checked one."""
+    import servesim.hardware.calibrate as cal
+    from servesim.hardware.kernel_table import op_columns, predict_op
+
+    rows = measured[(measured["gpu"] == "h100_sxm") & (measured["framework"] == "trtllm")]
+    gpu, profile = get_gpu("h100-sxm"), get_profile("h100-sxm-trtllm")[0]
+    for op in ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"):
+        of_op = rows[rows["op"] == op]
+        assert len(of_op) > 0, op
+        assert np.array_equal(predict_op(op, of_op, gpu, profile), predict_op(op, op_columns(op, of_op), gpu, profile))
+    values = {"compute_efficiency": 0.5, "kernel_fixed_s": 7e-6}
+    trial = cal._unchecked(profile, values)
+    assert trial == replace(profile, **values) and hash(trial) == hash(replace(profile, **values))
+    assert profile.compute_efficiency != 0.5  # (the start is unchanged)

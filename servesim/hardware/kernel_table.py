@@ -137,41 +137,60 @@ def predict(frame: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.n
     return out
 
 
-def predict_op(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool = True) -> np.ndarray:
-    """:func:`predict` for rows of one op."""
+def predict_op(name: str, d, gpu, profile, l2_resident: bool = True) -> np.ndarray:
+    """:func:`predict` for rows of one op (``d``: the rows, or their :func:`op_columns`)."""
     return _evaluate(name, d, gpu, profile, l2_resident)[1]
 
 
-def hbm_bytes_op(name: str, d: pd.DataFrame, gpu, profile) -> np.ndarray:
+def hbm_bytes_op(name: str, d, gpu, profile) -> np.ndarray:
     """The HBM bytes the cost model moves for each row of one op (0 for all-reduce,
     whose bytes cross the interconnect)."""
     return _evaluate(name, d, gpu, profile, False)[0]
 
 
-def _evaluate(name: str, d: pd.DataFrame, gpu, profile, l2_resident: bool) -> tuple:
-    """(HBM bytes, time s) of rows of one op."""
+def op_columns(name: str, d: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns the cost model reads for rows of one op, as numpy arrays (missing
+    repetition counts filled: no warm-up, one timed call). A fit evaluates the same rows
+    thousands of times; it extracts them once."""
+    if isinstance(d, dict):
+        return d
     if name == "gemm":
-        m, n, k = (d[c].to_numpy(np.int64) for c in ("m", "n", "k"))
-        warmup = d["warmup_calls"].fillna(0).to_numpy(float) if "warmup_calls" in d else 0.0
-        timed = d["timed_calls"].fillna(1).to_numpy(float) if "timed_calls" in d else 1.0
-        out = kernels.gemm(gpu, profile, m, n, k, DTYPE_BYTES, l2_resident, warmup_calls=warmup, timed_calls=timed)
+        columns = {c: d[c].to_numpy(np.int64) for c in ("m", "n", "k")}
+        columns["warmup_calls"] = d["warmup_calls"].fillna(0).to_numpy(float) if "warmup_calls" in d else 0.0
+        columns["timed_calls"] = d["timed_calls"].fillna(1).to_numpy(float) if "timed_calls" in d else 1.0
+        return columns
+    if name == "allreduce":
+        return {c: d[c].to_numpy(float) for c in ("m", "n", "bytes_per_element")}
+    if name == "elementwise":
+        columns = {c: d[c].to_numpy(float) for c in ("m", "k", "bytes_per_element")}
+        columns.update(m_int=d["m"].to_numpy(np.int64), k_int=d["k"].to_numpy(np.int64))
+        return columns
+    extra = ("kv_len",) if name == "decode_attention" else ("seq_len",)
+    return {c: d[c].to_numpy(float) for c in ("batch_size", "num_heads", "num_kv_heads", "head_dim") + extra}
+
+
+def _evaluate(name: str, d, gpu, profile, l2_resident: bool) -> tuple:
+    """(HBM bytes, time s) of rows of one op."""
+    d = op_columns(name, d)
+    if name == "gemm":
+        out = kernels.gemm(gpu, profile, d["m"], d["n"], d["k"], DTYPE_BYTES, l2_resident,
+                           warmup_calls=d["warmup_calls"], timed_calls=d["timed_calls"])
         return out[1], out[4]
     if name == "allreduce":
-        message = d["m"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
-        return np.zeros(len(d)), kernels.allreduce(gpu, profile, message, d["n"].to_numpy(float))[1]
+        message = d["m"] * d["bytes_per_element"]
+        return np.zeros(len(message)), kernels.allreduce(gpu, profile, message, d["n"])[1]
     if name == "elementwise":
-        hbm = d["m"].to_numpy(float) * d["k"].to_numpy(float) * d["bytes_per_element"].to_numpy(float)
-        m, k = d["m"].to_numpy(np.int64), d["k"].to_numpy(np.int64)
-        return hbm, kernels.elementwise(gpu, profile, hbm, 1, l2_resident, m, k)[1]
-    b = d["batch_size"].to_numpy(float)
-    heads, kv_heads, head_dim = (d[c].to_numpy(float) for c in ("num_heads", "num_kv_heads", "head_dim"))
+        hbm = d["m"] * d["k"] * d["bytes_per_element"]
+        return hbm, kernels.elementwise(gpu, profile, hbm, 1, l2_resident, d["m_int"], d["k_int"])[1]
+    b = d["batch_size"]
+    heads, kv_heads, head_dim = d["num_heads"], d["num_kv_heads"], d["head_dim"]
     if name == "decode_attention":
-        kv = d["kv_len"].to_numpy(float)
+        kv = d["kv_len"]
         pairs = b * kv  # one query per sequence over all its keys
         out = kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
                                        DTYPE_BYTES, l2_resident)
         return out[1], out[4]
-    s = d["seq_len"].to_numpy(float)
+    s = d["seq_len"]
     out = kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
                                     head_dim, DTYPE_BYTES, l2_resident=l2_resident)
     return out[1], out[4]
