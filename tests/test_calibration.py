@@ -189,8 +189,9 @@ def test_decode_attention_pays_per_sequence_and_kv_head():
 def test_grouped_query_decode_pays_the_group_layout_over_more_than_one_kv_head():
     """FlashAttention-2's decode moves a group's query heads into the query dimension:
     with 6 us for that layout, 32 query heads over 8 KV heads (Llama-3-8B, TP 1) pay it,
-    4 over 1 (its TP 8 shard: a free reshape) and 32 over 32 (MHA: no groups) do not.
-    The line form of the draft passes charges the same, and so does the cost model."""
+    4 over 1 (its TP 8 shard: a free reshape) and 32 over 32 (MHA: no groups) do not,
+    and neither does a call of one sequence. The line form of the draft passes charges
+    the same, and so does the cost model."""
     gpu = get_gpu("a100-80gb-sxm")
     p = replace(BASE, decode_attention_fixed_s=10e-6, decode_attention_group_layout_s=6e-6)
 
@@ -206,13 +207,19 @@ def test_grouped_query_decode_pays_the_group_layout_over_more_than_one_kv_head()
     assert fixed(16, 2) == pytest.approx(16e-6)
     assert fixed(4, 1) == pytest.approx(10e-6)
     assert fixed(32, 32) == pytest.approx(10e-6)
+    # one sequence: no layout charge, in either form
+    assert kernels.decode_attention_line(gpu, p, 1, 1, 32, 8, 128, 2)[0] == pytest.approx(10e-6)
+    assert kernels.decode_attention(gpu, p, 1, 1, 10, 10, 32, 8, 128, 2)[4] == pytest.approx(
+        kernels.decode_attention(gpu, replace(p, decode_attention_group_layout_s=0.0), 1, 1, 10, 10, 32, 8, 128, 2)[4])
     # in a table's arrays too (calibration evaluates every row at once)
-    heads, kv_heads = np.array([32, 4, 32]), np.array([8, 1, 32])
-    assert list(kernels._decode_fixed(p, heads, kv_heads)) == pytest.approx([16e-6, 10e-6, 10e-6])
-    one = CostModel(gpu, get_model("llama-3-8b"), p).step_cost(4, 1, 40, "decode")
-    eight = CostModel(gpu, get_model("llama-3-8b"), replace(p, decode_attention_group_layout_s=0.0)).step_cost(
-        4, 1, 40, "decode")
-    assert one.time_s - eight.time_s == pytest.approx(32 * 6e-6)
+    batch, heads, kv_heads = np.array([4, 4, 4, 1]), np.array([32, 4, 32, 32]), np.array([8, 1, 32, 8])
+    assert list(kernels._decode_fixed(p, batch, heads, kv_heads)) == pytest.approx([16e-6, 10e-6, 10e-6, 10e-6])
+    model = get_model("llama-3-8b")
+    for sequences, charged in ((4, 32 * 6e-6), (1, 0.0)):
+        grouped = CostModel(gpu, model, p).step_cost(sequences, 1, 10 * sequences, "decode")
+        plain = CostModel(gpu, model, replace(p, decode_attention_group_layout_s=0.0)).step_cost(
+            sequences, 1, 10 * sequences, "decode")
+        assert grouped.time_s - plain.time_s == pytest.approx(charged, abs=1e-12)
 
 
 def test_decode_attention_pairs_run_in_waves_hand_worked():

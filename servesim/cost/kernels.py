@@ -177,15 +177,17 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
         split_s = _split_charge(gpu, p, units * per_unit) * (per_unit > 1)
     else:
         split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
-    time_s = _decode_fixed(p, heads, kv_heads) + split_s + combine(work_s, combine(memory_s, compute_s, p.overlap),
-                                                            work_overlap)
+    streamed_s = combine(memory_s, compute_s, p.overlap)
+    time_s = _decode_fixed(p, batch, heads, kv_heads) + split_s + combine(work_s, streamed_s, work_overlap)
     return flops, hbm, memory_s, compute_s, time_s
 
 
-def _decode_fixed(p, heads, kv_heads):
-    """Fixed time of a decode-attention call (s): the kernel's own, and where grouped
-    query heads share more than one KV head, ``decode_attention_group_layout_s``."""
-    return p.decode_attention_fixed_s + p.decode_attention_group_layout_s * ((kv_heads > 1) * (heads > kv_heads))
+def _decode_fixed(p, batch, heads, kv_heads):
+    """Fixed time of a decode-attention call (s): the kernel's own, and where a call of
+    more than one sequence has grouped query heads sharing more than one KV head,
+    ``decode_attention_group_layout_s``."""
+    grouped = (batch > 1) * (kv_heads > 1) * (heads > kv_heads)
+    return p.decode_attention_fixed_s + p.decode_attention_group_layout_s * grouped
 
 
 def decode_attention_family(p, heads, kv_heads):
@@ -297,7 +299,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
         split = 0.0
     else:
         split_above = _split_above(p) * batch - appended
-    return (_decode_fixed(p, heads, kv_heads), split, split_above, work,
+    return (_decode_fixed(p, batch, heads, kv_heads), split, split_above, work,
             kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte,
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate,
             blocks)

@@ -132,8 +132,11 @@ class KernelProfile:
         small kernels); with one KV head (a TP 8 shard of an 8-KV-head model) it is a
         free reshape, and multi-head attention has no groups. Measured on A100 vLLM at
         2-16 sequences of 8 cached tokens: about 19 us over 2, 4 or 8 KV heads
-        (8-32 query heads) against 12-13 us over one KV head or with MHA. 0 = not
-        charged (the other tables show no such step).
+        (8-32 query heads) against 12-13 us over one KV head or with MHA. A call of one
+        sequence does not pay it: the A100 and L40S vLLM tables time one sequence over
+        2-8 KV heads as one over a single KV head (A100: 12.5 us against 18.4-18.7 at two
+        sequences, up to 128 cached tokens; the kernel path a single sequence takes there
+        is not identified). 0 = not charged (the other tables show no such step).
     decode_attention_per_seq_s:
         Time per sequence of a decode-attention call (s): page-table walk, query load
         and output write of one sequence, which dominate at large batches of short KV.
