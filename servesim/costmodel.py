@@ -156,7 +156,8 @@ class SplitLine:
         self._memo: dict = {}
 
     def at(self, context: int) -> tuple:
-        """(split-KV s, memory s per context token, memory s at C = 0) at ``context``."""
+        """(split-KV s, memory s per context token, memory s at C = 0, longest block s
+        per context token and at C = 0) at ``context``."""
         per_unit = (context + self.appended) // self.per_length
         if per_unit > self.cap:
             per_unit = self.cap
@@ -451,9 +452,10 @@ class CostModel:
         """A forward step's time as a function of its cached context C: (time s of the
         operators that do not depend on C, the attention's fixed s, split-KV s and the C
         above which it is paid, work s, memory s per C and at 0, compute s per C and at 0,
-        split blocks, the layers), so that the time is ``rest + layers x (fixed + (split
-        if C > above) + combine(work, combine(m1 C + m0, c1 C + c0)))``, the split and the
-        memory terms above that C from :class:`SplitLine` where split blocks is not None
+        split blocks, longest block s per C and at 0, the layers), so that the time is
+        ``rest + layers x (fixed + (split if C > above) + combine(work, combine(max(m1 C +
+        m0, l1 C + l0), c1 C + c0)))``, the split, memory and longest-block terms above
+        that C from :class:`SplitLine` where split blocks is not None
         (:meth:`steps_time_at`; :func:`kernels.decode_attention_line`); None where the
         step's attention is not paged decode attention (a materialised tree, a prefill)."""
         if stage == "prefill" or (stage == "verify" and not self.profile.fused_tree_attention):
@@ -465,7 +467,7 @@ class CostModel:
         args = (self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt)
         line = kernels.decode_attention_line(*args)
         if line[8] is not None:
-            line = line[:8] + (SplitLine(line[8], args),)
+            line = line[:8] + (SplitLine(line[8], args),) + line[9:]
         return (sum(fixed_times),) + line + (self._layers,)
 
     def steps_time_at(self, lines: tuple, context_tokens: int) -> float:
@@ -475,14 +477,18 @@ class CostModel:
         their hot path)."""
         keep, keep_work = 1.0 - self._overlap, self._keep_work
         total = 0.0
-        for offset, (rest, fixed, split, split_above, work, m1, m0, c1, c0, blocks, layers) in lines:
+        for offset, (rest, fixed, split, split_above, work, m1, m0, c1, c0, blocks, l1, l0, layers) in lines:
             context = context_tokens + offset
             if context > split_above:
                 fixed += split
                 if blocks is not None:  # split-KV blocks sized by the context
-                    split, m1, m0 = blocks.at(context)
+                    split, m1, m0, l1, l0 = blocks.at(context)
                     fixed += split
             memory_s = m1 * context + m0
+            if l1:  # multi-head attention's longest thread block
+                longest_s = l1 * context + l0
+                if longest_s > memory_s:
+                    memory_s = longest_s
             compute_s = c1 * context + c0
             # combine(): the larger plus the unhidden part of the smaller
             stream_s = memory_s + compute_s * keep if memory_s >= compute_s else compute_s + memory_s * keep

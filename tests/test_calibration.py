@@ -472,10 +472,7 @@ def test_calibrate_recovers_the_longest_thread_blocks_rate():
                           "num_kv_heads": kv, "head_dim": 128, "latency_s": 1.0}
                          for b in (1, 2, 4, 16) for s in (256, 1024, 2048, 4096, 8192, 16384)
                          for h, kv in ((32, 8), (4, 1)) if b * s <= 65536])
-    rows = check_kernel_table(rows, "synthetic")
-    rng = np.random.default_rng(3)
-    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(rng.normal(0, 0.02, len(rows)))
-    fitted = fit_op("prefill_attention", rows, gpu, BASE)
+    fitted = fit_op("prefill_attention", timed_by(truth, gpu, rows, seed=3), gpu, BASE)
     assert fitted.prefill_attention_longest_block == pytest.approx(1.6, rel=0.1)
     assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.6, rel=0.05)
 
@@ -626,6 +623,15 @@ def test_rows_faster_than_hbm_allows_are_left_out():
     assert list(mask) == [True, False, False]
     assert notes == ["gemm: left out 1 of 3 rows faster than the peak HBM bandwidth allows for their bytes "
                      "beyond the L2's size"]
+
+
+def timed_by(profile, gpu, rows: pd.DataFrame, seed: int, noise: float = 0.02) -> pd.DataFrame:
+    """``rows`` (kernel-table rows without times) timed by ``profile`` itself, with
+    log-normal noise of ``noise``."""
+    rows = check_kernel_table(rows, "synthetic")
+    rng = np.random.default_rng(seed)
+    rows["latency_s"] = predict(rows, gpu, profile) * np.exp(rng.normal(0, noise, len(rows)))
+    return rows
 
 
 def synthetic_table(gpu, profile, seed=0, noise=0.02):
@@ -1483,3 +1489,79 @@ def test_a_fit_evaluates_trial_profiles_as_the_cost_model_does(measured):
     trial = cal._unchecked(profile, values)
     assert trial == replace(profile, **values) and hash(trial) == hash(replace(profile, **values))
     assert profile.compute_efficiency != 0.5  # (the start is unchanged)
+
+
+def test_multi_head_decode_lasts_at_least_its_longest_thread_block():
+    """A100 SXM (108 SMs, 2,039 GB/s: an SM's even share 18.88 GB/s), 8 heads of 128 in
+    bf16 (512 bytes of K and V a key a head), a longest-block factor of 0.8: a block reads
+    a key in 0.8 x 512 / 18.88e9 = 21.69 ns. One to eight sequences of 32,768 cached
+    tokens (8-64 blocks, one wave) take 32,768 x 21.69 ns = 711 us whatever their number;
+    16 (128 blocks) two waves, 1.42 ms. Grouped-query attention (8 query heads over 2 KV
+    heads) is not bound; nor is anything with the factor at 0. The line form of the draft
+    passes charges the same."""
+    gpu = get_gpu("a100-80gb-sxm")
+    p = replace(BASE, decode_attention_fixed_s=0.0, decode_attention_per_seq_s=0.0,
+                decode_attention_per_kv_head_s=0.0, decode_attention_occupancy_seqs=0.0,
+                decode_attention_bandwidth_efficiency=0.9, overlap=1.0, decode_attention_overlap=1.0,
+                decode_attention_mha_longest_block=0.8)
+    per_key = 0.8 * 512 / (2039e9 / 108)
+    assert per_key == pytest.approx(21.69e-9, rel=1e-3)
+
+    def time_s(profile, batch, heads=8, kv_heads=8, kv=32768):
+        return kernels.decode_attention(gpu, profile, batch, 1, batch * kv, batch * kv, heads, kv_heads, 128, 2)[4]
+
+    for batch in (1, 2, 8):
+        assert time_s(p, batch) == pytest.approx(32768 * per_key)
+    assert time_s(p, 16) == pytest.approx(2 * 32768 * per_key)
+    # without it, the KV stream at 90% of 2,039 GB/s: 16 sequences' 2.15 GB take 1.17 ms
+    off = replace(p, decode_attention_mha_longest_block=0.0)
+    assert time_s(off, 16) == pytest.approx(16 * 32768 * 8 * 512 / (0.9 * 2039e9), rel=1e-3)
+    assert time_s(p, 4, heads=8, kv_heads=2) == time_s(off, 4, heads=8, kv_heads=2)
+    # the line form: at C = 4 x 32,767 cached tokens (each sequence's new key appended)
+    line = kernels.decode_attention_line(gpu, p, 4, 1, 8, 8, 128, 2)
+    l1, l0 = line[9], line[10]
+    assert l1 * 4 * 32767 + l0 == pytest.approx(32768 * per_key)
+    assert kernels.decode_attention_line(gpu, p, 4, 1, 8, 2, 128, 2)[9] == 0.0
+
+
+def test_a_multi_head_draft_pass_line_is_the_full_formula_with_the_longest_block():
+    """The draft passes' fast path (a step's time as a line in the cached context) equals
+    the full cost of a multi-head model's decode and chain-verify steps where the longest
+    block binds (few sequences, long KV) and where it does not, split-KV blocks included."""
+    from servesim.hardware import get_gpu as gpu_named
+
+    gpu = gpu_named("a100-80gb-sxm")
+    base = replace(gpu.profile, decode_attention_mha_longest_block=0.8, decode_attention_mha_occupancy_seqs=0.0,
+                   decode_attention_occupancy_seqs=0.0, decode_attention_split_block_tokens=0)
+    blocks = replace(base, decode_attention_split_block_tokens=128, decode_attention_split_waves=2,
+                     decode_attention_split_fixed_s=3e-6, decode_attention_per_split_block_s=20e-9)
+    for profile in (base, blocks):
+        cm = CostModel(replace(gpu, profile=profile), get_model("llama-2-7b"))
+        for batch, width, stage in ((1, 1, "decode"), (4, 1, "decode"), (64, 1, "decode"), (2, 5, "chain_verify")):
+            line = cm.step_time_line(batch, width, stage)
+            for context in (0, 1000, 40_000 * batch, 256 * batch + 3):
+                assert cm.steps_time_at(((0, line),), context) == pytest.approx(
+                    cm.step_time_s(batch, width, context, stage), rel=1e-12)
+    # and it binds: one sequence of 32k on Llama-2-7B (32 heads, one wave of blocks) is
+    # slower with it
+    with_bound = CostModel(replace(gpu, profile=base), get_model("llama-2-7b")).step_time_s(1, 1, 32768, "decode")
+    without = CostModel(replace(gpu, profile=replace(base, decode_attention_mha_longest_block=0.0)),
+                        get_model("llama-2-7b")).step_time_s(1, 1, 32768, "decode")
+    assert with_bound > without
+
+
+def test_calibrate_recovers_the_multi_head_longest_block():
+    """Decode attention timed by a profile whose multi-head blocks read a key at 0.8 x an
+    SM's even share (as A100 vLLM's fit says), MHA and GQA rows of 1-256 sequences over
+    16-32,768 cached tokens, 2% noise: the fit, started without the bound, finds 0.8 and
+    the KV bandwidth."""
+    gpu = get_gpu("a100-80gb-sxm")
+    truth = replace(BASE, decode_attention_mha_longest_block=0.8, decode_attention_bandwidth_efficiency=0.85,
+                    decode_attention_split_tokens=128)
+    rows = pd.DataFrame([{"op": "decode_attention", "batch_size": b, "kv_len": kv, "num_heads": h,
+                          "num_kv_heads": k, "head_dim": 128, "latency_s": 1.0}
+                         for b in (1, 2, 4, 8, 16, 64, 256) for kv in (16, 128, 1024, 4096, 32768)
+                         for h, k in ((8, 8), (32, 8)) if b * kv <= 2**20])
+    fitted = fit_op("decode_attention", timed_by(truth, gpu, rows, seed=5), gpu, BASE)
+    assert fitted.decode_attention_mha_longest_block == pytest.approx(0.8, rel=0.1)
+    assert fitted.decode_attention_bandwidth_efficiency == pytest.approx(0.85, rel=0.05)

@@ -161,6 +161,9 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     ``kv_heads``; multi-head attention (``kv_heads == heads``) may run its own kernel
     (:func:`decode_attention_family`). With ``decode_attention_split_block_tokens`` each
     pair runs :func:`split_blocks` thread blocks, and a split call pays per block.
+    Multi-head attention's KV stream lasts at least as long as its longest block
+    (:func:`longest_block_per_key`, ``decode_attention_mha_longest_block``), each pair's
+    keys taken as the batch's mean.
     """
     kv_bytes = 2.0 * kv_tokens * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
@@ -171,6 +174,10 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     per_unit = split_blocks(gpu, p, kv_tokens / batch, units)
     occupancy = 1.0 + occupancy_seqs / (units * per_unit)
     memory_s = hbm * occupancy / _bandwidth(gpu, efficiency, hbm, l2_resident, p.l2_bandwidth_ratio)
+    if p.decode_attention_mha_longest_block:
+        longest_s = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units * per_unit) * (
+            kv_tokens / (batch * per_unit))
+        memory_s = (memory_s + longest_s + abs(memory_s - longest_s)) * 0.5  # max(memory_s, longest_s)
     compute_s = flops / attention_rate(gpu, p)
     work_s = _decode_work(gpu, p, batch, heads, kv_heads)
     if p.decode_attention_split_block_tokens:
@@ -188,6 +195,17 @@ def _decode_fixed(p, batch, heads, kv_heads):
     ``decode_attention_group_layout_s``."""
     grouped = (batch > 1) * (kv_heads > 1) * (heads > kv_heads)
     return p.decode_attention_fixed_s + p.decode_attention_group_layout_s * grouped
+
+
+def longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, blocks):
+    """Seconds per key of a multi-head decode-attention call's longest thread block (0
+    for grouped-query attention): one key's K and V read by one block at one SM's even
+    share of the datasheet HBM bandwidth divided by ``decode_attention_mha_longest_block``,
+    times the whole waves of ``blocks`` over the SMs (one block an SM)."""
+    mha = 1.0 * (kv_heads == heads)
+    even_share = gpu.hbm_bandwidth_bytes_per_s / gpu.num_sms
+    return (mha * p.decode_attention_mha_longest_block * ceil_div(blocks, gpu.num_sms)
+            * 2.0 * head_dim * dtype_bytes / even_share)
 
 
 def decode_attention_family(p, heads, kv_heads):
@@ -273,8 +291,9 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     a function of the cached context C (tokens, summed over the batch; KV from HBM):
     (fixed s, split-KV s, the C above which it is paid, work s, memory s per context
     token, memory s at C = 0, compute s per context token, compute s at C = 0, split
-    blocks), so that its time is ``fixed + (split if C > above) + combine(work,
-    combine(m1 C + m0, c1 C + c0, overlap), the work overlap of
+    blocks, longest block s per context token, longest block s at C = 0), so that its
+    time is ``fixed + (split if C > above) + combine(work, combine(max(m1 C + m0,
+    l1 C + l0), c1 C + c0, overlap), the work overlap of
     :func:`decode_attention_family`)``. Split blocks is None, or (with
     ``decode_attention_split_block_tokens``) (C + appended keys per block length, the
     appended keys, the cap of blocks a pair): above that C the pair runs
@@ -289,6 +308,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     rate = attention_rate(gpu, p)
     work = _decode_work(gpu, p, batch, heads, kv_heads)
     appended = batch * queries  # C + batch x queries keys after the step
+    longest = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units) / batch
     split, blocks = p.decode_attention_split_fixed_s, None
     if p.decode_attention_split_block_tokens:
         per_length = batch * p.decode_attention_split_block_tokens
@@ -302,19 +322,23 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     return (_decode_fixed(p, batch, heads, kv_heads), split, split_above, work,
             kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte,
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate,
-            blocks)
+            blocks, longest, longest * appended)
 
 
 def split_line_at(gpu, p, batch, queries, heads, kv_heads, head_dim, dtype_bytes, per_unit):
-    """(split-KV s, memory s per context token, memory s at C = 0) of a
-    :func:`decode_attention_line` whose pairs run ``per_unit`` (>= 2) thread blocks:
-    :func:`decode_attention`'s split charge and occupancy loss over those blocks."""
+    """(split-KV s, memory s per context token, memory s at C = 0, longest block s per
+    context token, longest block s at C = 0) of a :func:`decode_attention_line` whose
+    pairs run ``per_unit`` (>= 2) thread blocks: :func:`decode_attention`'s split charge,
+    occupancy loss and longest block over those blocks."""
     units = batch * kv_heads
     per_byte = _kv_seconds_per_byte(gpu, p, heads, kv_heads, units * per_unit)
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
+    longest = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units * per_unit) / (
+        batch * per_unit)
     return (_split_charge(gpu, p, units * per_unit),
-            kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte)
+            kv_per_token * per_byte, (kv_per_token * batch * queries + q_bytes) * per_byte,
+            longest, longest * batch * queries)
 
 
 def causal_pairs(p, queries, cached=0):

@@ -18,11 +18,13 @@ decode_attention       decode_attention_{fixed_s, group_layout_s, per_seq_s,    
                        split_fixed_s, wave_quantization, per_split_block_s},         or split-KV blocks sized by
                        l2_bandwidth_ratio; where MHA and GQA rows are both           length and occupancy:
                        measured, decode_attention_mha_{occupancy_seqs,               _split_block_tokens in
-                       overlap, bandwidth_efficiency, per_kv_head_s}                 {128, 256, 512} x
-                                                                                     _split_waves in {1, 2, 4, 8};
+                       overlap, bandwidth_efficiency, per_kv_head_s}; with any       {128, 256, 512} x
+                       MHA rows, decode_attention_mha_longest_block                  _split_waves in {1, 2, 4, 8};
                                                                                      then, with MHA rows,
                                                                                      _mha_blocks_per_sm in {2, 3,
-                                                                                     4} from the best of those
+                                                                                     4} and _mha_longest_block
+                                                                                     from 0.3 and 1 from the best
+                                                                                     of those
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization,             gemm_tile_n in {64, 128, 256},
                        gemm_power_throttle_{onset_s, slowdown} (none kept            or 128 x 128 with
@@ -152,6 +154,13 @@ MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_per_kv_head_s", 1e-9, 0.0, 1e3))
 """Fitted with decode attention when its rows have both head layouts (multi-head and
 grouped-query attention run different kernels); they start from the shared values."""
+LONGEST_BLOCK_PARAMETERS = (("decode_attention_mha_longest_block", 1.0, 0.0, 4.0),)
+"""Fitted with decode attention when its rows have multi-head ones."""
+LONGEST_BLOCK_GRID = [{"decode_attention_mha_longest_block": f, "decode_attention_mha_occupancy_seqs": 0.0,
+                       "decode_attention_occupancy_seqs": 0.0} for f in (0.3, 1.0)]
+"""Searched from the best decode-attention grid point when there are multi-head rows:
+the bound moves the fit only where it binds, so it starts off (0) and from these; an
+occupancy loss over few blocks can stand in for it, so those start from none."""
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
@@ -205,6 +214,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     """``profile`` with the parameters of ``op`` fitted to ``rows`` (see module docstring)."""
     least_squares = _least_squares()
     mha = op == "decode_attention" and _both_head_layouts(rows)
+    any_mha = op == "decode_attention" and bool((rows["num_kv_heads"] == rows["num_heads"]).any())
     measured = rows["latency_s"].to_numpy(float)
     columns = op_columns(op, rows)
 
@@ -216,7 +226,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
             start = replace(start, gemm_power_throttle_slowdown=THROTTLE_START)
         if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
             start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
-        params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ()) if not _inert(p[0], start))
+        params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ())
+                       + (LONGEST_BLOCK_PARAMETERS if any_mha else ()) if not _inert(p[0], start))
 
         def values(x):
             return {name: float(v * scale) for (name, scale, _, _), v in zip(params, x)}
@@ -241,7 +252,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
                 best, best_cost = fitted, cost
     # then, from the best grid point, what only multi-head rows tell apart, and where
     # the all-reduce goes to NCCL
-    for fixed in ((MHA_GRID if mha else []) + (NCCL_GRID if op == "allreduce" else [])
+    for fixed in ((MHA_GRID if mha else []) + (LONGEST_BLOCK_GRID if any_mha else [])
+                  + (NCCL_GRID if op == "allreduce" else [])
                   + (THROTTLE_GRID if op == "gemm" else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:

@@ -178,6 +178,19 @@ class KernelProfile:
         MHA on H100 at 64-128 cached tokens: 11 us from 1 to 8 sequences of 32 heads (up
         to 256 pairs), then about 6.7 us for every further 264-396 pairs (19.8, 33.1, 58.2
         us at 16, 32, 64 sequences): several blocks an SM, not one.
+    decode_attention_mha_longest_block:
+        Multi-head decode attention lasts at least as long as its longest thread block:
+        one (sequence, head) pair's keys (its split-KV share, with
+        ``decode_attention_split_block_tokens``) streamed by one block, at one SM's even
+        share of the datasheet HBM bandwidth divided by this, in waves of one block an
+        SM. FlashAttention-2's decode does not split a multi-head call's KV (vLLM on
+        A100 and L40S), so a few sequences' blocks each read their whole cache alone:
+        A100 vLLM at 8 heads of 128 takes 764 us over 32,768 cached tokens for one to
+        eight sequences alike (8-64 blocks, one wave of 108 SMs; 23 ns a key, 0.86 x an
+        SM's share), where their KV (134 MB to 1.07 GB) would stream in 66-527 us at the
+        datasheet bandwidth, and 799 us at 16 sequences of 16,384 (128 blocks, two waves
+        of half the keys). 0 (the default) = no bound; it applies to multi-head
+        attention only (grouped-query calls split their KV).
     decode_attention_split_tokens:
         KV tokens per sequence above which the decode-attention kernel splits each
         sequence's KV over several thread blocks and reduces their partial results
@@ -457,6 +470,7 @@ class KernelProfile:
     decode_attention_mha_bandwidth_efficiency: float = -1.0
     decode_attention_mha_per_kv_head_s: float = -1.0
     decode_attention_mha_blocks_per_sm: int = 1
+    decode_attention_mha_longest_block: float = 0.0
     decode_attention_split_tokens: int = 0
     decode_attention_split_fixed_s: float = 0.0
     decode_attention_split_block_tokens: int = 0
@@ -550,6 +564,8 @@ MAX_L2_RATIO = 100.0
 MAX_SPLIT_WAVES = 1024.0
 MAX_KV_PASSES = 8
 MAX_THROTTLE_SLOWDOWN = 2.0
+MAX_LONGEST_BLOCK = 100.0
+"""A block streaming at a hundredth of an SM's even share of the bandwidth is not a kernel."""
 """A power-limited clock at half the boost clock is beyond any datacenter GPU."""
 
 
@@ -599,6 +615,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_SPLIT_WAVES:g}] waves, got {value!r}"
         elif name == "gemm_power_throttle_slowdown" and not 1 <= value <= MAX_THROTTLE_SLOWDOWN:
             problems[name] = f"must be in [1, {MAX_THROTTLE_SLOWDOWN:g}] (1: no throttling), got {value!r}"
+        elif name == "decode_attention_mha_longest_block" and not 0 <= value <= MAX_LONGEST_BLOCK:
+            problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no bound), got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
     return problems
