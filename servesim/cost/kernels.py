@@ -17,11 +17,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def larger(a, b):
+    """``max(a, b)`` of numbers or arrays alike, without branches (a calibration
+    evaluates a table's rows at once)."""
+    return (a + b + abs(a - b)) * 0.5
+
+
+def smaller(a, b):
+    """``min(a, b)`` of numbers or arrays alike, without branches."""
+    return (a + b - abs(a - b)) * 0.5
+
+
 def combine(memory_s, compute_s, overlap):
     """Partial-overlap roofline: the larger time plus the unhidden part of the smaller
     (``max + (1 - overlap) x min``, written without branches)."""
-    smaller = (memory_s + compute_s - abs(memory_s - compute_s)) * 0.5
-    return memory_s + compute_s - overlap * smaller
+    return memory_s + compute_s - overlap * smaller(memory_s, compute_s)
 
 
 def ceil_div(a, b):
@@ -119,7 +129,7 @@ def _tile_flops(gpu, p, m, n, k, tm, tn):
     quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
     slots = wave_slots(tiles, gpu.num_sms, quantization)
     waves = slots / gpu.num_sms
-    return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * k, (waves + 1.0 + abs(waves - 1.0)) * 0.5  # max(1, .)
+    return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * k, larger(waves, 1.0)
 
 
 def _chosen_tiles(gpu, p, m, n, k):
@@ -177,7 +187,7 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     if p.decode_attention_mha_longest_block:
         longest_s = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units * per_unit) * (
             kv_tokens / (batch * per_unit))
-        memory_s = (memory_s + longest_s + abs(memory_s - longest_s)) * 0.5  # max(memory_s, longest_s)
+        memory_s = larger(memory_s, longest_s)
     compute_s = flops / attention_rate(gpu, p)
     work_s = _decode_work(gpu, p, batch, heads, kv_heads)
     if p.decode_attention_split_block_tokens:
@@ -255,8 +265,7 @@ def split_blocks(gpu, p, kv_per_seq, pairs):
         return 1.0
     by_length = kv_per_seq // p.decode_attention_split_block_tokens
     by_occupancy = _split_cap(gpu, p, pairs)
-    blocks = (by_length + by_occupancy - abs(by_length - by_occupancy)) * 0.5  # the smaller
-    return (blocks + 1.0 + abs(blocks - 1.0)) * 0.5  # at least one
+    return larger(smaller(by_length, by_occupancy), 1.0)
 
 
 def _split_charge(gpu, p, blocks):
@@ -391,7 +400,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
         if longest_keys is None:
             longest_keys = (tokens + prefix_tokens) / batch
         longest_s = longest_block_s(gpu, p, longest_keys, head_dim)
-        compute_s = (compute_s + longest_s + abs(compute_s - longest_s)) * 0.5  # max(compute_s, longest_s)
+        compute_s = larger(compute_s, longest_s)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads

@@ -213,8 +213,9 @@ def _least_squares():
 def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
     """``profile`` with the parameters of ``op`` fitted to ``rows`` (see module docstring)."""
     least_squares = _least_squares()
-    mha = op == "decode_attention" and _both_head_layouts(rows)
-    any_mha = op == "decode_attention" and bool((rows["num_kv_heads"] == rows["num_heads"]).any())
+    mha_rows = (rows["num_kv_heads"] == rows["num_heads"]).to_numpy() if op == "decode_attention" else np.zeros(0, bool)
+    any_mha = bool(mha_rows.any())  # multi-head rows: the longest block is fitted
+    mha = any_mha and not mha_rows.all()  # both layouts: multi-head attention's own fields too
     measured = rows["latency_s"].to_numpy(float)
     columns = op_columns(op, rows)
 
@@ -303,12 +304,6 @@ def _inert(name: str, profile: KernelProfile) -> bool:
             or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
             or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
                 and profile.allreduce_nccl_bytes == 0))
-
-
-def _both_head_layouts(rows: pd.DataFrame) -> bool:
-    """Whether attention rows have multi-head (KV heads = heads) and grouped-query ones."""
-    mha = (rows["num_kv_heads"] == rows["num_heads"]).to_numpy()
-    return bool(mha.any() and not mha.all())
 
 
 MAX_FIT_ROWS = 4000
