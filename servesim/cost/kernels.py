@@ -173,7 +173,8 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     pair runs :func:`split_blocks` thread blocks, and a split call pays per block.
     Multi-head attention's KV stream lasts at least as long as its longest block
     (:func:`longest_block_per_key`, ``decode_attention_mha_longest_block``), each pair's
-    keys taken as the batch's mean.
+    keys taken as the batch's mean. The new tokens' K and V are written to the cache
+    first (:func:`kv_write`).
     """
     kv_bytes = 2.0 * kv_tokens * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
@@ -195,7 +196,8 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     else:
         split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     streamed_s = combine(memory_s, compute_s, p.overlap)
-    time_s = _decode_fixed(p, batch, heads, kv_heads) + split_s + combine(work_s, streamed_s, work_overlap)
+    time_s = (_decode_fixed(p, batch, heads, kv_heads) + split_s + combine(work_s, streamed_s, work_overlap)
+              + kv_write(gpu, p, batch * queries, kv_heads, head_dim, dtype_bytes))
     return flops, hbm, memory_s, compute_s, time_s
 
 
@@ -328,7 +330,9 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
         split = 0.0
     else:
         split_above = _split_above(p) * batch - appended
-    return (_decode_fixed(p, batch, heads, kv_heads), split, split_above, work,
+    fixed = _decode_fixed(p, batch, heads, kv_heads) + kv_write(gpu, p, batch * queries, kv_heads, head_dim,
+                                                                dtype_bytes)
+    return (fixed, split, split_above, work,
             kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte,
             4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate,
             blocks, longest, longest * appended)
@@ -384,7 +388,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     With ``prefill_attention_longest_block``, the FLOPs take at least as long as the
     call's longest thread block (:func:`longest_block_s`); ``longest_keys``: the keys
     of its longest sequence, cached and new (default: ``(tokens + prefix_tokens) /
-    batch``).
+    batch``). The new tokens' K and V are written to the cache first (:func:`kv_write`).
     """
     tensors = 2.0 * (tokens * (heads + kv_heads) + prefix_tokens * kv_heads) * head_dim * dtype_bytes
     hbm = tensors + 2.0 * (p.prefill_attention_kv_passes - 1) * tokens * kv_heads * head_dim * dtype_bytes
@@ -406,8 +410,27 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads
                  + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
               + combine(memory_s, compute_s, p.overlap))
-    time_s = p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
+    time_s = (p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
+              + kv_write(gpu, p, tokens, kv_heads, head_dim, dtype_bytes))
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def kv_write(gpu, p, tokens, kv_heads, head_dim, dtype_bytes):
+    """Time (s) of the kernel that writes ``tokens`` new tokens' K and V into the paged
+    KV cache (0 without ``kv_write_block_s``): one thread block a token of ``min(kv_heads
+    x head_dim, kv_write_block_threads)`` threads, as many resident on an SM as its
+    thread and block limits allow, each living ``kv_write_block_s``; or the HBM stream
+    of those K and V, read once and written once at ``bandwidth_efficiency``, if that
+    takes longer. A throughput: a few tokens' blocks (a decode step's) cost their share
+    of a block life, the rest of their latency being the attention's fixed time."""
+    if not p.kv_write_block_s:
+        return 0.0
+    elements = kv_heads * head_dim
+    threads = smaller(elements, p.kv_write_block_threads)
+    resident = smaller(gpu.max_threads_per_sm // threads, gpu.max_blocks_per_sm)
+    blocks_s = tokens * p.kv_write_block_s / (gpu.num_sms * resident)
+    stream_s = 4.0 * tokens * elements * dtype_bytes / (gpu.hbm_bandwidth_bytes_per_s * p.bandwidth_efficiency)
+    return larger(blocks_s, stream_s)
 
 
 def longest_block_s(gpu, p, keys, head_dim):

@@ -122,7 +122,8 @@ PARAMETERS = {
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0),
-                          ("prefill_attention_longest_block", 1.0, 0.0, 4.0)),
+                          ("prefill_attention_longest_block", 1.0, 0.0, 4.0),
+                          ("kv_write_block_s", 1e-6, 0.0, 20.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
@@ -161,6 +162,13 @@ LONGEST_BLOCK_GRID = [{"decode_attention_mha_longest_block": f, "decode_attentio
 """Searched from the best decode-attention grid point when there are multi-head rows:
 the bound moves the fit only where it binds, so it starts off (0) and from these; an
 occupancy loss over few blocks can stand in for it, so those start from none."""
+KV_WRITE_GRID = [{"kv_write_block_s": life, "prefill_attention_per_token_s": 0.0,
+                  "prefill_attention_per_kv_head_token_s": 0.0} for life in (2e-6, 5e-6)]
+"""Further starts of prefill attention, from the best grid point without a KV-cache
+write kernel (its block life is fitted only from these): the life moves the fit only
+together with the per-token charges it replaces (which start from none), so from 0 the
+fit stays where they already are; and a framework that writes the cache inside its
+attention kernel keeps the fit it had without one unless a write kernel fits better."""
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
@@ -255,6 +263,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     # the all-reduce goes to NCCL
     for fixed in ((MHA_GRID if mha else []) + (LONGEST_BLOCK_GRID if any_mha else [])
                   + (NCCL_GRID if op == "allreduce" else [])
+                  + (KV_WRITE_GRID if op == "prefill_attention" else [])
                   + (THROTTLE_GRID if op == "gemm" else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
@@ -299,8 +308,10 @@ def _possible(fixed: dict, gpu) -> bool:
 
 def _inert(name: str, profile: KernelProfile) -> bool:
     """Whether a parameter does nothing under the grid point's fixed values (so it keeps
-    its start instead of drifting where no row constrains it)."""
+    its start instead of drifting where no row constrains it), or is a kernel the start
+    does not have (the KV-cache write: :data:`KV_WRITE_GRID` starts it)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
+            or (name == "kv_write_block_s" and profile.kv_write_block_s == 0)
             or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
             or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
                 and profile.allreduce_nccl_bytes == 0))

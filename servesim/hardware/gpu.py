@@ -44,6 +44,13 @@ class GPU:
     """GPU-to-CPU link bandwidth per direction (PCIe), for KV blocks swapped to CPU memory."""
     measured_as: str = ""
     """The GPU's name in measured kernel tables (aiconfigurator-core's folder name), if any."""
+    max_threads_per_sm: int = 2048
+    """Most threads resident on one SM (CUDA's compute-capability table: 2,048 on sm_80,
+    sm_90 and sm_100; 1,536 on sm_86 and sm_89), which caps how many blocks of a kernel
+    an SM runs at once."""
+    max_blocks_per_sm: int = 32
+    """Most thread blocks resident on one SM (32 on sm_80, sm_90 and sm_100; 16 on sm_86,
+    24 on sm_89)."""
 
     @property
     def ridge_flops_per_byte(self) -> float:
@@ -124,4 +131,6 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
                interconnect_bandwidth_bytes_per_s=entry.get("interconnect_bandwidth_bytes_per_s", 0.0),
                nvlink_switch_reduction=entry.get("nvlink_switch_reduction", False),
                host_link_bandwidth_bytes_per_s=entry.get("host_link_bandwidth_bytes_per_s", 0.0),
+               max_threads_per_sm=entry.get("max_threads_per_sm", 2048),
+               max_blocks_per_sm=entry.get("max_blocks_per_sm", 32),
                **{k: entry[k] for k in GPU_FACTS})

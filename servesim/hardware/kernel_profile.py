@@ -306,6 +306,22 @@ class KernelProfile:
         falling back to the GEMMs' efficiency costs SGLang's A100, B200 and H200 p90s
         1-3 points). A serving step reads it as peak HBM bandwidth, which matters only
         where prefill attention is memory-bound (a short chunk over a long prefix).
+    kv_write_block_s:
+        Life of one thread block of the kernel that writes new tokens' K and V into the
+        paged KV cache (s), where that is a kernel of its own: vLLM's
+        ``reshape_and_cache_flash`` runs one block per token of ``min(KV heads x
+        head_dim, kv_write_block_threads)`` threads, so an SM holds few blocks at once
+        (``max_threads_per_sm / threads``) and a long prompt is written at ``SMs x
+        resident blocks`` tokens per block life, or at the HBM stream of its K and V
+        (read and written once, at ``bandwidth_efficiency``) if slower. vLLM's prefill
+        tables on A100 add 3.1 ns a token from one KV head to two (128 to 256 threads:
+        16 to 8 blocks an SM) and 6.2 ns more from two to four (4 blocks), the same at
+        every prompt length from 16 to 16,384 tokens and every head count (5.4 us a
+        block); past four heads (512 threads) the stream takes over. Charged on every
+        attention call's new tokens (prefill, decode, verify). 0 = no separate write
+        kernel (TensorRT-LLM writes the cache inside its attention kernels).
+    kv_write_block_threads:
+        Most threads of one block of the KV-cache write kernel (vLLM: 512).
     fused_tree_attention:
         Verify steps of a token tree run a fused attention kernel with a tree mask
         (FlashInfer custom masks, TRT-LLM's spec-decoding kernels), costed like decode
@@ -490,6 +506,8 @@ class KernelProfile:
     prefill_attention_tile: int = 0
     prefill_attention_query_tile: int = 0
     prefill_attention_wave_quantization: float = 1.0
+    kv_write_block_s: float = 0.0
+    kv_write_block_threads: int = 512
     fused_tree_attention: bool = False
     elementwise_bandwidth_efficiency: float = 0.0
     elementwise_kernels_per_layer: int = 0
@@ -541,7 +559,8 @@ UNIT_INTERVAL = ("overlap", "allreduce_nccl_bandwidth_efficiency", "weight_rerea
                  "prefill_attention_bandwidth_efficiency",
                  "elementwise_bandwidth_efficiency", "elementwise_next_wave_fraction")
 """Fields in [0, 1] (0 where it means 'not set')."""
-TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile", "decode_attention_mha_blocks_per_sm")
+TILES = ("gemm_token_tile", "weight_pass_tokens", "masked_attention_query_tile", "decode_attention_mha_blocks_per_sm",
+         "kv_write_block_threads")
 """Positive integers (tile sizes, token counts), at most :data:`MAX_TILE`."""
 COUNTS = ("gemm_tile_n", "gemm_large_tile_n", "elementwise_kernels_per_layer", "prefill_attention_tile",
           "prefill_attention_query_tile",
@@ -555,8 +574,9 @@ MHA_FIELDS = {"decode_attention_mha_occupancy_seqs": (0.0, 1e6), "decode_attenti
 """Multi-head attention's own decode fields and their ranges (-1 = not set)."""
 MAX_TILE = 65536
 MAX_MESSAGE_BYTES = 2**40
-MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1}
-"""Token counts that may be 'never' in practice (no second weight pass)."""
+MAX_TOKENS = {"weight_pass_tokens": 2**31 - 1, "kv_write_block_threads": 1024}
+"""Limits other than :data:`MAX_TILE`: token counts that may be 'never' in practice (no
+second weight pass), and CUDA's most threads a block."""
 MAX_SECONDS = 1.0
 """Upper bound of a per-kernel time (s): a kernel floor of a second is not a GPU."""
 MAX_SCORE_BYTES = 1024.0
@@ -564,9 +584,9 @@ MAX_L2_RATIO = 100.0
 MAX_SPLIT_WAVES = 1024.0
 MAX_KV_PASSES = 8
 MAX_THROTTLE_SLOWDOWN = 2.0
+"""A power-limited clock at half the boost clock is beyond any datacenter GPU."""
 MAX_LONGEST_BLOCK = 100.0
 """A block streaming at a hundredth of an SM's even share of the bandwidth is not a kernel."""
-"""A power-limited clock at half the boost clock is beyond any datacenter GPU."""
 
 
 def profile_problems(values: dict) -> dict[str, str]:
