@@ -1627,3 +1627,49 @@ def test_calibrate_recovers_the_kv_cache_write():
                          for h, kv in ((32, 4), (32, 32), (4, 1), (4, 4)) if b * s <= 65536])
     fitted = fit_op("prefill_attention", timed_by(truth, gpu, rows, seed=7), gpu, BASE)
     assert fitted.kv_write_block_s == pytest.approx(4.4e-6, rel=0.1)
+
+
+def test_prefill_tail_of_uneven_blocks_by_hand():
+    """B200 (148 SMs), tiles and query tiles of 128, rate R, the longest block at an even
+    share (factor 1) and a tail of 0.5 of it. One 4,096-token prompt of 32 heads: 1,024
+    blocks in 7 waves, 8 x 1.7717e10 x 1,036 / 1,024 = 1.434e11 FLOPs' worth, plus half
+    its longest block (4 x 128 x 128 x 4,096 x 148 = 3.972e10): 1.633e11 / R, 13.8% more.
+    At 4 heads (128 blocks, one wave charged whole: 2.0485e10) the sum, 4.035e10, is
+    still above the longest block; without the charge for idle SMs (wave quantization
+    0) 2 heads' 8.858e9 + 1.986e10 = 2.872e10 is not, and the longest block stands."""
+    gpu = get_gpu("b200")
+    p = replace(BASE, prefill_attention_query_tile=128, prefill_attention_tile=128,
+                prefill_attention_wave_quantization=1.0, prefill_attention_longest_block=1.0,
+                prefill_attention_tail_blocks=0.5)
+    rate = kernels.attention_rate(gpu, p)
+
+    def compute(profile, heads):
+        return kernels.prefill_attention(gpu, profile, 1, 4096, kernels.causal_pairs(profile, 4096), heads, 1,
+                                         128, 2)[3]
+
+    longest = 4 * 128 * 128 * 4096 * 148 / rate
+    assert longest * rate == pytest.approx(3.972e10, rel=1e-3)
+    assert compute(p, 32) == pytest.approx(8 * 1.7717e10 * 1036 / 1024 / rate + 0.5 * longest, rel=1e-4)
+    assert compute(p, 32) * rate == pytest.approx(1.633e11, rel=1e-3)
+    assert compute(p, 4) * rate == pytest.approx(2.0485e10 + 1.986e10, rel=1e-3)
+    assert compute(replace(p, prefill_attention_wave_quantization=0.0), 2) == pytest.approx(longest)
+    assert 2 * 4 * 128 * 128**2 * 528 + 0.5 * longest * rate == pytest.approx(2.872e10, rel=1e-3)
+    assert compute(replace(p, prefill_attention_tail_blocks=0.0), 32) * rate == pytest.approx(1.434e11, rel=1e-3)
+
+
+def test_calibrate_recovers_the_prefill_tail():
+    """Prefill attention timed by a profile with a tail of 0.5 of the longest block (B200
+    vLLM's fit says about that), 4 to 32 heads, one to 16 prompts of 256-16,384 tokens
+    (one to over a hundred waves of blocks), 2% noise: the fit, started without a tail,
+    finds 0.5 and the fused-attention efficiency."""
+    gpu = get_gpu("b200")
+    truth = replace(BASE, prefill_attention_tile=128, prefill_attention_query_tile=128,
+                    prefill_attention_wave_quantization=1.0, prefill_attention_longest_block=1.6,
+                    prefill_attention_tail_blocks=0.5, prefill_attention_compute_efficiency=0.6)
+    rows = pd.DataFrame([{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": h,
+                          "num_kv_heads": kv, "head_dim": 128, "latency_s": 1.0}
+                         for b in (1, 2, 4, 16) for s in (256, 1024, 2048, 4096, 8192, 16384)
+                         for h, kv in ((32, 8), (8, 1), (4, 1)) if b * s <= 65536])
+    fitted = fit_op("prefill_attention", timed_by(truth, gpu, rows, seed=11), gpu, BASE)
+    assert fitted.prefill_attention_tail_blocks == pytest.approx(0.5, rel=0.15)
+    assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.6, rel=0.05)

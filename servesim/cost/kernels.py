@@ -386,7 +386,9 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     blocks (:func:`prefill_waves`); ``query_tiles``: the batch's query tiles, summed
     over its sequences (default: ``batch`` sequences of ``tokens / batch`` each).
     With ``prefill_attention_longest_block``, the FLOPs take at least as long as the
-    call's longest thread block (:func:`longest_block_s`); ``longest_keys``: the keys
+    call's longest thread block (:func:`longest_block_s`), and their waves take
+    ``prefill_attention_tail_blocks`` of that block longer (uneven causal blocks,
+    taken in launch order, leave a tail); ``longest_keys``: the keys
     of its longest sequence, cached and new (default: ``(tokens + prefix_tokens) /
     batch``). The new tokens' K and V are written to the cache first (:func:`kv_write`).
     """
@@ -404,7 +406,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
         if longest_keys is None:
             longest_keys = (tokens + prefix_tokens) / batch
         longest_s = longest_block_s(gpu, p, longest_keys, head_dim)
-        compute_s = larger(compute_s, longest_s)
+        compute_s = larger(compute_s + p.prefill_attention_tail_blocks * longest_s, longest_s)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
     rest_s = (p.prefill_attention_per_seq_s * batch
               + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads

@@ -123,7 +123,8 @@ PARAMETERS = {
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0),
                           ("prefill_attention_longest_block", 1.0, 0.0, 4.0),
-                          ("kv_write_block_s", 1e-6, 0.0, 20.0)),
+                          ("kv_write_block_s", 1e-6, 0.0, 20.0),
+                          ("prefill_attention_tail_blocks", 1.0, 0.0, 4.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
@@ -169,6 +170,7 @@ write kernel (its block life is fitted only from these): the life moves the fit 
 together with the per-token charges it replaces (which start from none), so from 0 the
 fit stays where they already are; and a framework that writes the cache inside its
 attention kernel keeps the fit it had without one unless a write kernel fits better."""
+TAIL_GRID = [{"prefill_attention_tail_blocks": t} for t in (0.25, 1.0)]
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
@@ -263,7 +265,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     # the all-reduce goes to NCCL
     for fixed in ((MHA_GRID if mha else []) + (LONGEST_BLOCK_GRID if any_mha else [])
                   + (NCCL_GRID if op == "allreduce" else [])
-                  + (KV_WRITE_GRID if op == "prefill_attention" else [])
+                  + (KV_WRITE_GRID + TAIL_GRID if op == "prefill_attention" else [])
                   + (THROTTLE_GRID if op == "gemm" else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
@@ -312,6 +314,7 @@ def _inert(name: str, profile: KernelProfile) -> bool:
     does not have (the KV-cache write: :data:`KV_WRITE_GRID` starts it)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
             or (name == "kv_write_block_s" and profile.kv_write_block_s == 0)
+            or (name == "prefill_attention_tail_blocks" and profile.prefill_attention_tail_blocks == 0)
             or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
             or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
                 and profile.allreduce_nccl_bytes == 0))

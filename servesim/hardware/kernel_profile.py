@@ -281,6 +281,14 @@ class KernelProfile:
         shard's few heads) lasts as long as that block while other SMs idle: measured
         4-head prompts of 4,096 tokens on B200 reach about a third of the 32-head rate.
         Below 1 when a lone block runs faster than its share of a full GPU.
+    prefill_attention_tail_blocks:
+        Share of that longest block's time a causal prefill-attention call pays on top of
+        its waves of FLOPs (0 = none). Its blocks differ in work (a prompt's query tile
+        i attends i + 1 key tiles) and the SMs take them in launch order, so the call
+        ends up to one longest block after the even share of its work (the list-
+        scheduling bound, work / SMs + the longest job): a tail that fades as 1 / waves.
+        B200 vLLM's table: calls of 2-4 waves of blocks run 15-17% slower than whole
+        waves say, 4-8 waves 9%, 8-16 3%, alike at 4 and at 128 query tiles a prompt.
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
@@ -500,6 +508,7 @@ class KernelProfile:
     prefill_attention_per_kv_head_s: float = 0.0
     prefill_attention_overlap: float = 0.0
     prefill_attention_longest_block: float = 0.0
+    prefill_attention_tail_blocks: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
     prefill_attention_bandwidth_efficiency: float = 0.0
     prefill_attention_kv_passes: int = 1
@@ -637,6 +646,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [1, {MAX_THROTTLE_SLOWDOWN:g}] (1: no throttling), got {value!r}"
         elif name == "decode_attention_mha_longest_block" and not 0 <= value <= MAX_LONGEST_BLOCK:
             problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no bound), got {value!r}"
+        elif name == "prefill_attention_tail_blocks" and not 0 <= value <= MAX_LONGEST_BLOCK:
+            problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no tail), got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
     return problems
