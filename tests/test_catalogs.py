@@ -54,3 +54,16 @@ def test_required_gpus_and_datasheet_figures():
     for name in gpu_names():
         g = get_gpu(name)
         assert 0 < g.profile.bandwidth_efficiency <= 1 and g.source
+
+
+def test_sm_limits_follow_the_compute_capability_table():
+    """Resident threads and blocks an SM (CUDA programming guide, compute capabilities):
+    sm_80 (A100), sm_90 (H100, H200) and sm_100 (B200) hold 2,048 threads and 32
+    blocks; sm_89 (L40S) 1,536 and 24; sm_86 (A10G) 1,536 and 16."""
+    expected = {"a100-80gb-pcie": (2048, 32), "a100-80gb-sxm": (2048, 32), "h100-sxm": (2048, 32),
+                "h100-pcie": (2048, 32), "h200": (2048, 32), "b200": (2048, 32), "l40s": (1536, 24),
+                "a10g": (1536, 16)}
+    assert set(expected) == set(gpu_names())
+    for name, limits in expected.items():
+        gpu = get_gpu(name)
+        assert (gpu.max_threads_per_sm, gpu.max_blocks_per_sm) == limits

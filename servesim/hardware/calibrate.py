@@ -171,6 +171,9 @@ together with the per-token charges it replaces (which start from none), so from
 fit stays where they already are; and a framework that writes the cache inside its
 attention kernel keeps the fit it had without one unless a write kernel fits better."""
 TAIL_GRID = [{"prefill_attention_tail_blocks": t} for t in (0.25, 1.0)]
+"""Further starts of prefill attention, from the best grid point without a tail (its
+share is fitted only from these): the tail trades against the charge for a last wave's
+idle SMs, two basins of the fit."""
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
@@ -310,8 +313,9 @@ def _possible(fixed: dict, gpu) -> bool:
 
 def _inert(name: str, profile: KernelProfile) -> bool:
     """Whether a parameter does nothing under the grid point's fixed values (so it keeps
-    its start instead of drifting where no row constrains it), or is a kernel the start
-    does not have (the KV-cache write: :data:`KV_WRITE_GRID` starts it)."""
+    its start instead of drifting where no row constrains it), or is a mechanism the
+    start does not have (the KV-cache write, the prefill tail: :data:`KV_WRITE_GRID` and
+    :data:`TAIL_GRID` start them)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
             or (name == "kv_write_block_s" and profile.kv_write_block_s == 0)
             or (name == "prefill_attention_tail_blocks" and profile.prefill_attention_tail_blocks == 0)
