@@ -19,10 +19,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from servesim.hardware import get_gpu, get_profile
+from servesim.hardware import get_gpu
 from servesim.hardware.aiconfigurator import read_database
 from servesim.hardware.calibrate import calibration_rows
-from servesim.hardware.gpu import default_profile_name
 from servesim.hardware.kernel_table import predict_op
 
 OPS = ("decode_attention", "prefill_attention")
@@ -32,13 +31,12 @@ def head_size_errors(gpu_name: str, framework: str) -> pd.DataFrame:
     """Rows (framework, op, by, value, rows, signed median %, median |error| %) of the GPU's
     bundled profile for ``framework`` on the installed database's attention rows, grouped
     by head size and by group size."""
-    gpu = get_gpu(gpu_name, framework)
-    profile, _ = get_profile(default_profile_name(gpu_name, framework))
+    gpu = get_gpu(gpu_name, framework)  # with its bundled profile for the framework
     rows, _ = calibration_rows(read_database(gpu.measured_as, framework), gpu, framework, gpu.measured_as)
     out = []
     for op in OPS:
         r = rows[rows["op"] == op]
-        err = 100.0 * (predict_op(op, r, gpu, profile) / r["latency_s"].to_numpy(float) - 1.0)
+        err = 100.0 * (predict_op(op, r, gpu, gpu.profile) / r["latency_s"].to_numpy(float) - 1.0)
         keys = {"head_dim": r["head_dim"].to_numpy(int),
                 "group": (r["num_heads"] // r["num_kv_heads"]).to_numpy(int)}
         for by, values in keys.items():

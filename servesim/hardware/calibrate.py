@@ -174,6 +174,9 @@ TAIL_GRID = [{"prefill_attention_tail_blocks": t} for t in (0.25, 1.0)]
 """Further starts of prefill attention, from the best grid point without a tail (its
 share is fitted only from these): the tail trades against the charge for a last wave's
 idle SMs, two basins of the fit."""
+GRID_STARTED = ("kv_write_block_s", "prefill_attention_tail_blocks")
+"""Mechanisms a fit takes up only from :data:`KV_WRITE_GRID` and :data:`TAIL_GRID`
+(off, 0, they are not fitted from the other starts)."""
 MHA_GRID = [{"decode_attention_mha_blocks_per_sm": b} for b in (2, 3, 4)]
 """Searched from the best decode-attention grid point when MHA_PARAMETERS are fitted."""
 NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
@@ -314,11 +317,9 @@ def _possible(fixed: dict, gpu) -> bool:
 def _inert(name: str, profile: KernelProfile) -> bool:
     """Whether a parameter does nothing under the grid point's fixed values (so it keeps
     its start instead of drifting where no row constrains it), or is a mechanism the
-    start does not have (the KV-cache write, the prefill tail: :data:`KV_WRITE_GRID` and
-    :data:`TAIL_GRID` start them)."""
+    start does not have (:data:`GRID_STARTED`)."""
     return ((name == "allreduce_shared_bandwidth_efficiency" and profile.allreduce_direct_gpus == 0)
-            or (name == "kv_write_block_s" and profile.kv_write_block_s == 0)
-            or (name == "prefill_attention_tail_blocks" and profile.prefill_attention_tail_blocks == 0)
+            or (name in GRID_STARTED and getattr(profile, name) == 0)
             or (name in ("allreduce_switch_efficiency", "allreduce_switch_s") and profile.allreduce_switch_gpus == 0)
             or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
                 and profile.allreduce_nccl_bytes == 0))

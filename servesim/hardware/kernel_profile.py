@@ -296,10 +296,12 @@ class KernelProfile:
         Times the prompt's new K and V cross HBM in a prefill-attention call (1: read
         once by the attention kernel). Serving frameworks also write them into the
         paged KV cache (2), and an attention that reads them back from there adds a
-        third. A microbenchmark's L2 still holds one copy of each tensor. Where the
-        stream binds, L40S's tables cost MHA (16 KB of K and V a token) 2.0-2.3x GQA's
-        time a token, against 1.6x for one pass; all three fit 2 passes. On the HBM
-        GPUs the stream does not bind in the tables, and their profiles keep 1.
+        third (where the write is a kernel of its own, ``kv_write_block_s`` charges it
+        instead, and those fits keep 1). A microbenchmark's L2 still holds one copy of
+        each tensor. Where the stream binds, L40S's tables cost MHA (16 KB of K and V a
+        token) 2.0-2.3x GQA's time a token, against 1.6x for one pass; they fit 2-3
+        passes. On the HBM GPUs the stream rarely binds in the tables: A100 TRT-LLM fits
+        2, the others 1.
     prefill_attention_bandwidth_efficiency:
         Achieved fraction of peak HBM bandwidth for prefill attention's Q, K, V and
         output (0 = ``bandwidth_efficiency``). It binds where a batch's attention
