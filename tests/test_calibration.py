@@ -213,7 +213,7 @@ def test_grouped_query_decode_pays_the_group_layout_over_more_than_one_kv_head()
         kernels.decode_attention(gpu, replace(p, decode_attention_group_layout_s=0.0), 1, 1, 10, 10, 32, 8, 128, 2)[4])
     # in a table's arrays too (calibration evaluates every row at once)
     batch, heads, kv_heads = np.array([4, 4, 4, 1]), np.array([32, 4, 32, 32]), np.array([8, 1, 32, 8])
-    assert list(kernels._decode_fixed(p, batch, heads, kv_heads)) == pytest.approx([16e-6, 10e-6, 10e-6, 10e-6])
+    assert list(kernels._decode_fixed(p, batch, heads, kv_heads, 128)) == pytest.approx([16e-6, 10e-6, 10e-6, 10e-6])
     model = get_model("llama-3-8b")
     for sequences, charged in ((4, 32 * 6e-6), (1, 0.0)):
         grouped = CostModel(gpu, model, p).step_cost(sequences, 1, 10 * sequences, "decode")
@@ -1673,3 +1673,102 @@ def test_calibrate_recovers_the_prefill_tail():
     fitted = fit_op("prefill_attention", timed_by(truth, gpu, rows, seed=11), gpu, BASE)
     assert fitted.prefill_attention_tail_blocks == pytest.approx(0.5, rel=0.15)
     assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.6, rel=0.05)
+
+
+def test_attention_softmax_per_pair_by_hand():
+    """H100 SXM (989.4 TFLOP/s, 132 SMs), fused attention at 0.8233 of peak (814.6 TFLOP/s
+    of matrix work) and a softmax of 28 ps of an SM a pair (0.2121 ps of the whole GPU):
+    a pair costs 0.3143 + 0.2121 ps at head_dim 64, 0.6285 + 0.2121 at 128 and 1.2571 +
+    0.2121 at 256, so the achieved rate is 486, 609 and 697 TFLOP/s (aiconfigurator's
+    H100 vLLM 16K-token prompts: 485, 608 and 711). One 4,096-token prompt of 32 heads
+    without tiles: 8,390,656 causal pairs a head; decode of 8 sequences over 1,000 keys
+    (32 heads): 32 x 8,000 pairs."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, prefill_attention_compute_efficiency=0.8233, attention_softmax_pair_s=28e-12,
+                prefill_attention_tile=0, prefill_attention_query_tile=0, prefill_attention_longest_block=0.0)
+    per_pair = {64: 0.3143e-12 + 0.2121e-12, 128: 0.6285e-12 + 0.2121e-12, 256: 1.2571e-12 + 0.2121e-12}
+    for d, seconds in per_pair.items():
+        assert kernels.pair_seconds(gpu, p, d) == pytest.approx(seconds, rel=1e-3)
+    for d, tflops in ((64, 486), (128, 609), (256, 697)):
+        assert 4 * d / kernels.pair_seconds(gpu, p, d) / 1e12 == pytest.approx(tflops, abs=1)
+    pairs = 4096 * 4097 / 2
+    assert kernels.causal_pairs(p, 4096) == pairs == 8_390_656
+    assert kernels.prefill_attention(gpu, p, 1, 4096, pairs, 32, 8, 128, 2)[3] == pytest.approx(
+        32 * pairs * per_pair[128], rel=1e-3)
+    assert kernels.decode_attention(gpu, p, 8, 1, 8000, 8000, 32, 8, 128, 2)[3] == pytest.approx(
+        32 * 8000 * per_pair[128], rel=1e-3)
+    # none (the field's default): the matrix products alone, as before
+    none = replace(p, attention_softmax_pair_s=0.0)
+    assert kernels.pair_seconds(gpu, none, 128) == pytest.approx(0.6285e-12, rel=1e-3)
+
+
+def test_a_draft_pass_line_is_the_full_formula_with_the_softmax():
+    """The draft passes' line form charges the softmax and the fixed time by head size as
+    the full formula does (Llama-3.2-1B, head_dim 64): a chain
+    verify of 5 tokens (pairs causal among them) and a decode step, at several contexts."""
+    from servesim.hardware import get_gpu as gpu_named
+
+    gpu = gpu_named("h100-sxm")
+    profile = replace(gpu.profile, attention_softmax_pair_s=200e-12, prefill_attention_compute_efficiency=0.3,
+                      decode_attention_fixed_per_dim_s=20e-9)
+    cm = CostModel(replace(gpu, profile=profile), get_model("llama-3-2-1b"))
+    for batch, width, stage in ((1, 1, "decode"), (16, 1, "decode"), (4, 5, "chain_verify")):
+        line = cm.step_time_line(batch, width, stage)
+        for context in (0, 1000, 70_000 * batch):
+            assert cm.steps_time_at(((0, line),), context) == pytest.approx(
+                cm.step_time_s(batch, width, context, stage), rel=1e-12)
+
+
+def test_calibrate_fits_the_softmax_only_across_head_sizes():
+    """Prefill attention timed by a profile with a softmax of 28 ps of an SM a pair and
+    matrix products at 0.8 of peak (H100), prompts of 256-16,384 tokens at head_dim 64,
+    128 and 256, 2% noise: the fit, started without a softmax, finds both. On the
+    head_dim 128 rows alone the two trade exactly, and the fit leaves the softmax out."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, prefill_attention_compute_efficiency=0.8, attention_softmax_pair_s=28e-12)
+    rows = pd.DataFrame([{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": h,
+                          "num_kv_heads": kv, "head_dim": d, "latency_s": 1.0}
+                         for b in (1, 4, 16) for s in (256, 1024, 4096, 16384)
+                         for h, kv, d in ((32, 8, 64), (8, 2, 64), (32, 8, 128), (8, 2, 128), (16, 8, 256), (4, 2, 256))
+                         if b * s <= 65536])
+    timed = timed_by(truth, gpu, rows, seed=5)
+    fitted = fit_op("prefill_attention", timed, gpu, BASE)
+    assert fitted.attention_softmax_pair_s == pytest.approx(28e-12, rel=0.15)
+    assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.8, rel=0.05)
+    one_size = fit_op("prefill_attention", timed[timed["head_dim"] == 128], gpu, BASE)
+    assert one_size.attention_softmax_pair_s == 0.0
+
+
+def test_decode_fixed_time_by_head_size_by_hand():
+    """A fixed time of 15 ns an element of a head adds 0.96 us to a decode-attention call
+    at head_dim 64 and 3.84 us at 256, whatever the call's shape; none by default."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, decode_attention_fixed_per_dim_s=0.0)
+    with_dim = replace(p, decode_attention_fixed_per_dim_s=15e-9)
+    for d, extra in ((64, 0.96e-6), (256, 3.84e-6)):
+        for batch, kv in ((1, 16), (64, 4096)):
+            shape = (batch, 1, batch * kv, batch * kv, 16, 8, d, 2)
+            slower = kernels.decode_attention(gpu, with_dim, *shape)[4]
+            assert slower - kernels.decode_attention(gpu, p, *shape)[4] == pytest.approx(extra, rel=1e-6)
+    assert BASE.decode_attention_fixed_per_dim_s == 0.0
+
+
+def test_calibrate_fits_decode_fixed_time_only_across_head_sizes():
+    """Decode attention timed by a profile with a fixed time of 6 us plus 16 ns an element
+    of a head (2.05 us at head_dim 128), rows of 1-256 sequences over 16-32,768 cached
+    tokens at head_dim 64, 128 and 256, 2% noise: the fit, started without it, finds both;
+    on the head_dim 128 rows alone it leaves the per-element time out."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, decode_attention_fixed_s=6e-6, decode_attention_fixed_per_dim_s=16e-9,
+                    decode_attention_bandwidth_efficiency=0.85, decode_attention_split_tokens=128)
+    rows = pd.DataFrame([{"op": "decode_attention", "batch_size": b, "kv_len": kv, "num_heads": h,
+                          "num_kv_heads": k, "head_dim": d, "latency_s": 1.0}
+                         for b in (1, 4, 16, 64, 256) for kv in (16, 128, 1024, 4096, 32768)
+                         for h, k, d in ((32, 8, 64), (32, 8, 128), (16, 8, 256)) if b * kv <= 2**20])
+    timed = timed_by(truth, gpu, rows, seed=3)
+    fitted = fit_op("decode_attention", timed, gpu, BASE)
+    assert fitted.decode_attention_fixed_per_dim_s == pytest.approx(16e-9, rel=0.2)
+    assert fitted.decode_attention_fixed_s + 128 * fitted.decode_attention_fixed_per_dim_s == pytest.approx(
+        8.05e-6, rel=0.05)
+    one_size = fit_op("decode_attention", timed[timed["head_dim"] == 128], gpu, BASE)
+    assert one_size.decode_attention_fixed_per_dim_s == 0.0

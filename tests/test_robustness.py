@@ -175,7 +175,7 @@ def test_generated_scenarios_run_or_exit_2(tmp_path_factory, capsys, assignments
     ("hardware.profile.allreduce_direct_gpus", 1.5), ("hardware.profile.allreduce_shared_bandwidth_efficiency", 0),
     ("hardware.profile.decode_attention_mha_blocks_per_sm", 0), ("hardware.profile.decode_attention_mha_longest_block", -0.5),
     ("hardware.profile.decode_attention_mha_per_kv_head_s", -0.5),
-    ("hardware.profile.kv_write_block_s", -1e-6), ("hardware.profile.prefill_attention_tail_blocks", -0.1), ("hardware.profile.kv_write_block_threads", 2048),
+    ("hardware.profile.kv_write_block_s", -1e-6), ("hardware.profile.prefill_attention_tail_blocks", -0.1), ("hardware.profile.attention_softmax_pair_s", -1e-12), ("hardware.profile.decode_attention_fixed_per_dim_s", -1e-9), ("hardware.profile.kv_write_block_threads", 2048),
     ("hardware.profile.allreduce_two_shot_s", -1e-6), ("hardware.profile.allreduce_switch_gpus", -8),
     ("hardware.profile.allreduce_switch_efficiency", 1.5), ("hardware.profile.allreduce_switch_s", math.inf),
     ("hardware.profile.allreduce_nccl_bytes", 0.5), ("hardware.profile.allreduce_nccl_bytes", -1),

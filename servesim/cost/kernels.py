@@ -152,8 +152,16 @@ def _chosen_tiles(gpu, p, m, n, k):
 
 
 def attention_rate(gpu, p):
-    """FLOP/s of fused (FlashAttention-style) attention."""
+    """FLOP/s of fused (FlashAttention-style) attention's matrix products."""
     return gpu.peak_fp16_flops_per_s * (p.prefill_attention_compute_efficiency or p.compute_efficiency)
+
+
+def pair_seconds(gpu, p, head_dim):
+    """Seconds of the whole GPU per (query, key, query head) pair of fused attention: its
+    ``4 x head_dim`` FLOPs (QK^T and PV) at :func:`attention_rate`, plus the softmax's
+    ``attention_softmax_pair_s`` of one SM shared over the SMs (an exponential a pair on
+    the special-function units, not on the tensor cores: the same at every head size)."""
+    return 4.0 * head_dim / attention_rate(gpu, p) + p.attention_softmax_pair_s / gpu.num_sms
 
 
 def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, head_dim,
@@ -167,7 +175,8 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
     per (sequence, KV head) pair (the kernel's units of work), the latter partly hidden
     under the KV stream (``decode_attention_overlap``). K and V are read once at the decode
     bandwidth, slowed at few (sequence, KV head) pairs by the split-KV occupancy loss;
-    Q is read and the output written once. Grouped-query attention enters through
+    Q is read and the output written once; the pairs' FLOPs and softmax are
+    :func:`pair_seconds`. Grouped-query attention enters through
     ``kv_heads``; multi-head attention (``kv_heads == heads``) may run its own kernel
     (:func:`decode_attention_family`). With ``decode_attention_split_block_tokens`` each
     pair runs :func:`split_blocks` thread blocks, and a split call pays per block.
@@ -189,24 +198,26 @@ def decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, 
         longest_s = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units * per_unit) * (
             kv_tokens / (batch * per_unit))
         memory_s = larger(memory_s, longest_s)
-    compute_s = flops / attention_rate(gpu, p)
+    compute_s = heads * pairs * pair_seconds(gpu, p, head_dim)
     work_s = _decode_work(gpu, p, batch, heads, kv_heads)
     if p.decode_attention_split_block_tokens:
         split_s = _split_charge(gpu, p, units * per_unit) * (per_unit > 1)
     else:
         split_s = p.decode_attention_split_fixed_s * (kv_tokens > _split_above(p) * batch)
     streamed_s = combine(memory_s, compute_s, p.overlap)
-    time_s = (_decode_fixed(p, batch, heads, kv_heads) + split_s + combine(work_s, streamed_s, work_overlap)
+    time_s = (_decode_fixed(p, batch, heads, kv_heads, head_dim) + split_s + combine(work_s, streamed_s, work_overlap)
               + kv_write(gpu, p, batch * queries, kv_heads, head_dim, dtype_bytes))
     return flops, hbm, memory_s, compute_s, time_s
 
 
-def _decode_fixed(p, batch, heads, kv_heads):
-    """Fixed time of a decode-attention call (s): the kernel's own, and where a call of
+def _decode_fixed(p, batch, heads, kv_heads, head_dim):
+    """Fixed time of a decode-attention call (s): the kernel's own (``decode_attention_fixed_s``
+    plus ``decode_attention_fixed_per_dim_s`` an element of a head), and where a call of
     more than one sequence has grouped query heads sharing more than one KV head,
     ``decode_attention_group_layout_s``."""
     grouped = (batch > 1) * (kv_heads > 1) * (heads > kv_heads)
-    return p.decode_attention_fixed_s + p.decode_attention_group_layout_s * grouped
+    return (p.decode_attention_fixed_s + p.decode_attention_fixed_per_dim_s * head_dim
+            + p.decode_attention_group_layout_s * grouped)
 
 
 def longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, blocks):
@@ -316,7 +327,7 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
     per_byte = _kv_seconds_per_byte(gpu, p, heads, kv_heads, units)
     kv_per_token = 2.0 * kv_heads * head_dim * dtype_bytes
     q_bytes = 2.0 * batch * queries * heads * head_dim * dtype_bytes
-    rate = attention_rate(gpu, p)
+    per_pair = heads * pair_seconds(gpu, p, head_dim)
     work = _decode_work(gpu, p, batch, heads, kv_heads)
     appended = batch * queries  # C + batch x queries keys after the step
     longest = longest_block_per_key(gpu, p, heads, kv_heads, head_dim, dtype_bytes, units) / batch
@@ -330,11 +341,11 @@ def decode_attention_line(gpu, p, batch, queries, heads, kv_heads, head_dim, dty
         split = 0.0
     else:
         split_above = _split_above(p) * batch - appended
-    fixed = _decode_fixed(p, batch, heads, kv_heads) + kv_write(gpu, p, batch * queries, kv_heads, head_dim,
+    fixed = _decode_fixed(p, batch, heads, kv_heads, head_dim) + kv_write(gpu, p, batch * queries, kv_heads, head_dim,
                                                                 dtype_bytes)
     return (fixed, split, split_above, work,
             kv_per_token * per_byte, (kv_per_token * appended + q_bytes) * per_byte,
-            4.0 * heads * head_dim * queries / rate, 4.0 * heads * head_dim * batch * queries * (queries + 1) / 2 / rate,
+            per_pair * queries, per_pair * batch * queries * (queries + 1) / 2,
             blocks, longest, longest * appended)
 
 
@@ -376,7 +387,8 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
     (``prefill_attention_overlap``), which is per sequence + per query token (per
     query head and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
-    whole tiles) at the fused-attention rate and of Q and the output moved once, the
+    whole tiles) at the fused-attention rate with their softmax (:func:`pair_seconds`)
+    and of Q and the output moved once, the
     new K and V ``prefill_attention_kv_passes`` times (a microbenchmark's L2 holds the
     batch's tensors if they fit, one copy of each).
     A chunk of a prompt whose earlier part is cached (chunked prefill) also reads that
@@ -397,7 +409,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
     flops = 4.0 * heads * head_dim * pairs
     memory_s = hbm / _bandwidth(gpu, p.prefill_attention_bandwidth_efficiency or p.bandwidth_efficiency, tensors,
                                 l2_resident, p.l2_bandwidth_ratio)
-    compute_s = flops / attention_rate(gpu, p)
+    compute_s = heads * pairs * pair_seconds(gpu, p, head_dim)
     if p.prefill_attention_query_tile:
         if query_tiles is None:
             query_tiles = batch * ceil_div(ceil_div(tokens, batch), p.prefill_attention_query_tile)
@@ -440,7 +452,7 @@ def longest_block_s(gpu, p, keys, head_dim):
     query tile of its longest sequence (``prefill_attention_query_tile`` query tokens,
     else ``prefill_attention_tile``, else 128) against all ``keys`` of it (rounded up to
     whole key tiles), on one SM at ``prefill_attention_longest_block`` times an even
-    share (``1 / num_sms``) of the fused-attention rate.
+    share (``1 / num_sms``) of the fused-attention rate (:func:`pair_seconds`).
 
     A causal prompt's query tiles attend over 1, 2, ..., n key tiles: its last block does
     twice the average block's work. When a call has many blocks per SM the scheduler
@@ -452,8 +464,7 @@ def longest_block_s(gpu, p, keys, head_dim):
     tile = p.prefill_attention_tile
     if tile:
         keys = ceil_div(keys, tile) * tile
-    flops = 4.0 * head_dim * rows * keys
-    return flops * gpu.num_sms * p.prefill_attention_longest_block / attention_rate(gpu, p)
+    return rows * keys * pair_seconds(gpu, p, head_dim) * gpu.num_sms * p.prefill_attention_longest_block
 
 
 def prefill_waves(gpu, p, blocks):

@@ -120,6 +120,7 @@ PARAMETERS = {
                           ("prefill_attention_per_kv_head_s", 1e-9, 0.0, 1e4),
                           ("prefill_attention_overlap", 1.0, 0.0, 1.0),
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0),
+                          ("attention_softmax_pair_s", 1e-12, 0.0, 200.0),
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0),
                           ("prefill_attention_longest_block", 1.0, 0.0, 4.0),
@@ -127,6 +128,7 @@ PARAMETERS = {
                           ("prefill_attention_tail_blocks", 1.0, 0.0, 4.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
+                         ("decode_attention_fixed_per_dim_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
                          ("decode_attention_per_kv_head_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_overlap", 1.0, 0.0, 1.0),
@@ -234,6 +236,9 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     mha = any_mha and not mha_rows.all()  # both layouts: multi-head attention's own fields too
     measured = rows["latency_s"].to_numpy(float)
     columns = op_columns(op, rows)
+    by_head_size, head_start = HEAD_SIZE_STARTS.get(op, (None, 0.0))
+    if by_head_size and rows["head_dim"].nunique() < 2:
+        by_head_size = None  # one head size: not fitted, kept at its start
 
     def fit_from(start: KernelProfile) -> tuple[KernelProfile, float]:
         if mha:  # (else they stay unset: -1, the shared values)
@@ -243,8 +248,11 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
             start = replace(start, gemm_power_throttle_slowdown=THROTTLE_START)
         if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
             start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
+        if by_head_size and not getattr(start, by_head_size):
+            start = replace(start, **{by_head_size: head_start})
         params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ())
-                       + (LONGEST_BLOCK_PARAMETERS if any_mha else ()) if not _inert(p[0], start))
+                       + (LONGEST_BLOCK_PARAMETERS if any_mha else ()) if not _inert(p[0], start)
+                       and (p[0] == by_head_size or p[0] not in HEAD_SIZE_FIELDS))
 
         def values(x):
             return {name: float(v * scale) for (name, scale, _, _), v in zip(params, x)}
@@ -291,6 +299,16 @@ def _unchecked(start: KernelProfile, values: dict) -> KernelProfile:
     trial.__dict__.update(values)
     return trial
 
+
+HEAD_SIZE_STARTS = {"prefill_attention": ("attention_softmax_pair_s", 20e-12),
+                    "decode_attention": ("decode_attention_fixed_per_dim_s", 8e-9)}
+"""What tells head sizes apart, by op class, and where its fit starts on rows of more than
+one head size: the softmax a pair (seconds of an SM; H100's exponential rate gives about
+34 ps) and decode's fixed time an element of a head (about 2 us per 128 on H100). On rows
+of one head size neither is fitted: each would trade exactly against another field (the
+attention's FLOP/s, the fixed time)."""
+
+HEAD_SIZE_FIELDS = tuple(name for name, _ in HEAD_SIZE_STARTS.values())
 
 THROTTLE_START = 1.05
 """Where the fit of ``gemm_power_throttle_slowdown`` starts."""

@@ -124,6 +124,16 @@ class KernelProfile:
     decode_attention_fixed_s:
         Fixed time of the paged decode-attention kernel (s): launch and the split-KV
         reduction.
+    decode_attention_fixed_per_dim_s:
+        Fixed time of a decode-attention call per element of a head (s; 0 = none), on
+        top of ``decode_attention_fixed_s``: the latency of a call's thread blocks before
+        their first keys stream grows with the head size (Q, a first tile of K and V and
+        the output of ``head_dim`` elements a row cross the memory system one dependent
+        step after another). aiconfigurator's H100 tables: calls of 2-128 cached tokens
+        take 10.3 us at head_dim 64 and 11.5 us at 128 (vLLM, 1-16 sequences, alike at 1
+        and 8 KV heads), 7.7 and 8.7 us (TRT-LLM); about 2 us per 128 elements. Fitted
+        only where the rows have more than one head size (with one, it is
+        ``decode_attention_fixed_s``).
     decode_attention_group_layout_s:
         Extra fixed time of a grouped-query decode-attention call whose query heads
         share more than one KV head (s): FlashAttention-2's decode (vLLM's on A100)
@@ -292,6 +302,18 @@ class KernelProfile:
     prefill_attention_compute_efficiency:
         Achieved fraction of peak FLOP/s of fused (FlashAttention-style) attention on
         its causal FLOPs (0 = ``compute_efficiency``).
+    attention_softmax_pair_s:
+        Seconds one SM spends per (query, key, query head) pair of fused attention
+        outside its matrix products (0 = none): the softmax's exponential, on the
+        special-function units, which FlashAttention-3 overlaps only in part with the
+        tensor cores (an H100 SXM does 989 TFLOP/s of bf16 matrix products but about
+        3.9 T exponentials a second: of the whole GPU's time, 0.52 ps of matrix work a
+        pair at head_dim 128 and 0.26 ps of exponential, 34 ps of one of its 132 SMs).
+        Unlike the ``4 x head_dim`` FLOPs it is the same at every head size, so it sets
+        how the achieved FLOP/s grows with head_dim: H100 vLLM's 16K-token prompts reach
+        485, 608 and 711 TFLOP/s at head_dim 64, 128 and 256 (28 ps of an SM a pair and
+        814 TFLOP/s of matrix work reproduce all three within 2%). Fitted only where the rows have more than one head size (with one, it trades
+        exactly against ``prefill_attention_compute_efficiency``).
     prefill_attention_kv_passes:
         Times the prompt's new K and V cross HBM in a prefill-attention call (1: read
         once by the attention kernel). Serving frameworks also write them into the
@@ -484,6 +506,7 @@ class KernelProfile:
     l2_bandwidth_ratio: float = 0.0
     gemm_l2_resident_fraction: float = 0.0
     decode_attention_fixed_s: float = 0.0
+    decode_attention_fixed_per_dim_s: float = 0.0
     decode_attention_group_layout_s: float = 0.0
     decode_attention_per_seq_s: float = 0.0
     decode_attention_per_kv_head_s: float = 0.0
@@ -512,6 +535,7 @@ class KernelProfile:
     prefill_attention_longest_block: float = 0.0
     prefill_attention_tail_blocks: float = 0.0
     prefill_attention_compute_efficiency: float = 0.0
+    attention_softmax_pair_s: float = 0.0
     prefill_attention_bandwidth_efficiency: float = 0.0
     prefill_attention_kv_passes: int = 1
     prefill_attention_tile: int = 0
