@@ -778,7 +778,7 @@ def test_a_large_table_is_fitted_on_a_subset_and_scored_whole(measured, monkeypa
     fit_op = cal.fit_op
     monkeypatch.setattr(cal, "fit_op", lambda op, rows, gpu, p: fitted_on.append(len(rows)) or fit_op(op, rows, gpu, p))
     rows = measured[(measured["gpu"] == "h100_sxm") & (measured["framework"] == "trtllm")
-                    & (measured["op"] == "prefill_attention")].reset_index(drop=True)
+                    & (measured["op"] == "prefill_attention") & (measured["head_dim"] == 128)].reset_index(drop=True)
     assert len(rows) > 100
     profile, notes = cal.fit_profile(rows, get_gpu("h100-sxm"))
     assert notes == [f"prefill_attention: fitted on 100 of its {len(rows):,} rows, evenly spaced in shape order; "
@@ -1719,24 +1719,47 @@ def test_a_draft_pass_line_is_the_full_formula_with_the_softmax():
                 cm.step_time_s(batch, width, context, stage), rel=1e-12)
 
 
-def test_calibrate_fits_the_softmax_only_across_head_sizes():
+def test_calibrate_fits_the_softmax_across_head_sizes():
     """Prefill attention timed by a profile with a softmax of 28 ps of an SM a pair and
     matrix products at 0.8 of peak (H100), prompts of 256-16,384 tokens at head_dim 64,
-    128 and 256, 2% noise: the fit, started without a softmax, finds both. On the
-    head_dim 128 rows alone the two trade exactly, and the fit leaves the softmax out."""
+    128 and 256, 2% noise: the fit (on the 128-wide rows, then the softmax on the others
+    with the 128-wide pairs held) finds both. On the head_dim 128 rows alone the two trade
+    exactly, and the fit leaves the softmax out."""
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, prefill_attention_compute_efficiency=0.8, attention_softmax_pair_s=28e-12)
     rows = pd.DataFrame([{"op": "prefill_attention", "batch_size": b, "seq_len": s, "num_heads": h,
                           "num_kv_heads": kv, "head_dim": d, "latency_s": 1.0}
                          for b in (1, 4, 16) for s in (256, 1024, 4096, 16384)
-                         for h, kv, d in ((32, 8, 64), (8, 2, 64), (32, 8, 128), (8, 2, 128), (16, 8, 256), (4, 2, 256))
+                         for h, kv, d in ((32, 8, 64), (8, 2, 64), (32, 8, 128), (8, 2, 128), (32, 8, 128),
+                                          (16, 8, 256), (4, 2, 256))
                          if b * s <= 65536])
     timed = timed_by(truth, gpu, rows, seed=5)
-    fitted = fit_op("prefill_attention", timed, gpu, BASE)
+    fitted, notes = fit_profile(timed, gpu)
     assert fitted.attention_softmax_pair_s == pytest.approx(28e-12, rel=0.15)
     assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.8, rel=0.05)
-    one_size = fit_op("prefill_attention", timed[timed["head_dim"] == 128], gpu, BASE)
+    assert any("128-wide heads" in note for note in notes)
+    one_size, _ = fit_profile(timed[timed["head_dim"] == 128], gpu)
     assert one_size.attention_softmax_pair_s == 0.0
+
+
+def test_head_size_fit_holds_the_main_size():
+    """The head-size stage moves no prediction at the main head size: a profile fitted on
+    128-wide rows, then its softmax (or decode's fixed time an element) set by
+    fit_head_size, predicts every 128-wide row as before, to rounding."""
+    from servesim.hardware.calibrate import fit_head_size
+
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, attention_softmax_pair_s=0.0, decode_attention_fixed_per_dim_s=0.0)
+    truth = replace(p, attention_softmax_pair_s=30e-12, decode_attention_fixed_per_dim_s=12e-9)
+    for op, length in (("prefill_attention", "seq_len"), ("decode_attention", "kv_len")):
+        rows = pd.DataFrame([{"op": op, "batch_size": b, length: n, "num_heads": 32, "num_kv_heads": 8,
+                              "head_dim": d, "latency_s": 1.0}
+                             for b in (1, 8) for n in (16, 1024, 8192) for d in (64, 128, 256)])
+        timed = timed_by(truth, gpu, rows, seed=2)
+        staged = fit_head_size(op, timed, gpu, p, 128)
+        assert staged != p
+        main = timed[timed["head_dim"] == 128]
+        np.testing.assert_allclose(predict(main, gpu, staged), predict(main, gpu, p), rtol=1e-9)
 
 
 def test_decode_fixed_time_by_head_size_by_hand():
@@ -1753,22 +1776,23 @@ def test_decode_fixed_time_by_head_size_by_hand():
     assert BASE.decode_attention_fixed_per_dim_s == 0.0
 
 
-def test_calibrate_fits_decode_fixed_time_only_across_head_sizes():
+def test_calibrate_fits_decode_fixed_time_across_head_sizes():
     """Decode attention timed by a profile with a fixed time of 6 us plus 16 ns an element
     of a head (2.05 us at head_dim 128), rows of 1-256 sequences over 16-32,768 cached
-    tokens at head_dim 64, 128 and 256, 2% noise: the fit, started without it, finds both;
-    on the head_dim 128 rows alone it leaves the per-element time out."""
+    tokens at head_dim 64, 128 and 256, 2% noise: the fit finds both (the 128-wide rows
+    set the fixed time at 128, the others its share an element); on the head_dim 128 rows
+    alone it leaves the per-element time out."""
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, decode_attention_fixed_s=6e-6, decode_attention_fixed_per_dim_s=16e-9,
                     decode_attention_bandwidth_efficiency=0.85, decode_attention_split_tokens=128)
     rows = pd.DataFrame([{"op": "decode_attention", "batch_size": b, "kv_len": kv, "num_heads": h,
                           "num_kv_heads": k, "head_dim": d, "latency_s": 1.0}
                          for b in (1, 4, 16, 64, 256) for kv in (16, 128, 1024, 4096, 32768)
-                         for h, k, d in ((32, 8, 64), (32, 8, 128), (16, 8, 256)) if b * kv <= 2**20])
+                         for h, k, d in ((32, 8, 64), (32, 8, 128), (8, 2, 128), (16, 8, 256)) if b * kv <= 2**20])
     timed = timed_by(truth, gpu, rows, seed=3)
-    fitted = fit_op("decode_attention", timed, gpu, BASE)
+    fitted, _ = fit_profile(timed, gpu)
     assert fitted.decode_attention_fixed_per_dim_s == pytest.approx(16e-9, rel=0.2)
     assert fitted.decode_attention_fixed_s + 128 * fitted.decode_attention_fixed_per_dim_s == pytest.approx(
         8.05e-6, rel=0.05)
-    one_size = fit_op("decode_attention", timed[timed["head_dim"] == 128], gpu, BASE)
+    one_size, _ = fit_profile(timed[timed["head_dim"] == 128], gpu)
     assert one_size.decode_attention_fixed_per_dim_s == 0.0

@@ -48,6 +48,13 @@ SHARD_HEADS = ((16, 4), (8, 2), (4, 1), (16, 16), (8, 8), (4, 4), (32, 4), (16, 
 """(query heads, KV heads) a GPU runs of the catalog's head layouts split over 2, 4 and 8
 GPUs (tensor parallelism shards attention by head): Llama-3-8B's 32 / 8, Llama-2-7B's
 32 / 32 and Llama-3-70B's 64 / 8; the extract has 32 query heads only."""
+OTHER_HEAD_SIZES = {64: ((32, 8), (16, 4), (8, 2), (4, 1), (32, 4), (16, 2), (8, 1), (12, 12)),
+                    256: ((16, 8), (8, 4), (4, 2), (2, 1))}
+"""(query heads, KV heads) by head size other than 128, where the database has them: the
+catalog's head_dim 64 models (Llama-3.2-1B's 32 / 8, TinyLlama's 32 / 4, the LLaMA-68M and
+160M drafts' 12 / 12) and head_dim 256 (Gemma-2-9B's 16 / 8), whole and split over 2, 4
+and 8 GPUs; they tell the attention's per-pair softmax from its FLOPs, which grow with the
+head size (``attention_softmax_pair_s``)."""
 SHARD_TOKENS = (1, 2, 4, 8, 16, 32, 33, 48, 64, 65, 96, 128, 129, 192, 256, 257, 384, 512, 513, 768, 1024,
                 1025, 1536, 2048, 2049, 3072, 4096, 4097, 8192, 16384)
 """Token counts (m) of those GEMMs (the database's, where it has them): powers of two
@@ -59,7 +66,7 @@ def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefil
     :data:`SHARD_HEADS` layouts, from the database's newest version (the one the
     extract's whole-layer rows come from), at the (batch size, length) pairs the extract
     has for that GPU and framework: bf16 attention and KV, head size 128, no sliding
-    window, beam 1."""
+    window, beam 1; and at the :data:`OTHER_HEAD_SIZES` layouts the database has."""
     frames = []
     for kind, whole, length in (("generation", decode, "step"), ("context", prefill, "isl")):
         paths = sorted(Path(str(data / gpu / "attention" / framework)).glob(f"*/{kind}_attention_perf.parquet"),
@@ -72,10 +79,12 @@ def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefil
                      & (whole.version.astype(str) == path.parts[-2])]
         grid = set(zip(mine.batch_size, mine[length]))
         window = e["window_size"].fillna(0) if "window_size" in e else 0
-        heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
+        layouts = {(h, kv, 128) for h, kv in SHARD_HEADS} | {
+            (h, kv, d) for d, pairs in OTHER_HEAD_SIZES.items() for h, kv in pairs}
+        heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads, e.head_dim)), index=e.index)
         shape = pd.Series(list(zip(e.batch_size, e[length])), index=e.index)
         keep = ((e.attn_dtype == "bfloat16") & (e.kv_cache_dtype == "bfloat16") & (window == 0)
-                & (e.beam_width == 1) & (e.head_dim == 128) & heads.isin(set(SHARD_HEADS)) & shape.isin(grid))
+                & (e.beam_width == 1) & heads.isin(layouts) & shape.isin(grid))
         keep &= (e.isl == 1) if kind == "generation" else (e.step == 0)
         keys = ["framework", "version", "batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim"]
         e = e[keep].groupby(keys, as_index=False)["latency"].median()  # one row a shape

@@ -44,8 +44,9 @@ def bundled_table():
 
 WHOLE_LAYER_HEADS = {(32, 8), (32, 32)}
 """(query heads, KV heads) of ../shared/reference/kernels/'s attention tables: a whole
-(TP 1) layer of Llama-3-8B and Llama-2-7B; the bundled table adds the head counts of
-tensor-parallel shards (tools/extract_calibration.py)."""
+(TP 1) layer of Llama-3-8B and Llama-2-7B, at head_dim 128; the bundled table adds the
+head counts of tensor-parallel shards and head sizes 64 and 256
+(tools/extract_calibration.py)."""
 
 
 def calibration_of(name: str):
@@ -75,7 +76,8 @@ def whole_layer(name: str, op: str = "gemm") -> dict | None:
     if op == "gemm":
         keep = [(int(n), int(k)) in WHOLE_LAYER_GEMMS for n, k in zip(rows["n"], rows["k"])]
     else:
-        keep = [(int(h), int(kv)) in WHOLE_LAYER_HEADS for h, kv in zip(rows["num_heads"], rows["num_kv_heads"])]
+        keep = [(int(h), int(kv)) in WHOLE_LAYER_HEADS and d == 128
+                for h, kv, d in zip(rows["num_heads"], rows["num_kv_heads"], rows["head_dim"])]
     rows = rows[keep]
     return error_report(rows["latency_s"].to_numpy(float), predict_op(op, rows, gpu, profile))
 
@@ -110,6 +112,34 @@ def main() -> None:
         print(f"| `{name}` | " + " | ".join(cells) + f" | {qkv(fit)} |")
     print()
     print(targets())
+    print()
+    print(by_head_size())
+
+
+HEAD_SIZES = (64, 128, 256)
+
+
+def by_head_size() -> str:
+    """In-sample median / p90 |error| % of every calibrated profile's attention rows by
+    head size, recomputed from the bundled table, as a Markdown table ("-": no rows)."""
+    header = [f"{NAMES[op]}, head_dim {d}" for op in ("decode_attention", "prefill_attention") for d in HEAD_SIZES]
+    lines = ["| profile | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for name in profile_names():
+        calibrated = calibration_of(name)
+        if calibrated is None:
+            continue
+        profile, gpu, rows = calibrated
+        cells = []
+        for op in ("decode_attention", "prefill_attention"):
+            for d in HEAD_SIZES:
+                part = rows[(rows["op"] == op) & (rows["head_dim"] == d)]
+                if not len(part):
+                    cells.append("-")
+                    continue
+                stats = error_report(part["latency_s"].to_numpy(float), predict_op(op, part, gpu, profile))
+                cells.append(f"{stats['median_abs_pct']:.1f} / {stats['p90_abs_pct']:.1f}")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 TARGETS = (("median_abs_pct", 5.0, "in_sample"), ("p90_abs_pct", 15.0, "in_sample"),

@@ -4,12 +4,13 @@ sizes (run on demand; needs the calibrate extra, aiconfigurator-core).
     python tools/head_size_check.py [--gpu h100-sxm] [--frameworks vllm,trtllm] [--out FILE.csv]
 
 The bundled calibration subset (servesim/data/calibration/) has attention rows of
-head_dim 128 only, the catalog's Llama layers; aiconfigurator-core's whole database also
-times head sizes of 64-512 and up to 128 query heads a KV head. This scores each bundled
-profile of the GPU, as it is (no refit), on every attention row of that database and
-prints the signed median and median |error| (%) by head size and by group size (query
-heads a KV head): how far the profiles carry to models whose attention the fit has not
-seen (the catalog's Gemma-2-9B has head_dim 256, Llama-3.2-1B 64).
+head_dim 128 at the catalog's Llama layouts and of 64 and 256 at its other models'
+(Llama-3.2-1B, TinyLlama, the LLaMA-68M drafts; Gemma-2-9B); aiconfigurator-core's whole
+database also times head sizes of 192 and 512, other layouts, and up to 128 query heads a
+KV head. This scores each bundled profile of the GPU, as it is (no refit), on every
+attention row of that database and prints the signed median and median |error| (%) by
+head size and by group size (query heads a KV head): how far the profiles carry to
+attention the fit has not seen (head_dim 192 and 512 are out of sample).
 """
 
 from __future__ import annotations

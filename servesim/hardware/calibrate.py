@@ -49,6 +49,13 @@ allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,         
                                                                                      best of those
 =====================  ============================================================  ============================
 
+Attention rows of more than one head size (the bundled table's 64, 128 and 256 on H100,
+H200, B200 and L40S) are fitted in two stages: every field above on the rows of the most
+common size (128), then, on the others, one field each op class that tells sizes apart
+with the main size's predictions held (:func:`fit_head_size`): prefill's softmax a pair
+(``attention_softmax_pair_s``) and decode's fixed time an element of a head
+(``decode_attention_fixed_per_dim_s``).
+
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
 GEMM outgrows one weight pass), ``fused_gate_up`` and ``fused_tree_attention`` (what
 vLLM, SGLang and TRT-LLM run), four elementwise kernels per layer. An op class with no
@@ -87,6 +94,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from servesim.cost import kernels
 from servesim.hardware.kernel_profile import KernelProfile
 from servesim.hardware.kernel_table import INTEGER_COLUMNS, OPS, error_report, hbm_bytes_op, op_columns, predict_op
 
@@ -120,7 +128,6 @@ PARAMETERS = {
                           ("prefill_attention_per_kv_head_s", 1e-9, 0.0, 1e4),
                           ("prefill_attention_overlap", 1.0, 0.0, 1.0),
                           ("prefill_attention_compute_efficiency", 1.0, 0.05, 1.0),
-                          ("attention_softmax_pair_s", 1e-12, 0.0, 200.0),
                           ("prefill_attention_bandwidth_efficiency", 1.0, 0.05, 1.0),
                           ("prefill_attention_wave_quantization", 1.0, 0.0, 1.0),
                           ("prefill_attention_longest_block", 1.0, 0.0, 4.0),
@@ -128,7 +135,6 @@ PARAMETERS = {
                           ("prefill_attention_tail_blocks", 1.0, 0.0, 4.0)),
     "decode_attention": (("decode_attention_fixed_s", 1e-6, 0.0, 100.0),
                          ("decode_attention_group_layout_s", 1e-6, 0.0, 100.0),
-                         ("decode_attention_fixed_per_dim_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_per_seq_s", 1e-9, 0.0, 1e4),
                          ("decode_attention_per_kv_head_s", 1e-9, 0.0, 1e3),
                          ("decode_attention_overlap", 1.0, 0.0, 1.0),
@@ -236,9 +242,6 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     mha = any_mha and not mha_rows.all()  # both layouts: multi-head attention's own fields too
     measured = rows["latency_s"].to_numpy(float)
     columns = op_columns(op, rows)
-    by_head_size, head_start = HEAD_SIZE_STARTS.get(op, (None, 0.0))
-    if by_head_size and rows["head_dim"].nunique() < 2:
-        by_head_size = None  # one head size: not fitted, kept at its start
 
     def fit_from(start: KernelProfile) -> tuple[KernelProfile, float]:
         if mha:  # (else they stay unset: -1, the shared values)
@@ -248,11 +251,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
             start = replace(start, gemm_power_throttle_slowdown=THROTTLE_START)
         if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
             start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
-        if by_head_size and not getattr(start, by_head_size):
-            start = replace(start, **{by_head_size: head_start})
         params = tuple(p for p in PARAMETERS[op] + (MHA_PARAMETERS if mha else ())
-                       + (LONGEST_BLOCK_PARAMETERS if any_mha else ()) if not _inert(p[0], start)
-                       and (p[0] == by_head_size or p[0] not in HEAD_SIZE_FIELDS))
+                       + (LONGEST_BLOCK_PARAMETERS if any_mha else ()) if not _inert(p[0], start))
 
         def values(x):
             return {name: float(v * scale) for (name, scale, _, _), v in zip(params, x)}
@@ -300,15 +300,63 @@ def _unchecked(start: KernelProfile, values: dict) -> KernelProfile:
     return trial
 
 
-HEAD_SIZE_STARTS = {"prefill_attention": ("attention_softmax_pair_s", 20e-12),
-                    "decode_attention": ("decode_attention_fixed_per_dim_s", 8e-9)}
-"""What tells head sizes apart, by op class, and where its fit starts on rows of more than
-one head size: the softmax a pair (seconds of an SM; H100's exponential rate gives about
-34 ps) and decode's fixed time an element of a head (about 2 us per 128 on H100). On rows
-of one head size neither is fitted: each would trade exactly against another field (the
-attention's FLOP/s, the fixed time)."""
+def main_head_size(rows: pd.DataFrame) -> int | None:
+    """The head size of most of an attention op's rows (None if they have only one)."""
+    sizes = rows["head_dim"].value_counts()
+    return int(sizes.index[0]) if len(sizes) > 1 else None
 
-HEAD_SIZE_FIELDS = tuple(name for name, _ in HEAD_SIZE_STARTS.values())
+
+def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main: int) -> KernelProfile:
+    """``profile`` (fitted on the rows of head size ``main``) with what tells head sizes
+    apart fitted on the rows of the others, every prediction at ``main`` held fixed:
+    prefill attention's softmax a pair (``attention_softmax_pair_s``, the matrix rate
+    rising so that a pair at ``main`` costs what it did) and decode attention's fixed time
+    an element of a head (``decode_attention_fixed_per_dim_s``, ``decode_attention_fixed_s``
+    falling by ``main`` of them). One parameter, bounded so the compensated field stays
+    in range (a matrix rate of at most peak, a fixed time of at least 0).
+
+    Why not fit everything on every head size: the kernels run other tile shapes at other
+    head sizes (FlashAttention's tiles shrink as the head grows), which no field here
+    models; fitted on all sizes at once, those effects spread onto the main size
+    (bundled tables: prefill medians within 5% on 5 of 15 profiles instead of 12)."""
+    least_squares = _least_squares()
+    other = rows[rows["head_dim"] != main]
+    measured = other["latency_s"].to_numpy(float)
+    columns = op_columns(op, other)
+    if op == "prefill_attention":
+        main_pair_s = 4.0 * main / kernels.attention_rate(gpu, profile)  # with no softmax in the profile's start
+        main_pair_s += profile.attention_softmax_pair_s / gpu.num_sms
+        peak = gpu.peak_fp16_flops_per_s
+
+        def make(x):
+            softmax_s = float(x[0]) * 1e-12
+            rate = 4.0 * main / (main_pair_s - softmax_s / gpu.num_sms)
+            return _unchecked(profile, {"attention_softmax_pair_s": softmax_s,
+                                        "prefill_attention_compute_efficiency": rate / peak})
+
+        upper = (main_pair_s - 4.0 * main / peak) * gpu.num_sms * 1e12  # the matrix products at peak
+        start = min(20.0, 0.5 * upper)
+    else:
+        main_fixed_s = profile.decode_attention_fixed_s + main * profile.decode_attention_fixed_per_dim_s
+
+        def make(x):
+            per_dim_s = float(x[0]) * 1e-9
+            return _unchecked(profile, {"decode_attention_fixed_per_dim_s": per_dim_s,
+                                        "decode_attention_fixed_s": main_fixed_s - main * per_dim_s})
+
+        upper = main_fixed_s / main * 1e9  # the fixed time at the main size all per element
+        start = min(8.0, 0.5 * upper)
+    if upper <= 0:
+        return profile
+
+    def residuals(x):
+        return np.log(predict_op(op, columns, gpu, make(x)) / measured)
+
+    result = least_squares(residuals, [start], bounds=([0.0], [upper]), loss="soft_l1", f_scale=0.05,
+                           max_nfev=200)
+    return replace(profile, **{k: v for k, v in make(result.x).__dict__.items()
+                               if getattr(profile, k) != v})
+
 
 THROTTLE_START = 1.05
 """Where the fit of ``gemm_power_throttle_slowdown`` starts."""
@@ -342,6 +390,11 @@ def _inert(name: str, profile: KernelProfile) -> bool:
             or (name in ("allreduce_nccl_s", "allreduce_nccl_bandwidth_efficiency")
                 and profile.allreduce_nccl_bytes == 0))
 
+
+HEAD_SIZE_FIELDS = {"prefill_attention": "attention_softmax_pair_s",
+                    "decode_attention": "decode_attention_fixed_per_dim_s"}
+"""What tells head sizes apart, by op class (fitted by :func:`fit_head_size`)."""
+HEAD_SIZE_OPS = tuple(HEAD_SIZE_FIELDS)
 
 MAX_FIT_ROWS = 4000
 """Most rows of one op class a fit runs on. The whole aiconfigurator database has up to
@@ -385,7 +438,16 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
                              "starting values kept")
             fitted_or_noted.add(op)
             continue
-        profile = fit_op(op, rows, gpu, profile)
+        main = main_head_size(rows) if op in HEAD_SIZE_OPS else None
+        if main is None:
+            profile = fit_op(op, rows, gpu, profile)
+            continue
+        profile = fit_op(op, rows[rows["head_dim"] == main], gpu, profile)
+        profile = fit_head_size(op, rows, gpu, profile, main)
+        if op not in fitted_or_noted:
+            notes.append(f"{op}: fitted on its {main}-wide heads' rows; the other head sizes' rows fit "
+                         f"{HEAD_SIZE_FIELDS[op]} alone, the {main}-wide predictions held (fit_head_size)")
+        fitted_or_noted.add(op)
     return profile, notes
 
 

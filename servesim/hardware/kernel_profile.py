@@ -131,9 +131,10 @@ class KernelProfile:
         the output of ``head_dim`` elements a row cross the memory system one dependent
         step after another). aiconfigurator's H100 tables: calls of 2-128 cached tokens
         take 10.3 us at head_dim 64 and 11.5 us at 128 (vLLM, 1-16 sequences, alike at 1
-        and 8 KV heads), 7.7 and 8.7 us (TRT-LLM); about 2 us per 128 elements. Fitted
-        only where the rows have more than one head size (with one, it is
-        ``decode_attention_fixed_s``).
+        and 8 KV heads), 7.7 and 8.7 us (TRT-LLM). ``calibrate`` fits it as the softmax
+        (``attention_softmax_pair_s``), ``decode_attention_fixed_s`` falling by the main
+        size's share (on one size the two are one): 0.4-2.0 us per 128 elements on
+        H100, H200 and B200.
     decode_attention_group_layout_s:
         Extra fixed time of a grouped-query decode-attention call whose query heads
         share more than one KV head (s): FlashAttention-2's decode (vLLM's on A100)
@@ -312,8 +313,10 @@ class KernelProfile:
         Unlike the ``4 x head_dim`` FLOPs it is the same at every head size, so it sets
         how the achieved FLOP/s grows with head_dim: H100 vLLM's 16K-token prompts reach
         485, 608 and 711 TFLOP/s at head_dim 64, 128 and 256 (28 ps of an SM a pair and
-        814 TFLOP/s of matrix work reproduce all three within 2%). Fitted only where the rows have more than one head size (with one, it trades
-        exactly against ``prefill_attention_compute_efficiency``).
+        814 TFLOP/s of matrix work reproduce all three within 2%). ``calibrate`` fits it
+        on the rows of head sizes other than the table's main one (128), the main
+        size's predictions held (on one size it trades exactly against
+        ``prefill_attention_compute_efficiency``): 13-25 ps on H100, H200 and B200.
     prefill_attention_kv_passes:
         Times the prompt's new K and V cross HBM in a prefill-attention call (1: read
         once by the attention kernel). Serving frameworks also write them into the
