@@ -324,8 +324,7 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
     measured = other["latency_s"].to_numpy(float)
     columns = op_columns(op, other)
     if op == "prefill_attention":
-        main_pair_s = 4.0 * main / kernels.attention_rate(gpu, profile)  # with no softmax in the profile's start
-        main_pair_s += profile.attention_softmax_pair_s / gpu.num_sms
+        main_pair_s = kernels.pair_seconds(gpu, profile, main)  # a pair at the main size, held
         peak = gpu.peak_fp16_flops_per_s
 
         def make(x):
