@@ -393,7 +393,6 @@ def _inert(name: str, profile: KernelProfile) -> bool:
 HEAD_SIZE_FIELDS = {"prefill_attention": "attention_softmax_pair_s",
                     "decode_attention": "decode_attention_fixed_per_dim_s"}
 """What tells head sizes apart, by op class (fitted by :func:`fit_head_size`)."""
-HEAD_SIZE_OPS = tuple(HEAD_SIZE_FIELDS)
 
 MAX_FIT_ROWS = 4000
 """Most rows of one op class a fit runs on. The whole aiconfigurator database has up to
@@ -437,7 +436,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
                              "starting values kept")
             fitted_or_noted.add(op)
             continue
-        main = main_head_size(rows) if op in HEAD_SIZE_OPS else None
+        main = main_head_size(rows) if op in HEAD_SIZE_FIELDS else None
         if main is None:
             profile = fit_op(op, rows, gpu, profile)
             continue
