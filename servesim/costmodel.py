@@ -328,8 +328,9 @@ class CostModel:
         """The decoder layers' GEMMs, elementwise kernels and all-reduces over ``tokens``.
 
         The GEMMs run back to back through the step: past the profile's
-        ``gemm_power_throttle_onset_s`` of their compute time, the GPU runs them at its
-        power-limited clock (:func:`servesim.cost.kernels.power_throttle_slowdown`, the
+        ``gemm_power_throttle_onset_s`` of their compute time, the GPU lowers its clock
+        towards its power-limited one over ``gemm_power_throttle_ramp_s``
+        (:func:`servesim.cost.kernels.power_throttle_slowdown`, the
         step's whole GEMM work one window from the step's start); each GEMM is charged
         the step's mean slowdown."""
         m, tp = self.model, self.tensor_parallel_size

@@ -50,6 +50,27 @@ def test_wave_quantization_hand_worked():
     assert kernels.gemm(gpu, legacy, 100, 12288, 4096, 2)[0] == 2 * 128 * 12288 * 4096
 
 
+def test_gemm_tile_overhead_hand_worked():
+    """``gemm_tile_overhead_k`` = 128 on an H100 (132 SMs, 989.4 TFLOP/s at 0.8), 128 x 128
+    tiles, whole waves: Llama-3-8B's o_proj at TP 8 (n = 4096, k = 512) at m = 4096 runs
+    32 x 32 = 1,024 tiles = 7.76 waves, charged 8 x 132 = 1,056 slots of 128 x 128 x
+    (512 + 128) multiply-adds: 25% more than its K loop alone, where k = 4,096 pays 3.1%.
+    The FLOPs executed stay 2 m n k. Without N tiles the same 1 + 128 / k applies."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(BASE, gemm_token_tile=128, gemm_tile_n=128, compute_efficiency=0.8, gemm_wave_quantization=1.0,
+                gemm_single_wave_quantization=-1.0)
+    rate = 989.4e12 * 0.8
+    with_overhead = replace(p, gemm_tile_overhead_k=128.0)
+    flops, _, _, compute_s, _ = kernels.gemm(gpu, with_overhead, 4096, 4096, 512, 2)
+    assert flops == 2 * 4096 * 4096 * 512
+    assert compute_s == pytest.approx(1056 * 2 * 128 * 128 * 640 / rate)
+    assert compute_s / kernels.gemm(gpu, p, 4096, 4096, 512, 2)[3] == pytest.approx(1.25)
+    assert (kernels.gemm(gpu, with_overhead, 4096, 4096, 4096, 2)[3] / kernels.gemm(gpu, p, 4096, 4096, 4096, 2)[3]
+            == pytest.approx(1 + 128 / 4096))
+    legacy = replace(with_overhead, gemm_tile_n=0, gemm_token_tile=64)
+    assert kernels.gemm(gpu, legacy, 100, 4096, 512, 2)[3] == pytest.approx(2 * 128 * 4096 * 640 / rate)
+
+
 def test_gemm_floor_and_roofline_hand_worked():
     """m = 1, n = k = 4096 on an A100 SXM at 80% of 2,039 GB/s: 33.6 MB of weights and
     16 KB of activations stream in 20.6 us; the 5 us floor is added."""
@@ -654,6 +675,9 @@ def synthetic_table(gpu, profile, seed=0, noise=0.02):
     # decode attention of a TP 8 shard (4 query heads over 1 KV head): no group layout to pay
     rows += [{"op": "decode_attention", "batch_size": b, "kv_len": s, "num_heads": 4, "num_kv_heads": 1,
               "head_dim": 128} for b in (1, 4, 16, 64, 256) for s in (16, 256, 2048, 16384)]
+    # short-K GEMMs (tensor-parallel shards' o_proj and down_proj), where a tile's work
+    # outside its K loop shows
+    rows += [{"op": "gemm", "m": mm, "n": n, "k": k} for n, k in ((4096, 512), (8192, 1024)) for mm in m]
     frame = pd.DataFrame(rows)
     frame["latency_s"] = 1.0
     frame = check_kernel_table(frame, "synthetic")
@@ -666,7 +690,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
                     gemm_token_tile=128, gemm_tile_n=256, l2_bandwidth_ratio=3.0, gemm_wave_quantization=0.2,
-                    gemm_single_wave_quantization=0.1, gemm_l2_resident_fraction=0.25,
+                    gemm_single_wave_quantization=0.1, gemm_l2_resident_fraction=0.25, gemm_tile_overhead_k=150.0,
                     decode_attention_fixed_s=12e-6, decode_attention_per_seq_s=2e-7,
                     decode_attention_per_kv_head_s=3e-8, decode_attention_group_layout_s=5e-6,
                     decode_attention_bandwidth_efficiency=0.9, decode_attention_occupancy_seqs=5.0,
@@ -687,7 +711,7 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.03), ("overlap", 0.1),
                             # (a tail's idle share is weakly pinned: few of these shapes end in one)
                             ("gemm_wave_quantization", 0.5), ("gemm_single_wave_quantization", 0.3),
-                            ("l2_bandwidth_ratio", 0.1),
+                            ("l2_bandwidth_ratio", 0.1), ("gemm_tile_overhead_k", 0.25),
                             ("kernel_fixed_s", 0.25), ("decode_attention_fixed_s", 0.1),
                             ("decode_attention_group_layout_s", 0.2),
                             ("decode_attention_bandwidth_efficiency", 0.03),
@@ -1222,7 +1246,8 @@ def test_qkv_check_reads_the_table_as_it_was_measured():
     weights in L2) has t(M)/t(1) errors of 0 as measured (to the < 0.1% the activations
     of m = 1..8 add to the measured t(1), their median); the serving reading (weights
     from HBM) slows the memory-bound t(1) more than the compute-bound t(4096), so its
-    ratio there is smaller. Without an L2 the two readings agree."""
+    ratio there is smaller. Without an L2 (and a power throttle, which a single replayed
+    call of 0.4 ms reaches) the two readings agree."""
     from servesim.hardware.calibrate import qkv_scaling
 
     gpu = get_gpu("h100-sxm")
@@ -1239,7 +1264,7 @@ def test_qkv_check_reads_the_table_as_it_was_measured():
     assert [r["m"] for r in report] == [16, 64, 128, 256, 512, 4096]
     assert all(abs(r["error_pct"]) < 0.1 for r in report)
     assert report[-1]["error_serving_pct"] < -1.0
-    flat = replace(p, l2_bandwidth_ratio=0.0)
+    flat = replace(p, l2_bandwidth_ratio=0.0, gemm_power_throttle_slowdown=1.0)
     assert all(r["error_serving_pct"] == pytest.approx(r["error_pct"], abs=1e-9)
                for r in qkv_scaling(table(flat), gpu, flat))
 
@@ -1374,6 +1399,23 @@ def test_power_throttle_charges_the_share_of_sustained_gemm_work_past_the_onset_
     assert kernels.power_throttle_slowdown(BASE, 10.0, 10.0) == 1.0  # (no throttling in the profile)
 
 
+def test_power_throttle_ramp_hand_worked():
+    """Onset 10 ms, then a 20 ms ramp to a 1.2x slower clock: the depth is 0 until 10 ms,
+    (t - 10 ms) / 20 ms until 30 ms, 1 after. A 40 ms window from the start holds 20 ms of
+    full depth's worth (10 of the ramp's area, 10 past it): 1 + 0.2 x 20 / 40 = 1.1; 10 ms
+    from 15 ms is the ramp's middle, 0.5 deep on average (1.1); 5 ms from the start none;
+    10 ms from 30 ms all (1.2). A ramp of 0 is the step at the onset (30 ms of 40: 1.15)."""
+    ramp = replace(THROTTLED, gemm_power_throttle_onset_s=0.01, gemm_power_throttle_ramp_s=0.02)
+    assert kernels.power_throttle_slowdown(ramp, 0.0, 0.04) == pytest.approx(1.1)
+    assert kernels.power_throttle_slowdown(ramp, 0.015, 0.01) == pytest.approx(1.1)
+    assert kernels.power_throttle_slowdown(ramp, 0.0, 0.005) == 1.0
+    assert kernels.power_throttle_slowdown(ramp, 0.03, 0.01) == pytest.approx(1.2)
+    # 20 ms from 10 ms: the whole ramp, 0.5 deep on average
+    assert kernels.power_throttle_slowdown(ramp, 0.01, 0.02) == pytest.approx(1.1)
+    step = replace(ramp, gemm_power_throttle_ramp_s=0.0)
+    assert kernels.power_throttle_slowdown(step, 0.0, 0.04) == pytest.approx(1.15)
+
+
 def test_microbenchmark_gemm_is_read_with_the_throttled_share_of_its_timed_window():
     """m = n = k = 8,192 on an H100 (1.1 TFLOP, ~1.4 ms): run as vLLM's collector runs it
     (36 calls before the timed 36), its window ends at 72 calls, ~100 ms, well past a
@@ -1413,6 +1455,18 @@ def test_serving_step_runs_its_gemms_past_the_onset_at_the_throttled_clock():
     assert hot.step_cost(8, 1, 8 * 1024, "decode").time_s == plain.step_cost(8, 1, 8 * 1024, "decode").time_s
 
 
+def collected_as_vllm(gpu, truth, ms, seed):
+    """GEMM rows of five Llama-sized shapes at ``ms`` tokens, timed by ``truth`` as vLLM's
+    collector runs them (36 calls, then 36 timed), with 1% log-normal noise."""
+    rows = pd.DataFrame([{"op": "gemm", "m": m, "n": n, "k": k, "latency_s": 1.0}
+                         for n, k in ((4096, 4096), (12288, 4096), (28672, 4096), (4096, 14336), (8192, 8192))
+                         for m in ms])
+    rows["warmup_calls"], rows["timed_calls"] = 36, 36
+    rows = check_kernel_table(rows, "synthetic")
+    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(np.random.default_rng(seed).normal(0, 0.01, len(rows)))
+    return rows
+
+
 def test_calibrate_recovers_a_power_throttle_and_keeps_none_it_cannot_see():
     """GEMMs timed by a profile that throttles after 30 ms (1.15x), run as vLLM's collector
     runs them: the fit finds both within a few percent. Timed one call at a time (no
@@ -1420,19 +1474,29 @@ def test_calibrate_recovers_a_power_throttle_and_keeps_none_it_cannot_see():
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.8, overlap=0.9, kernel_fixed_s=4e-6,
                     gemm_tile_n=256, gemm_power_throttle_onset_s=0.03, gemm_power_throttle_slowdown=1.15)
-    rng = np.random.default_rng(1)
-    rows = pd.DataFrame([{"op": "gemm", "m": m, "n": n, "k": k, "latency_s": 1.0}
-                         for n, k in ((4096, 4096), (12288, 4096), (28672, 4096), (4096, 14336), (8192, 8192))
-                         for m in (1, 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)])
-    rows["warmup_calls"], rows["timed_calls"] = 36, 36
-    rows = check_kernel_table(rows, "synthetic")
-    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(rng.normal(0, 0.01, len(rows)))
+    rows = collected_as_vllm(gpu, truth, (1, 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768), seed=1)
     fitted = fit_op("gemm", rows, gpu, BASE)
     assert fitted.gemm_power_throttle_slowdown == pytest.approx(1.15, rel=0.02)
     assert fitted.gemm_power_throttle_onset_s == pytest.approx(0.03, rel=0.15)
     alone = rows.assign(warmup_calls=0, timed_calls=1)
     alone["latency_s"] = predict(alone, gpu, truth)
     assert fit_op("gemm", alone, gpu, BASE).gemm_power_throttle_slowdown == 1.0
+
+
+def test_calibrate_recovers_a_gradual_power_throttle():
+    """GEMMs timed by a profile whose clock falls over 50 ms after a 5 ms onset to 1.2x
+    slower, run as vLLM's collector runs them (36 + 36 calls: sustained runs of 0.1 ms
+    to seconds): the fit finds the ramp, the onset and the depth."""
+    gpu = get_gpu("h100-sxm")
+    truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.8, overlap=0.9, kernel_fixed_s=4e-6,
+                    gemm_tile_n=256, gemm_power_throttle_onset_s=0.005, gemm_power_throttle_ramp_s=0.05,
+                    gemm_power_throttle_slowdown=1.2)
+    rows = collected_as_vllm(gpu, truth, (1, 16, 64, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384,
+                                          32768), seed=2)
+    fitted = fit_op("gemm", rows, gpu, BASE)
+    assert fitted.gemm_power_throttle_slowdown == pytest.approx(1.2, rel=0.02)
+    assert fitted.gemm_power_throttle_ramp_s == pytest.approx(0.05, rel=0.25)
+    assert fitted.gemm_power_throttle_onset_s == pytest.approx(0.005, abs=0.004)
 
 
 def test_aiconfigurator_gemm_collectors_run_each_shape_this_long():
@@ -1453,8 +1517,9 @@ def test_measured_gemms_slow_down_after_the_same_sustained_time_under_every_coll
     TRT-LLM's collector times at 1-3 ms (one weight copy: 12 calls, 12-36 ms) runs as fast
     under vLLM's, within 5% (0.1-1 ms: vLLM 3-5% faster; 36 + 36 calls of six copies, 72-
     216 ms) ... then vLLM's is the slower: its longer runs have throttled, TRT-LLM's not
-    yet. H100 vLLM's bundled profile has learned it: a throttle after 10-100 ms, its
-    GEMMs of 2 ms and more predicted within 5% (median) where the plateau alone was 10% fast."""
+    yet. H100 vLLM's bundled profile has learned it: a clock that has fallen half way
+    after 10-100 ms of sustained work, its GEMMs of 2 ms and more predicted within 5%
+    (median) where the plateau alone was 10% fast."""
     g = measured[(measured["op"] == "gemm") & (measured["gpu"] == "h100_sxm")]
     pivot = g.pivot_table(index=["m", "n", "k"], columns="framework", values="latency_s", aggfunc="first").dropna()
     ratio = pivot["vllm"] / pivot["trtllm"]
@@ -1463,7 +1528,7 @@ def test_measured_gemms_slow_down_after_the_same_sustained_time_under_every_coll
     assert mid < 0.98 and long > 1.04
     profile, _ = get_profile("h100-sxm-vllm")
     assert 1.05 < profile.gemm_power_throttle_slowdown < 1.3
-    assert 0.01 < profile.gemm_power_throttle_onset_s < 0.1
+    assert 0.01 < profile.gemm_power_throttle_onset_s + profile.gemm_power_throttle_ramp_s / 2 < 0.1
     rows = g[(g["framework"] == "vllm") & (g["latency_s"] > 2e-3)]
     gpu = get_gpu("h100-sxm")
     err = predict(rows, gpu, profile) / rows["latency_s"].to_numpy() - 1

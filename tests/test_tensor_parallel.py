@@ -104,12 +104,14 @@ def test_allreduce_beyond_the_direct_group_shares_one_bus_hand_worked():
 def test_tp_step_splits_weights_heads_and_adds_two_allreduces_per_layer():
     """Llama-2-70B (64 heads, 8 KV heads, MLP 28672) at TP 4: each GPU's qkv GEMM is
     (16 + 2 x 2) heads x 128 wide, its MLP 7168 wide, its KV 2 heads; two all-reduces
-    of tokens x 8192 x 2 B per layer."""
+    of tokens x 8192 x 2 B per layer. (Without the power throttle, which charges a step's
+    GEMMs by their sum, not one GEMM alone.)"""
     gpu, m = get_gpu("h100-sxm"), get_model("llama-2-70b")
-    cm = CostModel(gpu, m, tensor_parallel_size=4)
+    steady = replace(gpu.profile, gemm_power_throttle_slowdown=1.0)
+    cm = CostModel(gpu, m, steady, tensor_parallel_size=4)
     assert (cm.heads_per_gpu, cm.kv_heads_per_gpu) == (16, 2)
     ops = {op.name: op for op in cm.step_cost(8, 1, 8 * 1000, "decode").ops}
-    one = CostModel(gpu, m, tensor_parallel_size=1)
+    one = CostModel(gpu, m, steady, tensor_parallel_size=1)
     assert ops["qkv_proj"].time_s == pytest.approx(one.gemm("q", 8, 8192, (16 + 4) * 128, 80).time_s)
     assert ops["mlp_down"].time_s == pytest.approx(one.gemm("d", 8, 7168, 8192, 80).time_s)
     link_bytes, once = kernels.allreduce(gpu, gpu.profile, 8 * 8192 * 2, 4)

@@ -81,7 +81,8 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
     per SM per wave, the last partial wave's idle SMs charged at
     ``gemm_wave_quantization`` (1: whole waves), or at ``gemm_single_wave_quantization``
     when the whole GEMM is less than one wave; without, the token dimension padded to
-    ``gemm_token_tile``. With ``gemm_large_tile_n``, the tile is chosen by shape
+    ``gemm_token_tile``. Either way each tile's work outside its K loop (prologue,
+    epilogue) is charged as ``gemm_tile_overhead_k`` more K elements. With ``gemm_large_tile_n``, the tile is chosen by shape
     (:func:`_chosen_tiles`) and, as its waves run one after another, only a
     ``1 / waves`` share of the memory time is exposed to ``overlap``. Time:
     ``kernel_fixed_s`` + the partial-overlap roofline.
@@ -98,7 +99,8 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
     elif p.gemm_tile_n:
         flops, compute_flops, _ = _tile_flops(gpu, p, m, n, k, tm, p.gemm_tile_n)
     else:
-        flops = compute_flops = 2.0 * ceil_div(m, tm) * tm * n * k
+        flops = 2.0 * ceil_div(m, tm) * tm * n * k
+        compute_flops = flops * (1.0 + p.gemm_tile_overhead_k / k)
     memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio,
                                 p.gemm_l2_resident_fraction)
     compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
@@ -112,24 +114,32 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
 def power_throttle_slowdown(p, before_s, window_s):
     """Mean factor on the compute time of ``window_s`` seconds (at full clock) of GEMM
     work that follows ``before_s`` seconds of it back to back: 1 before
-    ``gemm_power_throttle_onset_s`` of sustained work, ``gemm_power_throttle_slowdown``
-    after it (the GPU has lowered its clock to hold its power limit), the window's
-    share past the onset charged the latter."""
-    onset = p.gemm_power_throttle_onset_s
-    share = np.clip((before_s + window_s - onset) / np.maximum(window_s, 1e-30), 0.0, 1.0)
+    ``gemm_power_throttle_onset_s`` of sustained work, rising linearly over the next
+    ``gemm_power_throttle_ramp_s`` to ``gemm_power_throttle_slowdown`` (the GPU lowers
+    its clock to hold its power limit), averaged over the window."""
+    share = (_throttled_seconds(p, before_s + window_s) - _throttled_seconds(p, before_s)) / np.maximum(window_s, 1e-30)
     return 1.0 + (p.gemm_power_throttle_slowdown - 1.0) * share
+
+
+def _throttled_seconds(p, t):
+    """Integral over the first ``t`` seconds of sustained GEMM work of the throttle's
+    depth (0 before the onset, 1 once the ramp is over): ``x^2 / 2 r + max(t - onset - r,
+    0)`` with ``x = clip(t - onset, 0, r)`` for a ramp of r seconds (a step at r = 0)."""
+    ramp = max(p.gemm_power_throttle_ramp_s, 1e-12)
+    x = np.clip(t - p.gemm_power_throttle_onset_s, 0.0, ramp)
+    return x * x / (2.0 * ramp) + np.maximum(t - p.gemm_power_throttle_onset_s - ramp, 0.0)
 
 
 def _tile_flops(gpu, p, m, n, k, tm, tn):
     """(flops executed, flops charged, waves charged (at least 1)) of ``tm x tn`` output
-    tiles in waves of one per SM."""
+    tiles in waves of one per SM, each charged ``gemm_tile_overhead_k`` more K elements."""
     tiles = ceil_div(m, tm) * ceil_div(n, tn)
     # a GEMM of less than one wave is charged its own share of the idle SMs
     single = (p.gemm_single_wave_quantization >= 0) * (tiles < gpu.num_sms)
     quantization = p.gemm_wave_quantization + single * (p.gemm_single_wave_quantization - p.gemm_wave_quantization)
     slots = wave_slots(tiles, gpu.num_sms, quantization)
     waves = slots / gpu.num_sms
-    return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * k, larger(waves, 1.0)
+    return 2.0 * tiles * tm * tn * k, 2.0 * slots * tm * tn * (k + p.gemm_tile_overhead_k), larger(waves, 1.0)
 
 
 def _chosen_tiles(gpu, p, m, n, k):

@@ -27,12 +27,14 @@ decode_attention       decode_attention_{fixed_s, group_layout_s, per_seq_s,    
                                                                                      of those
 gemm                   bandwidth_efficiency, compute_efficiency, overlap,            gemm_token_tile in {64, 128},
                        kernel_fixed_s, gemm_{single_,}wave_quantization,             gemm_tile_n in {64, 128, 256},
-                       gemm_power_throttle_{onset_s, slowdown} (none kept            or 128 x 128 with
-                       where no row's measurement ran past the onset)                gemm_large_tile_n = 256;
-                                                                                     gemm_l2_resident_fraction in
+                       gemm_tile_overhead_k,                                         or 128 x 128 with
+                       gemm_power_throttle_{onset_s, ramp_s, slowdown} (none         gemm_large_tile_n = 256;
+                       kept where no row's measurement ran past the onset)           gemm_l2_resident_fraction in
                                                                                      {0, 0.1, 0.25, 0.5, 1};
                                                                                      then the onset from 10, 30
-                                                                                     and 100 ms
+                                                                                     and 100 ms with no ramp,
+                                                                                     and from 5 and 20 ms with
+                                                                                     ramps of 30 and 100 ms
 elementwise            elementwise_{fixed_s, bandwidth_efficiency, row_element_s,    starting elementwise_element_s
                        row_s, element_s, l2_bandwidth_ratio,                         at 10, 100 and 1,000 ps;
                        next_wave_fraction}                                           elementwise_l2_full_fraction
@@ -120,7 +122,8 @@ PARAMETERS = {
     "gemm": (("bandwidth_efficiency", 1.0, 0.05, 1.0), ("compute_efficiency", 1.0, 0.05, 1.0),
              ("overlap", 1.0, 0.0, 1.0), ("kernel_fixed_s", 1e-6, 0.0, 50.0),
              ("gemm_wave_quantization", 1.0, 0.0, 1.0), ("gemm_single_wave_quantization", 1.0, 0.0, 1.0),
-             ("gemm_power_throttle_onset_s", 1e-3, 0.0, 1000.0), ("gemm_power_throttle_slowdown", 1.0, 1.0, 1.5)),
+             ("gemm_power_throttle_onset_s", 1e-3, 0.0, 1000.0), ("gemm_power_throttle_slowdown", 1.0, 1.0, 1.5),
+             ("gemm_tile_overhead_k", 100.0, 0.0, 40.0), ("gemm_power_throttle_ramp_s", 1e-3, 0.0, 1000.0)),
     "prefill_attention": (("prefill_attention_fixed_s", 1e-6, 0.0, 100.0),
                           ("prefill_attention_per_seq_s", 1e-9, 0.0, 1e5),
                           ("prefill_attention_per_head_token_s", 1e-12, 0.0, 1e5),
@@ -191,9 +194,11 @@ NCCL_GRID = [{"allreduce_nccl_bytes": 2**e} for e in range(21, 27)]
 """Searched from the best all-reduce grid point: the message size (2-64 MiB) from which
 the framework hands its all-reduce to NCCL (the frameworks' custom kernels stop at a size
 each sets)."""
-THROTTLE_GRID = [{"gemm_power_throttle_onset_s": onset} for onset in (0.01, 0.1)]
-"""Further starting points of the power-throttle onset, searched from the best GEMM grid
-point (the onset moves the fit only through the rows near it)."""
+THROTTLE_GRID = ([{"gemm_power_throttle_onset_s": onset} for onset in (0.01, 0.1)]
+                 + [{"gemm_power_throttle_onset_s": onset, "gemm_power_throttle_ramp_s": ramp}
+                    for onset in (0.005, 0.02) for ramp in (0.03, 0.1)])
+"""Further starting points of the power-throttle onset and ramp, searched from the best
+GEMM grid point (they move the fit only through the rows near them)."""
 GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n": large,
                   "gemm_l2_resident_fraction": f}
                  for (tm, tn, large), f in itertools.product(
@@ -284,8 +289,9 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
             best, best_cost = fitted, cost
-    if op == "gemm" and not _throttle_seen(rows, gpu, best):
-        best = replace(best, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0)
+    if op == "gemm" and (best.gemm_power_throttle_slowdown < MIN_THROTTLE or not _throttle_seen(rows, gpu, best)):
+        best = replace(best, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0,
+                       gemm_power_throttle_ramp_s=0.0)
     return best
 
 
@@ -359,6 +365,8 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
 
 THROTTLE_START = 1.05
 """Where the fit of ``gemm_power_throttle_slowdown`` starts."""
+MIN_THROTTLE = 1.001
+"""A fitted slowdown below this (0.1%) is none: the profile keeps no throttle."""
 
 
 def _throttle_seen(rows: pd.DataFrame, gpu, profile: KernelProfile) -> bool:

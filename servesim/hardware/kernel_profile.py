@@ -83,6 +83,16 @@ class KernelProfile:
         (fitted ~0: stream-K) but leave part of the machine idle under a single partial
         wave (0.2-0.5: the split of K that would fill it is partial). -1 (the default:
         profiles written before it) = ``gemm_wave_quantization``.
+    gemm_tile_overhead_k:
+        Work of a GEMM output tile outside its main loop over K, counted as that many
+        more K elements of the tile's matrix products (0 = none): the pipeline's
+        prologue (its first stages' loads before the first MMA) and the epilogue
+        (converting the fp32 accumulators and storing the tile). The tiled compute time
+        is charged for ``k + gemm_tile_overhead_k`` instead of ``k``, so short-K GEMMs
+        pay it most: the tensor-parallel shards' (Llama-3-8B's o_proj at TP 8 has
+        k = 512). Measured, H100 vLLM's GEMMs of k = 512-1,024 at 2,048+ tokens ran
+        10-22% slower than a roofline of the same efficiency as k = 4,096; fitted
+        ~100-200 K elements on H100 and A100 (a few 64-wide K steps of the loop).
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
@@ -103,6 +113,14 @@ class KernelProfile:
     gemm_power_throttle_slowdown:
         Factor (>= 1) on a GEMM's compute time once throttled: the ratio of the boost
         clock to the power-limited one. 1 = no throttling.
+    gemm_power_throttle_ramp_s:
+        Seconds of sustained GEMM work, after the onset, over which the clock falls from
+        boost to the power-limited one, the factor rising linearly (0 = at once). The
+        power controller steps the clock down as the board heats and its draw climbs:
+        measured on H100 vLLM, the largest GEMMs run 1.0x the unthrottled prediction at
+        under 10 ms of sustained work, 1.05x at 10-20 ms, 1.08x at 20-40, 1.13x at 40-80
+        and 1.22x beyond 80 ms; a step at one onset fitted the mid-sized runs or the
+        longest ones, not both (with ``gemm_tile_overhead_k`` the longest went 8% fast).
     fused_gate_up:
         The MLP's gate and up projections run as one GEMM of twice the width (vLLM's
         ``MergedColumnParallelLinear``, TRT-LLM's fused gated MLP): one kernel floor,
@@ -505,9 +523,11 @@ class KernelProfile:
     kernel_fixed_s: float = 0.0
     gemm_power_throttle_onset_s: float = 0.0
     gemm_power_throttle_slowdown: float = 1.0
+    gemm_power_throttle_ramp_s: float = 0.0
     fused_gate_up: bool = False
     l2_bandwidth_ratio: float = 0.0
     gemm_l2_resident_fraction: float = 0.0
+    gemm_tile_overhead_k: float = 0.0
     decode_attention_fixed_s: float = 0.0
     decode_attention_fixed_per_dim_s: float = 0.0
     decode_attention_group_layout_s: float = 0.0
@@ -677,6 +697,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no bound), got {value!r}"
         elif name == "prefill_attention_tail_blocks" and not 0 <= value <= MAX_LONGEST_BLOCK:
             problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no tail), got {value!r}"
+        elif name == "gemm_tile_overhead_k" and not 0 <= value <= MAX_TILE:
+            problems[name] = f"must be in [0, {MAX_TILE}] K elements (0: none), got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
             problems[name] = f"must be in [0, 1e6], got {value!r}"
     return problems
