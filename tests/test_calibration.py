@@ -1499,6 +1499,35 @@ def test_calibrate_recovers_a_gradual_power_throttle():
     assert fitted.gemm_power_throttle_onset_s == pytest.approx(0.005, abs=0.004)
 
 
+def test_fitted_throttle_ramp_ends_at_the_longest_measured_run():
+    """A ramp from 10 ms over 100 ms to 1.2x, fitted on GEMMs whose longest measured run
+    is L = 72 calls of m = n = k = 8,192 at full clock (4,096 tiles of 128 x 128, 31.03
+    waves charged 4,160 slots at quantization 0.5: 1.411 ms of compute at 0.8 of 989.4
+    TFLOP/s; 402.7 MB at 0.8 of 3.35 TB/s, 20% of it unhidden: 30.0 us; a 5 us floor:
+    L = 0.1041 s), ends past the runs: it is cut at L with the depth it
+    reached there, 1 + 0.2 (L - 10 ms) / 100 ms, and every row's prediction is the same.
+    A ramp that ends within the runs, or none, is left as it is."""
+    from servesim.hardware.calibrate import _longest_run_s, _throttle_within_runs
+
+    gpu = get_gpu("h100-sxm")
+    ramped = replace(THROTTLED, gemm_power_throttle_onset_s=0.01, gemm_power_throttle_ramp_s=0.1)
+    rows = check_kernel_table(pd.DataFrame([{"op": "gemm", "m": m, "n": 8192, "k": 8192, "latency_s": 1.0}
+                                            for m in (1, 256, 4096, 8192)]), "test")
+    rows["warmup_calls"], rows["timed_calls"] = 36, 36
+    longest = _longest_run_s(rows, gpu, ramped)
+    compute_s = 2 * 4160 * 128 * 128 * 8192 / (989.4e12 * 0.8)
+    memory_s = (8192 * 8192 + 8192 * 16384) * 2 / (3.35e12 * 0.8)
+    assert longest == pytest.approx(72 * (5e-6 + compute_s + 0.2 * memory_s))
+    cut = _throttle_within_runs(rows, gpu, ramped)
+    assert cut.gemm_power_throttle_ramp_s == pytest.approx(longest - 0.01)
+    assert cut.gemm_power_throttle_slowdown == pytest.approx(1 + 0.2 * (longest - 0.01) / 0.1)
+    np.testing.assert_allclose(predict(rows, gpu, cut), predict(rows, gpu, ramped), rtol=1e-12)
+    assert kernels.power_throttle_slowdown(cut, 1.0, 1.0) == pytest.approx(cut.gemm_power_throttle_slowdown)
+    within = replace(ramped, gemm_power_throttle_ramp_s=0.5 * (longest - 0.01))
+    assert _throttle_within_runs(rows, gpu, within) == within
+    assert _throttle_within_runs(rows, gpu, THROTTLED) == THROTTLED
+
+
 def test_aiconfigurator_gemm_collectors_run_each_shape_this_long():
     """vLLM's and SGLang's collectors run 6 weight copies a call: 6 calls before the
     timed 6 make 36 and 36 GEMMs; TRT-LLM's as many copies as fill a 50 MB L2, at most 5:

@@ -29,8 +29,8 @@ gemm                   bandwidth_efficiency, compute_efficiency, overlap,       
                        kernel_fixed_s, gemm_{single_,}wave_quantization,             gemm_tile_n in {64, 128, 256},
                        gemm_tile_overhead_k,                                         or 128 x 128 with
                        gemm_power_throttle_{onset_s, ramp_s, slowdown} (none         gemm_large_tile_n = 256;
-                       kept where no row's measurement ran past the onset)           gemm_l2_resident_fraction in
-                                                                                     {0, 0.1, 0.25, 0.5, 1};
+                       kept where no row's measurement ran past the onset; a ramp    gemm_l2_resident_fraction in
+                       ends at the longest measured run at the latest)               {0, 0.1, 0.25, 0.5, 1};
                                                                                      then the onset from 10, 30
                                                                                      and 100 ms with no ramp,
                                                                                      and from 5 and 20 ms with
@@ -292,6 +292,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     if op == "gemm" and (best.gemm_power_throttle_slowdown < MIN_THROTTLE or not _throttle_seen(rows, gpu, best)):
         best = replace(best, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0,
                        gemm_power_throttle_ramp_s=0.0)
+    elif op == "gemm":
+        best = _throttle_within_runs(rows, gpu, best)
     return best
 
 
@@ -369,13 +371,34 @@ MIN_THROTTLE = 1.001
 """A fitted slowdown below this (0.1%) is none: the profile keeps no throttle."""
 
 
-def _throttle_seen(rows: pd.DataFrame, gpu, profile: KernelProfile) -> bool:
-    """Whether any GEMM row's measurement ran longer than the fitted power-throttle onset
-    (else the slowdown is not identified, and the profile keeps none)."""
+def _longest_run_s(rows: pd.DataFrame, gpu, profile: KernelProfile) -> float:
+    """Seconds of sustained GEMM work (at full clock) that the longest of ``rows``'
+    measurements ran: its call's time times its warm-up and timed calls."""
     unthrottled = replace(profile, gemm_power_throttle_slowdown=1.0)
     call_s = predict_op("gemm", rows, gpu, unthrottled)
     calls = rows["warmup_calls"].fillna(0).to_numpy(float) + rows["timed_calls"].fillna(1).to_numpy(float)
-    return bool((call_s * calls > profile.gemm_power_throttle_onset_s).any())
+    return float((call_s * calls).max())
+
+
+def _throttle_seen(rows: pd.DataFrame, gpu, profile: KernelProfile) -> bool:
+    """Whether any GEMM row's measurement ran longer than the fitted power-throttle onset
+    (else the slowdown is not identified, and the profile keeps none)."""
+    return _longest_run_s(rows, gpu, profile) > profile.gemm_power_throttle_onset_s
+
+
+def _throttle_within_runs(rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
+    """``profile`` with a throttle ramp that the fit placed past the longest measured run
+    ending there instead, at the depth it had reached: every row's prediction is the
+    same, and a serving step longer than any measurement keeps the deepest slowdown
+    measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s, its fitted
+    ramp 0.12 s)."""
+    onset, ramp = profile.gemm_power_throttle_onset_s, profile.gemm_power_throttle_ramp_s
+    longest = _longest_run_s(rows, gpu, profile)
+    if not onset < longest < onset + ramp:
+        return profile
+    depth = (longest - onset) / ramp
+    return replace(profile, gemm_power_throttle_ramp_s=longest - onset,
+                   gemm_power_throttle_slowdown=1.0 + (profile.gemm_power_throttle_slowdown - 1.0) * depth)
 
 
 def _possible(fixed: dict, gpu) -> bool:

@@ -121,6 +121,8 @@ class KernelProfile:
         under 10 ms of sustained work, 1.05x at 10-20 ms, 1.08x at 20-40, 1.13x at 40-80
         and 1.22x beyond 80 ms; a step at one onset fitted the mid-sized runs or the
         longest ones, not both (with ``gemm_tile_overhead_k`` the longest went 8% fast).
+        ``servesim calibrate`` ends a ramp no later than the longest measured run, at the
+        depth reached there (beyond the data no deeper slowdown is extrapolated).
     fused_gate_up:
         The MLP's gate and up projections run as one GEMM of twice the width (vLLM's
         ``MergedColumnParallelLinear``, TRT-LLM's fused gated MLP): one kernel floor,
