@@ -72,8 +72,7 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
     ``clock_slowdown`` multiplies the compute time (a serving step's GEMMs past the
     power-throttle onset; see :func:`power_throttle_slowdown`). In a microbenchmark
     replay (``l2_resident``), the call is the average of ``timed_calls`` calls run back
-    to back after ``warmup_calls`` others, and the share of that window past the onset
-    runs throttled.
+    to back after ``warmup_calls`` others, that window charged its mean throttle.
 
     Memory: weights once (plus ``weight_reread_fraction`` of them per further pass of
     ``weight_pass_tokens`` tokens) and activations in and out. Compute: with
@@ -82,10 +81,10 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
     ``gemm_wave_quantization`` (1: whole waves), or at ``gemm_single_wave_quantization``
     when the whole GEMM is less than one wave; without, the token dimension padded to
     ``gemm_token_tile``. Either way each tile's work outside its K loop (prologue,
-    epilogue) is charged as ``gemm_tile_overhead_k`` more K elements. With ``gemm_large_tile_n``, the tile is chosen by shape
-    (:func:`_chosen_tiles`) and, as its waves run one after another, only a
-    ``1 / waves`` share of the memory time is exposed to ``overlap``. Time:
-    ``kernel_fixed_s`` + the partial-overlap roofline.
+    epilogue) is charged as ``gemm_tile_overhead_k`` more K elements. With
+    ``gemm_large_tile_n``, the tile is chosen by shape (:func:`_chosen_tiles`) and, as
+    its waves run one after another, only a ``1 / waves`` share of the memory time is
+    exposed to ``overlap``. Time: ``kernel_fixed_s`` + the partial-overlap roofline.
     """
     tm = p.gemm_token_tile
     weight_bytes = n * k * dtype_bytes
@@ -117,7 +116,8 @@ def power_throttle_slowdown(p, before_s, window_s):
     ``gemm_power_throttle_onset_s`` of sustained work, rising linearly over the next
     ``gemm_power_throttle_ramp_s`` to ``gemm_power_throttle_slowdown`` (the GPU lowers
     its clock to hold its power limit), averaged over the window."""
-    share = (_throttled_seconds(p, before_s + window_s) - _throttled_seconds(p, before_s)) / np.maximum(window_s, 1e-30)
+    throttled_s = _throttled_seconds(p, before_s + window_s) - _throttled_seconds(p, before_s)
+    share = throttled_s / np.maximum(window_s, 1e-30)
     return 1.0 + (p.gemm_power_throttle_slowdown - 1.0) * share
 
 

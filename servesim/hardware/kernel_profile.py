@@ -90,9 +90,10 @@ class KernelProfile:
         (converting the fp32 accumulators and storing the tile). The tiled compute time
         is charged for ``k + gemm_tile_overhead_k`` instead of ``k``, so short-K GEMMs
         pay it most: the tensor-parallel shards' (Llama-3-8B's o_proj at TP 8 has
-        k = 512). Measured, H100 vLLM's GEMMs of k = 512-1,024 at 2,048+ tokens ran
-        10-22% slower than a roofline of the same efficiency as k = 4,096; fitted
-        ~100-200 K elements on H100 and A100 (a few 64-wide K steps of the loop).
+        k = 512). Measured, H100 vLLM's GEMMs of k = 512-1,536 at 256 tokens and more
+        ran 10-22% slower than a roofline of k = 4,096's efficiency; fitted 78-184 K
+        elements on A100, H100, H200 and L40S (a few 64-wide K steps of the loop), none
+        on B200.
     kernel_fixed_s:
         Fixed time of every GEMM kernel: launch, prologue and pipeline ramp (s), added
         to its roofline time. Small GEMMs are floor-bound by it.
