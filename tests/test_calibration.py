@@ -1507,7 +1507,7 @@ def test_fitted_throttle_ramp_ends_at_the_longest_measured_run():
     L = 0.1041 s), ends past the runs: it is cut at L with the depth it
     reached there, 1 + 0.2 (L - 10 ms) / 100 ms, and every row's prediction is the same.
     A ramp that ends within the runs, or none, is left as it is."""
-    from servesim.hardware.calibrate import _longest_run_s, _throttle_within_runs
+    from servesim.hardware.calibrate import _longest_run_s, _throttle_as_measured
 
     gpu = get_gpu("h100-sxm")
     ramped = replace(THROTTLED, gemm_power_throttle_onset_s=0.01, gemm_power_throttle_ramp_s=0.1)
@@ -1518,14 +1518,14 @@ def test_fitted_throttle_ramp_ends_at_the_longest_measured_run():
     compute_s = 2 * 4160 * 128 * 128 * 8192 / (989.4e12 * 0.8)
     memory_s = (8192 * 8192 + 8192 * 16384) * 2 / (3.35e12 * 0.8)
     assert longest == pytest.approx(72 * (5e-6 + compute_s + 0.2 * memory_s))
-    cut = _throttle_within_runs(rows, gpu, ramped)
+    cut = _throttle_as_measured(rows, gpu, ramped)
     assert cut.gemm_power_throttle_ramp_s == pytest.approx(longest - 0.01)
     assert cut.gemm_power_throttle_slowdown == pytest.approx(1 + 0.2 * (longest - 0.01) / 0.1)
     np.testing.assert_allclose(predict(rows, gpu, cut), predict(rows, gpu, ramped), rtol=1e-12)
     assert kernels.power_throttle_slowdown(cut, 1.0, 1.0) == pytest.approx(cut.gemm_power_throttle_slowdown)
     within = replace(ramped, gemm_power_throttle_ramp_s=0.5 * (longest - 0.01))
-    assert _throttle_within_runs(rows, gpu, within) == within
-    assert _throttle_within_runs(rows, gpu, THROTTLED) == THROTTLED
+    assert _throttle_as_measured(rows, gpu, within) == within
+    assert _throttle_as_measured(rows, gpu, THROTTLED) == THROTTLED
 
 
 def test_aiconfigurator_gemm_collectors_run_each_shape_this_long():

@@ -289,11 +289,8 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
             best, best_cost = fitted, cost
-    if op == "gemm" and (best.gemm_power_throttle_slowdown < MIN_THROTTLE or not _throttle_seen(rows, gpu, best)):
-        best = replace(best, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0,
-                       gemm_power_throttle_ramp_s=0.0)
-    elif op == "gemm":
-        best = _throttle_within_runs(rows, gpu, best)
+    if op == "gemm":
+        best = _throttle_as_measured(rows, gpu, best)
     return best
 
 
@@ -380,21 +377,20 @@ def _longest_run_s(rows: pd.DataFrame, gpu, profile: KernelProfile) -> float:
     return float((call_s * calls).max())
 
 
-def _throttle_seen(rows: pd.DataFrame, gpu, profile: KernelProfile) -> bool:
-    """Whether any GEMM row's measurement ran longer than the fitted power-throttle onset
-    (else the slowdown is not identified, and the profile keeps none)."""
-    return _longest_run_s(rows, gpu, profile) > profile.gemm_power_throttle_onset_s
-
-
-def _throttle_within_runs(rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
-    """``profile`` with a throttle ramp that the fit placed past the longest measured run
-    ending there instead, at the depth it had reached: every row's prediction is the
-    same, and a serving step longer than any measurement keeps the deepest slowdown
-    measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s, its fitted
-    ramp 0.12 s)."""
+def _throttle_as_measured(rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
+    """``profile`` with its fitted power throttle kept only as far as ``rows`` measured it:
+    none if no row's measurement ran past the onset (the slowdown is not identified) or
+    the slowdown is under :data:`MIN_THROTTLE`; a ramp the fit placed past the longest
+    measured run ends there instead, at the depth it had reached: every row's prediction
+    stays the same, and a serving step longer than any measurement keeps the deepest
+    slowdown measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s, its
+    fitted ramp 0.12 s)."""
     onset, ramp = profile.gemm_power_throttle_onset_s, profile.gemm_power_throttle_ramp_s
     longest = _longest_run_s(rows, gpu, profile)
-    if not onset < longest < onset + ramp:
+    if profile.gemm_power_throttle_slowdown < MIN_THROTTLE or longest <= onset:
+        return replace(profile, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0,
+                       gemm_power_throttle_ramp_s=0.0)
+    if longest >= onset + ramp:
         return profile
     depth = (longest - onset) / ramp
     return replace(profile, gemm_power_throttle_ramp_s=longest - onset,
