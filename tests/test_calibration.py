@@ -1856,6 +1856,55 @@ def test_head_size_fit_holds_the_main_size():
         np.testing.assert_allclose(predict(main, gpu, staged), predict(main, gpu, p), rtol=1e-9)
 
 
+def test_prefill_tile_shrink_by_hand():
+    """Query tiles that shrink past head_dim 128: 1,024 prompt tokens of 16 query and 8 KV
+    heads at 0.4 and 0.2 ns a row (8 ns a token) pay 8.192 us of per-row work; at head_dim
+    256 the tiles hold half the rows and that doubles (+8.192 us), with the limit at 160
+    it grows by 256 / 160 (+4.915 us); at 128 and 64 nothing changes, nor without a
+    limit (the default)."""
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, prefill_attention_per_token_s=0.0, prefill_attention_per_head_token_s=0.4e-9,
+                prefill_attention_per_kv_head_token_s=0.2e-9, prefill_attention_overlap=0.0,
+                prefill_attention_tile_head_dim=0.0)
+
+    def time_s(profile, d):
+        return kernels.prefill_attention(gpu, profile, 1, 1024, kernels.causal_pairs(profile, 1024), 16, 8, d, 2)[4]
+
+    for limit, d, extra in ((128, 256, 8.192e-6), (160, 256, 0.6 * 8.192e-6), (160, 128, 0.0), (128, 128, 0.0),
+                            (128, 64, 0.0)):
+        shrunk = replace(p, prefill_attention_tile_head_dim=limit)
+        assert time_s(shrunk, d) - time_s(p, d) == pytest.approx(extra, rel=1e-9, abs=1e-15)
+    assert kernels.tile_shrink(replace(p, prefill_attention_tile_head_dim=128), np.array([64, 128, 256])).tolist() \
+        == [1.0, 1.0, 2.0]
+    assert BASE.prefill_attention_tile_head_dim == 0.0
+
+
+def test_head_size_fit_recovers_shrinking_tiles():
+    """Prefill attention timed by a profile whose query tiles shrink past head_dim 176
+    (256-wide heads pay 256 / 176 = 1.45x the per-row work) and whose softmax costs 30 ps
+    of an SM a pair, with 2% noise at head_dim 64, 128 and 256: the head-size stage,
+    started from the same profile without the shrink and with its softmax to be fitted,
+    finds both, the 128-wide predictions held. Timed without the shrink, it keeps the mechanism off (0) or puts the
+    limit where it changes the 256-wide rows by under 2%."""
+    from servesim.hardware.calibrate import fit_head_size
+
+    gpu = get_gpu("h100-sxm")
+    p = replace(gpu.profile, attention_softmax_pair_s=30e-12, prefill_attention_tile_head_dim=0.0)
+    rows = pd.DataFrame([{"op": "prefill_attention", "batch_size": b, "seq_len": n, "num_heads": h,
+                          "num_kv_heads": kv, "head_dim": d, "latency_s": 1.0}
+                         for b in (1, 8, 64) for n in (16, 256, 1024, 8192) for h, kv in ((32, 8), (16, 8))
+                         for d in (64, 128, 256) if b * n <= 65536])
+    truth = replace(p, prefill_attention_tile_head_dim=176.0)  # (the 128-wide rows as p times them)
+    staged = fit_head_size("prefill_attention", timed_by(truth, gpu, rows, seed=3), gpu, p, 128)
+    assert staged.prefill_attention_tile_head_dim == pytest.approx(176.0, rel=0.05)
+    assert staged.attention_softmax_pair_s == pytest.approx(30e-12, rel=0.25)
+    main = rows[rows["head_dim"] == 128]
+    np.testing.assert_allclose(predict(main, gpu, staged), predict(main, gpu, p), rtol=1e-9)
+    plain = fit_head_size("prefill_attention", timed_by(replace(truth, prefill_attention_tile_head_dim=0.0), gpu,
+                                                         rows, seed=3), gpu, p, 128)
+    assert kernels.tile_shrink(plain, 256) < 1.02
+
+
 def test_decode_fixed_time_by_head_size_by_hand():
     """A fixed time of 15 ns an element of a head adds 0.96 us to a decode-attention call
     at head_dim 64 and 3.84 us at 256, whatever the call's shape; none by default."""

@@ -168,7 +168,7 @@ def test_generated_scenarios_run_or_exit_2(tmp_path_factory, capsys, assignments
     ("hardware.profile.kernel_fixed_s", 1e300), ("speculation.candidate_tokens", 113),
     ("hardware.profile.gemm_single_wave_quantization", -0.5), ("hardware.profile.decode_attention_split_tokens", 0.5),
     ("hardware.profile.gemm_l2_resident_fraction", 1.5), ("hardware.profile.gemm_tile_overhead_k", -64),
-    ("hardware.profile.gemm_power_throttle_ramp_s", -0.01),
+    ("hardware.profile.gemm_power_throttle_ramp_s", -0.01), ("hardware.profile.prefill_attention_tile_head_dim", -128),
     ("hardware.profile.decode_attention_split_block_tokens", -128), ("hardware.profile.decode_attention_split_waves", -1),
     ("hardware.profile.prefill_attention_kv_passes", 0), ("hardware.profile.prefill_attention_kv_passes", 1.5),
     ("hardware.profile.prefill_attention_bandwidth_efficiency", 1.2),

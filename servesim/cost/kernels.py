@@ -396,7 +396,7 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
 
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
     (``prefill_attention_overlap``), which is per sequence + per query token (per
-    query head and per KV head) + the roofline of the causal FLOPs (:func:`causal_pairs`:
+    query head and per KV head, times :func:`tile_shrink` at large heads) + the roofline of the causal FLOPs (:func:`causal_pairs`:
     whole tiles) at the fused-attention rate with their softmax (:func:`pair_seconds`)
     and of Q and the output moved once, the
     new K and V ``prefill_attention_kv_passes`` times (a microbenchmark's L2 holds the
@@ -430,13 +430,22 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
         longest_s = longest_block_s(gpu, p, longest_keys, head_dim)
         compute_s = larger(compute_s + p.prefill_attention_tail_blocks * longest_s, longest_s)
     work_s = p.prefill_attention_per_kv_head_s * batch * kv_heads
+    per_row_s = (p.prefill_attention_per_head_token_s * heads
+                 + p.prefill_attention_per_kv_head_token_s * kv_heads) * tile_shrink(p, head_dim)
     rest_s = (p.prefill_attention_per_seq_s * batch
-              + (p.prefill_attention_per_token_s + p.prefill_attention_per_head_token_s * heads
-                 + p.prefill_attention_per_kv_head_token_s * kv_heads) * tokens
+              + (p.prefill_attention_per_token_s + per_row_s) * tokens
               + combine(memory_s, compute_s, p.overlap))
     time_s = (p.prefill_attention_fixed_s + combine(work_s, rest_s, p.prefill_attention_overlap)
               + kv_write(gpu, p, tokens, kv_heads, head_dim, dtype_bytes))
     return flops, hbm, memory_s, compute_s, time_s
+
+
+def tile_shrink(p, head_dim):
+    """How many times fewer rows a prefill-attention query tile holds at ``head_dim``
+    than at small heads: ``head_dim / prefill_attention_tile_head_dim`` past that size,
+    else 1 (a tile's registers and shared memory hold rows x head_dim elements)."""
+    limit = p.prefill_attention_tile_head_dim
+    return larger(head_dim / limit, 1.0) if limit else 1.0
 
 
 def kv_write(gpu, p, tokens, kv_heads, head_dim, dtype_bytes):

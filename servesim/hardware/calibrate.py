@@ -55,8 +55,9 @@ Attention rows of more than one head size (the bundled table's 64, 128 and 256 o
 H200, B200 and L40S) are fitted in two stages: every field above on the rows of the most
 common size (128), then, on the others, one field each op class that tells sizes apart
 with the main size's predictions held (:func:`fit_head_size`): prefill's softmax a pair
-(``attention_softmax_pair_s``) and decode's fixed time an element of a head
-(``decode_attention_fixed_per_dim_s``).
+(``attention_softmax_pair_s``) and the head size past which its query tiles shrink
+(``prefill_attention_tile_head_dim``, at or above the main size), and decode's fixed
+time an element of a head (``decode_attention_fixed_per_dim_s``).
 
 Set, not fitted: ``weight_reread_fraction = 0`` (measured GEMMs show no step when a
 GEMM outgrows one weight pass), ``fused_gate_up`` and ``fused_tree_attention`` (what
@@ -315,19 +316,25 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
     """``profile`` (fitted on the rows of head size ``main``) with what tells head sizes
     apart fitted on the rows of the others, every prediction at ``main`` held fixed:
     prefill attention's softmax a pair (``attention_softmax_pair_s``, the matrix rate
-    rising so that a pair at ``main`` costs what it did) and decode attention's fixed time
-    an element of a head (``decode_attention_fixed_per_dim_s``, ``decode_attention_fixed_s``
-    falling by ``main`` of them). One parameter, bounded so the compensated field stays
-    in range (a matrix rate of at most peak, a fixed time of at least 0).
+    rising so that a pair at ``main`` costs what it did) and, where larger heads were
+    measured, the head size past which its query tiles shrink
+    (``prefill_attention_tile_head_dim``, between ``main`` and the largest size measured;
+    0 if the largest shrinks by under :data:`MIN_SHRINK`); decode attention's fixed
+    time an element of a head (``decode_attention_fixed_per_dim_s``,
+    ``decode_attention_fixed_s`` falling by ``main`` of them). Bounded so the compensated
+    field stays in range (a matrix rate of at most peak, a fixed time of at least 0).
 
-    Why not fit everything on every head size: the kernels run other tile shapes at other
-    head sizes (FlashAttention's tiles shrink as the head grows), which no field here
-    models; fitted on all sizes at once, those effects spread onto the main size
-    (bundled tables: prefill medians within 5% on 5 of 15 profiles instead of 12)."""
+    Why not fit everything on every head size: the kernels' other tile shapes at other
+    head sizes are modelled only through the tile shrink's per-row charge (not in their
+    waves or longest blocks), and other sizes may run other kernels; fitted on all sizes
+    at once, those effects spread onto the main size (bundled tables: prefill medians
+    within 5% on 5 of 15 profiles instead of 12)."""
     least_squares = _least_squares()
     other = rows[rows["head_dim"] != main]
     measured = other["latency_s"].to_numpy(float)
     columns = op_columns(op, other)
+    largest = float(other["head_dim"].max())
+    shrinks = op == "prefill_attention" and largest > main  # larger heads: the tiles may shrink
     if op == "prefill_attention":
         main_pair_s = kernels.pair_seconds(gpu, profile, main)  # a pair at the main size, held
         peak = gpu.peak_fp16_flops_per_s
@@ -335,8 +342,10 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
         def make(x):
             softmax_s = float(x[0]) * 1e-12
             rate = 4.0 * main / (main_pair_s - softmax_s / gpu.num_sms)
-            return _unchecked(profile, {"attention_softmax_pair_s": softmax_s,
-                                        "prefill_attention_compute_efficiency": rate / peak})
+            values = {"attention_softmax_pair_s": softmax_s, "prefill_attention_compute_efficiency": rate / peak}
+            if shrinks:  # at or above the main size, so its predictions hold
+                values["prefill_attention_tile_head_dim"] = float(x[1])
+            return _unchecked(profile, values)
 
         upper = (main_pair_s - 4.0 * main / peak) * gpu.num_sms * 1e12  # the matrix products at peak
         start = min(20.0, 0.5 * upper)
@@ -356,12 +365,22 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
     def residuals(x):
         return np.log(predict_op(op, columns, gpu, make(x)) / measured)
 
-    result = least_squares(residuals, [start], bounds=([0.0], [upper]), loss="soft_l1", f_scale=0.05,
-                           max_nfev=200)
+    if shrinks:  # (from two tile limits: the factor is flat in the limit above the largest size)
+        fits = [least_squares(residuals, [start, limit], bounds=([0.0, main], [upper, largest]), loss="soft_l1",
+                              f_scale=0.05, max_nfev=200) for limit in (main + 0.25 * (largest - main),
+                                                                        main + 0.75 * (largest - main))]
+        result = min(fits, key=lambda r: r.cost)
+        if largest / result.x[1] < MIN_SHRINK:  # no measured head size's tiles shrink: the mechanism off
+            result.x[1] = 0.0
+    else:
+        result = least_squares(residuals, [start], bounds=([0.0], [upper]), loss="soft_l1", f_scale=0.05,
+                               max_nfev=200)
     return replace(profile, **{k: v for k, v in make(result.x).__dict__.items()
                                if getattr(profile, k) != v})
 
 
+MIN_SHRINK = 1.001
+"""A fitted tile shrink of under 0.1% at the largest measured head size is none."""
 THROTTLE_START = 1.05
 """Where the fit of ``gemm_power_throttle_slowdown`` starts."""
 MIN_THROTTLE = 1.001
@@ -417,7 +436,7 @@ def _inert(name: str, profile: KernelProfile) -> bool:
                 and profile.allreduce_nccl_bytes == 0))
 
 
-HEAD_SIZE_FIELDS = {"prefill_attention": "attention_softmax_pair_s",
+HEAD_SIZE_FIELDS = {"prefill_attention": "attention_softmax_pair_s and prefill_attention_tile_head_dim",
                     "decode_attention": "decode_attention_fixed_per_dim_s"}
 """What tells head sizes apart, by op class (fitted by :func:`fit_head_size`)."""
 
@@ -471,7 +490,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
         profile = fit_head_size(op, rows, gpu, profile, main)
         if op not in fitted_or_noted:
             notes.append(f"{op}: fitted on its {main}-wide heads' rows; the other head sizes' rows fit "
-                         f"{HEAD_SIZE_FIELDS[op]} alone, the {main}-wide predictions held (fit_head_size)")
+                         f"{HEAD_SIZE_FIELDS[op]} only, the {main}-wide predictions held (fit_head_size)")
         fitted_or_noted.add(op)
     return profile, notes
 

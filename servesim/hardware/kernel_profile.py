@@ -293,6 +293,18 @@ class KernelProfile:
         diagonal, which the causal mask cuts through, are computed whole, so a prompt of
         s tokens costs ``ceil(s/T)(ceil(s/T) + 1)/2`` tiles of T x T (pairs) rather than
         s(s + 1)/2: 25% more at s = 4T, 3% at 32T. 0 = exact pairs.
+    prefill_attention_tile_head_dim:
+        The largest head size (elements) whose prefill-attention query tile holds its
+        full rows; 0 = any. A tile's registers and shared memory hold rows x head_dim
+        elements, so past this size the kernel runs tiles of proportionally fewer rows
+        (FlashAttention-2 halves its 128-row tile at head_dim 256) and the work charged
+        per query row (``prefill_attention_per_head_token_s`` and
+        ``prefill_attention_per_kv_head_token_s``: Q loads, the online softmax's
+        rescaling and the output write, amortised over a tile) grows by head_dim / this.
+        Fitted on the rows of other head sizes than the main one, held at or above it
+        (:func:`servesim.hardware.calibrate.fit_head_size`); a fractional value is the
+        effective size of a mix of tile shapes. H100 TRT-LLM's 256-wide heads' prompts
+        of 128-1,024 tokens took 25-27% longer than the 128-wide rows' charges predicted.
     prefill_attention_query_tile:
         Query tokens per thread block of the prefill kernel (FlashAttention's grid of
         query tile x head x sequence): a prompt of s tokens runs ``ceil(s / tile) x
@@ -566,6 +578,7 @@ class KernelProfile:
     prefill_attention_kv_passes: int = 1
     prefill_attention_tile: int = 0
     prefill_attention_query_tile: int = 0
+    prefill_attention_tile_head_dim: float = 0.0
     prefill_attention_wave_quantization: float = 1.0
     kv_write_block_s: float = 0.0
     kv_write_block_threads: int = 512
@@ -700,6 +713,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no bound), got {value!r}"
         elif name == "prefill_attention_tail_blocks" and not 0 <= value <= MAX_LONGEST_BLOCK:
             problems[name] = f"must be in [0, {MAX_LONGEST_BLOCK:g}] (0: no tail), got {value!r}"
+        elif name == "prefill_attention_tile_head_dim" and not 0 <= value <= MAX_TILE:
+            problems[name] = f"must be in [0, {MAX_TILE}] elements (0: tiles never shrink), got {value!r}"
         elif name == "gemm_tile_overhead_k" and not 0 <= value <= MAX_TILE:
             problems[name] = f"must be in [0, {MAX_TILE}] K elements (0: none), got {value!r}"
         elif name == "decode_attention_occupancy_seqs" and not 0 <= value <= 1e6:
