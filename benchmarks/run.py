@@ -12,6 +12,8 @@ Cases
               (a 256-token shared prefix, 8 distinct ones);
   open100k_eagle3_goodput  the same open loop with an EAGLE-3 chain of 4, the goodput
               length policy and a between-request acceptance spread (0.1);
+  open100k_sglang  open100k under SGLang's scheduling policy (prefill batches of their
+              own whenever one can start);
   sweep1000_j1, sweep1000_j2  a 1,000-point sweep (candidate tokens x context x batch),
               with --jobs 1 and with --jobs 2;
   million     1,000,000 requests (both arms) through `servesim run` with streamed output
@@ -153,7 +155,8 @@ def run_million() -> dict:
             "peak_rss_bytes": peak}
 
 
-CASES = ("seed", "open100k", "open100k_paged", "open100k_eagle3_goodput", "sweep1000_j1", "sweep1000_j2", "million")
+CASES = ("seed", "open100k", "open100k_paged", "open100k_eagle3_goodput", "open100k_sglang", "sweep1000_j1",
+         "sweep1000_j2", "million")
 
 
 def run_case(case: str, repeat: int = 1) -> dict:
@@ -174,6 +177,8 @@ def run_case(case: str, repeat: int = 1) -> dict:
         scenario, jobs = load_scenario("open100k.toml", [
             "method=eagle3", "num_speculative_tokens=4", "alpha_per_position=[0.8, 0.75, 0.7, 0.65]",
             "policy=goodput", "acceptance_spread=0.1"], text=OPEN100K), 1
+    elif case == "open100k_sglang":
+        scenario, jobs = load_scenario("open100k.toml", ["scheduler=sglang"], text=OPEN100K), 1
     elif case in ("sweep1000_j1", "sweep1000_j2"):
         scenario, jobs = load_scenario("sweep1000.toml", text=SWEEP1000), int(case[-1])
     else:

@@ -620,9 +620,10 @@ def cmd_list(args) -> int:
     print(pd.DataFrame(rows).to_string(index=False))
     print("\nServing frameworks (serving.framework)")
     rows = [{"name": f.name, "step_overhead_ms": f.step_overhead_s * 1e3,
-             "per_seq_us": f.step_overhead_per_seq_s * 1e6, "kernels": f.kernels,
+             "per_seq_us": f.step_overhead_per_seq_s * 1e6, "kernels": f.kernels, "scheduler": f.scheduler,
              "source": f.source + (f" Per sequence: {f.step_overhead_per_seq_source}"
-                                   if f.step_overhead_per_seq_source else "")}
+                                   if f.step_overhead_per_seq_source else "")
+                       + (f" Scheduler: {f.scheduler_source}" if f.scheduler_source else "")}
             for f in map(get_framework, framework_names())]
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
     print("\nModels")

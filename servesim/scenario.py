@@ -198,14 +198,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batching": Key(str, "static", "`static` (a batch runs until all its requests finish) or `continuous` (iteration-level; policy: `scheduler`)", choices=("static", "continuous")),
         "batch_size": Key(int, 4, "requests per static batch, or most running requests (continuous)", minimum=1, maximum=MAX_BATCH),
         "max_wait_s": Key(float, math.inf, "static: start a partial batch once its oldest request waited this long (s)", minimum=0.0, infinite=True, maximum=1e9),
-        "scheduler": Key(str, "vllm", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step) or `prefill_first` (each new request's prefill as a step of its own first)", choices=("vllm", "prefill_first")),
+        "scheduler": Key(str, "", "continuous batching's policy: `vllm` (vLLM V1: decodes first, then prefill chunks within max_num_batched_tokens, mixed into one step), `prefill_first` (each new request's prefill as a step of its own first) or `sglang` (SGLang: a prefill batch within max_num_batched_tokens whenever one can start, never mixed with decodes; decodes otherwise); empty = `framework`'s own (`sglang` for sglang, `vllm` for the others)", choices=("vllm", "prefill_first", "sglang")),
         "enable_prefix_caching": Key(bool, False, "`paged`: keep the full KV blocks of shared prefixes and reuse them instead of prefilling those tokens (vLLM's automatic prefix caching; LRU eviction of unused ones)"),
         "kv_cache": Key(str, "reserve", "KV-cache management: `reserve` (a request reserves prompt + output + lookahead when admitted; no preemption) or `paged` (with scheduler `vllm`: vLLM's blocks allocated as tokens are appended; a request that cannot grow preempts the most recently admitted one, recomputed later)", choices=("reserve", "paged")),
         "block_size": Key(int, 16, "`paged`: tokens per KV block (vLLM's name and default)", minimum=1, maximum=1024),
         "preemption_mode": Key(str, "recompute", "`paged`: what preemption does to a running request's KV: `recompute` (freed; the request re-prefills its prompt and the tokens it generated) or `swap` (copied to CPU memory over the GPU's host link and back when blocks free up; swapped requests resume before new ones are admitted; a victim still in its prefill, or one that does not fit in `swap_space`, is recomputed) (vLLM's `preemption_mode`)", choices=("recompute", "swap")),
         "swap_space": Key(float, 4.0, "`preemption_mode = \"swap\"`: CPU memory for swapped KV blocks per GPU, in GiB (vLLM's `swap_space` and default)", minimum=0.0, maximum=1e6),
         "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = only the budget limits it)", minimum=0, maximum=2**31),
-        "max_num_batched_tokens": Key(int, 8192, "continuous batching's token budget per step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens and must exceed `batch_size` x the verify width; `prefill_first` counts the prompt tokens of a prefill step (a longer prompt runs alone)", minimum=0, maximum=2**31),
+        "max_num_batched_tokens": Key(int, 8192, "continuous batching's token budget per step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens and must exceed `batch_size` x the verify width; `prefill_first` and `sglang` count the prompt tokens of a prefill step (a longer prompt runs alone; SGLang's chunked_prefill_size, 8192 on H100, H200, A100 and L40S, 16384 on B200)", minimum=0, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
         "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0, maximum=2**40),
         "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True, maximum=1e12),
@@ -270,6 +270,7 @@ class Scenario:
             values.update(zip(keys, combo))
             if self.gamma_from_num_speculative_tokens:
                 values["gamma"] = values["num_speculative_tokens"]
+            values["scheduler"] = scheduler_of(values)
             points.append(Point(i, values, tuple(keys), self.profile_overrides, self.model_definitions))
         return points
 
@@ -621,6 +622,15 @@ def _check_spread(source: str, point: Point) -> None:
         raise ScenarioError(source, "speculation.acceptance_spread", str(e)) from None
 
 
+def scheduler_of(values: dict) -> str:
+    """The continuous-batching policy a point runs: ``serving.scheduler``, or, where it
+    names none, the serving framework's own (``FrameworkProfile.scheduler``)."""
+    if values["scheduler"]:
+        return values["scheduler"]
+    from servesim.hardware import get_framework
+    return get_framework(values["framework"]).scheduler
+
+
 def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
@@ -632,10 +642,13 @@ def check_point(source: str, point: Point) -> None:
     if v["preemption_mode"] == "swap" and v["kv_cache"] != "paged":
         raise ScenarioError(source, "serving.preemption_mode", "`swap` needs kv_cache = \"paged\" (with "
                                                                "`reserve` nothing is ever preempted)")
-    if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and v["scheduler"] == "vllm"):
+    scheduler = scheduler_of(v)
+    if v["kv_cache"] == "paged" and not (v["batching"] == "continuous" and scheduler == "vllm"):
         raise ScenarioError(source, "serving.kv_cache", "`paged` needs batching = \"continuous\" and "
-                                                        "scheduler = \"vllm\"")
-    if v["batching"] == "continuous" and v["scheduler"] == "vllm" and v["max_num_batched_tokens"]:
+                            f"scheduler = \"vllm\"; this point runs \"{v['batching']}\" batching under "
+                            f"\"{scheduler}\" (serving.scheduler, or where it names none serving.framework "
+                            f"\"{v['framework']}\"'s own)")
+    if v["batching"] == "continuous" and scheduler == "vllm" and v["max_num_batched_tokens"]:
         width = verify_width(v, point.model_definitions)
         if v["max_num_batched_tokens"] <= v["batch_size"] * width:
             raise ScenarioError(source, "serving.max_num_batched_tokens",

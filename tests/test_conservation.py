@@ -81,9 +81,9 @@ SPECULATION = {
 @st.composite
 def scenarios(draw):
     arrival = draw(st.sampled_from(sorted(ARRIVALS)))
-    batching = draw(st.sampled_from(["static", "continuous", "continuous-prefill_first", "continuous-paged",
-                                     "continuous-paged-swap"]))
-    scheduler = "prefill_first" if batching.endswith("prefill_first") else "vllm"
+    batching = draw(st.sampled_from(["static", "continuous", "continuous-prefill_first", "continuous-sglang",
+                                     "continuous-paged", "continuous-paged-swap"]))
+    scheduler = next((p for p in ("prefill_first", "sglang") if batching.endswith(p)), "vllm")
     kv_cache = "paged" if "paged" in batching else "reserve"
     preemption = "swap" if batching.endswith("swap") else "recompute"
     batching = batching.split("-")[0]

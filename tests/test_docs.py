@@ -34,7 +34,7 @@ def test_schema_command_prints_it(capsys):
     assert main(["schema", "--format", "json"]) == 0
     import json
     schema = json.loads(capsys.readouterr().out)
-    assert schema["serving.scheduler"]["choices"] == ["vllm", "prefill_first"]
+    assert schema["serving.scheduler"]["choices"] == ["vllm", "prefill_first", "sglang"]
     assert schema["workload.num_requests"]["minimum"] == 1
 
 

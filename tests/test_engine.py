@@ -147,3 +147,26 @@ def test_arm_totals_take_requests_while_their_columns_are_viewed():
     assert before["request_id"].tolist() == [0, 1, 2]
     assert totals.requests()["request_id"].tolist() == list(range(1100))
 
+
+
+@pytest.mark.parametrize("scheduler, first_s, finish_s", [
+    ("sglang", [1.0, 1.0, 2.0, 2.0], [2.25, 2.25, 2.25, 2.25]),
+    ("prefill_first", [1.0, 1.0, 2.125, 2.125], [2.25, 2.25, 2.375, 2.375]),
+])
+def test_sglang_prefills_the_waiting_requests_before_any_decode(scheduler, first_s, finish_s):
+    """Four requests at t = 0 (prompts of 10 tokens, 3 output tokens, the first from the
+    prefill), 4 running at most, 20 prompt tokens a prefill step (two prompts), a prefill
+    step 1 s and an iteration 1/8 s. SGLang prefills both pairs back to back (first
+    tokens at 1 and 2 s) and then decodes all four twice: all finish at 2.25 s. The
+    prefill_first policy runs one iteration of the first pair between the prefills
+    (first tokens of the second pair at 2.125 s; it finishes at 2.375 s)."""
+    from servesim.serving import ServingConfig
+
+    requests = [Request(i, 0.0, 10, 3) for i in range(4)]
+    rec = Recorder()
+    config = ServingConfig("continuous", batch_size=4, max_num_batched_tokens=20, scheduler=scheduler)
+    simulate(requests, cost_model=FlatCost(step_s=2.0 ** -3, prefill_s=1.0), speculator=NoSpeculation(),
+             rng=np.random.default_rng(0), recorder=rec, point_id=0, arm="baseline", config=config)
+    rows = sorted(rec.requests, key=lambda r: r[2])
+    assert [r[5] for r in rows] == first_s
+    assert [r[6] for r in rows] == finish_s

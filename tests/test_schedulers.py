@@ -8,8 +8,8 @@ import pytest
 
 from servesim.serving.config import ServingConfig
 from servesim.serving.kv_cache import PagedKV, ReservedKV
-from servesim.serving.schedulers import (Decode, Mixed, Prefill, PrefillFirstScheduler, StaticScheduler,
-                                         VllmScheduler, Wait, make_scheduler)
+from servesim.serving.schedulers import (Decode, Mixed, Prefill, PrefillFirstScheduler, SglangScheduler,
+                                         StaticScheduler, VllmScheduler, Wait, make_scheduler)
 from servesim.serving.schedulers.vllm_paged import PagedVllmScheduler
 from servesim.serving.sequence import Sequence
 from servesim.workload import Request
@@ -51,6 +51,7 @@ def test_factory_picks_the_named_policy():
     assert type(make_scheduler(ServingConfig("static"), 1)) is StaticScheduler
     assert type(make_scheduler(ServingConfig("continuous", scheduler="prefill_first"), 1)) is PrefillFirstScheduler
     assert type(make_scheduler(ServingConfig("continuous", scheduler="vllm"), 1)) is VllmScheduler
+    assert type(make_scheduler(ServingConfig("continuous", scheduler="sglang"), 1)) is SglangScheduler
     paged = ServingConfig("continuous", scheduler="vllm", kv_cache="paged")
     assert type(make_scheduler(paged, 1)) is PagedVllmScheduler
 
@@ -86,6 +87,28 @@ def test_prefill_first_admits_prompts_within_the_budget_then_decodes():
     assert step.until_admissible and server.marked == 1
     step = policy.next_step(server)
     assert type(step) is Prefill and [s.request.prompt_len for s in step.seqs] == [5]
+
+
+def test_sglang_prefills_back_to_back_while_requests_can_be_admitted():
+    """budget 10 tokens, batch 4, one request running, prompts 6, 3, 5, 2 waiting: SGLang
+    runs a prefill batch whenever one can be formed, so 6 + 3 (9 tokens) first, then the
+    5 at once, with no decode between; then 4 run and the 2 waits: the running requests
+    decode until a waiting one could join; once one finishes, its prefill comes next."""
+    policy = SglangScheduler(ServingConfig("continuous", batch_size=4, max_num_batched_tokens=10,
+                                           scheduler="sglang"))
+    server = FakeServer([seq(1, 6, 3), seq(2, 3, 3), seq(3, 5, 3), seq(4, 2, 3)])
+    server.running = [seq(0, 4, 8)]
+    step = policy.next_step(server)
+    assert type(step) is Prefill and [s.request.request_id for s in step.seqs] == [1, 2]
+    server.running += step.seqs
+    step = policy.next_step(server)
+    assert type(step) is Prefill and [s.request.request_id for s in step.seqs] == [3]
+    server.running += step.seqs  # 4 running: batch full
+    step = policy.next_step(server)
+    assert type(step) is Decode and step.until_admissible and len(server.waiting) == 1
+    server.running.pop(0)  # one finished: a slot again
+    step = policy.next_step(server)
+    assert type(step) is Prefill and [s.request.request_id for s in step.seqs] == [4]
 
 
 def test_vllm_decodes_first_then_chunks_in_fcfs_order():

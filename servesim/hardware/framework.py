@@ -37,6 +37,12 @@ class FrameworkProfile:
     step_overhead_per_seq_s: float = 0.0
     """Time per sequence in a forward step (s), on top of ``step_overhead_s``."""
     step_overhead_per_seq_source: str = ""
+    scheduler: str = "vllm"
+    """The continuous-batching policy the framework's server runs (a scenario's
+    ``serving.scheduler`` when it names none): ``vllm`` (decodes and prefill chunks
+    mixed into one step under a token budget; TRT-LLM's in-flight batching with chunked
+    context batches alike) or ``sglang`` (a prefill batch whenever one can start)."""
+    scheduler_source: str = ""
 
 
 def framework_names() -> list[str]:

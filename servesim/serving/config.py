@@ -20,13 +20,15 @@ class ServingConfig:
     kv_capacity_tokens: KV-cache capacity in tokens (inf = unlimited).
     max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
     max_num_batched_tokens: continuous batching: the token budget of a step (vLLM's
-        name). ``prefill_first``: most prompt tokens one prefill step takes in (a
-        longer prompt still runs, alone). ``vllm``: decode, verify and prefill-chunk
+        name). ``prefill_first`` and ``sglang``: most prompt tokens one prefill step
+        takes in (a longer prompt still runs, alone). ``vllm``: decode, verify and prefill-chunk
         tokens of one step together.
     scheduler: continuous batching's policy: ``prefill_first`` (new requests'
-        prefill as a step of its own before the next iteration) or ``vllm`` (vLLM V1:
+        prefill as a step of its own before the next iteration), ``vllm`` (vLLM V1:
         decodes first, then prefill chunks within the token budget, mixed into the
-        same step; see :mod:`servesim.serving.schedulers.vllm`).
+        same step; see :mod:`servesim.serving.schedulers.vllm`) or ``sglang`` (a
+        prefill batch whenever one can start, decodes otherwise; see
+        :mod:`servesim.serving.schedulers.sglang`).
     long_prefill_token_threshold: ``vllm``: most tokens of one prompt per step (0 =
         the budget's).
     kv_cache: ``reserve`` (a request reserves prompt + output + lookahead tokens when
