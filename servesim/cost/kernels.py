@@ -396,9 +396,10 @@ def prefill_attention(gpu, p, batch, tokens, pairs, heads, kv_heads, head_dim, d
 
     Time: fixed + the per-(sequence, KV head) work partly hidden under the rest
     (``prefill_attention_overlap``), which is per sequence + per query token (per
-    query head and per KV head, times :func:`tile_shrink` at large heads) + the roofline of the causal FLOPs (:func:`causal_pairs`:
-    whole tiles) at the fused-attention rate with their softmax (:func:`pair_seconds`)
-    and of Q and the output moved once, the
+    query head and per KV head, times :func:`tile_shrink` at large heads) + the
+    roofline of the causal FLOPs (:func:`causal_pairs`: whole tiles) at the
+    fused-attention rate with their softmax (:func:`pair_seconds`) and of Q and the
+    output moved once, the
     new K and V ``prefill_attention_kv_passes`` times (a microbenchmark's L2 holds the
     batch's tensors if they fit, one copy of each).
     A chunk of a prompt whose earlier part is cached (chunked prefill) also reads that

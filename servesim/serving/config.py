@@ -21,8 +21,8 @@ class ServingConfig:
     max_sim_time_s: stop the simulation at this simulated time (inf = run to the end).
     max_num_batched_tokens: continuous batching: the token budget of a step (vLLM's
         name). ``prefill_first`` and ``sglang``: most prompt tokens one prefill step
-        takes in (a longer prompt still runs, alone). ``vllm``: decode, verify and prefill-chunk
-        tokens of one step together.
+        takes in (a longer prompt still runs, alone). ``vllm``: decode, verify and
+        prefill-chunk tokens of one step together.
     scheduler: continuous batching's policy: ``prefill_first`` (new requests'
         prefill as a step of its own before the next iteration), ``vllm`` (vLLM V1:
         decodes first, then prefill chunks within the token budget, mixed into the
