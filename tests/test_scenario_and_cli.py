@@ -182,6 +182,26 @@ def test_draft_model_alpha_must_be_below_one(tmp_path):
     assert err.value.key == "speculation.alpha"
 
 
+def test_scheduler_defaults_to_the_frameworks_own(tmp_path, capsys):
+    """serving.scheduler left out runs the framework's policy (SGLang's for sglang, vLLM's
+    for the others), one given runs as given; SGLang's with paged KV (vLLM's block
+    manager) is refused with exit 2, saying which policy the point runs and why."""
+    base = ('[serving]\nbatching = "continuous"\nbatch_size = 4\n'
+            '[workload]\narrival = "closed_loop"\nclients = 2\nnum_requests = 4\n')
+    for framework, scheduler, expected in (("sglang", None, "sglang"), ("vllm", None, "vllm"),
+                                           ("trtllm", None, "vllm"), ("sglang", "vllm", "vllm")):
+        text = base.replace("batch_size = 4", f'batch_size = 4\nframework = "{framework}"'
+                            + (f'\nscheduler = "{scheduler}"' if scheduler else ""))
+        (point,) = load_scenario(write(tmp_path, text)).points()
+        assert point["scheduler"] == expected, (framework, scheduler)
+    path = write(tmp_path, base.replace("batch_size = 4", 'batch_size = 4\nframework = "sglang"\n'
+                                                          'kv_cache = "paged"'))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "serving.kv_cache" in err and '"sglang"' in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_plot_writes_a_png_and_explains_what_it_needs(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out)]) == 0
