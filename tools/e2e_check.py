@@ -4,6 +4,7 @@
                               [--framework NAME] [--out FILE.csv]
     python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8
     python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8 --fit-per-seq
+    python tools/e2e_check.py --model qwen3-32b --backend sglang --tp 1,2,4,8 --fit-per-seq
 
 ``servesim/data/checks/silicon_e2e_llama31_8b.csv`` and ``silicon_e2e_qwen3_32b.csv``
 hold aiconfigurator-core 0.12.0's measured serving points (``systems/silicon_sample.csv``:
@@ -146,13 +147,21 @@ def _overheads(step_s: float, per_seq_s: float) -> list[str]:
     return [f"serving.step_overhead_s={step_s!r}", f"serving.step_overhead_per_seq_s={per_seq_s!r}"]
 
 
+PER_SEQ_GRID_US = {"vllm": np.arange(30.0, 70.1, 5.0), "sglang": np.arange(0.0, 40.1, 5.0)}
+"""Times per sequence (us) ``--fit-per-seq`` searches, by backend: where each backend's
+fit was made (vLLM's with the per-step time at 0.25-1.5 ms: 60 us; SGLang's, whose
+overlap scheduler hides most of that work: 10 us)."""
+
+
 def fit_per_seq(backend: str, model: str, tps: tuple[int, ...], grid_ms=np.arange(0.25, 1.51, 0.25),
-                grid_us=np.arange(30.0, 70.1, 5.0), rounds: int = ROUNDS) -> tuple[tuple[float, float], pd.DataFrame]:
+                grid_us=None, rounds: int = ROUNDS) -> tuple[tuple[float, float], pd.DataFrame]:
     """The framework's time per step and per sequence in a step (s, s), jointly, that
     minimise the median |TPOT error| over the points at :data:`PER_SEQ_FIT_TPS` (kernel
     profiles as calibrated); returns them and the check at them (all points at ``tps``).
     The two trade against each other (a step of n sequences pays step + n x per
     sequence): the points at few clients set the first, those at many the second."""
+    if grid_us is None:
+        grid_us = PER_SEQ_GRID_US.get(backend, np.arange(0.0, 70.1, 5.0))
     best, best_err = None, np.inf
     for ms in grid_ms:
         for us in grid_us:
