@@ -621,9 +621,12 @@ def cmd_list(args) -> int:
     print("\nServing frameworks (serving.framework)")
     rows = [{"name": f.name, "step_overhead_ms": f.step_overhead_s * 1e3,
              "per_seq_us": f.step_overhead_per_seq_s * 1e6, "kernels": f.kernels, "scheduler": f.scheduler,
+             "max_num_batched_tokens": ", ".join(f"{k} {v}" for k, v in f.max_num_batched_tokens.items()),
              "source": f.source + (f" Per sequence: {f.step_overhead_per_seq_source}"
                                    if f.step_overhead_per_seq_source else "")
-                       + (f" Scheduler: {f.scheduler_source}" if f.scheduler_source else "")}
+                       + (f" Scheduler: {f.scheduler_source}" if f.scheduler_source else "")
+                       + (f" Token budget: {f.max_num_batched_tokens_source}"
+                          if f.max_num_batched_tokens_source else "")}
             for f in map(get_framework, framework_names())]
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
     print("\nModels")

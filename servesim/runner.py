@@ -25,7 +25,7 @@ from servesim.metrics import arm_metrics
 from servesim.models import resolve_model, thaw_definitions
 from servesim.serving import ServingConfig
 from servesim.scenario import SCHEMA, Point, Scenario
-from servesim.scenario import scheduler_of, weights_bytes
+from servesim.scenario import scheduler_of, token_budget_of, weights_bytes
 from servesim.speculation import (DraftModelSpeculation, FixedAcceptance, MedusaSpeculation,
                                   NoSpeculation,
                                   TruncatedGeometricAcceptance, acceptance_curve,
@@ -254,7 +254,7 @@ def serving_config(point: Point, cost_model, speculator) -> ServingConfig:
     kv_bytes = kv_bytes_per_token(point, cost_model, speculator)
     return ServingConfig(point["batching"], point["batch_size"], point["max_wait_s"],
                          kv_capacity_tokens(point, cost_model, speculator), point["max_sim_time_s"],
-                         point["max_num_batched_tokens"] or math.inf, scheduler_of(point.values),
+                         token_budget_of(point.values) or math.inf, scheduler_of(point.values),
                          point["long_prefill_token_threshold"], point["kv_cache"], point["block_size"],
                          point["enable_prefix_caching"], point["preemption_mode"],
                          int(point["swap_space"] * 2**30 // kv_bytes), kv_bytes)

@@ -205,7 +205,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "preemption_mode": Key(str, "recompute", "`paged`: what preemption does to a running request's KV: `recompute` (freed; the request re-prefills its prompt and the tokens it generated) or `swap` (copied to CPU memory over the GPU's host link and back when blocks free up; swapped requests resume before new ones are admitted; a victim still in its prefill, or one that does not fit in `swap_space`, is recomputed) (vLLM's `preemption_mode`)", choices=("recompute", "swap")),
         "swap_space": Key(float, 4.0, "`preemption_mode = \"swap\"`: CPU memory for swapped KV blocks per GPU, in GiB (vLLM's `swap_space` and default)", minimum=0.0, maximum=1e6),
         "long_prefill_token_threshold": Key(int, 0, "`vllm`: most tokens of one prompt per step (vLLM's name; 0 = only the budget limits it)", minimum=0, maximum=2**31),
-        "max_num_batched_tokens": Key(int, 8192, "continuous batching's token budget per step (vLLM's name and default; 0 = no limit): `vllm` counts decode, verify and prefill-chunk tokens and must exceed `batch_size` x the verify width; `prefill_first` and `sglang` count the prompt tokens of a prefill step (a longer prompt runs alone; SGLang's chunked_prefill_size, 8192 on H100, H200, A100 and L40S, 16384 on B200)", minimum=0, maximum=2**31),
+        "max_num_batched_tokens": Key(int, -1, "continuous batching's token budget per step (vLLM's name; 0 = no limit; -1 = `framework`'s default on the GPU: vLLM 8192, 2048 on A100, L40S and A10G; SGLang's chunked_prefill_size 8192, 16384 on B200, 2048 on A10G; TRT-LLM and none 8192): `vllm` counts decode, verify and prefill-chunk tokens and must exceed `batch_size` x the verify width; `prefill_first` and `sglang` count the prompt tokens of a prefill step (a longer prompt runs alone)", minimum=-1, maximum=2**31),
         "gpu_memory_utilization": Key(float, 0.9, "fraction of GPU memory for weights + KV cache; the rest is the activation reserve", check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"),
         "kv_capacity_tokens": Key(int, 0, "KV-cache capacity in tokens; 0 = what memory leaves after weights", minimum=0, maximum=2**40),
         "max_sim_time_s": Key(float, math.inf, "stop each arm at this simulated time (s); unfinished requests are reported", check=lambda v: None if v > 0 else f"must be > 0, got {v!r}", infinite=True, maximum=1e12),
@@ -631,6 +631,16 @@ def scheduler_of(values: dict) -> str:
     return get_framework(values["framework"]).scheduler
 
 
+def token_budget_of(values: dict) -> int:
+    """A point's token budget of a step: ``serving.max_num_batched_tokens``, or, at -1,
+    the serving framework's default on the point's GPU
+    (``FrameworkProfile.token_budget``)."""
+    if values["max_num_batched_tokens"] >= 0:
+        return values["max_num_batched_tokens"]
+    from servesim.hardware import get_framework
+    return get_framework(values["framework"]).token_budget(values["gpu"])
+
+
 def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
@@ -648,11 +658,14 @@ def check_point(source: str, point: Point) -> None:
                             f"scheduler = \"vllm\"; this point runs \"{v['batching']}\" batching under "
                             f"\"{scheduler}\" (serving.scheduler, or where it names none serving.framework "
                             f"\"{v['framework']}\"'s own)")
-    if v["batching"] == "continuous" and scheduler == "vllm" and v["max_num_batched_tokens"]:
+    budget = token_budget_of(v)
+    if v["batching"] == "continuous" and scheduler == "vllm" and budget:
         width = verify_width(v, point.model_definitions)
-        if v["max_num_batched_tokens"] <= v["batch_size"] * width:
+        if budget <= v["batch_size"] * width:
+            whose = (f" (serving.framework \"{v['framework']}\"'s default on {v['gpu']})"
+                     if v["max_num_batched_tokens"] < 0 else "")
             raise ScenarioError(source, "serving.max_num_batched_tokens",
-                                f"{v['max_num_batched_tokens']} must exceed batch_size {v['batch_size']} x "
+                                f"{budget}{whose} must exceed batch_size {v['batch_size']} x "
                                 f"{width} tokens per sequence per step, so that every running request's "
                                 "decode fits in a step with room for prefill")
     if v["kernel_profile"]:

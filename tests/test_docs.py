@@ -22,7 +22,7 @@ def test_reference_lists_every_key_with_its_default():
     for section, keys in SCHEMA.items():
         for name, key in keys.items():
             assert (f"{section}.{name}" if section else name) in rows
-    assert rows["serving.max_num_batched_tokens"] == ("int", "`8192`")
+    assert rows["serving.max_num_batched_tokens"] == ("int", "`-1`")
     assert rows["serving.max_wait_s"] == ("float", "`inf`")
     assert rows["output.percentiles"] == ("list", "`[50, 90, 95, 99]`")
     assert rows["workload.trace_columns"] == ("table", "`{}`")

@@ -202,6 +202,29 @@ def test_scheduler_defaults_to_the_frameworks_own(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_token_budget_defaults_to_the_frameworks_on_the_gpu(tmp_path, capsys):
+    """max_num_batched_tokens left out is the framework's default on the point's GPU:
+    vLLM's OpenAI server 8,192 on H100 and 2,048 on A100 (its rule: 70 GiB or more and not
+    an A100), SGLang's chunked_prefill_size 16,384 on B200, TRT-LLM's 8,192; a value given
+    is kept (0: no limit). Too small a default for the running decodes exits 2 and says
+    whose default it is."""
+    from servesim.scenario import token_budget_of
+    base = {"max_num_batched_tokens": -1}
+    for framework, gpu, expected in (("vllm", "h100-sxm", 8192), ("vllm", "a100-80gb-pcie", 2048),
+                                     ("vllm", "a100-80gb-sxm", 2048), ("sglang", "b200", 16384),
+                                     ("sglang", "h100-sxm", 8192), ("trtllm", "l40s", 8192)):
+        assert token_budget_of({**base, "framework": framework, "gpu": gpu}) == expected, (framework, gpu)
+    assert token_budget_of({"max_num_batched_tokens": 0, "framework": "vllm", "gpu": "a100-80gb-pcie"}) == 0
+    assert token_budget_of({"max_num_batched_tokens": 4096, "framework": "vllm", "gpu": "h100-sxm"}) == 4096
+    text = ('[serving]\nbatching = "continuous"\nbatch_size = 2048\n'
+            '[workload]\narrival = "closed_loop"\nclients = 2\nnum_requests = 4\n')
+    assert main(["run", str(write(tmp_path, text)), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "serving.max_num_batched_tokens" in err and "2048 (serving.framework \"vllm\"'s default on " \
+        "a100-80gb-pcie)" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_plot_writes_a_png_and_explains_what_it_needs(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out)]) == 0

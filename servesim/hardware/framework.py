@@ -43,6 +43,15 @@ class FrameworkProfile:
     mixed into one step under a token budget; TRT-LLM's in-flight batching with chunked
     context batches alike) or ``sglang`` (a prefill batch whenever one can start)."""
     scheduler_source: str = ""
+    max_num_batched_tokens: dict = field(default_factory=lambda: {"default": 8192})
+    """The framework's default token budget of a step (its ``max_num_batched_tokens``,
+    ``chunked_prefill_size`` or ``max_num_tokens``) by GPU catalog name, ``default`` for
+    the GPUs not named: the frameworks pick it from the GPU's memory and name."""
+    max_num_batched_tokens_source: str = ""
+
+    def token_budget(self, gpu: str) -> int:
+        """The framework's default token budget of a step on ``gpu`` (a catalog name)."""
+        return int(self.max_num_batched_tokens.get(gpu, self.max_num_batched_tokens["default"]))
 
 
 def framework_names() -> list[str]:
