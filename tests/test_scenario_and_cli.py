@@ -214,6 +214,9 @@ def test_token_budget_defaults_to_the_frameworks_on_the_gpu(tmp_path, capsys):
                                      ("vllm", "a100-80gb-sxm", 2048), ("sglang", "b200", 16384),
                                      ("sglang", "h100-sxm", 8192), ("trtllm", "l40s", 8192)):
         assert token_budget_of({**base, "framework": framework, "gpu": gpu}) == expected, (framework, gpu)
+    from servesim.hardware import framework_names, get_framework, gpu_names
+    for name in framework_names():  # every GPU a framework names is in the catalog
+        assert set(get_framework(name).max_num_batched_tokens) - {"default"} <= set(gpu_names()), name
     assert token_budget_of({"max_num_batched_tokens": 0, "framework": "vllm", "gpu": "a100-80gb-pcie"}) == 0
     assert token_budget_of({"max_num_batched_tokens": 4096, "framework": "vllm", "gpu": "h100-sxm"}) == 4096
     text = ('[serving]\nbatching = "continuous"\nbatch_size = 2048\n'
