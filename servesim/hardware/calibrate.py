@@ -333,8 +333,8 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
     other = rows[rows["head_dim"] != main]
     measured = other["latency_s"].to_numpy(float)
     columns = op_columns(op, other)
-    largest = float(other["head_dim"].max())
-    shrinks = op == "prefill_attention" and largest > main  # larger heads: the tiles may shrink
+    largest = float(other["head_dim"].max()) if op == "prefill_attention" else 0.0
+    shrinks = largest > main  # prefill attention of larger heads: its tiles may shrink
     if op == "prefill_attention":
         main_pair_s = kernels.pair_seconds(gpu, profile, main)  # a pair at the main size, held
         peak = gpu.peak_fp16_flops_per_s
@@ -365,16 +365,13 @@ def fit_head_size(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile, main
     def residuals(x):
         return np.log(predict_op(op, columns, gpu, make(x)) / measured)
 
-    if shrinks:  # (from two tile limits: the factor is flat in the limit above the largest size)
-        fits = [least_squares(residuals, [start, limit], bounds=([0.0, main], [upper, largest]), loss="soft_l1",
-                              f_scale=0.05, max_nfev=200) for limit in (main + 0.25 * (largest - main),
-                                                                        main + 0.75 * (largest - main))]
-        result = min(fits, key=lambda r: r.cost)
-        if largest / result.x[1] < MIN_SHRINK:  # no measured head size's tiles shrink: the mechanism off
-            result.x[1] = 0.0
-    else:
-        result = least_squares(residuals, [start], bounds=([0.0], [upper]), loss="soft_l1", f_scale=0.05,
-                               max_nfev=200)
+    # with a tile limit, from two of them: the factor is flat in the limit above the largest size
+    starts = [[start, main + f * (largest - main)] for f in (0.25, 0.75)] if shrinks else [[start]]
+    bounds = ([0.0, main], [upper, largest]) if shrinks else ([0.0], [upper])
+    result = min((least_squares(residuals, x0, bounds=bounds, loss="soft_l1", f_scale=0.05, max_nfev=200)
+                  for x0 in starts), key=lambda r: r.cost)
+    if shrinks and largest / result.x[1] < MIN_SHRINK:  # no measured head size's tiles shrink: off
+        result.x[1] = 0.0
     return replace(profile, **{k: v for k, v in make(result.x).__dict__.items()
                                if getattr(profile, k) != v})
 
@@ -402,8 +399,8 @@ def _throttle_as_measured(rows: pd.DataFrame, gpu, profile: KernelProfile) -> Ke
     the slowdown is under :data:`MIN_THROTTLE`; a ramp the fit placed past the longest
     measured run ends there instead, at the depth it had reached: every row's prediction
     stays the same, and a serving step longer than any measurement keeps the deepest
-    slowdown measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s, its
-    fitted ramp 0.12 s)."""
+    slowdown measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s; one
+    fit had put its ramp's end at 0.12 s)."""
     onset, ramp = profile.gemm_power_throttle_onset_s, profile.gemm_power_throttle_ramp_s
     longest = _longest_run_s(rows, gpu, profile)
     if profile.gemm_power_throttle_slowdown < MIN_THROTTLE or longest <= onset:
