@@ -173,20 +173,30 @@ batch_size = 16
     assert "the smallest tensor_parallel_size that fits on h100-sxm is 2" in capsys.readouterr().err
 
 
+def _e2e_check():
+    """tools/e2e_check.py, imported."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import e2e_check
+    return e2e_check
+
+
+def _silicon_point(model, backend, tp, isl, osl, concurrency):
+    """One bf16 H100 SXM point of the silicon sample (its measured TTFT and TPOT, ms)."""
+    import pandas as pd
+    from servesim.catalog import data_path
+    d = pd.read_csv(data_path(_e2e_check().SAMPLES[model]))
+    return d[(d.backend == backend) & (d.system == "h100_sxm") & (d.tp_size == tp) & (d.isl == isl)
+             & (d.osl == osl) & (d.batch_size == concurrency) & d.precision.isna()].iloc[0]
+
+
 def _measured_and_simulated_tpot_ms(model, backend, tp, isl, osl, concurrency):
     """(measured, simulated) mean TPOT (ms) of one bf16 H100 SXM point of the silicon
     sample, simulated as tools/e2e_check.py does (a closed loop, the backend's framework
     profile and kernels)."""
-    import sys
-    from pathlib import Path
-    import pandas as pd
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from e2e_check import SAMPLES, simulate
-    from servesim.catalog import data_path
-    d = pd.read_csv(data_path(SAMPLES[model]))
-    row = d[(d.backend == backend) & (d.system == "h100_sxm") & (d.tp_size == tp) & (d.isl == isl)
-            & (d.osl == osl) & (d.batch_size == concurrency) & d.precision.isna()].iloc[0]
-    _, tpot_s = simulate("h100-sxm", backend, isl, osl, concurrency, tp=tp, model=model)
+    row = _silicon_point(model, backend, tp, isl, osl, concurrency)
+    _, tpot_s = _e2e_check().simulate("h100-sxm", backend, isl, osl, concurrency, tp=tp, model=model)
     return row["silicon_tpot_ms"], tpot_s * 1e3
 
 
@@ -251,15 +261,8 @@ def test_measured_sglang_serving_points_ttft_and_tpot(tp, isl, osl, concurrency)
     loop of equal requests stays in step, and both its TTFT (2.3 and 5.6 s measured) and
     its TPOT come within 15%; under vLLM's mixed steps the loop spreads out and its TTFT
     is under half the measured one."""
-    import sys
-    from pathlib import Path
-    import pandas as pd
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from e2e_check import SAMPLES, simulate
-    from servesim.catalog import data_path
-    d = pd.read_csv(data_path(SAMPLES["qwen3-32b"]))
-    row = d[(d.backend == "sglang") & (d.system == "h100_sxm") & (d.tp_size == tp) & (d.isl == isl)
-            & (d.osl == osl) & (d.batch_size == concurrency) & d.precision.isna()].iloc[0]
+    simulate = _e2e_check().simulate
+    row = _silicon_point("qwen3-32b", "sglang", tp, isl, osl, concurrency)
     ttft_s, tpot_s = simulate("h100-sxm", "sglang", isl, osl, concurrency, tp=tp, model="qwen3-32b")
     assert ttft_s * 1e3 == pytest.approx(row["silicon_ttft_ms"], rel=0.15)
     assert tpot_s * 1e3 == pytest.approx(row["silicon_tpot_ms"], rel=0.15)
