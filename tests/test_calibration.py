@@ -1884,8 +1884,8 @@ def test_head_size_fit_recovers_shrinking_tiles():
     (256-wide heads pay 256 / 176 = 1.45x the per-row work) and whose softmax costs 30 ps
     of an SM a pair, with 2% noise at head_dim 64, 128 and 256: the head-size stage,
     started from the same profile without the shrink and with its softmax to be fitted,
-    finds both, the 128-wide predictions held. Timed without the shrink, it keeps the mechanism off (0) or puts the
-    limit where it changes the 256-wide rows by under 2%."""
+    finds both, the 128-wide predictions held. Timed without the shrink, it keeps the
+    mechanism off (0) or puts the limit where it changes the 256-wide rows by under 2%."""
     from servesim.hardware.calibrate import fit_head_size
 
     gpu = get_gpu("h100-sxm")
