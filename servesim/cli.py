@@ -599,7 +599,9 @@ def cmd_list(args) -> int:
     for name in gpu_names():
         g = get_gpu(name)
         rows.append({"name": name, "bandwidth_GB/s": g.hbm_bandwidth_bytes_per_s / 1e9,
-                     "fp16_TFLOP/s": g.peak_fp16_flops_per_s / 1e12, "memory_GB": g.memory_bytes / 1e9,
+                     "fp16_TFLOP/s": g.peak_fp16_flops_per_s / 1e12,
+                     "fp8_TFLOP/s": g.peak_fp8_flops_per_s / 1e12 if g.peak_fp8_flops_per_s else "-",
+                     "memory_GB": g.memory_bytes / 1e9,
                      "ridge_FLOP/B": g.ridge_flops_per_byte, "kernel_profile": g.profile_name,
                      "description": g.description})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:g}"))
@@ -612,7 +614,8 @@ def cmd_list(args) -> int:
         _, table = get_profile(name)
         fit = table.get("fit", {})
         row = {"name": name, "provenance": fit.get("provenance", "")}
-        for op in ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"):
+        for op in ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce", "fp8_gemm",
+                   "decode_attention_fp8_kv"):
             ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
             row[op] = (f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out
                        else "left out" if left_out_as_unrepresentative(fit, op) else "-")
@@ -672,6 +675,14 @@ def cmd_cost(args) -> int:
                        step_overhead_per_seq_s=framework.step_overhead_per_seq_s)
     except ValueError as e:
         raise UsageError(f"--tensor-parallel-size: {e}") from None
+    try:
+        if args.quantization != "none" or args.kv_cache_dtype != "auto":
+            cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s,
+                           tensor_parallel_size=args.tensor_parallel_size,
+                           step_overhead_per_seq_s=framework.step_overhead_per_seq_s, quantization=args.quantization,
+                           kv_cache_dtype=args.kv_cache_dtype)
+    except ValueError as e:
+        raise UsageError(f"--quantization: {e}") from None
     rows = []
     for batch in args.batch:
         for n in args.tokens_per_seq:
@@ -690,12 +701,20 @@ def cmd_cost(args) -> int:
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     else:
-        print(f"{gpu.description}" + (f" x {cm.tensor_parallel_size} (tensor parallel)" if cm.tensor_parallel_size > 1 else "")
-              + f", {model.description}; kernel profile {gpu.profile_name} "
-              f"({gpu.provenance or 'user file'}); framework {framework.name} "
-              f"({framework.step_overhead_s * 1e3:g} ms per step"
-              + (f" + {framework.step_overhead_per_seq_s * 1e6:g} us per sequence"
-                 if framework.step_overhead_per_seq_s else "") + ")")
+        header = (f"{gpu.description}"
+                  + (f" x {cm.tensor_parallel_size} (tensor parallel)" if cm.tensor_parallel_size > 1 else "")
+                  + f", {model.description}; kernel profile {gpu.profile_name} "
+                  f"({gpu.provenance or 'user file'}); framework {framework.name} "
+                  f"({framework.step_overhead_s * 1e3:g} ms per step"
+                  + (f" + {framework.step_overhead_per_seq_s * 1e6:g} us per sequence"
+                     if framework.step_overhead_per_seq_s else "") + ")")
+        if args.quantization == "fp8":
+            header += ("; FP8 linear layers (" + ("the profile's FP8 GEMM fit" if gpu.profile.fp8_gemm else
+                       "no FP8 GEMMs measured: the 16-bit GEMM fit at the FP8 peak, an estimate") + ")")
+        if args.kv_cache_dtype == "fp8":
+            header += ("; FP8 KV cache (" + ("the profile's FP8-KV decode fit" if gpu.profile.fp8_kv_decode else
+                       "no FP8-KV decode measured: the 16-bit fit over half the bytes, an estimate") + ")")
+        print(header)
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
@@ -1058,6 +1077,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="GPUs the model is split across (default 1)")
     cost.add_argument("--framework", default="vllm",
                       help="serving framework: its per-step overhead and its kernels (default vllm; none = kernels only)")
+    cost.add_argument("--quantization", choices=("none", "fp8"), default="none",
+                      help="the decoder layers' linear layers: none (16-bit) or fp8 (W8A8, per-tensor scales; "
+                           "needs FP8 tensor cores)")
+    cost.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto",
+                      help="the KV cache: auto (16-bit) or fp8 (one byte a K or V element)")
     cost.set_defaults(func=cmd_cost)
 
     cal = sub.add_parser("calibrate", help="fit a GPU's kernel profile to measured kernel tables")

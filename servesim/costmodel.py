@@ -21,7 +21,13 @@ the :class:`~servesim.hardware.KernelProfile` (see its docstring for the physics
 
 Mechanisms a profile leaves at their defaults are off (the Medusa paper's profile
 charges neither floors nor elementwise work). Assumptions: FP16/BF16 weights,
-activations and KV cache (``dtype_bytes``).
+activations and KV cache (``dtype_bytes``); with ``quantization = "fp8"`` the decoder
+layers' linear layers in FP8 (W8A8, per-tensor scales: one-byte weights, activations
+written in FP8 by the kernels that produce them, FP8 tensor cores at the profile's FP8
+GEMM fields, :func:`servesim.cost.kernels.fp8_linear`; the lm_head, draft heads, norms
+and attention stay at ``dtype_bytes``); with ``kv_cache_dtype = "fp8"`` one byte a K or
+V element, decode attention at the profile's FP8-KV fields (``fp8_kv_decode``, fitted
+to measured decode kernels over an FP8 cache), prefill attention at its 16-bit ones.
 
 Tensor parallelism (``tensor_parallel_size`` n, Megatron-style as vLLM runs it): every
 GPU holds 1/n of the query heads, of the KV heads (at least one: KV heads are
@@ -46,6 +52,11 @@ OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
             "mlp_down", "elementwise", "allreduce", "lm_head", "framework", "draft_heads", "draft_model",
             "draft_head", "ngram_propose", "kv_swap")
 """Every operator a step can contain, in execution order (columns of steps.parquet)."""
+
+QUANTIZATIONS = ("none", "fp8")
+"""What the decoder layers' linear layers run in: ``dtype_bytes`` throughout, or FP8."""
+KV_CACHE_DTYPES = ("auto", "fp8")
+"""What the KV cache holds (vLLM's ``--kv-cache-dtype``): ``dtype_bytes`` elements, or FP8."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
 MIXED = "mixed"
@@ -182,11 +193,25 @@ class CostModel:
 
     def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
                  dtype_bytes: int = 2, step_overhead_s: float = 0.0, tensor_parallel_size: int = 1,
-                 step_overhead_per_seq_s: float = 0.0) -> None:
+                 step_overhead_per_seq_s: float = 0.0, quantization: str = "none",
+                 kv_cache_dtype: str = "auto") -> None:
         self.gpu = gpu
         self.model = model
         self.profile = profile or gpu.profile
         self.dtype_bytes = dtype_bytes
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+        if quantization == "fp8" and not gpu.peak_fp8_flops_per_s:
+            raise ValueError(f"{gpu.name} has no FP8 tensor cores (no peak_fp8_flops_per_s in the catalog)")
+        self.quantization = quantization
+        if kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}")
+        self.kv_cache_dtype = kv_cache_dtype
+        self.kv_dtype_bytes = kernels.FP8_BYTES if kv_cache_dtype == "fp8" else dtype_bytes
+        # the profile decode attention runs with (its FP8-KV fields over an FP8 cache)
+        self._decode_profile = self.profile.fp8_kv_variant() if kv_cache_dtype == "fp8" else self.profile
+        # the profile the decoder layers' GEMMs run with (its FP8 GEMM fields for FP8 layers)
+        self._layer_profile = self.profile.fp8_variant() if quantization == "fp8" else self.profile
         self.step_overhead_s = step_overhead_s
         self.step_overhead_per_seq_s = step_overhead_per_seq_s
         tp = self.tensor_parallel_size = tensor_parallel_size
@@ -200,9 +225,10 @@ class CostModel:
         self._gemm_shapes = model.gemm_shapes(tp)
         self.heads_per_gpu = shard.heads
         self.kv_heads_per_gpu = shard.kv_heads  # replicated when fewer than tp
-        work_overlap = kernels.decode_attention_family(p, self.heads_per_gpu, self.kv_heads_per_gpu)[1]
+        work_overlap = kernels.decode_attention_family(self._decode_profile, self.heads_per_gpu,
+                                                       self.kv_heads_per_gpu)[1]
         self._keep_work = 1.0 - work_overlap  # (steps_time_at)
-        self._decode_args = (self.heads_per_gpu, self.kv_heads_per_gpu, model.head_dim, dtype_bytes)
+        self._decode_args = (self.heads_per_gpu, self.kv_heads_per_gpu, model.head_dim, self.kv_dtype_bytes)
         self._heads: dict[tuple, StepCost] = {}  # Medusa heads, by (batch, heads)
         self._chains: dict[tuple, StepCost] = {}  # draft-model chains
         self._prefills: dict[tuple, StepCost] = {}  # variable-length prefills, by prompts
@@ -241,15 +267,23 @@ class CostModel:
 
     def kv_bytes_per_token(self) -> int:
         """KV-cache bytes of one token on one GPU (its share of the KV heads)."""
-        return 2 * self.model.layers * self.kv_heads_per_gpu * self.model.head_dim * self.dtype_bytes
+        return 2 * self.model.layers * self.kv_heads_per_gpu * self.model.head_dim * self.kv_dtype_bytes
 
     def gemm(self, name: str, tokens: int, d_in: int, d_out: int, repeat: int = 1,
-             clock_slowdown: float = 1.0) -> OpCost:
+             clock_slowdown: float = 1.0, layer: bool = False) -> OpCost:
         """``tokens x d_in`` activations times a ``d_in x d_out`` weight matrix, run
         ``repeat`` times (once per layer for block operators), its compute time
-        ``clock_slowdown`` times the full clock's; see :func:`servesim.cost.kernels.gemm`."""
-        flops, hbm, memory_s, compute_s, time_s = kernels.gemm(
-            self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown)
+        ``clock_slowdown`` times the full clock's; see :func:`servesim.cost.kernels.gemm`.
+        A decoder ``layer``'s linear layer is FP8 under ``quantization = "fp8"``
+        (:func:`servesim.cost.kernels.fp8_linear`; the kernel before it writes its
+        activations in FP8, so no quantization kernel of its own is charged)."""
+        if layer and self.quantization == "fp8":
+            flops, hbm, memory_s, compute_s, time_s = kernels.fp8_linear(
+                self.gpu, self._layer_profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown,
+                quantize=False)
+        else:
+            flops, hbm, memory_s, compute_s, time_s = kernels.gemm(
+                self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown)
         return OpCost(name, flops * repeat, hbm * repeat, memory_s * repeat,
                       compute_s * repeat, time_s * repeat)
 
@@ -310,18 +344,18 @@ class CostModel:
         """The decoder layers' GEMMs over ``tokens`` (see :meth:`gemm`)."""
         m = self.model
         shapes = self._gemm_shapes  # (n, k) of this GPU's share of each layer GEMM
-        ops = [self.gemm(name, tokens, shapes[name][1], shapes[name][0], m.layers, clock_slowdown)
+        ops = [self.gemm(name, tokens, shapes[name][1], shapes[name][0], m.layers, clock_slowdown, True)
                for name in ("qkv_proj", "o_proj")]
         n, k = shapes["gate_up_proj"]
         if self.profile.fused_gate_up:
-            merged = self.gemm("mlp_gate", tokens, k, n, m.layers, clock_slowdown)
+            merged = self.gemm("mlp_gate", tokens, k, n, m.layers, clock_slowdown, True)
             half = OpCost("mlp_gate", *(x / 2 for x in merged[1:]))
             ops += [half, half._replace(name="mlp_up")]
         else:
-            ops += [self.gemm("mlp_gate", tokens, k, n // 2, m.layers, clock_slowdown),
-                    self.gemm("mlp_up", tokens, k, n // 2, m.layers, clock_slowdown)]
+            ops += [self.gemm("mlp_gate", tokens, k, n // 2, m.layers, clock_slowdown, True),
+                    self.gemm("mlp_up", tokens, k, n // 2, m.layers, clock_slowdown, True)]
         n, k = shapes["down_proj"]
-        ops.append(self.gemm("mlp_down", tokens, k, n, m.layers, clock_slowdown))
+        ops.append(self.gemm("mlp_down", tokens, k, n, m.layers, clock_slowdown, True))
         return ops
 
     def _layer_ops(self, tokens: int) -> tuple[OpCost, ...]:
@@ -335,9 +369,9 @@ class CostModel:
         the step's mean slowdown."""
         m, tp = self.model, self.tensor_parallel_size
         ops = self._layer_gemms(tokens)
-        if self.profile.gemm_power_throttle_slowdown > 1.0:
+        if self._layer_profile.gemm_power_throttle_slowdown > 1.0:
             compute_s = sum(op.compute_time_s for op in ops)
-            slowdown = float(kernels.power_throttle_slowdown(self.profile, 0.0, compute_s))
+            slowdown = float(kernels.power_throttle_slowdown(self._layer_profile, 0.0, compute_s))
             if slowdown > 1.0:
                 ops = self._layer_gemms(tokens, slowdown)
         elementwise = self._elementwise(tokens)
@@ -377,7 +411,8 @@ class CostModel:
             return kernels.prefill_attention(gpu, p, batch, batch * queries, batch * kernels.causal_pairs(p, queries),
                                              heads, kv_heads, head_dim, dt)
         pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
-        return kernels.decode_attention(gpu, p, batch, queries, kv_tokens, pairs, heads, kv_heads, head_dim, dt)
+        return kernels.decode_attention(gpu, self._decode_profile, batch, queries, kv_tokens, pairs, heads, kv_heads,
+                                        head_dim, dt)
 
     def _step_ops(self, fixed: tuple[OpCost, ...], attention: tuple) -> tuple[OpCost, ...]:
         """A step's operators in execution order: attention reported half as the score
@@ -465,7 +500,7 @@ class CostModel:
             self.step_cost(batch, tokens_per_seq, 0, stage)  # (fills the shape's fixed operators)
         _, _, fixed_times = self._shapes[(batch, tokens_per_seq, stage)]
         heads, kv_heads, head_dim, dt = self._decode_args
-        args = (self.gpu, self.profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt)
+        args = (self.gpu, self._decode_profile, batch, tokens_per_seq, heads, kv_heads, head_dim, dt)
         line = kernels.decode_attention_line(*args)
         if line[8] is not None:
             line = line[:8] + (SplitLine(line[8], args),) + line[9:]

@@ -84,6 +84,12 @@ class Model:
         return attention + mlp + 2 * d
 
     @property
+    def linear_params(self) -> int:
+        """Parameters of the decoder layers' linear layers (q, k, v, o, gate, up, down):
+        what ``model.quantization = "fp8"`` stores in one byte each."""
+        return self.layers * (self.layer_params - 2 * self.hidden)
+
+    @property
     def params(self) -> int:
         """Total parameters: embedding (+ lm_head unless tied) + blocks + final norm."""
         embeddings = (1 if self.tied_embeddings else 2) * self.vocab * self.hidden

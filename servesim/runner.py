@@ -74,11 +74,13 @@ def stream_seed(scenario_seed: int, point: Point, keys: tuple[str, ...],
 def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: int,
                 framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0,
                 tensor_parallel_size: int = 1, definitions: tuple = (), head: tuple = (),
-                step_overhead_per_seq_s: float = -1.0) -> CostModel:
-    """Points that agree on GPU, model, kernel profile, framework and dtype share one
-    cost model, so that its memo serves all of them (a sweep's baseline arms, for one,
-    repeat the same steps for every speculation setting). The last few are kept, per
-    process. A draft model (``target`` false) pays no framework overhead of its own."""
+                step_overhead_per_seq_s: float = -1.0, quantization: str = "none",
+                kv_cache_dtype: str = "auto") -> CostModel:
+    """Points that agree on GPU, model, kernel profile, framework, dtype and quantization
+    share one cost model, so that its memo serves all of them (a sweep's baseline arms,
+    for one, repeat the same steps for every speculation setting). The last few are
+    kept, per process. A draft model (``target`` false) pays no framework overhead of its
+    own."""
     fw = get_framework(framework)
     gpu = get_gpu(gpu_name, fw.kernels, kernel_profile)
     overhead = fw.step_overhead_s if step_overhead_s < 0 else step_overhead_s
@@ -87,17 +89,22 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
     if head:  # a one-layer draft head of this model (EAGLE, MTP): (name, vocabulary)
         model = head_model(model, head[1], head[0])
     return CostModel(gpu, model, gpu.profile.with_overrides(**dict(overrides)),
-                     dtype_bytes, overhead if target else 0.0, tensor_parallel_size, per_seq if target else 0.0)
+                     dtype_bytes, overhead if target else 0.0, tensor_parallel_size, per_seq if target else 0.0,
+                     quantization, kv_cache_dtype)
 
 
 def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -> CostModel:
     """The cost model of a point's target model (or of ``model``, e.g. its draft model;
-    or, with ``head`` = (name, vocabulary), of a one-layer draft head of the target)."""
+    or, with ``head`` = (name, vocabulary), of a one-layer draft head of the target).
+    ``model.quantization`` is the target's: drafters keep ``dtype_bytes`` weights; the KV
+    cache's dtype (``model.kv_cache_dtype``) is every model's (one cache configuration)."""
+    target = model is None and not head
     return _cost_model(point["gpu"], model or point["model"],
                        tuple(sorted(point.profile_overrides.items())), point["dtype_bytes"],
-                       point["framework"], point["kernel_profile"], model is None and not head,
+                       point["framework"], point["kernel_profile"], target,
                        point["step_overhead_s"], _draft_tp(point, model), point.model_definitions, head,
-                       point["step_overhead_per_seq_s"])
+                       point["step_overhead_per_seq_s"], point["quantization"] if target else "none",
+                       point["kv_cache_dtype"])
 
 
 def _draft_tp(point: Point, model: str | None) -> int:

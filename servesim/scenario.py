@@ -143,6 +143,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "model": Key(str, "llama-7b", "the target model: a catalog name (`servesim list`), the name of a `[model.define.NAME]` table of Hugging Face config fields, or the path of a Hugging Face config.json"),
         "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1, maximum=8),
+        "quantization": Key(str, "none", "the decoder layers' linear layers (q/k/v, o, gate/up, down): `none` (dtype_bytes) or `fp8` (vLLM's `--quantization fp8`, W8A8 with per-tensor scales: one byte a weight, activations written in FP8 by the norm or activation kernel before each GEMM, FP8 tensor cores at the kernel profile's own FP8 GEMM fit); embeddings, lm_head, norms, attention, the KV cache and any drafter stay at dtype_bytes. Needs FP8 tensor cores (not A100 or A10G)", choices=("none", "fp8")),
+        "kv_cache_dtype": Key(str, "auto", "what the KV cache holds (vLLM's `--kv-cache-dtype`): `auto` (dtype_bytes) or `fp8` (one byte a K or V element: twice the tokens in the same memory; decode attention reads half the bytes at the kernel profile's own FP8-KV decode fit, prefill attention at its 16-bit one)", choices=("auto", "fp8")),
     },
     "speculation": {
         "method": Key(str, "medusa", "`none` (autoregressive only), `medusa` (heads + tree), `draft_model` (a separate model's chain), `eagle` / `eagle3` (one-layer draft head per depth, chain or tree), `mtp` (multi-token-prediction modules, chain) or `ngram` (prompt lookup, no GPU drafting)", choices=METHODS),
@@ -506,7 +508,9 @@ def weights_bytes(values: dict, definitions: tuple = ()) -> float:
     """Bytes of all weights a point puts on the GPU: the target and its drafter."""
     from servesim.models import resolve_model
     m = resolve_model(values["model"], definitions)
-    return (m.params + draft_params(values, definitions)) * values["dtype_bytes"]
+    # FP8 layers: one byte a linear-layer weight (their per-tensor scales are a few bytes)
+    quantized = m.linear_params * (values["dtype_bytes"] - 1) if values.get("quantization") == "fp8" else 0
+    return (m.params + draft_params(values, definitions)) * values["dtype_bytes"] - quantized
 
 
 def verify_width(values: dict, definitions: tuple = ()) -> int:
@@ -546,6 +550,16 @@ def _check_models(source: str, v: dict, definitions: tuple) -> None:
             raise ScenarioError(source, dotted, str(e)) from None
 
 
+def _check_quantization(source: str, v: dict) -> None:
+    """FP8 linear layers need a GPU with FP8 tensor cores."""
+    from servesim.catalog import data_toml
+    gpus = data_toml("gpus.toml")
+    if v["quantization"] == "fp8" and not gpus[v["gpu"]].get("peak_fp8_flops_per_s"):
+        able = [name for name, entry in gpus.items() if entry.get("peak_fp8_flops_per_s")]
+        raise ScenarioError(source, "model.quantization",
+                            f"fp8 needs FP8 tensor cores, which {v['gpu']} has not; GPUs with them: {', '.join(able)}")
+
+
 def _check_weights_fit(source: str, v: dict, definitions: tuple = ()) -> None:
     """Weights must fit in GPU memory x gpu_memory_utilization (per GPU: 1/tp of them),
     whatever the KV override; the model's heads and MLP width must split over tp."""
@@ -569,7 +583,9 @@ def _check_weights_fit(source: str, v: dict, definitions: tuple = ()) -> None:
                   f"it does not fit on 8 x {v['gpu']}")
         raise ScenarioError(source, "model.model",
                             f"{v['model']}{what} has {weights / 1e9:.1f} GB of weights "
-                            f"({v['dtype_bytes']} bytes per parameter), {weights / tp / 1e9:.1f} GB per GPU at "
+                            f"({v['dtype_bytes']} bytes per parameter"
+                            f"{', FP8 linear layers' if v['quantization'] == 'fp8' else ''}), "
+                            f"{weights / tp / 1e9:.1f} GB per GPU at "
                             f"tensor_parallel_size {tp}: more than {v['gpu']}'s {memory / 1e9:.0f} GB x "
                             f"gpu_memory_utilization {v['gpu_memory_utilization']:g} = {usable / 1e9:.1f} GB; {advice}")
 
@@ -645,6 +661,7 @@ def check_point(source: str, point: Point) -> None:
     """Rules that involve more than one key, checked for every sweep point."""
     v = point.values
     _check_models(source, v, point.model_definitions)
+    _check_quantization(source, v)
     _check_weights_fit(source, v, point.model_definitions)
     _check_speculation(source, v)
     if v["enable_prefix_caching"] and v["kv_cache"] != "paged":

@@ -705,7 +705,8 @@ def test_calibrate_recovers_known_parameters_from_noisy_synthetic_tables():
     # compute and their L2 reading cannot be seen; a 64-token prefill tile differs from
     # exact pairs by less than the noise at these per-token costs)
     fitted, notes = fit_profile(synthetic_table(gpu, truth), gpu)
-    assert notes == []
+    # (no FP8 GEMM rows: the FP8 GEMMs keep the 16-bit fields, and the report says so)
+    assert [note.split(":")[0] for note in notes] == ["fp8_gemm"] and fitted.fp8_gemm == ()
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n, fitted.prefill_attention_tile) == (128, 256, 128)
     assert fitted.gemm_l2_resident_fraction == 0.25
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.03), ("overlap", 0.1),
@@ -1010,10 +1011,13 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path)
     table = read_database("h100_sxm", "vllm", root=root)
-    assert list(table["op"]) == ["gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"]
-    assert table["latency_s"].tolist() == pytest.approx([2e-5, 5e-5, 3e-4, 4e-6, 1.1e-5])
-    assert table.loc[1, "kv_len"] == 1024 and table.loc[3, "bytes_per_element"] == 3
-    assert (table.loc[4, "m"], table.loc[4, "n"], table.loc[4, "bytes_per_element"]) == (2**20, 2, 2)
+    # the FP8 GEMM row is an fp8_gemm row, its collector's calls counted with one-byte weights
+    assert list(table["op"]) == ["gemm", "fp8_gemm", "decode_attention", "prefill_attention", "elementwise",
+                                 "allreduce"]
+    assert table["latency_s"].tolist() == pytest.approx([2e-5, 1e-5, 5e-5, 3e-4, 4e-6, 1.1e-5])
+    assert table.loc[2, "kv_len"] == 1024 and table.loc[4, "bytes_per_element"] == 3
+    assert table.loc[0, "timed_calls"] == table.loc[1, "timed_calls"] == 36  # vLLM: 6 copies x 6 replays
+    assert (table.loc[5, "m"], table.loc[5, "n"], table.loc[5, "bytes_per_element"]) == (2**20, 2, 2)
     assert (table["framework"] == "vllm").all()
     with pytest.raises(FileNotFoundError, match="no GPU folder"):
         read_database("b300_sxm", "vllm", root=root)
@@ -1129,7 +1133,8 @@ def test_profile_carried_to_another_gpu(measured):
 
     own = {r["op"]: r for r in transfer(measured, "h100-sxm", "h100-sxm", "vllm")}
     fit = get_profile("h100-sxm-vllm")[1]["fit"]["in_sample"]
-    assert set(own) == set(fit) - {"allreduce"}  # the check scores the four single-GPU classes
+    # the check scores the four 16-bit single-GPU classes
+    assert set(own) == set(fit) - {"allreduce", "fp8_gemm", "decode_attention_fp8_kv"}
     for op, r in own.items():
         assert r["median_abs_pct"] == pytest.approx(fit[op]["median_abs_pct"], abs=0.01)
         assert r["rows"] == fit[op]["rows"]

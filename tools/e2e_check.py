@@ -36,7 +36,7 @@ from servesim.catalog import data_path
 from servesim.runner import run_point
 from servesim.scenario import load_scenario
 
-GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200"}
+GPUS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200"}
 ROUNDS = 20
 """Requests a client sends, as aiconfigurator's own benchmark recipe runs them: aiperf at
 ``--concurrency C`` with ``--num-requests C x 20`` (``MULTI_ROUND``, default 20) after a
@@ -48,8 +48,11 @@ together as the simulated one does."""
 
 
 SAMPLES = {"llama-3-1-8b": "checks/silicon_e2e_llama31_8b.csv", "qwen3-32b": "checks/silicon_e2e_qwen3_32b.csv"}
-"""Catalog model -> its measured points (``--model``): Llama-3.1-8B under TRT-LLM
+"""Catalog model -> its measured 16-bit points (``--model``): Llama-3.1-8B under TRT-LLM
 (../shared/reference/kernels/), Qwen3-32B under vLLM and SGLang (tools/extract_e2e.py)."""
+FP8_SAMPLE = "checks/silicon_e2e_fp8.csv"
+"""The measured points with FP8 linear layers (``--precision fp8``, tools/extract_e2e.py):
+Llama-3.1-70B, Qwen3-32B and Llama-3.1-8B, a ``model`` column naming the catalog model."""
 
 
 def simulate(gpu: str, framework: str, isl: int, osl: int, concurrency: int, rounds: int = ROUNDS,
@@ -86,19 +89,32 @@ write_requests = false
     return s["baseline_ttft_mean_s"], s["baseline_tpot_mean_s"]
 
 
+def kv_cache_dtype(overrides) -> str:
+    """The KV cache's dtype a check's ``--set`` overrides ask for (default ``auto``)."""
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("model.kv_cache_dtype=")), "auto")
+
+
 def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = ROUNDS,
-          tps: tuple[int, ...] = (1,), queued: int = 0, model: str = "llama-3-1-8b") -> pd.DataFrame:
-    """The 16-bit points of ``backend`` serving ``model`` (:data:`SAMPLES`) at
-    tensor-parallel sizes ``tps``, simulated with ``framework``'s profile (default: the
-    backend's own)."""
+          tps: tuple[int, ...] = (1,), queued: int = 0, model: str = "llama-3-1-8b",
+          precision: str = "bf16") -> pd.DataFrame:
+    """The points of ``backend`` serving ``model`` at tensor-parallel sizes ``tps``, 16-bit
+    ones (:data:`SAMPLES`) or with FP8 linear layers (``precision = "fp8"``:
+    :data:`FP8_SAMPLE`, simulated with ``model.quantization = "fp8"``), simulated with
+    ``framework``'s profile (default: the backend's own)."""
     framework = framework or backend
-    d = pd.read_csv(data_path(SAMPLES[model]))
-    d = d[(d["backend"] == backend) & d["tp_size"].isin(tps) & d["system"].isin(GPUS) & d["precision"].isna()]
+    if precision == "fp8":
+        d = pd.read_csv(data_path(FP8_SAMPLE))
+        d = d[(d["model"] == model) & (d["backend"] == backend) & d["tp_size"].isin(tps) & d["system"].isin(GPUS)]
+        overrides = [*overrides, "model.quantization=fp8"]
+    else:
+        d = pd.read_csv(data_path(SAMPLES[model]))
+        d = d[(d["backend"] == backend) & d["tp_size"].isin(tps) & d["system"].isin(GPUS) & d["precision"].isna()]
     rows = []
     for _, r in d.sort_values(["system", "tp_size", "isl", "osl", "batch_size"]).iterrows():
         ttft, tpot = simulate(GPUS[r["system"]], framework, int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
                               rounds, overrides, int(r["tp_size"]), queued, model)
-        rows.append({"backend": backend, "framework_profile": framework, "gpu": r["system"],
+        rows.append({**({"model": model, "kv_cache_dtype": kv_cache_dtype(overrides)} if precision == "fp8" else {}),
+                     "backend": backend, "framework_profile": framework, "gpu": r["system"],
                      "tp": int(r["tp_size"]), "isl": int(r["isl"]), "osl": int(r["osl"]),
                      "concurrency": int(r["batch_size"]),
                      "measured_ttft_ms": r["silicon_ttft_ms"], "simulated_ttft_ms": ttft * 1e3,
@@ -201,8 +217,11 @@ def main() -> None:
     parser.add_argument("--queued-clients", type=int, default=0,
                         help="diagnostic: clients beyond the concurrency the server runs (default 0)")
     parser.add_argument("--out")
-    parser.add_argument("--model", default="llama-3-1-8b", choices=sorted(SAMPLES),
-                        help="whose measured points (default llama-3-1-8b: TRT-LLM; qwen3-32b: vLLM and SGLang)")
+    parser.add_argument("--model", default="llama-3-1-8b", choices=sorted(set(SAMPLES) | {"llama-3-1-70b"}),
+                        help="whose measured points (default llama-3-1-8b: TRT-LLM; qwen3-32b: vLLM and SGLang; "
+                             "with --precision fp8 also llama-3-1-70b)")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp8"),
+                        help="the 16-bit points (default) or those with FP8 linear layers")
     parser.add_argument("--tp", default="1", help="tensor-parallel sizes, comma-separated (default 1)")
     parser.add_argument("--fit-overhead", action="store_true",
                         help=f"fit the backend's per-step overhead on the points at TP {FIT_TPS} with "
@@ -222,7 +241,8 @@ def main() -> None:
         print(f"fitted step_overhead_s = {overhead:.4g} (on TP {FIT_TPS}, ISL != {HELD_OUT_ISL})")
         _print_split(out, fitted(out))
     else:
-        out = check(args.backend, args.framework, args.set, args.rounds, tps, args.queued_clients, args.model)
+        out = check(args.backend, args.framework, args.set, args.rounds, tps, args.queued_clients, args.model,
+                    args.precision)
     print(out.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     for tp, part in out.groupby("tp"):
         for m in ("ttft", "tpot", "e2el"):

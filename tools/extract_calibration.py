@@ -5,7 +5,9 @@
 
 Writes ``servesim/data/calibration/kernels_measured.csv.gz`` in servesim's kernel-table
 format (see ``servesim/hardware/kernel_table.py``): bf16 GEMMs of Llama-7B/8B layer
-shapes, decode and prefill attention (32 query heads x 128), from the extract in
+shapes (and from the package their FP8 ones, W8A8 with per-tensor scales, ``fp8_gemm``,
+at these and the split shapes below, where the GPU has FP8 tensor cores, and decode
+attention over an FP8 KV cache at the grouped-query layouts below), decode and prefill attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
 package, the bf16 GEMMs of the same layers split for tensor parallelism (see
 :data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of
@@ -30,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 from packaging.version import Version
 
-from servesim.hardware.aiconfigurator import allreduce_rows, database_l2_bytes, gemm_benchmark_calls
+from servesim.hardware.aiconfigurator import (allreduce_rows, database_l2_bytes, fp8_kv_decode_rows,
+                                              gemm_benchmark_calls)
 from servesim.hardware.kernel_table import COLUMNS, FRAMEWORK_NAMES, write_kernel_table
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
@@ -96,7 +99,33 @@ def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefil
             frames.append(pd.DataFrame({**columns, "op": "decode_attention", "kv_len": e.step + 1}))
         else:
             frames.append(pd.DataFrame({**columns, "op": "prefill_attention", "seq_len": e.isl}))
-    return frames
+    return frames + fp8_kv_decode(data, gpu, framework, decode)
+
+
+def fp8_kv_decode(data, gpu: str, framework: str, decode: pd.DataFrame) -> list:
+    """Decode attention over an FP8 KV cache (bf16 queries) of ``gpu`` and ``framework``,
+    newest version, at the grouped-query layouts of 128-wide heads the 16-bit rows have (a
+    whole layer's 32 / 8 and its shards), on the extract's (batch size, length) grid."""
+    paths = sorted(Path(str(data / gpu / "attention" / framework)).glob("*/generation_attention_perf.parquet"),
+                   key=lambda p: Version(p.parts[-2]))
+    if not paths:
+        return []
+    path = paths[-1]
+    e = pd.read_parquet(path)
+    mine = decode[(decode.gpu == gpu) & (decode.framework.str.lower() == framework)
+                  & (decode.version.astype(str) == path.parts[-2])]
+    grid = set(zip(mine.batch_size, mine.step))
+    layouts = {(h, kv) for h, kv in SHARD_HEADS + ((32, 8),) if kv < h}
+    shape = pd.Series(list(zip(e.batch_size, e.step)), index=e.index)
+    heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
+    e = e[fp8_kv_decode_rows(e) & shape.isin(grid) & heads.isin(layouts)]
+    keys = ["framework", "version", "batch_size", "step", "num_heads", "num_key_value_heads", "head_dim"]
+    e = e.groupby(keys, as_index=False)["latency"].median()  # one row a shape
+    return [pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, "op": "decode_attention_fp8_kv",
+                          "batch_size": e.batch_size, "kv_len": e.step + 1, "num_heads": e.num_heads,
+                          "num_kv_heads": e.num_key_value_heads, "head_dim": e.head_dim,
+                          "latency_s": e.latency * 1e-3,
+                          "source": str(path.relative_to(Path(str(data)).parents[1]))})]
 
 
 def main() -> None:
@@ -134,9 +163,11 @@ def main() -> None:
             path = max(paths, key=lambda p: Version(p.parts[-2]))  # the newest version measured
             e = pd.read_parquet(path)
             shapes = pd.Series(list(zip(e.n, e.k)), index=e.index)
-            e = e[(e.gemm_dtype == "bfloat16") & e.m.isin(SHARD_TOKENS)
-                  & shapes.isin(set(SHARD_GEMMS) - whole)]
-            frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, "op": "gemm",
+            bf16 = (e.gemm_dtype == "bfloat16") & shapes.isin(set(SHARD_GEMMS) - whole)
+            fp8 = (e.gemm_dtype == "fp8") & shapes.isin(set(SHARD_GEMMS) | whole)
+            e = e[(bf16 | fp8) & e.m.isin(SHARD_TOKENS)]
+            frames.append(pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
+                                        "op": e.gemm_dtype.map({"bfloat16": "gemm", "fp8": "fp8_gemm"}),
                                         "m": e.m, "n": e.n, "k": e.k, "latency_s": e.latency * 1e-3,
                                         "source": str(path.relative_to(Path(str(data)).parents[1]))}))
     for gpu in GPUS:
@@ -164,10 +195,12 @@ def main() -> None:
     table = pd.concat(frames, ignore_index=True)
     table = table[table.gpu.isin(GPUS)].reindex(columns=list(COLUMNS))
     for gpu in GPUS:  # how long each GEMM measurement kept the GPU at full load
-        rows = (table.gpu == gpu) & (table.op == "gemm")
-        framework = table.loc[rows, "framework"].replace(FRAMEWORK_NAMES).str.lower().to_numpy()
-        table.loc[rows, "warmup_calls"], table.loc[rows, "timed_calls"] = gemm_benchmark_calls(
-            framework, table.loc[rows, "n"].to_numpy(), table.loc[rows, "k"].to_numpy(), database_l2_bytes(gpu))
+        for op, weight_bytes in (("gemm", 2), ("fp8_gemm", 1)):
+            rows = (table.gpu == gpu) & (table.op == op)
+            framework = table.loc[rows, "framework"].replace(FRAMEWORK_NAMES).str.lower().to_numpy()
+            table.loc[rows, "warmup_calls"], table.loc[rows, "timed_calls"] = gemm_benchmark_calls(
+                framework, table.loc[rows, "n"].to_numpy(), table.loc[rows, "k"].to_numpy(), database_l2_bytes(gpu),
+                weight_bytes)
     write_kernel_table(table, args.out)
     print(f"wrote {args.out}: {len(table)} rows")
     print(table.groupby(["gpu", "framework", "op"]).size().to_string())

@@ -65,9 +65,12 @@ def _bandwidth(gpu, efficiency, working_set_bytes, l2_resident, ratio, resident_
     return working_set_bytes / ((working_set_bytes - resident) / hbm + resident / l2)
 
 
-def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, warmup_calls=0, timed_calls=1):
+def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, warmup_calls=0, timed_calls=1,
+         operand_bytes=0, peak_flops_per_s=0.0):
     """``y[m, n] = x[m, k] W[k, n]``: (flops executed, HBM bytes, memory s, compute s,
-    time s) of one call.
+    time s) of one call. ``W`` and ``x`` have ``operand_bytes`` per element (0: as
+    ``y``, ``dtype_bytes``) and the tensor cores run at ``peak_flops_per_s`` (0: the
+    GPU's 16-bit peak); an FP8 GEMM is :func:`fp8_linear`'s.
 
     ``clock_slowdown`` multiplies the compute time (a serving step's GEMMs past the
     power-throttle onset; see :func:`power_throttle_slowdown`). In a microbenchmark
@@ -87,9 +90,10 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
     exposed to ``overlap``. Time: ``kernel_fixed_s`` + the partial-overlap roofline.
     """
     tm = p.gemm_token_tile
-    weight_bytes = n * k * dtype_bytes
+    operand_bytes = operand_bytes or dtype_bytes
+    weight_bytes = n * k * operand_bytes
     passes = ceil_div(m, p.weight_pass_tokens)
-    hbm = weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction) + m * (n + k) * dtype_bytes
+    hbm = weight_bytes * (1 + (passes - 1) * p.weight_reread_fraction) + m * (k * operand_bytes + n * dtype_bytes)
     overlap = p.overlap
     if p.gemm_large_tile_n:
         flops, compute_flops, waves = _chosen_tiles(gpu, p, m, n, k)
@@ -102,12 +106,44 @@ def gemm(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, wa
         compute_flops = flops * (1.0 + p.gemm_tile_overhead_k / k)
     memory_s = hbm / _bandwidth(gpu, p.bandwidth_efficiency, hbm, l2_resident, p.l2_bandwidth_ratio,
                                 p.gemm_l2_resident_fraction)
-    compute_s = compute_flops / (gpu.peak_fp16_flops_per_s * p.compute_efficiency)
+    compute_s = compute_flops / ((peak_flops_per_s or gpu.peak_fp16_flops_per_s) * p.compute_efficiency)
     if l2_resident:
         call_s = p.kernel_fixed_s + combine(memory_s, compute_s, overlap)
         clock_slowdown = power_throttle_slowdown(p, warmup_calls * call_s, timed_calls * call_s)
     compute_s = compute_s * clock_slowdown
     return flops, hbm, memory_s, compute_s, p.kernel_fixed_s + combine(memory_s, compute_s, overlap)
+
+
+FP8_BYTES = 1
+"""Bytes of an FP8 (E4M3) element."""
+
+
+def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1.0, warmup_calls=0,
+               timed_calls=1, quantize=True):
+    """An FP8 linear layer (W8A8, per-tensor scales, as vLLM's and TRT-LLM's ``fp8``):
+    (flops executed, HBM bytes, memory s, compute s, time s) of one call.
+
+    With ``quantize``, as a linear layer runs alone (the measured tables), its ``m x k``
+    activations are first quantized to FP8 by an elementwise kernel of their own
+    (reading ``dtype_bytes`` and writing one byte per element, one row per token:
+    :func:`elementwise`), and whatever more the framework's standalone quantization
+    takes (``fp8_quantize_fixed_s``: computing a scale per call); in a served model the kernel that produces them (the fused
+    add + RMSNorm, SiLU-and-mul) writes them in FP8 itself (TRT-LLM's fused norm-quant
+    kernels; vLLM's torch.compile, which fuses the quantization into the norm), so no
+    kernel of its own is charged there. Then the GEMM reads one-byte weights and
+    activations, writes ``dtype_bytes`` outputs and runs at the GPU's FP8 tensor-core
+    peak (``gpu.peak_fp8_flops_per_s``). ``p`` is the profile's FP8 variant
+    (:meth:`~servesim.hardware.KernelProfile.fp8_variant`): the GEMM's tiles,
+    efficiencies, floor and power throttle are FP8 kernels' own, the quantization's
+    fields the elementwise kernels'."""
+    flops, hbm, memory_s, compute_s, time_s = gemm(
+        gpu, p, m, n, k, dtype_bytes, l2_resident, clock_slowdown, warmup_calls, timed_calls,
+        operand_bytes=FP8_BYTES, peak_flops_per_s=gpu.peak_fp8_flops_per_s)
+    if not quantize:
+        return flops, hbm, memory_s, compute_s, time_s
+    quant_bytes = m * k * (dtype_bytes + FP8_BYTES)
+    quant_memory_s, quant_s = elementwise(gpu, p, quant_bytes, 1, l2_resident, m, k)
+    return flops, hbm + quant_bytes, memory_s + quant_memory_s, compute_s, time_s + quant_s + p.fp8_quantize_fixed_s
 
 
 def power_throttle_slowdown(p, before_s, window_s):

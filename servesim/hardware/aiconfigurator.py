@@ -4,7 +4,9 @@ NVIDIA's ``aiconfigurator-core`` (Apache-2.0; servesim matched 0.12.0) ships mea
 per-kernel latencies under ``aiconfigurator_core/systems/data/<gpu>/<op family>/
 <framework>/<version>/*.parquet``, milliseconds per call of one layer. This module turns
 the tables servesim calibrates on into its kernel-table format
-(:mod:`servesim.hardware.kernel_table`): bf16 GEMMs, bf16 decode (generation) and
+(:mod:`servesim.hardware.kernel_table`): bf16 GEMMs, FP8 ones (``fp8``: W8A8 with
+per-tensor scales, the activations' quantization in the time), bf16 decode attention
+over an FP8 KV cache (grouped-query, 128-wide heads), bf16 decode (generation) and
 prefill (context) attention with bf16 KV, no sliding window, beam 1, the
 ``scale_matrix`` quantize kernel (bf16 in, fp8 out: a memory-bound elementwise kernel
 of 3 bytes per element) and the framework's own all-reduce (bf16, CUDA-graph replay
@@ -73,13 +75,21 @@ def _frames(root: Path, gpu: str, family: str, name: str, framework: str):
         yield path, pd.read_parquet(path)
 
 
-def _full_attention(frame: pd.DataFrame) -> pd.Series:
-    """Rows of an attention table that servesim calibrates on: bf16 attention and KV,
-    beam 1, no sliding window (tables without a ``window_size`` column, A100's vLLM and
-    SGLang ones, measured full attention only)."""
+def _full_attention(frame: pd.DataFrame, kv_cache_dtype: str = "bfloat16") -> pd.Series:
+    """Rows of an attention table that servesim calibrates on: bf16 attention and KV (or
+    ``kv_cache_dtype``), beam 1, no sliding window (tables without a ``window_size``
+    column, A100's vLLM and SGLang ones, measured full attention only)."""
     window = frame["window_size"].fillna(0) if "window_size" in frame else 0
-    return ((frame["attn_dtype"] == "bfloat16") & (frame["kv_cache_dtype"] == "bfloat16")
+    return ((frame["attn_dtype"] == "bfloat16") & (frame["kv_cache_dtype"] == kv_cache_dtype)
             & (window == 0) & (frame["beam_width"] == 1))
+
+
+def fp8_kv_decode_rows(frame: pd.DataFrame) -> pd.Series:
+    """Rows of a generation-attention table that FP8-KV decode attention is calibrated
+    on: bf16 queries over an FP8 KV cache, grouped-query layouts of 128-wide heads (the
+    variant's fields are those; multi-head and other head sizes keep the 16-bit fit's)."""
+    return (_full_attention(frame, "fp8") & (frame["isl"] == 1) & (frame["head_dim"] == 128)
+            & (frame["num_key_value_heads"] < frame["num_heads"]))
 
 
 def allreduce_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -106,14 +116,21 @@ def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.Data
         out.append(pd.DataFrame({"gpu": gpu, "framework": framework,
                                  "version": frame["version"].astype(str), **columns}))
 
-    for path, g in _frames(root, gpu, "gemm", "gemm_perf.parquet", framework):
-        g = g[g["gemm_dtype"] == "bfloat16"]
-        warmup, timed = gemm_benchmark_calls(framework, g["n"].to_numpy(), g["k"].to_numpy(), database_l2_bytes(gpu))
-        add(g, path, op="gemm", m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3,
-            warmup_calls=warmup, timed_calls=timed)
+    for path, frame in _frames(root, gpu, "gemm", "gemm_perf.parquet", framework):
+        for dtype, op, weight_bytes in (("bfloat16", "gemm", 2), ("fp8", "fp8_gemm", 1)):
+            g = frame[frame["gemm_dtype"] == dtype]
+            warmup, timed = gemm_benchmark_calls(framework, g["n"].to_numpy(), g["k"].to_numpy(),
+                                                 database_l2_bytes(gpu), weight_bytes)
+            add(g, path, op=op, m=g["m"], n=g["n"], k=g["k"], latency_s=g["latency"] * 1e-3,
+                warmup_calls=warmup, timed_calls=timed)
     for path, a in _frames(root, gpu, "attention", "generation_attention_perf.parquet", framework):
         a = a[_full_attention(a) & (a["isl"] == 1)]
         add(a, path, op="decode_attention", batch_size=a["batch_size"], kv_len=a["step"] + 1,
+            num_heads=a["num_heads"], num_kv_heads=a["num_key_value_heads"], head_dim=a["head_dim"],
+            latency_s=a["latency"] * 1e-3)
+    for path, a in _frames(root, gpu, "attention", "generation_attention_perf.parquet", framework):
+        a = a[fp8_kv_decode_rows(a)]
+        add(a, path, op="decode_attention_fp8_kv", batch_size=a["batch_size"], kv_len=a["step"] + 1,
             num_heads=a["num_heads"], num_kv_heads=a["num_key_value_heads"], head_dim=a["head_dim"],
             latency_s=a["latency"] * 1e-3)
     for path, c in _frames(root, gpu, "attention", "context_attention_perf.parquet", framework):

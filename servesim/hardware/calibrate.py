@@ -49,6 +49,13 @@ allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,         
                                                                                      allreduce_nccl_bytes in
                                                                                      {2, 4, ... 64} MiB from the
                                                                                      best of those
+fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit          as gemm, from its fitted
+                       GEMM's), their own values (``KernelProfile.fp8_gemm``: FP8    values
+                       GEMM kernels), and fp8_quantize_fixed_s; the activations'
+                       quantization costed by the elementwise fields and that
+decode_attention_fp8_kv  decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
+                       their own values (``KernelProfile.fp8_kv_decode``: kernels
+                       reading FP8 K and V), on grouped-query rows of 128-wide heads
 =====================  ============================================================  ============================
 
 Attention rows of more than one head size (the bundled table's 64, 128 and 256 on H100,
@@ -98,7 +105,7 @@ import numpy as np
 import pandas as pd
 
 from servesim.cost import kernels
-from servesim.hardware.kernel_profile import KernelProfile
+from servesim.hardware.kernel_profile import VARIANTS, KernelProfile
 from servesim.hardware.kernel_table import INTEGER_COLUMNS, OPS, error_report, hbm_bytes_op, op_columns, predict_op
 
 BASE = KernelProfile(bandwidth_efficiency=0.8, compute_efficiency=0.8, overlap=0.8, gemm_token_tile=128,
@@ -162,6 +169,17 @@ PARAMETERS = {
                   ("allreduce_switch_efficiency", 1.0, 0.3, 1.0), ("allreduce_switch_s", 1e-6, 0.0, 500.0),
                   ("allreduce_nccl_s", 1e-6, 0.0, 500.0), ("allreduce_nccl_bandwidth_efficiency", 1.0, 0.01, 1.0)),
 }
+PARAMETERS["fp8_gemm"] = tuple(("fp8_quantize_fixed_s", 1e-6, 0.0, 50.0) if name == "kernel_fixed_s"
+                               else (name, scale, low, high) for name, scale, low, high in PARAMETERS["gemm"])
+"""FP8 GEMMs are GEMMs: their own values of the same fields (``KernelProfile.fp8_gemm``),
+fitted last, once the elementwise fields that cost their activations' quantization are;
+the kernel's fixed time is the 16-bit GEMM's, and what the rows take beyond it is their
+quantization's (``fp8_quantize_fixed_s``)."""
+PARAMETERS["decode_attention_fp8_kv"] = tuple(p for p in PARAMETERS["decode_attention"] if p[0] != "l2_bandwidth_ratio")
+"""Decode attention over an FP8 KV cache: its own values of decode attention's fields
+(``KernelProfile.fp8_kv_decode``), fitted last; the L2's rate is the GPU's, as found."""
+VARIANT_OPS = {"fp8_gemm": ("fp8_gemm", "fp8_variant"), "decode_attention_fp8_kv": ("fp8_kv_decode", "fp8_kv_variant")}
+"""Op classes whose fit is a variant of the profile: (its table, the method giving it)."""
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
                   ("decode_attention_mha_bandwidth_efficiency", 1.0, 0.05, 1.0),
@@ -218,13 +236,18 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                         for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)],
         "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s, "allreduce_switch_gpus": w}
                       for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6) for w in (0, 4, 8)]}
-ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce")
+GRID["fp8_gemm"] = GRID["gemm"]
+GRID["decode_attention_fp8_kv"] = GRID["decode_attention"]
+ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce",
+         "fp8_gemm", "decode_attention_fp8_kv")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
 kernels then use; prefill attention's FLOP/s is the compute side of decode attention,
 and prefill attention is fitted again once the GEMMs have found the streaming bandwidth
-its memory side uses."""
-HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
+its memory side uses; FP8 GEMMs come last, their activations' quantization costed by the
+elementwise fields, and decode attention over an FP8 KV cache after them."""
+GEMMS = ("gemm", "fp8_gemm")
+HOLDOUT_KEYS = {"gemm": ("n", "k"), "fp8_gemm": ("n", "k"), "decode_attention_fp8_kv": ("batch_size",), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
                 "elementwise": ("k",), "allreduce": ("m",)}
 
 
@@ -253,7 +276,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
         if mha:  # (else they stay unset: -1, the shared values)
             start = replace(start, **{name: getattr(start, name.replace("_mha", ""))
                                       for name, *_ in MHA_PARAMETERS if getattr(start, name) < 0})
-        if op == "gemm" and start.gemm_power_throttle_slowdown <= 1.0:  # (at 1 the onset has no gradient)
+        if op in GEMMS and start.gemm_power_throttle_slowdown <= 1.0:  # (at 1 the onset has no gradient)
             start = replace(start, gemm_power_throttle_slowdown=THROTTLE_START)
         if start.allreduce_nccl_bytes and not start.allreduce_nccl_bandwidth_efficiency:
             start = replace(start, allreduce_nccl_bandwidth_efficiency=start.allreduce_bandwidth_efficiency)
@@ -286,12 +309,12 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     for fixed in ((MHA_GRID if mha else []) + (LONGEST_BLOCK_GRID if any_mha else [])
                   + (NCCL_GRID if op == "allreduce" else [])
                   + (KV_WRITE_GRID + TAIL_GRID if op == "prefill_attention" else [])
-                  + (THROTTLE_GRID if op == "gemm" else [])):
+                  + (THROTTLE_GRID if op in GEMMS else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
             best, best_cost = fitted, cost
-    if op == "gemm":
-        best = _throttle_as_measured(rows, gpu, best)
+    if op in GEMMS:
+        best = _throttle_as_measured(rows, gpu, best, op)
     return best
 
 
@@ -384,16 +407,16 @@ MIN_THROTTLE = 1.001
 """A fitted slowdown below this (0.1%) is none: the profile keeps no throttle."""
 
 
-def _longest_run_s(rows: pd.DataFrame, gpu, profile: KernelProfile) -> float:
+def _longest_run_s(rows: pd.DataFrame, gpu, profile: KernelProfile, op: str = "gemm") -> float:
     """Seconds of sustained GEMM work (at full clock) that the longest of ``rows``'
     measurements ran: its call's time times its warm-up and timed calls."""
     unthrottled = replace(profile, gemm_power_throttle_slowdown=1.0)
-    call_s = predict_op("gemm", rows, gpu, unthrottled)
+    call_s = predict_op(op, rows, gpu, unthrottled)
     calls = rows["warmup_calls"].fillna(0).to_numpy(float) + rows["timed_calls"].fillna(1).to_numpy(float)
     return float((call_s * calls).max())
 
 
-def _throttle_as_measured(rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelProfile:
+def _throttle_as_measured(rows: pd.DataFrame, gpu, profile: KernelProfile, op: str = "gemm") -> KernelProfile:
     """``profile`` with its fitted power throttle kept only as far as ``rows`` measured it:
     none if no row's measurement ran past the onset (the slowdown is not identified) or
     the slowdown is under :data:`MIN_THROTTLE`; a ramp the fit placed past the longest
@@ -402,7 +425,7 @@ def _throttle_as_measured(rows: pd.DataFrame, gpu, profile: KernelProfile) -> Ke
     slowdown measured rather than one extrapolated (A100 TRT-LLM's runs reach 0.1 s; one
     fit had put its ramp's end at 0.12 s)."""
     onset, ramp = profile.gemm_power_throttle_onset_s, profile.gemm_power_throttle_ramp_s
-    longest = _longest_run_s(rows, gpu, profile)
+    longest = _longest_run_s(rows, gpu, profile, op)
     if profile.gemm_power_throttle_slowdown < MIN_THROTTLE or longest <= onset:
         return replace(profile, gemm_power_throttle_slowdown=1.0, gemm_power_throttle_onset_s=0.0,
                        gemm_power_throttle_ramp_s=0.0)
@@ -467,6 +490,19 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
             notes.append(f"{op}: fitted on {MAX_FIT_ROWS:,} of its {len(rows):,} rows, evenly spaced in shape "
                          "order; the report scores all of them")
         rows = thin(rows, MAX_FIT_ROWS)
+        if op in VARIANT_OPS and len(rows) >= 2 * len(PARAMETERS[op]):
+            # fitted from the 16-bit kernels' values, kept as the profile's own variant ones
+            kind, method = VARIANT_OPS[op]
+            variant = fit_op(op, rows, gpu, getattr(profile, method)())
+            profile = replace(profile, **{kind: tuple((name, getattr(variant, name)) for name in VARIANTS[kind])})
+            continue
+        if op == "fp8_gemm":
+            if gpu.peak_fp8_flops_per_s:
+                notes.append(f"fp8_gemm: {len(rows)} measured rows, too few to fit; FP8 GEMMs keep the 16-bit "
+                             "GEMMs' fields at the FP8 peak (an estimate)")
+            continue
+        if op == "decode_attention_fp8_kv":  # (an FP8 KV cache is a choice of the user's, not the table's)
+            continue
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
                 profile = replace(profile, elementwise_bandwidth_efficiency=profile.bandwidth_efficiency,
@@ -732,15 +768,24 @@ def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version:
     by_size = report_by_tensor_parallel_size(rows, gpu, profile)
     if by_size:
         fit["in_sample_by_tensor_parallel_size"] = by_size
-    return {"profile": profile.to_dict(), "fit": fit}
+    content = {"profile": profile.to_dict(), "fit": fit}
+    for table in VARIANTS:
+        if getattr(profile, table):
+            content[table] = dict(getattr(profile, table))
+    return content
 
 
 def to_toml(content: dict, header: str = "") -> str:
-    """A profile file (``[profile]``, then ``[fit]`` with its tables) as TOML text."""
+    """A profile file (``[profile]``, ``[fp8_gemm]`` and ``[fp8_kv_decode]`` where fitted,
+    then ``[fit]`` with its tables) as TOML text."""
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     lines.append("[profile]")
     for key, value in content["profile"].items():
         lines.append(f"{key} = {_toml_value(value)}")
+    for table in VARIANTS:
+        if content.get(table):
+            lines.append(f"\n[{table}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in content[table].items())
     fit = content["fit"]
     lines.append("\n[fit]")
     for key, value in fit.items():

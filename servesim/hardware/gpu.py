@@ -51,6 +51,9 @@ class GPU:
     max_blocks_per_sm: int = 32
     """Most thread blocks resident on one SM (32 on sm_80, sm_90 and sm_100; 16 on sm_86,
     24 on sm_89)."""
+    peak_fp8_flops_per_s: float = 0.0
+    """Dense FP8 (E4M3) tensor-core FLOP/s (datasheet, without sparsity); 0 for a GPU
+    without FP8 tensor cores (Ampere), which cannot run ``model.quantization = "fp8"``."""
 
     @property
     def ridge_flops_per_byte(self) -> float:
@@ -133,4 +136,5 @@ def get_gpu(name: str, framework: str = "vllm", kernel_profile: str = "") -> GPU
                host_link_bandwidth_bytes_per_s=entry.get("host_link_bandwidth_bytes_per_s", 0.0),
                max_threads_per_sm=entry.get("max_threads_per_sm", 2048),
                max_blocks_per_sm=entry.get("max_blocks_per_sm", 32),
+               peak_fp8_flops_per_s=entry.get("peak_fp8_flops_per_s", 0.0),
                **{k: entry[k] for k in GPU_FACTS})

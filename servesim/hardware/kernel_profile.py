@@ -520,6 +520,30 @@ class KernelProfile:
         Fixed time of one swap (s): launching a step's block copies and waiting for
         them. An estimate, 20 us; the per-block copy calls of vLLM V0's
         ``swap_blocks`` (one per block, layer and K/V) are not modelled one by one.
+    fp8_quantize_fixed_s:
+        Time (s) of a measured FP8 linear layer's activation quantization beyond one
+        elementwise kernel's: the table times the layer alone, quantization included,
+        and a framework's standalone quantization may be several kernels. TRT-LLM's
+        collector gives its ``Linear`` no input scale, so each call computes one (a
+        reduction for the absolute maximum, then the scaling): 6.2-10.2 us fitted on
+        H100, H200, B200 and L40S, where vLLM's and SGLang's static scale needs none
+        (0-1.1 us). Only the measured rows pay
+        it: a served model writes its activations in FP8 from the norm that makes them
+        (:func:`servesim.cost.kernels.fp8_linear`). An ``fp8_gemm`` field.
+    fp8_kv_decode:
+        The decode-attention fields of kernels reading an FP8 KV cache
+        (``model.kv_cache_dtype = "fp8"``): pairs (field, value) of
+        :data:`FP8_KV_DECODE_FIELDS`, the profile file's ``[fp8_kv_decode]`` table,
+        fitted by ``servesim calibrate`` to measured decode attention over FP8 K and V
+        (grouped-query layouts of 128-wide heads). Empty where none were measured: the
+        16-bit kernels' fields over half the bytes (:meth:`fp8_kv_variant`).
+    fp8_gemm:
+        The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
+        (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
+        table, fitted by ``servesim calibrate`` to the measured FP8 GEMMs (W8A8 with
+        per-tensor scales, the activations quantized by a kernel of their own). Empty
+        where none were measured: FP8 GEMMs then run with the 16-bit ones' values at the
+        GPU's FP8 peak (:meth:`fp8_variant`).
     """
 
     bandwidth_efficiency: float
@@ -606,20 +630,71 @@ class KernelProfile:
     allreduce_nccl_bandwidth_efficiency: float = 0.0
     host_copy_bandwidth_efficiency: float = 0.8
     host_copy_fixed_s: float = 20e-6
+    fp8_quantize_fixed_s: float = 0.0
+    fp8_gemm: tuple = ()
+    fp8_kv_decode: tuple = ()
 
     def __post_init__(self) -> None:
-        for name, problem in profile_problems(self.__dict__).items():
+        values = {name: value for name, value in self.__dict__.items() if name not in VARIANTS}  # (tables)
+        for name, problem in profile_problems(values).items():
             raise ValueError(f"{name} {problem}")
+        for table in VARIANTS:
+            variant = dict(getattr(self, table))
+            for name, problem in variant_problems(table, variant).items():
+                raise ValueError(f"{table}.{name} {problem}")
+            object.__setattr__(self, table, tuple(sorted(variant.items())))  # one order, so equal ones compare equal
+
+    def fp8_variant(self) -> "KernelProfile":
+        """The profile an FP8 linear layer's GEMM runs with (:func:`servesim.cost.kernels.fp8_linear`):
+        this one with its :data:`FP8_GEMM_FIELDS` replaced by those fitted to measured
+        FP8 GEMMs (``fp8_gemm``); this one itself where none were fitted, an estimate:
+        the 16-bit GEMMs' tiles and efficiencies at the FP8 peak."""
+        return replace(self, fp8_gemm=(), **dict(self.fp8_gemm)) if self.fp8_gemm else self
+
+    def fp8_kv_variant(self) -> "KernelProfile":
+        """The profile decode attention over an FP8 KV cache runs with: this one with its
+        :data:`FP8_KV_DECODE_FIELDS` replaced by those fitted to measured decode kernels
+        reading FP8 K and V (``fp8_kv_decode``); this one itself where none were fitted,
+        an estimate: the 16-bit kernels' rates over half the bytes."""
+        return replace(self, fp8_kv_decode=(), **dict(self.fp8_kv_decode)) if self.fp8_kv_decode else self
 
     def with_overrides(self, **overrides: float) -> "KernelProfile":
         """A copy with some parameters replaced (scenario `[hardware.profile]`)."""
         return replace(self, **overrides)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The ``[profile]`` table's fields (``fp8_gemm`` and ``fp8_kv_decode`` are tables
+        of their own)."""
+        return {name: getattr(self, name) for name in PROFILE_FIELDS}
 
 
-PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile))
+FP8_ONLY_FIELDS = ("fp8_quantize_fixed_s",)
+"""Fields that only FP8 linear layers have (in a profile's ``fp8_gemm`` table, not its
+``[profile]``)."""
+PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile)
+                       if f.name not in ("fp8_gemm", "fp8_kv_decode") and f.name not in FP8_ONLY_FIELDS)
+FP8_GEMM_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "overlap", "gemm_token_tile",
+                   "gemm_tile_n", "gemm_large_tile_n", "gemm_wave_quantization", "gemm_single_wave_quantization",
+                   "gemm_tile_overhead_k", "gemm_l2_resident_fraction", "gemm_power_throttle_onset_s",
+                   "gemm_power_throttle_slowdown", "gemm_power_throttle_ramp_s", *FP8_ONLY_FIELDS)
+"""The GEMM fields an FP8 GEMM has its own values of (a profile's ``fp8_gemm`` table):
+its kernels are other kernels (CUTLASS's or cuBLASLt's FP8 ones), with their own tiles,
+efficiencies and power draw. Not ``kernel_fixed_s``: a GEMM kernel's launch and ramp are
+the 16-bit one's, and what a measured FP8 linear layer takes beyond them at small
+sizes is its activations' quantization (``fp8_quantize_fixed_s``)."""
+FP8_KV_DECODE_FIELDS = ("decode_attention_fixed_s", "decode_attention_group_layout_s", "decode_attention_per_seq_s",
+                        "decode_attention_per_kv_head_s", "decode_attention_overlap",
+                        "decode_attention_bandwidth_efficiency", "decode_attention_occupancy_seqs",
+                        "decode_attention_split_fixed_s", "decode_attention_wave_quantization",
+                        "decode_attention_per_split_block_s", "decode_attention_split_tokens",
+                        "decode_attention_split_block_tokens", "decode_attention_split_waves")
+"""The decode-attention fields that decode over an FP8 KV cache has its own values of (a
+profile's ``fp8_kv_decode`` table): its kernels convert each K and V element before the
+arithmetic, so their rates, floors and split-KV choices are their own. Grouped-query
+layouts only (multi-head attention's own fields and the head-size field stay the 16-bit
+kernels')."""
+VARIANTS = {"fp8_gemm": FP8_GEMM_FIELDS, "fp8_kv_decode": FP8_KV_DECODE_FIELDS}
+"""A profile's tables of variant kernels (name -> the fields they may give)."""
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
              "allreduce_bandwidth_efficiency", "allreduce_shared_bandwidth_efficiency", "allreduce_switch_efficiency",
@@ -669,7 +744,7 @@ def profile_problems(values: dict) -> dict[str, str]:
     number must be finite and within its documented range."""
     problems: dict[str, str] = {}
     for name, value in values.items():
-        if name not in PROFILE_FIELDS:
+        if name not in PROFILE_FIELDS and name not in FP8_ONLY_FIELDS:
             problems[name] = f"is not a kernel-profile field; allowed: {', '.join(PROFILE_FIELDS)}"
             continue
         if name in FLAGS:
@@ -722,6 +797,17 @@ def profile_problems(values: dict) -> dict[str, str]:
     return problems
 
 
+def variant_problems(table: str, values: dict) -> dict[str, str]:
+    """What is wrong with each field of a profile's variant table (``fp8_gemm``,
+    ``fp8_kv_decode``: see :func:`profile_problems`); only its :data:`VARIANTS` fields
+    are allowed."""
+    allowed = VARIANTS[table]
+    what = {"fp8_gemm": "an FP8 GEMM", "fp8_kv_decode": "an FP8-KV decode attention"}[table]
+    problems = {name: f"is not {what} field; allowed: {', '.join(allowed)}" for name in values if name not in allowed}
+    problems.update(profile_problems({k: v for k, v in values.items() if k in allowed}))
+    return problems
+
+
 class ProfileError(ValueError):
     """A kernel-profile file that cannot be used (names the file and the field)."""
 
@@ -754,4 +840,14 @@ def profile_from_table(table: dict, source: str) -> KernelProfile:
     missing = [name for name in required if name not in values]
     if missing:
         raise ProfileError(f"{source}: [profile] lacks {', '.join(missing)}")
-    return KernelProfile(**values)
+    variants = {}
+    for name in VARIANTS:
+        variant = table.get(name, {})
+        if not isinstance(variant, dict):
+            raise ProfileError(f"{source}: expected {name} to be a table of kernel-profile fields")
+        problems = variant_problems(name, variant)
+        if problems:
+            field, problem = next(iter(problems.items()))
+            raise ProfileError(f"{source}: {name}.{field} {problem}")
+        variants[name] = tuple(sorted(variant.items()))
+    return KernelProfile(**values, **variants)

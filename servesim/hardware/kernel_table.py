@@ -8,12 +8,16 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``gpu``                   the GPU (aiconfigurator folder name, e.g. ``h100_sxm``, or any label)
 ``framework``             ``vllm`` | ``sglang`` | ``trtllm`` | ``torch`` ... (whose kernels)
 ``version``               the framework's version
-``op``                    ``gemm`` | ``decode_attention`` | ``prefill_attention`` | ``elementwise`` | ``allreduce``
-``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); elementwise: ``m`` x ``k`` elements;
+``op``                    ``gemm`` | ``fp8_gemm`` | ``decode_attention`` | ``decode_attention_fp8_kv`` |
+                          ``prefill_attention`` | ``elementwise`` | ``allreduce``
+``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); fp8_gemm: the same shape as an FP8
+                          linear layer (16-bit ``x`` quantized to FP8, then the FP8 GEMM, both in the time);
+                          elementwise: ``m`` x ``k`` elements;
                           allreduce: ``m`` elements over ``n`` GPUs
 ``batch_size``            attention: sequences
 ``seq_len``               prefill attention: prompt tokens per sequence (no cached prefix, causal)
-``kv_len``                decode attention: keys read per sequence (cached tokens + the new one)
+``kv_len``                decode attention: keys read per sequence (cached tokens + the new one);
+                          ``decode_attention_fp8_kv``: the same over an FP8 KV cache (16-bit queries)
 ``num_heads``             attention: query heads
 ``num_kv_heads``          attention: key/value heads (grouped-query attention when fewer)
 ``head_dim``              attention: head dimension
@@ -26,7 +30,8 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``source``                where the row comes from (free text)
 ========================  ==================================================================
 
-All tensors are 16-bit (bf16/fp16) unless ``bytes_per_element`` says otherwise.
+All tensors are 16-bit (bf16/fp16) unless the op (``fp8_gemm``) or ``bytes_per_element``
+says otherwise.
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ import pandas as pd
 
 from servesim.cost import kernels
 
-OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce")
+OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce", "fp8_gemm",
+       "decode_attention_fp8_kv")
 COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
            "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "warmup_calls", "timed_calls",
            "source")
-REQUIRED = {"gemm": ("m", "n", "k"),
+REQUIRED = {"gemm": ("m", "n", "k"), "fp8_gemm": ("m", "n", "k"),
             "decode_attention": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+            "decode_attention_fp8_kv": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
             "prefill_attention": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
             "elementwise": ("m", "k", "bytes_per_element"),
             "allreduce": ("m", "n", "bytes_per_element")}
@@ -154,7 +161,7 @@ def op_columns(name: str, d: pd.DataFrame) -> dict[str, np.ndarray]:
     thousands of times; it extracts them once."""
     if isinstance(d, dict):
         return d
-    if name == "gemm":
+    if name in ("gemm", "fp8_gemm"):
         columns = {c: d[c].to_numpy(np.int64) for c in ("m", "n", "k")}
         columns["warmup_calls"] = d["warmup_calls"].fillna(0).to_numpy(float) if "warmup_calls" in d else 0.0
         columns["timed_calls"] = d["timed_calls"].fillna(1).to_numpy(float) if "timed_calls" in d else 1.0
@@ -165,7 +172,7 @@ def op_columns(name: str, d: pd.DataFrame) -> dict[str, np.ndarray]:
         columns = {c: d[c].to_numpy(float) for c in ("m", "k", "bytes_per_element")}
         columns.update(m_int=d["m"].to_numpy(np.int64), k_int=d["k"].to_numpy(np.int64))
         return columns
-    extra = ("kv_len",) if name == "decode_attention" else ("seq_len",)
+    extra = ("kv_len",) if name in ("decode_attention", "decode_attention_fp8_kv") else ("seq_len",)
     return {c: d[c].to_numpy(float) for c in ("batch_size", "num_heads", "num_kv_heads", "head_dim") + extra}
 
 
@@ -176,6 +183,10 @@ def _evaluate(name: str, d, gpu, profile, l2_resident: bool) -> tuple:
         out = kernels.gemm(gpu, profile, d["m"], d["n"], d["k"], DTYPE_BYTES, l2_resident,
                            warmup_calls=d["warmup_calls"], timed_calls=d["timed_calls"])
         return out[1], out[4]
+    if name == "fp8_gemm":
+        out = kernels.fp8_linear(gpu, profile.fp8_variant(), d["m"], d["n"], d["k"], DTYPE_BYTES, l2_resident,
+                                 warmup_calls=d["warmup_calls"], timed_calls=d["timed_calls"])
+        return out[1], out[4]
     if name == "allreduce":
         message = d["m"] * d["bytes_per_element"]
         return np.zeros(len(message)), kernels.allreduce(gpu, profile, message, d["n"])[1]
@@ -184,11 +195,12 @@ def _evaluate(name: str, d, gpu, profile, l2_resident: bool) -> tuple:
         return hbm, kernels.elementwise(gpu, profile, hbm, 1, l2_resident, d["m_int"], d["k_int"])[1]
     b = d["batch_size"]
     heads, kv_heads, head_dim = d["num_heads"], d["num_kv_heads"], d["head_dim"]
-    if name == "decode_attention":
+    if name in ("decode_attention", "decode_attention_fp8_kv"):
         kv = d["kv_len"]
         pairs = b * kv  # one query per sequence over all its keys
-        out = kernels.decode_attention(gpu, profile, b, 1, b * kv, pairs, heads, kv_heads, head_dim,
-                                       DTYPE_BYTES, l2_resident)
+        fp8 = name == "decode_attention_fp8_kv"
+        out = kernels.decode_attention(gpu, profile.fp8_kv_variant() if fp8 else profile, b, 1, b * kv, pairs, heads,
+                                       kv_heads, head_dim, kernels.FP8_BYTES if fp8 else DTYPE_BYTES, l2_resident)
         return out[1], out[4]
     s = d["seq_len"]
     out = kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
