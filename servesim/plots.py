@@ -221,15 +221,20 @@ def _first_loss(rows: pd.DataFrame, column: str) -> float | None:
     return None
 
 
+LOAD_CURVE_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "kv_cache_dtype", "candidate_tokens",
+                   "batch_size", "tensor_parallel_size", "model", "gpu")
+"""Swept keys that split a latency-under-load figure into curves (those that vary)."""
+
+
 def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
-    """p50/p99 end-to-end latency and TTFT against arrival rate, both arms, per batching
-    policy (or other swept key); a dotted line where speculation stops paying (its p99
-    end-to-end latency exceeds the baseline's); hollow markers: saturated points."""
+    """p50/p99 end-to-end latency and TTFT against arrival rate, both arms, one curve per
+    setting of the other swept keys (batching policy, quantization, ...); a dotted line
+    where speculation stops paying (its p99 end-to-end latency exceeds the baseline's);
+    hollow markers: saturated points."""
     plt = _pyplot()
-    other = next((c for c in ("batching", "scheduler", "kv_cache", "candidate_tokens", "batch_size",
-                              "tensor_parallel_size", "model", "gpu")
-                  if c in summary.columns and summary[c].nunique() > 1), None)
-    groups = list(summary.groupby(other)) if other else [(None, summary)]
+    keys = [c for c in LOAD_CURVE_KEYS if c in summary.columns and summary[c].nunique() > 1]
+    groups = list(summary.groupby(keys)) if keys else [((), summary)]
+    other = keys[0] if len(keys) == 1 else None
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, sharex=True)
     panels = [("e2e_p50_s", "end-to-end latency p50 (s)"), ("e2e_p99_s", "end-to-end latency p99 (s)"),
               ("ttft_p50_s", "time to first token p50 (s)"), ("ttft_p99_s", "time to first token p99 (s)")]
@@ -251,7 +256,7 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
         for i, (value, rows) in enumerate(groups):
             rows = rows.sort_values("rate_per_s")
             color = colors[i % len(colors)]
-            name = f"{other} = {value}" if other else ""
+            name = ", ".join(f"{k} = {v}" for k, v in zip(keys, value if isinstance(value, tuple) else (value,)))
             arms = (("baseline", "-"),) if rows["method"].iloc[0] == "none" else (("baseline", "--"), ("spec", "-"))
             for arm, style in arms:
                 if arm == "baseline" and shared_baseline:
@@ -266,14 +271,15 @@ def latency_vs_load(summary: pd.DataFrame, out_png: str | Path) -> Path:
     for ax in axes[1]:
         ax.set_xlabel("arrival rate (requests/s)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    columns = 4 if max(map(len, labels), default=0) <= 30 else 2  # (long labels: two to a row)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), columns), fontsize=8, frameon=False)
     same = summary["method"].iloc[0] == "none"  # both arms plain decoding: one curve each
     fig.suptitle(f"{_title(summary)}: latency under load\n("
                  + ("baseline = spec: no speculation; " if same else
                     ("dashed black: baseline" if shared_baseline else "dashed: baseline")
                     + ", solid: speculation; dotted: speculation stops paying at p99; ")
                  + "hollow markers: saturated)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / columns), 1, 1))
     return _save(fig, Path(out_png))
 
 
@@ -367,7 +373,8 @@ def _stops_paying(rows: pd.DataFrame) -> float | None:
 
 CDF_POINTS = 8
 """Most points a latency-CDF figure draws (evenly spread over the sweep)."""
-CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "method", "draft_model", "policy", "gamma",
+CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "kv_cache_dtype", "method", "draft_model",
+                  "policy", "gamma",
                   "num_speculative_tokens", "candidate_tokens", "batch_size", "seq_len", "tensor_parallel_size",
                   "rate_per_s")
 """Swept keys that name a point in the CDF legend (those that vary)."""
