@@ -95,8 +95,16 @@ def scenarios(draw):
     kv = draw(st.sampled_from([0, 300, 1200]))
     fields = dict(clients=draw(st.integers(1, 6)), think=draw(st.sampled_from([0.0, 0.02])),
                   rate=draw(st.sampled_from([5.0, 50.0, 400.0])))
+    # FP8 layers on a GPU that has FP8 tensor cores; an FP8 KV cache on either
+    gpu = draw(st.sampled_from(["a100-80gb-pcie", "h100-sxm"]))
+    quantization = "fp8" if gpu == "h100-sxm" and draw(st.booleans()) else "none"
     text = f"""
 seed = {draw(st.integers(0, 3))}
+[hardware]
+gpu = "{gpu}"
+[model]
+quantization = "{quantization}"
+kv_cache_dtype = "{draw(st.sampled_from(["auto", "fp8"]))}"
 [speculation]
 {SPECULATION[spec]}
 [workload]
