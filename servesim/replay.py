@@ -14,7 +14,11 @@ The server is vLLM's: continuous batching with the ``vllm`` scheduler, paged KV,
 ``max_num_seqs`` 256 (``batch_size``) and the scenario defaults otherwise, no
 speculation; any key can be changed with ``--set`` (e.g. ``max_num_batched_tokens``,
 ``method``). The GPU must be given; the model is the result's ``model_id`` when it names
-a catalog model (``meta-llama/Llama-3.1-8B-Instruct`` -> ``llama-3-1-8b``), else given.
+a catalog model (``meta-llama/Llama-3.1-8B-Instruct`` -> ``llama-3-1-8b``), else given;
+an FP8 checkpoint's id (``nvidia/Llama-3.1-8B-Instruct-FP8``, ``...-FP8-dynamic``) names
+its model and sets ``model.quantization = "fp8"`` (W8A8; on a GPU without FP8 tensor
+cores vLLM runs such weights another way, and the scenario says so: ``--set
+quantization=none`` to replay it as 16-bit).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from servesim.models import model_names
 COMPARED = ("ttft", "tpot", "itl", "e2el")
 THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
 SUFFIXES = ("-instruct", "-chat", "-hf", "-it", "-base")
+FP8_ID = re.compile(r"[-_]fp8(?:[-_]dynamic)?$")
+"""How an FP8 checkpoint's id ends (NVIDIA's ``-FP8``, Neural Magic's ``-FP8-dynamic``)."""
+
+
+def quantization_of(model_id: str | None) -> str:
+    """``fp8`` for an FP8 checkpoint's Hugging Face id, else ``none``."""
+    return "fp8" if model_id and FP8_ID.search(str(model_id).lower()) else "none"
 
 
 def read_result(path: str | Path) -> dict:
@@ -60,7 +71,7 @@ def catalog_model(model_id: str | None) -> str | None:
     """The catalog model a Hugging Face model id names, if any."""
     if not model_id:
         return None
-    name = str(model_id).rsplit("/", 1)[-1].lower()
+    name = FP8_ID.sub("", str(model_id).rsplit("/", 1)[-1].lower())
     for suffix in SUFFIXES:
         name = name.replace(suffix, "")
     name = re.sub(r"-\d{4}$", "", name)  # a release date (Mistral's -2501)
@@ -104,7 +115,8 @@ def replay_scenario_text(result_path: str | Path, data: dict, gpu: str, model: s
                         cv=1 / math.sqrt(burstiness), num_requests=n)
     sections = {
         "hardware": {"gpu": gpu},
-        "model": {"model": model},
+        "model": {"model": model, **({"quantization": "fp8"} if quantization_of(data.get("model_id")) == "fp8"
+                                     else {})},
         "speculation": {"method": "none"},
         "workload": workload,
         "serving": {"batching": "continuous", "scheduler": "vllm", "kv_cache": "paged", "batch_size": 256},

@@ -41,7 +41,7 @@ batch_size = 256
 """
 
 
-def _vllm_result_from_run(folder, tmp_path):
+def _vllm_result_from_run(folder, tmp_path, model_id="meta-llama/Llama-3.1-8B-Instruct"):
     """What `vllm bench serve --save-result --save-detailed` would have written."""
     record = json.loads((folder / "summary.json").read_text())[0]
     requests = pd.read_parquet(folder / "requests.parquet")
@@ -49,7 +49,7 @@ def _vllm_result_from_run(folder, tmp_path):
     result = {k: v for k, v in record.items() if k.endswith("_ms") or k in (
         "duration", "completed", "failed", "request_throughput", "output_throughput", "total_token_throughput",
         "request_rate", "burstiness", "max_concurrency")}
-    result.update({"date": "20261201-120000", "backend": "vllm", "model_id": "meta-llama/Llama-3.1-8B-Instruct",
+    result.update({"date": "20261201-120000", "backend": "vllm", "model_id": model_id,
                    "num_prompts": 150, "input_lens": base.prompt_len.tolist(),
                    "output_lens": base.output_len.tolist(),
                    "start_times": (base.arrival_s + 12345.0).tolist(),  # perf_counter's origin is arbitrary
@@ -71,6 +71,22 @@ def test_replay_of_a_run_in_vllm_format_reproduces_it(tmp_path, capsys):
     assert {"TTFT", "TPOT", "ITL", "E2EL", "request_throughput", "output_throughput"} <= set(table.metric)
     assert len(table) >= 4 * 6 + 3
     assert table["error_pct"].abs().max() < 1e-6
+
+
+def test_replay_of_an_fp8_checkpoints_run_serves_it_in_fp8(tmp_path, capsys):
+    """The same round trip with FP8 layers: a result whose model id names an FP8
+    checkpoint replays in FP8 (to rounding); replayed as 16-bit it would be slower."""
+    (tmp_path / "m.toml").write_text(MEASURED.replace('model = "llama-3-1-8b"',
+                                                      'model = "llama-3-1-8b"\nquantization = "fp8"'))
+    assert main(["run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "measured")]) == 0
+    path = _vllm_result_from_run(tmp_path / "measured", tmp_path, "nvidia/Llama-3.1-8B-Instruct-FP8")
+    assert main(["replay", str(path), "--gpu", "h100-sxm", "--out", str(tmp_path / "replayed")]) == 0
+    table = pd.read_csv(tmp_path / "replayed" / "replay_comparison.csv").set_index(["metric", "statistic"])
+    assert table["error_pct"].abs().max() < 1e-6
+    assert main(["replay", str(path), "--gpu", "h100-sxm", "--out", str(tmp_path / "as16"),
+                 "--set", "quantization=none"]) == 0
+    table = pd.read_csv(tmp_path / "as16" / "replay_comparison.csv").set_index(["metric", "statistic"])
+    assert table.loc[("TPOT", "mean (ms)"), "error_pct"] > 10
 
 
 def test_replay_of_a_hand_written_closed_loop_result(tmp_path, capsys):
@@ -121,3 +137,11 @@ def test_comparison_error_by_hand():
     table = comparison({"mean_ttft_ms": 20.0, "p99_ttft_ms": 50.0, "request_throughput": 4.0},
                        {"mean_ttft_ms": 25.0, "p99_ttft_ms": 40.0, "request_throughput": 4.0, "mean_itl_ms": 3.0})
     assert table["error_pct"].tolist() == pytest.approx([25.0, -20.0, 0.0])
+
+
+def test_fp8_checkpoints_map_to_their_model_in_fp8():
+    from servesim.replay import quantization_of
+    assert catalog_model("nvidia/Llama-3.1-8B-Instruct-FP8") == "llama-3-1-8b"
+    assert catalog_model("neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8-dynamic") == "llama-3-1-70b"
+    assert quantization_of("nvidia/Llama-3.1-8B-Instruct-FP8") == quantization_of("x/Qwen3-32B-fp8") == "fp8"
+    assert quantization_of("meta-llama/Llama-3.1-8B-Instruct") == quantization_of(None) == "none"
