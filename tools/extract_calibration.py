@@ -7,7 +7,8 @@ Writes ``servesim/data/calibration/kernels_measured.csv.gz`` in servesim's kerne
 format (see ``servesim/hardware/kernel_table.py``): bf16 GEMMs of Llama-7B/8B layer
 shapes (and from the package their FP8 ones, W8A8 with per-tensor scales, ``fp8_gemm``,
 at these and the split shapes below, where the GPU has FP8 tensor cores, and decode
-attention over an FP8 KV cache at the grouped-query layouts below), decode and prefill attention (32 query heads x 128), from the extract in
+attention over an FP8 KV cache at the grouped-query layouts below), decode and prefill
+attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
 package, the bf16 GEMMs of the same layers split for tensor parallelism (see
 :data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of

@@ -126,16 +126,16 @@ def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1
     With ``quantize``, as a linear layer runs alone (the measured tables), its ``m x k``
     activations are first quantized to FP8 by an elementwise kernel of their own
     (reading ``dtype_bytes`` and writing one byte per element, one row per token:
-    :func:`elementwise`), and whatever more the framework's standalone quantization
-    takes (``fp8_quantize_fixed_s``: computing a scale per call); in a served model the kernel that produces them (the fused
-    add + RMSNorm, SiLU-and-mul) writes them in FP8 itself (TRT-LLM's fused norm-quant
-    kernels; vLLM's torch.compile, which fuses the quantization into the norm), so no
-    kernel of its own is charged there. Then the GEMM reads one-byte weights and
-    activations, writes ``dtype_bytes`` outputs and runs at the GPU's FP8 tensor-core
-    peak (``gpu.peak_fp8_flops_per_s``). ``p`` is the profile's FP8 variant
-    (:meth:`~servesim.hardware.KernelProfile.fp8_variant`): the GEMM's tiles,
-    efficiencies, floor and power throttle are FP8 kernels' own, the quantization's
-    fields the elementwise kernels'."""
+    :func:`elementwise`), plus whatever more the framework's standalone quantization
+    takes (``fp8_quantize_fixed_s``: computing a scale per call). In a served model the
+    kernel that produces them (the fused add + RMSNorm, SiLU-and-mul) writes them in FP8
+    itself (TRT-LLM's fused norm-quant kernels; vLLM's torch.compile, which fuses the
+    quantization into the norm), so no kernel of its own is charged there. Then the GEMM
+    reads one-byte weights and activations, writes ``dtype_bytes`` outputs and runs at
+    the GPU's FP8 tensor-core peak (``gpu.peak_fp8_flops_per_s``). ``p`` is the profile's
+    FP8 variant (:meth:`~servesim.hardware.KernelProfile.fp8_variant`): the GEMM's tiles,
+    efficiencies and power throttle are FP8 kernels' own, its floor the 16-bit GEMM's
+    (``kernel_fixed_s``), the quantization's fields the elementwise kernels'."""
     flops, hbm, memory_s, compute_s, time_s = gemm(
         gpu, p, m, n, k, dtype_bytes, l2_resident, clock_slowdown, warmup_calls, timed_calls,
         operand_bytes=FP8_BYTES, peak_flops_per_s=gpu.peak_fp8_flops_per_s)

@@ -51,10 +51,11 @@ allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,         
                                                                                      best of those
 fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit          as gemm, from its fitted
                        GEMM's), their own values (``KernelProfile.fp8_gemm``: FP8    values
-                       GEMM kernels), and fp8_quantize_fixed_s; the activations'
-                       quantization costed by the elementwise fields and that
-decode_attention_fp8_kv  decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
-                       their own values (``KernelProfile.fp8_kv_decode``: kernels
+                       GEMM kernels), and fp8_quantize_fixed_s, the time the
+                       rows' activation quantization takes beyond the one
+                       elementwise kernel charged for it
+decode_attention_      decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
+fp8_kv                 their own values (``KernelProfile.fp8_kv_decode``: kernels
                        reading FP8 K and V), on grouped-query rows of 128-wide heads
 =====================  ============================================================  ============================
 
@@ -247,8 +248,9 @@ and prefill attention is fitted again once the GEMMs have found the streaming ba
 its memory side uses; FP8 GEMMs come last, their activations' quantization costed by the
 elementwise fields, and decode attention over an FP8 KV cache after them."""
 GEMMS = ("gemm", "fp8_gemm")
-HOLDOUT_KEYS = {"gemm": ("n", "k"), "fp8_gemm": ("n", "k"), "decode_attention_fp8_kv": ("batch_size",), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
-                "elementwise": ("k",), "allreduce": ("m",)}
+HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
+                "elementwise": ("k",), "allreduce": ("m",), "fp8_gemm": ("n", "k"),
+                "decode_attention_fp8_kv": ("batch_size",)}
 
 
 class CalibrationError(ValueError):
