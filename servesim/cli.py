@@ -615,7 +615,7 @@ def cmd_list(args) -> int:
         fit = table.get("fit", {})
         row = {"name": name, "provenance": fit.get("provenance", "")}
         for op in ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce", "fp8_gemm",
-                   "decode_attention_fp8_kv"):
+                   "decode_attention_fp8_kv", "prefill_attention_fp8_kv"):
             ins, out = fit.get("in_sample", {}).get(op), fit.get("out_of_sample", {}).get(op)
             row[op] = (f"{ins['median_abs_pct']:.1f} / {out['median_abs_pct']:.1f}" if ins and out
                        else "left out" if left_out_as_unrepresentative(fit, op) else "-")
@@ -712,8 +712,8 @@ def cmd_cost(args) -> int:
             header += ("; FP8 linear layers (" + ("the profile's FP8 GEMM fit" if gpu.profile.fp8_gemm else
                        "no FP8 GEMMs measured: the 16-bit GEMM fit at the FP8 peak, an estimate") + ")")
         if args.kv_cache_dtype == "fp8":
-            header += ("; FP8 KV cache (" + ("the profile's FP8-KV decode fit" if gpu.profile.fp8_kv_decode else
-                       "no FP8-KV decode measured: the 16-bit fit over half the bytes, an estimate") + ")")
+            header += ("; FP8 KV cache (" + ("the profile's FP8-KV attention fits" if gpu.profile.fp8_kv_decode else
+                       "no FP8-KV attention measured: the 16-bit fits over half the bytes, an estimate") + ")")
         print(header)
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

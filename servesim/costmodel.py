@@ -26,8 +26,8 @@ layers' linear layers in FP8 (W8A8, per-tensor scales: one-byte weights, activat
 written in FP8 by the kernels that produce them, FP8 tensor cores at the profile's FP8
 GEMM fields, :func:`servesim.cost.kernels.fp8_linear`; the lm_head, draft heads, norms
 and attention stay at ``dtype_bytes``); with ``kv_cache_dtype = "fp8"`` one byte a K or
-V element, decode attention at the profile's FP8-KV fields (``fp8_kv_decode``, fitted
-to measured decode kernels over an FP8 cache), prefill attention at its 16-bit ones.
+V element, decode and prefill attention at the profile's FP8-KV fields
+(``fp8_kv_decode``, ``fp8_kv_prefill``: fitted to measured kernels over an FP8 cache).
 
 Tensor parallelism (``tensor_parallel_size`` n, Megatron-style as vLLM runs it): every
 GPU holds 1/n of the query heads, of the KV heads (at least one: KV heads are
@@ -208,8 +208,9 @@ class CostModel:
             raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}")
         self.kv_cache_dtype = kv_cache_dtype
         self.kv_dtype_bytes = kernels.FP8_BYTES if kv_cache_dtype == "fp8" else dtype_bytes
-        # the profile decode attention runs with (its FP8-KV fields over an FP8 cache)
+        # the profiles decode and prefill attention run with (their FP8-KV fields over an FP8 cache)
         self._decode_profile = self.profile.fp8_kv_variant() if kv_cache_dtype == "fp8" else self.profile
+        self._prefill_profile = self.profile.fp8_kv_prefill_variant() if kv_cache_dtype == "fp8" else self.profile
         # the profile the decoder layers' GEMMs run with (its FP8 GEMM fields for FP8 layers)
         self._layer_profile = self.profile.fp8_variant() if quantization == "fp8" else self.profile
         self.step_overhead_s = step_overhead_s
@@ -408,6 +409,7 @@ class CostModel:
             memory_s, compute_s = hbm / self._bandwidth, flops / rate
             return flops, hbm, memory_s, compute_s, kernels.combine(memory_s, compute_s, self._overlap)
         if stage == "prefill" and context_tokens == 0:
+            p = self._prefill_profile
             return kernels.prefill_attention(gpu, p, batch, batch * queries, batch * kernels.causal_pairs(p, queries),
                                              heads, kv_heads, head_dim, dt)
         pairs = queries * context_tokens + batch * queries * (queries + 1) / 2
@@ -561,10 +563,11 @@ class CostModel:
         heads, kv_heads, head_dim, dt = self._decode_args
         chunk_tokens = sum(c for c, _ in chunks)
         prefix = sum(p for _, p in chunks)
-        pairs = sum(kernels.causal_pairs(self.profile, c, p) for c, p in chunks)
-        prefill = kernels.prefill_attention(self.gpu, self.profile, len(chunks), chunk_tokens, pairs,
+        pp = self._prefill_profile
+        pairs = sum(kernels.causal_pairs(pp, c, p) for c, p in chunks)
+        prefill = kernels.prefill_attention(self.gpu, pp, len(chunks), chunk_tokens, pairs,
                                             heads, kv_heads, head_dim, dt, prefix,
-                                            query_tiles=kernels.query_tiles(self.profile, [c for c, _ in chunks]),
+                                            query_tiles=kernels.query_tiles(pp, [c for c, _ in chunks]),
                                             longest_keys=max(c + p for c, p in chunks))
         if batch:
             decode = self._attention(batch, tokens_per_seq, context_tokens, stage)
@@ -588,10 +591,11 @@ class CostModel:
         else:
             heads, kv_heads, head_dim, dt = self._decode_args
             tokens = sum(prompt_lens)
-            pairs = sum(kernels.causal_pairs(self.profile, n) for n in prompt_lens)
-            attention = kernels.prefill_attention(self.gpu, self.profile, len(prompt_lens), tokens, pairs,
+            pp = self._prefill_profile
+            pairs = sum(kernels.causal_pairs(pp, n) for n in prompt_lens)
+            attention = kernels.prefill_attention(self.gpu, pp, len(prompt_lens), tokens, pairs,
                                                   heads, kv_heads, head_dim, dt,
-                                                  query_tiles=kernels.query_tiles(self.profile, prompt_lens),
+                                                  query_tiles=kernels.query_tiles(pp, prompt_lens),
                                                   longest_keys=max(prompt_lens))
             fixed, fixed_times = self._fixed_ops(tokens, len(prompt_lens), len(prompt_lens))
             cached = StepCost(None, self._total(fixed_times, attention[4] * self._layers / 2),

@@ -1011,13 +1011,14 @@ def test_aiconfigurator_database_layout_is_read(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path)
     table = read_database("h100_sxm", "vllm", root=root)
-    # the FP8 GEMM row is an fp8_gemm row, its collector's calls counted with one-byte weights
-    assert list(table["op"]) == ["gemm", "fp8_gemm", "decode_attention", "prefill_attention", "elementwise",
-                                 "allreduce"]
-    assert table["latency_s"].tolist() == pytest.approx([2e-5, 1e-5, 5e-5, 3e-4, 4e-6, 1.1e-5])
-    assert table.loc[2, "kv_len"] == 1024 and table.loc[4, "bytes_per_element"] == 3
+    # the FP8 GEMM row is an fp8_gemm row, its collector's calls counted with one-byte weights;
+    # the prompt over an FP8 KV cache is an FP8-KV prefill row
+    assert list(table["op"]) == ["gemm", "fp8_gemm", "decode_attention", "prefill_attention",
+                                 "prefill_attention_fp8_kv", "elementwise", "allreduce"]
+    assert table["latency_s"].tolist() == pytest.approx([2e-5, 1e-5, 5e-5, 3e-4, 2e-4, 4e-6, 1.1e-5])
+    assert table.loc[2, "kv_len"] == 1024 and table.loc[5, "bytes_per_element"] == 3
     assert table.loc[0, "timed_calls"] == table.loc[1, "timed_calls"] == 36  # vLLM: 6 copies x 6 replays
-    assert (table.loc[5, "m"], table.loc[5, "n"], table.loc[5, "bytes_per_element"]) == (2**20, 2, 2)
+    assert (table.loc[6, "m"], table.loc[6, "n"], table.loc[6, "bytes_per_element"]) == (2**20, 2, 2)
     assert (table["framework"] == "vllm").all()
     with pytest.raises(FileNotFoundError, match="no GPU folder"):
         read_database("b300_sxm", "vllm", root=root)
@@ -1134,7 +1135,7 @@ def test_profile_carried_to_another_gpu(measured):
     own = {r["op"]: r for r in transfer(measured, "h100-sxm", "h100-sxm", "vllm")}
     fit = get_profile("h100-sxm-vllm")[1]["fit"]["in_sample"]
     # the check scores the four 16-bit single-GPU classes
-    assert set(own) == set(fit) - {"allreduce", "fp8_gemm", "decode_attention_fp8_kv"}
+    assert set(own) == set(fit) - {"allreduce", "fp8_gemm", "decode_attention_fp8_kv", "prefill_attention_fp8_kv"}
     for op, r in own.items():
         assert r["median_abs_pct"] == pytest.approx(fit[op]["median_abs_pct"], abs=0.01)
         assert r["rows"] == fit[op]["rows"]

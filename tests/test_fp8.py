@@ -74,11 +74,14 @@ def test_profile_file_carries_fp8_gemm_fields_and_rejects_others():
     assert p.fp8_quantize_fixed_s == 0.0 and "fp8_quantize_fixed_s" not in p.to_dict()
     assert variant.bandwidth_efficiency == BASE.bandwidth_efficiency and variant.fp8_gemm == ()
     assert BASE.fp8_variant() is BASE
-    kv = replace(p, fp8_kv_decode=(("decode_attention_fixed_s", 9e-6), ("decode_attention_split_tokens", 256)))
+    kv = replace(p, fp8_kv_decode=(("decode_attention_fixed_s", 9e-6), ("decode_attention_split_tokens", 256)),
+                 fp8_kv_prefill=(("prefill_attention_compute_efficiency", 0.7),))
     text_kv = to_toml({"profile": kv.to_dict(), "fp8_gemm": dict(kv.fp8_gemm), "fp8_kv_decode": dict(kv.fp8_kv_decode),
-                       "fit": {"provenance": "test"}})
+                       "fp8_kv_prefill": dict(kv.fp8_kv_prefill), "fit": {"provenance": "test"}})
     assert "[fp8_kv_decode]" in text_kv and profile_from_table(tomllib.loads(text_kv), "t.toml") == kv
     assert kv.fp8_kv_variant().decode_attention_split_tokens == 256 and kv.fp8_kv_variant().fp8_gemm == kv.fp8_gemm
+    assert kv.fp8_kv_prefill_variant().prefill_attention_compute_efficiency == 0.7
+    assert kv.fp8_kv_prefill_variant().decode_attention_fixed_s == BASE.decode_attention_fixed_s
     table = tomllib.loads(text_kv)
     table["fp8_kv_decode"]["decode_attention_mha_overlap"] = 0.5
     with pytest.raises(ProfileError, match="fp8_kv_decode.decode_attention_mha_overlap is not an FP8-KV decode"):
@@ -176,7 +179,8 @@ def test_fp8_kv_cache_halves_the_kv_bytes_decode_attention_reads_hand_worked():
     """Llama-3.1-8B, one sequence at 4,096 cached tokens: each layer's decode attention
     reads the 4,097 keys and values of its 8 KV heads of 128 (one byte each under an FP8
     cache, two otherwise) and the query and output of 32 heads; and it runs with the
-    profile's FP8-KV fields: 1 ms more of fixed time there is 1 ms more a layer."""
+    profile's FP8-KV fields: 1 ms more of fixed time there is 1 ms more a layer. So does
+    prefill attention, alone or as a mixed step's chunks, with its FP8-KV prefill fields."""
     gpu, model = get_gpu("h100-sxm"), get_model("llama-3-1-8b")
     p = gpu.profile
     slow = replace(p, fp8_kv_decode=(("decode_attention_fixed_s", p.decode_attention_fixed_s + 1e-3),))
@@ -190,6 +194,18 @@ def test_fp8_kv_cache_halves_the_kv_bytes_decode_attention_reads_hand_worked():
     attention = {name: steps[name]["attn_qk"].time_s + steps[name]["attn_pv"].time_s for name in steps}
     assert attention["slow"] - attention["fp8"] == pytest.approx(32 * 1e-3)
     assert steps["fp8"]["qkv_proj"] == steps["bf16"]["qkv_proj"]  # the linear layers stay 16-bit
+    # a prompt's attention writes the FP8 cache with the profile's FP8-KV prefill fields
+    late = replace(p, fp8_kv_prefill=(("prefill_attention_fixed_s", p.prefill_attention_fixed_s + 1e-3),))
+    prefill = {name: CostModel(gpu, model, profile, kv_cache_dtype=kv).step_cost(1, 512, 0, "prefill").ops
+               for name, profile, kv in (("fp8", replace(p, fp8_kv_prefill=()), "fp8"), ("late", late, "fp8"),
+                                         ("late16", late, "auto"))}
+    attention = {name: sum(op.time_s for op in ops if op.name.startswith("attn_")) for name, ops in prefill.items()}
+    assert attention["late"] - attention["fp8"] == pytest.approx(32 * 1e-3)
+    assert attention["late16"] < attention["late"]  # (a 16-bit cache keeps the 16-bit fields)
+    mixed = {name: CostModel(gpu, model, profile, kv_cache_dtype="fp8").mixed_step_cost(4, 1, 4096, "decode",
+                                                                                         ((256, 0), (128, 64)))
+             for name, profile in (("fp8", replace(p, fp8_kv_prefill=())), ("late", late))}
+    assert mixed["late"].time_s - mixed["fp8"].time_s == pytest.approx(32 * 1e-3)
 
 
 def test_calibrate_recovers_fp8_kv_decode_fields():
@@ -261,3 +277,24 @@ def test_fp8_load_study_draws_a_curve_per_setting(tmp_path, monkeypatch):
                       for q in ("fp8", "none") for kv in ("auto", "fp8")]
     light = summary[summary.rate_per_s == 0.5].set_index(["quantization", "kv_cache_dtype"])
     assert light.loc[("fp8", "auto"), "baseline_ttft_p50_s"] < light.loc[("none", "auto"), "baseline_ttft_p50_s"]
+
+
+def test_calibrate_recovers_fp8_kv_prefill_fields():
+    """Prefill attention writing an FP8 KV cache, timed by a profile whose FP8-KV kernels
+    compute at 70% of the peak with a 15 us floor (the 16-bit ones: 50% and 10 us), 2%
+    noise: the fit of the variant finds its own values."""
+    from servesim.hardware.calibrate import fit_op
+
+    gpu = get_gpu("h100-sxm")
+    base = replace(BASE, prefill_attention_fixed_s=10e-6, prefill_attention_compute_efficiency=0.5,
+                   prefill_attention_per_seq_s=3e-7, l2_bandwidth_ratio=3.0)
+    truth = replace(base, fp8_kv_prefill=(("prefill_attention_fixed_s", 15e-6),
+                                          ("prefill_attention_compute_efficiency", 0.7)))
+    rows = pd.DataFrame([{"op": "prefill_attention_fp8_kv", "batch_size": b, "seq_len": s, "num_heads": 32,
+                          "num_kv_heads": kv, "head_dim": 128}
+                         for b in (1, 4, 16) for s in (16, 64, 256, 1024, 4096) for kv in (8, 32) if b * s <= 16384])
+    rows = check_kernel_table(rows.assign(latency_s=1.0), "synthetic")
+    rows["latency_s"] = predict(rows, gpu, truth) * np.exp(np.random.default_rng(6).normal(0, 0.02, len(rows)))
+    fitted = fit_op("prefill_attention_fp8_kv", rows, gpu, base)
+    assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.7, rel=0.05)
+    assert fitted.prefill_attention_fixed_s == pytest.approx(15e-6, rel=0.2)

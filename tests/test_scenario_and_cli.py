@@ -151,16 +151,16 @@ def test_list_prints_catalogs(capsys):
     text = capsys.readouterr().out
     assert "a100-80gb-pcie" in text and "llama-2-70b" in text
     # a class whose measured rows calibrate left out says so (SGLang's elementwise proxy);
-    # the all-reduce's, the FP8 GEMMs' and the FP8-KV decode's fits are the last columns
-    # (their medians as the report gives them); A100 has neither FP8 table
+    # the all-reduce's and the FP8 kernels' fits are the last columns (their medians as the
+    # report gives them); A100 has no FP8 tables
     sglang = next(line for line in text.splitlines() if line.strip().startswith("h100-sxm-sglang "))
     from servesim.hardware import get_profile
     fit = get_profile("h100-sxm-sglang")[1]["fit"]
     last = [f"{fit['in_sample'][op]['median_abs_pct']:.1f} / {fit['out_of_sample'][op]['median_abs_pct']:.1f}"
-            for op in ("allreduce", "fp8_gemm", "decode_attention_fp8_kv")]
-    assert sglang.split()[-11:] == ["left", "out", *" ".join(last).split()], sglang
+            for op in ("allreduce", "fp8_gemm", "decode_attention_fp8_kv", "prefill_attention_fp8_kv")]
+    assert sglang.split()[-14:] == ["left", "out", *" ".join(last).split()], sglang
     a100 = next(line for line in text.splitlines() if line.strip().startswith("a100-sxm-vllm "))
-    assert a100.split()[-2:] == ["-", "-"]
+    assert a100.split()[-3:] == ["-", "-", "-"]
 
 
 @pytest.mark.parametrize("extra,key,fragment", [

@@ -7,8 +7,8 @@ Writes ``servesim/data/calibration/kernels_measured.csv.gz`` in servesim's kerne
 format (see ``servesim/hardware/kernel_table.py``): bf16 GEMMs of Llama-7B/8B layer
 shapes (and from the package their FP8 ones, W8A8 with per-tensor scales, ``fp8_gemm``,
 at these and the split shapes below, where the GPU has FP8 tensor cores, and decode
-attention over an FP8 KV cache at the grouped-query layouts below), decode and prefill
-attention (32 query heads x 128), from the extract in
+attention over an FP8 KV cache at the grouped-query layouts below and prefill attention
+writing one), decode and prefill attention (32 query heads x 128), from the extract in
 ``../shared/reference/kernels/`` (``--reference``); from the aiconfigurator-core
 package, the bf16 GEMMs of the same layers split for tensor parallelism (see
 :data:`SHARD_GEMMS`: the extract has each layer's whole GEMMs only, and a TP 8 shard of
@@ -34,7 +34,7 @@ import pandas as pd
 from packaging.version import Version
 
 from servesim.hardware.aiconfigurator import (allreduce_rows, database_l2_bytes, fp8_kv_decode_rows,
-                                              gemm_benchmark_calls)
+                                              fp8_kv_prefill_rows, gemm_benchmark_calls)
 from servesim.hardware.kernel_table import COLUMNS, FRAMEWORK_NAMES, write_kernel_table
 
 GPUS = ("a100_sxm", "h100_sxm", "h200_sxm", "l40s", "b200_sxm")
@@ -100,7 +100,34 @@ def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefil
             frames.append(pd.DataFrame({**columns, "op": "decode_attention", "kv_len": e.step + 1}))
         else:
             frames.append(pd.DataFrame({**columns, "op": "prefill_attention", "seq_len": e.isl}))
-    return frames + fp8_kv_decode(data, gpu, framework, decode)
+    return frames + fp8_kv_decode(data, gpu, framework, decode) + fp8_kv_prefill(data, gpu, framework, prefill)
+
+
+def fp8_kv_prefill(data, gpu: str, framework: str, prefill: pd.DataFrame) -> list:
+    """Prefill attention writing an FP8 KV cache of ``gpu`` and ``framework``, newest
+    version (bf16 attention where measured, else FP8: :func:`fp8_kv_prefill_rows`), at the
+    layouts of 128-wide heads the 16-bit rows have (a whole layer's 32 / 8 and 32 / 32 and
+    their shards), on the extract's (batch size, prompt length) grid."""
+    paths = sorted(Path(str(data / gpu / "attention" / framework)).glob("*/context_attention_perf.parquet"),
+                   key=lambda p: Version(p.parts[-2]))
+    if not paths:
+        return []
+    path = paths[-1]
+    e = pd.read_parquet(path)
+    mine = prefill[(prefill.gpu == gpu) & (prefill.framework.str.lower() == framework)
+                   & (prefill.version.astype(str) == path.parts[-2])]
+    grid = set(zip(mine.batch_size, mine.isl))
+    layouts = set(SHARD_HEADS) | {(32, 8), (32, 32)}
+    shape = pd.Series(list(zip(e.batch_size, e.isl)), index=e.index)
+    heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
+    e = e[fp8_kv_prefill_rows(e) & shape.isin(grid) & heads.isin(layouts)]
+    keys = ["framework", "version", "batch_size", "isl", "num_heads", "num_key_value_heads", "head_dim"]
+    e = e.groupby(keys, as_index=False)["latency"].median()  # one row a shape
+    return [pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
+                          "op": "prefill_attention_fp8_kv", "batch_size": e.batch_size, "seq_len": e.isl,
+                          "num_heads": e.num_heads, "num_kv_heads": e.num_key_value_heads, "head_dim": e.head_dim,
+                          "latency_s": e.latency * 1e-3,
+                          "source": str(path.relative_to(Path(str(data)).parents[1]))})]
 
 
 def fp8_kv_decode(data, gpu: str, framework: str, decode: pd.DataFrame) -> list:

@@ -6,7 +6,8 @@ per-kernel latencies under ``aiconfigurator_core/systems/data/<gpu>/<op family>/
 the tables servesim calibrates on into its kernel-table format
 (:mod:`servesim.hardware.kernel_table`): bf16 GEMMs, FP8 ones (``fp8``: W8A8 with
 per-tensor scales, the activations' quantization in the time), bf16 decode attention
-over an FP8 KV cache (grouped-query, 128-wide heads), bf16 decode (generation) and
+over an FP8 KV cache (grouped-query, 128-wide heads) and prefill attention writing one
+(128-wide heads), bf16 decode (generation) and
 prefill (context) attention with bf16 KV, no sliding window, beam 1, the
 ``scale_matrix`` quantize kernel (bf16 in, fp8 out: a memory-bound elementwise kernel
 of 3 bytes per element) and the framework's own all-reduce (bf16, CUDA-graph replay
@@ -84,6 +85,17 @@ def _full_attention(frame: pd.DataFrame, kv_cache_dtype: str = "bfloat16") -> pd
             & (window == 0) & (frame["beam_width"] == 1))
 
 
+def fp8_kv_prefill_rows(frame: pd.DataFrame) -> pd.Series:
+    """Rows of a context-attention table that FP8-KV prefill attention is calibrated on:
+    an FP8 KV cache, no cached prefix, 128-wide heads, with bf16 attention where the
+    table has it and else FP8 attention (SGLang's H100 and H200 tables have only that)."""
+    window = frame["window_size"].fillna(0) if "window_size" in frame else 0
+    rows = ((frame["kv_cache_dtype"] == "fp8") & (window == 0) & (frame["beam_width"] == 1)
+            & (frame["step"] == 0) & (frame["head_dim"] == 128))
+    attention = "bfloat16" if (rows & (frame["attn_dtype"] == "bfloat16")).any() else "fp8"
+    return rows & (frame["attn_dtype"] == attention)
+
+
 def fp8_kv_decode_rows(frame: pd.DataFrame) -> pd.Series:
     """Rows of a generation-attention table that FP8-KV decode attention is calibrated
     on: bf16 queries over an FP8 KV cache, grouped-query layouts of 128-wide heads (the
@@ -136,6 +148,11 @@ def read_database(gpu: str, framework: str, root: Path | None = None) -> pd.Data
     for path, c in _frames(root, gpu, "attention", "context_attention_perf.parquet", framework):
         c = c[_full_attention(c) & (c["step"] == 0)]
         add(c, path, op="prefill_attention", batch_size=c["batch_size"], seq_len=c["isl"],
+            num_heads=c["num_heads"], num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"],
+            latency_s=c["latency"] * 1e-3)
+    for path, c in _frames(root, gpu, "attention", "context_attention_perf.parquet", framework):
+        c = c[fp8_kv_prefill_rows(c)]
+        add(c, path, op="prefill_attention_fp8_kv", batch_size=c["batch_size"], seq_len=c["isl"],
             num_heads=c["num_heads"], num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"],
             latency_s=c["latency"] * 1e-3)
     for path, e in _frames(root, gpu, "quantize", "scale_matrix_perf.parquet", framework):

@@ -57,6 +57,9 @@ fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit     
 decode_attention_      decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
 fp8_kv                 their own values (``KernelProfile.fp8_kv_decode``: kernels
                        reading FP8 K and V), on grouped-query rows of 128-wide heads
+prefill_attention_     prefill attention's fields above, their own values            as prefill_attention
+fp8_kv                 (``KernelProfile.fp8_kv_prefill``: kernels writing an FP8
+                       cache), on rows of 128-wide heads
 =====================  ============================================================  ============================
 
 Attention rows of more than one head size (the bundled table's 64, 128 and 256 on H100,
@@ -179,7 +182,11 @@ quantization's (``fp8_quantize_fixed_s``)."""
 PARAMETERS["decode_attention_fp8_kv"] = tuple(p for p in PARAMETERS["decode_attention"] if p[0] != "l2_bandwidth_ratio")
 """Decode attention over an FP8 KV cache: its own values of decode attention's fields
 (``KernelProfile.fp8_kv_decode``), fitted last; the L2's rate is the GPU's, as found."""
-VARIANT_OPS = {"fp8_gemm": ("fp8_gemm", "fp8_variant"), "decode_attention_fp8_kv": ("fp8_kv_decode", "fp8_kv_variant")}
+PARAMETERS["prefill_attention_fp8_kv"] = PARAMETERS["prefill_attention"]
+"""Prefill attention over an FP8 KV cache: its own values of prefill attention's fields
+(``KernelProfile.fp8_kv_prefill``), fitted last."""
+VARIANT_OPS = {"fp8_gemm": ("fp8_gemm", "fp8_variant"), "decode_attention_fp8_kv": ("fp8_kv_decode", "fp8_kv_variant"),
+               "prefill_attention_fp8_kv": ("fp8_kv_prefill", "fp8_kv_prefill_variant")}
 """Op classes whose fit is a variant of the profile: (its table, the method giving it)."""
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
@@ -239,18 +246,19 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                       for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6) for w in (0, 4, 8)]}
 GRID["fp8_gemm"] = GRID["gemm"]
 GRID["decode_attention_fp8_kv"] = GRID["decode_attention"]
+GRID["prefill_attention_fp8_kv"] = GRID["prefill_attention"]
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce",
-         "fp8_gemm", "decode_attention_fp8_kv")
+         "fp8_gemm", "decode_attention_fp8_kv", "prefill_attention_fp8_kv")
 """Fit order: decode attention finds the L2 bandwidth (its KV working sets range from
 kilobytes to gigabytes, so L2-resident rows are many), which GEMMs and elementwise
 kernels then use; prefill attention's FLOP/s is the compute side of decode attention,
 and prefill attention is fitted again once the GEMMs have found the streaming bandwidth
 its memory side uses; FP8 GEMMs come last, their activations' quantization costed by the
-elementwise fields, and decode attention over an FP8 KV cache after them."""
+elementwise fields, and attention over an FP8 KV cache after them."""
 GEMMS = ("gemm", "fp8_gemm")
 HOLDOUT_KEYS = {"gemm": ("n", "k"), "decode_attention": ("batch_size",), "prefill_attention": ("seq_len",),
                 "elementwise": ("k",), "allreduce": ("m",), "fp8_gemm": ("n", "k"),
-                "decode_attention_fp8_kv": ("batch_size",)}
+                "decode_attention_fp8_kv": ("batch_size",), "prefill_attention_fp8_kv": ("seq_len",)}
 
 
 class CalibrationError(ValueError):
@@ -310,7 +318,7 @@ def fit_op(op: str, rows: pd.DataFrame, gpu, profile: KernelProfile) -> KernelPr
     # the all-reduce goes to NCCL
     for fixed in ((MHA_GRID if mha else []) + (LONGEST_BLOCK_GRID if any_mha else [])
                   + (NCCL_GRID if op == "allreduce" else [])
-                  + (KV_WRITE_GRID + TAIL_GRID if op == "prefill_attention" else [])
+                  + (KV_WRITE_GRID + TAIL_GRID if op in ("prefill_attention", "prefill_attention_fp8_kv") else [])
                   + (THROTTLE_GRID if op in GEMMS else [])):
         fitted, cost = fit_from(replace(best, **fixed))
         if cost < best_cost:
@@ -503,7 +511,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
                 notes.append(f"fp8_gemm: {len(rows)} measured rows, too few to fit; FP8 GEMMs keep the 16-bit "
                              "GEMMs' fields at the FP8 peak (an estimate)")
             continue
-        if op == "decode_attention_fp8_kv":  # (an FP8 KV cache is a choice of the user's, not the table's)
+        if op in ("decode_attention_fp8_kv", "prefill_attention_fp8_kv"):  # (a user's choice: no note)
             continue
         if len(rows) < 2 * len(PARAMETERS[op]):
             if op == "elementwise":
@@ -693,10 +701,12 @@ def drop_unrepresentative(rows: pd.DataFrame, framework: str) -> tuple[pd.DataFr
         if of_op.any():
             notes.append(f"{op}: {int(of_op.sum())} measured rows left out, not representative: {reason}")
             rows = rows[~of_op]
-    if entry.decode_query_tokens and "seq_len" in rows:
-        decodes = (rows["op"] == "prefill_attention") & (rows["seq_len"] <= entry.decode_query_tokens)
+    for op in ("prefill_attention", "prefill_attention_fp8_kv"):
+        if not entry.decode_query_tokens or "seq_len" not in rows:
+            break
+        decodes = (rows["op"] == op) & (rows["seq_len"] <= entry.decode_query_tokens)
         if decodes.any():
-            notes.append(f"prefill_attention: left out {int(decodes.sum())} rows of prompts of at most "
+            notes.append(f"{op}: left out {int(decodes.sum())} rows of prompts of at most "
                          f"{entry.decode_query_tokens} token(s), which {framework} runs through its decode kernel")
             rows = rows[~decodes]
     return rows.reset_index(drop=True), notes

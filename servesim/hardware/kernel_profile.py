@@ -537,6 +537,12 @@ class KernelProfile:
         fitted by ``servesim calibrate`` to measured decode attention over FP8 K and V
         (grouped-query layouts of 128-wide heads). Empty where none were measured: the
         16-bit kernels' fields over half the bytes (:meth:`fp8_kv_variant`).
+    fp8_kv_prefill:
+        The same for prefill attention over an FP8 KV cache: pairs of
+        :data:`FP8_KV_PREFILL_FIELDS`, the ``[fp8_kv_prefill]`` table, fitted to measured
+        prefill attention with an FP8 cache (bf16 queries where the table has them,
+        else FP8 attention: SGLang's H100 and H200 tables; 128-wide heads). Empty: the
+        16-bit kernels' fields (:meth:`fp8_kv_prefill_variant`).
     fp8_gemm:
         The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
         (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
@@ -633,6 +639,7 @@ class KernelProfile:
     fp8_quantize_fixed_s: float = 0.0
     fp8_gemm: tuple = ()
     fp8_kv_decode: tuple = ()
+    fp8_kv_prefill: tuple = ()
 
     def __post_init__(self) -> None:
         values = {name: value for name, value in self.__dict__.items() if name not in VARIANTS}  # (tables)
@@ -658,13 +665,20 @@ class KernelProfile:
         an estimate: the 16-bit kernels' rates over half the bytes."""
         return replace(self, fp8_kv_decode=(), **dict(self.fp8_kv_decode)) if self.fp8_kv_decode else self
 
+    def fp8_kv_prefill_variant(self) -> "KernelProfile":
+        """The profile prefill attention writing and reading an FP8 KV cache runs with:
+        this one with its :data:`FP8_KV_PREFILL_FIELDS` replaced by those fitted to
+        measured prefill kernels over an FP8 cache (``fp8_kv_prefill``); this one itself
+        where none were fitted, an estimate."""
+        return replace(self, fp8_kv_prefill=(), **dict(self.fp8_kv_prefill)) if self.fp8_kv_prefill else self
+
     def with_overrides(self, **overrides: float) -> "KernelProfile":
         """A copy with some parameters replaced (scenario `[hardware.profile]`)."""
         return replace(self, **overrides)
 
     def to_dict(self) -> dict:
-        """The ``[profile]`` table's fields (``fp8_gemm`` and ``fp8_kv_decode`` are tables
-        of their own)."""
+        """The ``[profile]`` table's fields (the variant tables, ``fp8_gemm``,
+        ``fp8_kv_decode`` and ``fp8_kv_prefill``, are tables of their own)."""
         return {name: getattr(self, name) for name in PROFILE_FIELDS}
 
 
@@ -672,7 +686,8 @@ FP8_ONLY_FIELDS = ("fp8_quantize_fixed_s",)
 """Fields that only FP8 linear layers have (in a profile's ``fp8_gemm`` table, not its
 ``[profile]``)."""
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile)
-                       if f.name not in ("fp8_gemm", "fp8_kv_decode") and f.name not in FP8_ONLY_FIELDS)
+                       if f.name not in ("fp8_gemm", "fp8_kv_decode", "fp8_kv_prefill")
+                       and f.name not in FP8_ONLY_FIELDS)
 FP8_GEMM_FIELDS = ("bandwidth_efficiency", "compute_efficiency", "overlap", "gemm_token_tile",
                    "gemm_tile_n", "gemm_large_tile_n", "gemm_wave_quantization", "gemm_single_wave_quantization",
                    "gemm_tile_overhead_k", "gemm_l2_resident_fraction", "gemm_power_throttle_onset_s",
@@ -693,7 +708,19 @@ profile's ``fp8_kv_decode`` table): its kernels convert each K and V element bef
 arithmetic, so their rates, floors and split-KV choices are their own. Grouped-query
 layouts only (multi-head attention's own fields and the head-size field stay the 16-bit
 kernels')."""
-VARIANTS = {"fp8_gemm": FP8_GEMM_FIELDS, "fp8_kv_decode": FP8_KV_DECODE_FIELDS}
+FP8_KV_PREFILL_FIELDS = ("prefill_attention_fixed_s", "prefill_attention_per_seq_s", "prefill_attention_per_token_s",
+                         "prefill_attention_per_head_token_s", "prefill_attention_per_kv_head_token_s",
+                         "prefill_attention_per_kv_head_s", "prefill_attention_overlap",
+                         "prefill_attention_compute_efficiency", "prefill_attention_bandwidth_efficiency",
+                         "prefill_attention_wave_quantization", "prefill_attention_longest_block", "kv_write_block_s",
+                         "prefill_attention_tail_blocks", "prefill_attention_tile", "prefill_attention_query_tile",
+                         "prefill_attention_kv_passes")
+"""The prefill-attention fields that prefill over an FP8 KV cache has its own values of
+(a profile's ``fp8_kv_prefill`` table): its kernels write the new keys and values in FP8
+and, where the framework runs attention itself in FP8 (TRT-LLM's FP8 context FMHA),
+compute at other rates. 128-wide heads (the head-size fields stay the 16-bit kernels')."""
+VARIANTS = {"fp8_gemm": FP8_GEMM_FIELDS, "fp8_kv_decode": FP8_KV_DECODE_FIELDS,
+            "fp8_kv_prefill": FP8_KV_PREFILL_FIELDS}
 """A profile's tables of variant kernels (name -> the fields they may give)."""
 
 FRACTIONS = ("bandwidth_efficiency", "compute_efficiency", "masked_attention_compute_efficiency",
@@ -802,7 +829,8 @@ def variant_problems(table: str, values: dict) -> dict[str, str]:
     ``fp8_kv_decode``: see :func:`profile_problems`); only its :data:`VARIANTS` fields
     are allowed."""
     allowed = VARIANTS[table]
-    what = {"fp8_gemm": "an FP8 GEMM", "fp8_kv_decode": "an FP8-KV decode attention"}[table]
+    what = {"fp8_gemm": "an FP8 GEMM", "fp8_kv_decode": "an FP8-KV decode attention",
+            "fp8_kv_prefill": "an FP8-KV prefill attention"}[table]
     problems = {name: f"is not {what} field; allowed: {', '.join(allowed)}" for name in values if name not in allowed}
     problems.update(profile_problems({k: v for k, v in values.items() if k in allowed}))
     return problems

@@ -9,7 +9,7 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``framework``             ``vllm`` | ``sglang`` | ``trtllm`` | ``torch`` ... (whose kernels)
 ``version``               the framework's version
 ``op``                    ``gemm`` | ``fp8_gemm`` | ``decode_attention`` | ``decode_attention_fp8_kv`` |
-                          ``prefill_attention`` | ``elementwise`` | ``allreduce``
+                          ``prefill_attention`` | ``prefill_attention_fp8_kv`` | ``elementwise`` | ``allreduce``
 ``m``, ``n``, ``k``       gemm ``y[m, n] = x[m, k] W[k, n]`` (``m`` tokens); fp8_gemm: the same shape as an FP8
                           linear layer (16-bit ``x`` quantized to FP8, then the FP8 GEMM, both in the time);
                           elementwise: ``m`` x ``k`` elements;
@@ -17,7 +17,8 @@ one layer, ``latency_s`` seconds, and these columns (unused ones empty):
 ``batch_size``            attention: sequences
 ``seq_len``               prefill attention: prompt tokens per sequence (no cached prefix, causal)
 ``kv_len``                decode attention: keys read per sequence (cached tokens + the new one);
-                          ``decode_attention_fp8_kv``: the same over an FP8 KV cache (16-bit queries)
+                          ``decode_attention_fp8_kv``: the same over an FP8 KV cache (16-bit queries);
+                          ``prefill_attention_fp8_kv``: prefill attention writing an FP8 KV cache
 ``num_heads``             attention: query heads
 ``num_kv_heads``          attention: key/value heads (grouped-query attention when fewer)
 ``head_dim``              attention: head dimension
@@ -44,7 +45,7 @@ import pandas as pd
 from servesim.cost import kernels
 
 OPS = ("gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce", "fp8_gemm",
-       "decode_attention_fp8_kv")
+       "decode_attention_fp8_kv", "prefill_attention_fp8_kv")
 COLUMNS = ("gpu", "framework", "version", "op", "m", "n", "k", "batch_size", "seq_len", "kv_len",
            "num_heads", "num_kv_heads", "head_dim", "bytes_per_element", "latency_s", "warmup_calls", "timed_calls",
            "source")
@@ -52,6 +53,7 @@ REQUIRED = {"gemm": ("m", "n", "k"), "fp8_gemm": ("m", "n", "k"),
             "decode_attention": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
             "decode_attention_fp8_kv": ("batch_size", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
             "prefill_attention": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
+            "prefill_attention_fp8_kv": ("batch_size", "seq_len", "num_heads", "num_kv_heads", "head_dim"),
             "elementwise": ("m", "k", "bytes_per_element"),
             "allreduce": ("m", "n", "bytes_per_element")}
 FRAMEWORK_NAMES = {"VLLM": "vllm", "TRTLLM": "trtllm", "SGLang": "sglang", "SGLANG": "sglang"}
@@ -203,8 +205,10 @@ def _evaluate(name: str, d, gpu, profile, l2_resident: bool) -> tuple:
                                        kv_heads, head_dim, kernels.FP8_BYTES if fp8 else DTYPE_BYTES, l2_resident)
         return out[1], out[4]
     s = d["seq_len"]
-    out = kernels.prefill_attention(gpu, profile, b, b * s, b * kernels.causal_pairs(profile, s), heads, kv_heads,
-                                    head_dim, DTYPE_BYTES, l2_resident=l2_resident)
+    fp8 = name == "prefill_attention_fp8_kv"
+    p = profile.fp8_kv_prefill_variant() if fp8 else profile
+    out = kernels.prefill_attention(gpu, p, b, b * s, b * kernels.causal_pairs(p, s), heads, kv_heads,
+                                    head_dim, kernels.FP8_BYTES if fp8 else DTYPE_BYTES, l2_resident=l2_resident)
     return out[1], out[4]
 
 
