@@ -16,7 +16,9 @@ TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list"
 EXTRA_ROWS = {
     "hardware.kernel_profile": (f"{PROFILE_SECTION}.*", "number", "catalog",
                                 "kernel-profile overrides, e.g. `bandwidth_efficiency = 0.8` (the fields of "
-                                "`KernelProfile`, servesim/hardware/kernel_profile.py)"),
+                                "`KernelProfile`, servesim/hardware/kernel_profile.py); the FP8 kernels' own in "
+                                f"`[{PROFILE_SECTION}.fp8_gemm]`, `.fp8_kv_decode`, `.fp8_kv_prefill` "
+                                "(`--set hardware.profile.fp8_gemm.compute_efficiency=0.7`)"),
     "model.model": (f"{MODEL_SECTION}.NAME.*", "table", "—",
                     "an inline model `NAME` with Hugging Face config.json fields (`hidden_size`, "
                     "`num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`, `intermediate_size`, "

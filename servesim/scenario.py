@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servesim.hardware import PROFILE_FIELDS, framework_names, gpu_names
-from servesim.hardware.kernel_profile import profile_problems
+from servesim.hardware.kernel_profile import VARIANTS, profile_problems, variant_problems
 from servesim.inputs import MAX_CANDIDATES, MAX_HEADS, MAX_RANK, MAX_REQUESTS, MAX_TOKENS, InputError
 
 
@@ -327,15 +327,26 @@ def resolve_key(source: str, name: str) -> tuple[str, str]:
 
 
 def _check_profile(source: str, table: Any) -> dict[str, float]:
+    """Kernel-profile overrides: fields of ``[hardware.profile]``, and of its variant tables
+    (``[hardware.profile.fp8_gemm]``, ``.fp8_kv_decode``, ``.fp8_kv_prefill``) as
+    ``"table.field"`` keys."""
     if not isinstance(table, dict):
         raise ScenarioError(source, PROFILE_SECTION, "expected a table")
+    flat = {}
     for k, v in table.items():
+        if k in VARIANTS and isinstance(v, dict):
+            for name, problem in variant_problems(k, v).items():
+                raise ScenarioError(source, f"{PROFILE_SECTION}.{k}.{name}", problem)
+            flat.update({f"{k}.{name}": value for name, value in v.items()})
+            continue
         if k not in PROFILE_FIELDS:
             raise ScenarioError(source, f"{PROFILE_SECTION}.{k}",
-                                f"unknown kernel-profile key; allowed: {', '.join(PROFILE_FIELDS)}")
-    for k, problem in profile_problems(table).items():
+                                f"unknown kernel-profile key; allowed: {', '.join(PROFILE_FIELDS)}, or a table "
+                                f"{', '.join(VARIANTS)} of FP8 kernels' fields")
+        flat[k] = v
+    for k, problem in profile_problems({k: v for k, v in flat.items() if "." not in k}).items():
         raise ScenarioError(source, f"{PROFILE_SECTION}.{k}", problem)
-    return dict(table)
+    return flat
 
 
 def _check_definitions(source: str, table: Any) -> dict[str, dict]:
@@ -378,7 +389,11 @@ def _apply_override(source: str, raw: dict, key: str, value: Any) -> None:
         table(raw, "sweep", "sweep")[key.removeprefix("sweep.")] = value
         return
     if key.startswith(PROFILE_SECTION + "."):
-        table(table(raw, "hardware", "hardware"), "profile", PROFILE_SECTION)[key.rpartition(".")[2]] = value
+        target = table(table(raw, "hardware", "hardware"), "profile", PROFILE_SECTION)
+        *inner, name = key.removeprefix(PROFILE_SECTION + ".").split(".")
+        for part in inner:  # a variant table: hardware.profile.fp8_gemm.compute_efficiency
+            target = table(target, part, f"{PROFILE_SECTION}.{part}")
+        target[name] = value
         return
     section, bare = resolve_key(where, key)
     check_value(where, f"{section}.{bare}" if section else bare, SCHEMA[section][bare], value)

@@ -298,3 +298,27 @@ def test_calibrate_recovers_fp8_kv_prefill_fields():
     fitted = fit_op("prefill_attention_fp8_kv", rows, gpu, base)
     assert fitted.prefill_attention_compute_efficiency == pytest.approx(0.7, rel=0.05)
     assert fitted.prefill_attention_fixed_s == pytest.approx(15e-6, rel=0.2)
+
+
+def test_a_scenario_overrides_the_fp8_kernels_own_fields(tmp_path, capsys):
+    """[hardware.profile.fp8_gemm] (or --set hardware.profile.fp8_gemm.X) changes the FP8
+    GEMMs' fields and only those, the bundled table's other FP8 fields kept; a field the
+    table does not have exits 2 naming it."""
+    from servesim.runner import build_cost_model
+    from servesim.scenario import load_scenario
+
+    text = ('name = "t"\n[hardware]\ngpu = "h100-sxm"\n[hardware.profile.fp8_gemm]\ncompute_efficiency = 0.2\n'
+            '[model]\nmodel = "llama-3-1-8b"\nquantization = "fp8"\n[speculation]\nmethod = "none"\n')
+    bundled = get_gpu("h100-sxm").profile
+    for point in (load_scenario("t.toml", [], text=text).points()[0],
+                  load_scenario("t.toml", ["hardware.profile.fp8_gemm.compute_efficiency=0.2"],
+                                text=text.replace("compute_efficiency = 0.2", "")).points()[0]):
+        assert point.profile_overrides == {"fp8_gemm.compute_efficiency": 0.2}
+        cost_model = build_cost_model(point)
+        fp8 = cost_model.profile.fp8_variant()
+        assert fp8.compute_efficiency == 0.2 and cost_model.profile.compute_efficiency == bundled.compute_efficiency
+        assert fp8.gemm_tile_n == bundled.fp8_variant().gemm_tile_n
+    path = tmp_path / "t.toml"
+    path.write_text(text.replace("compute_efficiency = 0.2", "kernel_fixed_s = 1e-6"))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "hardware.profile.fp8_gemm.kernel_fixed_s" in capsys.readouterr().err

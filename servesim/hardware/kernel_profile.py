@@ -673,8 +673,15 @@ class KernelProfile:
         return replace(self, fp8_kv_prefill=(), **dict(self.fp8_kv_prefill)) if self.fp8_kv_prefill else self
 
     def with_overrides(self, **overrides: float) -> "KernelProfile":
-        """A copy with some parameters replaced (scenario `[hardware.profile]`)."""
-        return replace(self, **overrides)
+        """A copy with some parameters replaced (scenario ``[hardware.profile]``); a key
+        ``"table.field"`` replaces (or adds) a field of a variant table
+        (``[hardware.profile.fp8_gemm]``: ``fp8_gemm.compute_efficiency``)."""
+        fields_ = {k: v for k, v in overrides.items() if "." not in k}
+        for key, value in overrides.items():
+            if "." in key:
+                table, name = key.split(".", 1)
+                fields_[table] = tuple({**dict(fields_.get(table, getattr(self, table))), name: value}.items())
+        return replace(self, **fields_)
 
     def to_dict(self) -> dict:
         """The ``[profile]`` table's fields (the variant tables, ``fp8_gemm``,
