@@ -527,9 +527,16 @@ class KernelProfile:
         collector gives its ``Linear`` no input scale, so each call computes one (a
         reduction for the absolute maximum, then the scaling): 6.2-10.2 us fitted on
         H100, H200, B200 and L40S, where vLLM's and SGLang's static scale needs none
-        (0-1.1 us). Only the measured rows pay
-        it: a served model writes its activations in FP8 from the norm that makes them
+        (0-1.1 us). Only the measured rows pay it: a served model writes its
+        activations in FP8 from the norm that makes them
         (:func:`servesim.cost.kernels.fp8_linear`). An ``fp8_gemm`` field.
+    fp8_gemm:
+        The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
+        (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
+        table, fitted by ``servesim calibrate`` to the measured FP8 GEMMs (W8A8 with
+        per-tensor scales, the activations quantized by a kernel of their own). Empty
+        where none were measured: FP8 GEMMs then run with the 16-bit ones' values at the
+        GPU's FP8 peak (:meth:`fp8_variant`).
     fp8_kv_decode:
         The decode-attention fields of kernels reading an FP8 KV cache
         (``model.kv_cache_dtype = "fp8"``): pairs (field, value) of
@@ -543,13 +550,6 @@ class KernelProfile:
         prefill attention with an FP8 cache (bf16 queries where the table has them,
         else FP8 attention: SGLang's H100 and H200 tables; 128-wide heads). Empty: the
         16-bit kernels' fields (:meth:`fp8_kv_prefill_variant`).
-    fp8_gemm:
-        The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
-        (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
-        table, fitted by ``servesim calibrate`` to the measured FP8 GEMMs (W8A8 with
-        per-tensor scales, the activations quantized by a kernel of their own). Empty
-        where none were measured: FP8 GEMMs then run with the 16-bit ones' values at the
-        GPU's FP8 peak (:meth:`fp8_variant`).
     """
 
     bandwidth_efficiency: float
@@ -833,8 +833,8 @@ def profile_problems(values: dict) -> dict[str, str]:
 
 def variant_problems(table: str, values: dict) -> dict[str, str]:
     """What is wrong with each field of a profile's variant table (``fp8_gemm``,
-    ``fp8_kv_decode``: see :func:`profile_problems`); only its :data:`VARIANTS` fields
-    are allowed."""
+    ``fp8_kv_decode``, ``fp8_kv_prefill``: see :func:`profile_problems`); only its
+    :data:`VARIANTS` fields are allowed."""
     allowed = VARIANTS[table]
     what = {"fp8_gemm": "an FP8 GEMM", "fp8_kv_decode": "an FP8-KV decode attention",
             "fp8_kv_prefill": "an FP8-KV prefill attention"}[table]
