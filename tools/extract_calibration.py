@@ -100,57 +100,41 @@ def shard_attention(data, gpu: str, framework: str, decode: pd.DataFrame, prefil
             frames.append(pd.DataFrame({**columns, "op": "decode_attention", "kv_len": e.step + 1}))
         else:
             frames.append(pd.DataFrame({**columns, "op": "prefill_attention", "seq_len": e.isl}))
-    return frames + fp8_kv_decode(data, gpu, framework, decode) + fp8_kv_prefill(data, gpu, framework, prefill)
+    return (frames + fp8_kv_attention(data, gpu, framework, "generation", decode)
+            + fp8_kv_attention(data, gpu, framework, "context", prefill))
 
 
-def fp8_kv_prefill(data, gpu: str, framework: str, prefill: pd.DataFrame) -> list:
-    """Prefill attention writing an FP8 KV cache of ``gpu`` and ``framework``, newest
-    version (bf16 attention where measured, else FP8: :func:`fp8_kv_prefill_rows`), at the
-    layouts of 128-wide heads the 16-bit rows have (a whole layer's 32 / 8 and 32 / 32 and
-    their shards), on the extract's (batch size, prompt length) grid."""
-    paths = sorted(Path(str(data / gpu / "attention" / framework)).glob("*/context_attention_perf.parquet"),
+FP8_KV = {"generation": ("step", fp8_kv_decode_rows, {(h, kv) for h, kv in SHARD_HEADS + ((32, 8),) if kv < h}),
+          "context": ("isl", fp8_kv_prefill_rows, set(SHARD_HEADS) | {(32, 8), (32, 32)})}
+"""Attention over an FP8 KV cache, by table: (its length column, the rows calibrated on,
+the (query heads, KV heads) layouts of 128-wide heads taken). Decode: the grouped-query
+layouts the 16-bit rows have (a whole layer's 32 / 8 and its shards); prefill: those and
+the multi-head ones (32 / 32 and its shards), bf16 attention where measured, else FP8."""
+
+
+def fp8_kv_attention(data, gpu: str, framework: str, kind: str, whole: pd.DataFrame) -> list:
+    """Decode (``kind`` ``generation``) or prefill (``context``) attention over an FP8 KV
+    cache of ``gpu`` and ``framework``, newest version, at the :data:`FP8_KV` layouts, on the
+    extract's (batch size, length) grid of ``whole`` (its 16-bit rows of that table)."""
+    paths = sorted(Path(str(data / gpu / "attention" / framework)).glob(f"*/{kind}_attention_perf.parquet"),
                    key=lambda p: Version(p.parts[-2]))
     if not paths:
         return []
     path = paths[-1]
+    length, calibrated, layouts = FP8_KV[kind]
     e = pd.read_parquet(path)
-    mine = prefill[(prefill.gpu == gpu) & (prefill.framework.str.lower() == framework)
-                   & (prefill.version.astype(str) == path.parts[-2])]
-    grid = set(zip(mine.batch_size, mine.isl))
-    layouts = set(SHARD_HEADS) | {(32, 8), (32, 32)}
-    shape = pd.Series(list(zip(e.batch_size, e.isl)), index=e.index)
+    mine = whole[(whole.gpu == gpu) & (whole.framework.str.lower() == framework)
+                 & (whole.version.astype(str) == path.parts[-2])]
+    grid = set(zip(mine.batch_size, mine[length]))
+    shape = pd.Series(list(zip(e.batch_size, e[length])), index=e.index)
     heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
-    e = e[fp8_kv_prefill_rows(e) & shape.isin(grid) & heads.isin(layouts)]
-    keys = ["framework", "version", "batch_size", "isl", "num_heads", "num_key_value_heads", "head_dim"]
+    e = e[calibrated(e) & shape.isin(grid) & heads.isin(layouts)]
+    keys = ["framework", "version", "batch_size", length, "num_heads", "num_key_value_heads", "head_dim"]
     e = e.groupby(keys, as_index=False)["latency"].median()  # one row a shape
-    return [pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version,
-                          "op": "prefill_attention_fp8_kv", "batch_size": e.batch_size, "seq_len": e.isl,
-                          "num_heads": e.num_heads, "num_kv_heads": e.num_key_value_heads, "head_dim": e.head_dim,
-                          "latency_s": e.latency * 1e-3,
-                          "source": str(path.relative_to(Path(str(data)).parents[1]))})]
-
-
-def fp8_kv_decode(data, gpu: str, framework: str, decode: pd.DataFrame) -> list:
-    """Decode attention over an FP8 KV cache (bf16 queries) of ``gpu`` and ``framework``,
-    newest version, at the grouped-query layouts of 128-wide heads the 16-bit rows have (a
-    whole layer's 32 / 8 and its shards), on the extract's (batch size, length) grid."""
-    paths = sorted(Path(str(data / gpu / "attention" / framework)).glob("*/generation_attention_perf.parquet"),
-                   key=lambda p: Version(p.parts[-2]))
-    if not paths:
-        return []
-    path = paths[-1]
-    e = pd.read_parquet(path)
-    mine = decode[(decode.gpu == gpu) & (decode.framework.str.lower() == framework)
-                  & (decode.version.astype(str) == path.parts[-2])]
-    grid = set(zip(mine.batch_size, mine.step))
-    layouts = {(h, kv) for h, kv in SHARD_HEADS + ((32, 8),) if kv < h}
-    shape = pd.Series(list(zip(e.batch_size, e.step)), index=e.index)
-    heads = pd.Series(list(zip(e.num_heads, e.num_key_value_heads)), index=e.index)
-    e = e[fp8_kv_decode_rows(e) & shape.isin(grid) & heads.isin(layouts)]
-    keys = ["framework", "version", "batch_size", "step", "num_heads", "num_key_value_heads", "head_dim"]
-    e = e.groupby(keys, as_index=False)["latency"].median()  # one row a shape
-    return [pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, "op": "decode_attention_fp8_kv",
-                          "batch_size": e.batch_size, "kv_len": e.step + 1, "num_heads": e.num_heads,
+    columns = ({"op": "decode_attention_fp8_kv", "kv_len": e.step + 1} if kind == "generation"  # (+ the new token)
+               else {"op": "prefill_attention_fp8_kv", "seq_len": e.isl})
+    return [pd.DataFrame({"gpu": gpu, "framework": e.framework, "version": e.version, **columns,
+                          "batch_size": e.batch_size, "num_heads": e.num_heads,
                           "num_kv_heads": e.num_key_value_heads, "head_dim": e.head_dim,
                           "latency_s": e.latency * 1e-3,
                           "source": str(path.relative_to(Path(str(data)).parents[1]))})]
