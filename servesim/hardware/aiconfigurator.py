@@ -76,12 +76,12 @@ def _frames(root: Path, gpu: str, family: str, name: str, framework: str):
         yield path, pd.read_parquet(path)
 
 
-def _full_attention(frame: pd.DataFrame, kv_cache_dtype: str = "bfloat16") -> pd.Series:
+def _full_attention(frame: pd.DataFrame, kv_cache_dtype: str = "bfloat16", attn_dtype: str = "bfloat16") -> pd.Series:
     """Rows of an attention table that servesim calibrates on: bf16 attention and KV (or
-    ``kv_cache_dtype``), beam 1, no sliding window (tables without a ``window_size``
-    column, A100's vLLM and SGLang ones, measured full attention only)."""
+    ``attn_dtype``, ``kv_cache_dtype``), beam 1, no sliding window (tables without a
+    ``window_size`` column, A100's vLLM and SGLang ones, measured full attention only)."""
     window = frame["window_size"].fillna(0) if "window_size" in frame else 0
-    return ((frame["attn_dtype"] == "bfloat16") & (frame["kv_cache_dtype"] == kv_cache_dtype)
+    return ((frame["attn_dtype"] == attn_dtype) & (frame["kv_cache_dtype"] == kv_cache_dtype)
             & (window == 0) & (frame["beam_width"] == 1))
 
 
@@ -89,11 +89,9 @@ def fp8_kv_prefill_rows(frame: pd.DataFrame) -> pd.Series:
     """Rows of a context-attention table that FP8-KV prefill attention is calibrated on:
     an FP8 KV cache, no cached prefix, 128-wide heads, with bf16 attention where the
     table has it and else FP8 attention (SGLang's H100 and H200 tables have only that)."""
-    window = frame["window_size"].fillna(0) if "window_size" in frame else 0
-    rows = ((frame["kv_cache_dtype"] == "fp8") & (window == 0) & (frame["beam_width"] == 1)
-            & (frame["step"] == 0) & (frame["head_dim"] == 128))
-    attention = "bfloat16" if (rows & (frame["attn_dtype"] == "bfloat16")).any() else "fp8"
-    return rows & (frame["attn_dtype"] == attention)
+    prompts = (frame["step"] == 0) & (frame["head_dim"] == 128)
+    bf16 = prompts & _full_attention(frame, "fp8")
+    return bf16 if bf16.any() else prompts & _full_attention(frame, "fp8", "fp8")
 
 
 def fp8_kv_decode_rows(frame: pd.DataFrame) -> pd.Series:
