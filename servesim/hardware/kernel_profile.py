@@ -656,21 +656,27 @@ class KernelProfile:
         this one with its :data:`FP8_GEMM_FIELDS` replaced by those fitted to measured
         FP8 GEMMs (``fp8_gemm``); this one itself where none were fitted, an estimate:
         the 16-bit GEMMs' tiles and efficiencies at the FP8 peak."""
-        return replace(self, fp8_gemm=(), **dict(self.fp8_gemm)) if self.fp8_gemm else self
+        return self.variant("fp8_gemm")
 
     def fp8_kv_variant(self) -> "KernelProfile":
         """The profile decode attention over an FP8 KV cache runs with: this one with its
         :data:`FP8_KV_DECODE_FIELDS` replaced by those fitted to measured decode kernels
         reading FP8 K and V (``fp8_kv_decode``); this one itself where none were fitted,
         an estimate: the 16-bit kernels' rates over half the bytes."""
-        return replace(self, fp8_kv_decode=(), **dict(self.fp8_kv_decode)) if self.fp8_kv_decode else self
+        return self.variant("fp8_kv_decode")
 
     def fp8_kv_prefill_variant(self) -> "KernelProfile":
         """The profile prefill attention writing and reading an FP8 KV cache runs with:
         this one with its :data:`FP8_KV_PREFILL_FIELDS` replaced by those fitted to
         measured prefill kernels over an FP8 cache (``fp8_kv_prefill``); this one itself
         where none were fitted, an estimate."""
-        return replace(self, fp8_kv_prefill=(), **dict(self.fp8_kv_prefill)) if self.fp8_kv_prefill else self
+        return self.variant("fp8_kv_prefill")
+
+    def variant(self, table: str) -> "KernelProfile":
+        """This profile with the fields of its variant ``table`` (:data:`VARIANTS`) in
+        place of its own, that table emptied; itself where the table is empty."""
+        values = getattr(self, table)
+        return replace(self, **{table: ()}, **dict(values)) if values else self
 
     def with_overrides(self, **overrides: float) -> "KernelProfile":
         """A copy with some parameters replaced (scenario ``[hardware.profile]``); a key
