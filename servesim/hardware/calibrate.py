@@ -185,9 +185,9 @@ PARAMETERS["decode_attention_fp8_kv"] = tuple(p for p in PARAMETERS["decode_atte
 PARAMETERS["prefill_attention_fp8_kv"] = PARAMETERS["prefill_attention"]
 """Prefill attention over an FP8 KV cache: its own values of prefill attention's fields
 (``KernelProfile.fp8_kv_prefill``), fitted last."""
-VARIANT_OPS = {"fp8_gemm": ("fp8_gemm", "fp8_variant"), "decode_attention_fp8_kv": ("fp8_kv_decode", "fp8_kv_variant"),
-               "prefill_attention_fp8_kv": ("fp8_kv_prefill", "fp8_kv_prefill_variant")}
-"""Op classes whose fit is a variant of the profile: (its table, the method giving it)."""
+VARIANT_OPS = {"fp8_gemm": "fp8_gemm", "decode_attention_fp8_kv": "fp8_kv_decode",
+               "prefill_attention_fp8_kv": "fp8_kv_prefill"}
+"""Op classes whose fit is a variant of the profile -> its table (``KernelProfile.variant``)."""
 MHA_PARAMETERS = (("decode_attention_mha_occupancy_seqs", 1.0, 0.0, 1e3),
                   ("decode_attention_mha_overlap", 1.0, 0.0, 1.0),
                   ("decode_attention_mha_bandwidth_efficiency", 1.0, 0.05, 1.0),
@@ -502,8 +502,8 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
         rows = thin(rows, MAX_FIT_ROWS)
         if op in VARIANT_OPS and len(rows) >= 2 * len(PARAMETERS[op]):
             # fitted from the 16-bit kernels' values, kept as the profile's own variant ones
-            kind, method = VARIANT_OPS[op]
-            variant = fit_op(op, rows, gpu, getattr(profile, method)())
+            kind = VARIANT_OPS[op]
+            variant = fit_op(op, rows, gpu, profile.variant(kind))
             profile = replace(profile, **{kind: tuple((name, getattr(variant, name)) for name in VARIANTS[kind])})
             continue
         if op == "fp8_gemm":
