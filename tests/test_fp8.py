@@ -59,6 +59,13 @@ def test_fp8_linear_as_measured_quantizes_its_activations_first_hand_worked():
     dynamic = replace(p, fp8_quantize_fixed_s=7e-6)
     assert kernels.fp8_linear(gpu, dynamic, 1, 4096, 4096, 2)[4] - alone[4] == pytest.approx(7e-6)
     assert kernels.fp8_linear(gpu, dynamic, 1, 4096, 4096, 2, quantize=False)[4] == fused[4]
+    # a scale computed each call reads the activations once more: a reduction kernel of
+    # 2 bytes an element (8 KB), its own floor and row (2.2248 us again)
+    amax = replace(p, fp8_quantize_reads=2)
+    twice = kernels.fp8_linear(gpu, amax, 1, 4096, 4096, 2)
+    assert twice[1] - alone[1] == 4096 * 2
+    assert twice[4] - alone[4] == pytest.approx(2e-6 + 4096 * 50e-12 + 20e-9)
+    assert kernels.fp8_linear(gpu, amax, 1, 4096, 4096, 2, quantize=False)[4] == fused[4]
 
 
 def test_profile_file_carries_fp8_gemm_fields_and_rejects_others():
@@ -94,20 +101,28 @@ def test_profile_file_carries_fp8_gemm_fields_and_rejects_others():
     table["fp8_gemm"]["compute_efficiency"] = 1.5
     with pytest.raises(ProfileError, match=r"fp8_gemm.compute_efficiency must be in \(0, 1\]"):
         profile_from_table(table, "test.toml")
+    table = tomllib.loads(text)
+    table["fp8_gemm"]["fp8_quantize_reads"] = 3
+    with pytest.raises(ProfileError, match=r"fp8_gemm.fp8_quantize_reads must be 1 \(a given scale\) or 2"):
+        profile_from_table(table, "test.toml")
 
 
-def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones():
+@pytest.mark.parametrize("reads", [1, 2])
+def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones(reads):
     """16-bit and FP8 GEMM rows of the same shapes (the FP8 ones with their quantization
-    kernel and 6 us more of it, as TRT-LLM's collector computes a scale a call), timed by
-    a profile whose FP8 kernels have tiles and efficiencies of their own, with 2% noise:
-    the fit finds both sets, each its own, the GEMM's floor the 16-bit one's."""
+    kernel and 6 us more of it; with reads = 2 a reduction kernel reading the activations
+    first, as TRT-LLM's collector computes a scale a call), timed by a profile whose FP8
+    kernels have tiles and efficiencies of their own, with 2% noise: the fit finds both
+    sets, each its own, how often the quantization reads its input, and the GEMM's floor
+    the 16-bit one's."""
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
                     gemm_token_tile=128, gemm_tile_n=256, gemm_wave_quantization=0.2,
                     gemm_single_wave_quantization=0.1, elementwise_bandwidth_efficiency=0.8,
                     elementwise_fixed_s=2.5e-6,
                     fp8_gemm=(("bandwidth_efficiency", 0.9), ("compute_efficiency", 0.6), ("overlap", 0.7),
-                              ("fp8_quantize_fixed_s", 6e-6), ("gemm_token_tile", 64), ("gemm_tile_n", 128)))
+                              ("fp8_quantize_fixed_s", 6e-6), ("gemm_token_tile", 64), ("gemm_tile_n", 128),
+                              ("fp8_quantize_reads", reads)))
     m = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 160, 320, 640)
     shapes = ((12288, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (2048, 2048), (4096, 512))
     rows = [{"op": op, "m": mm, "n": n, "k": k} for op in ("gemm", "fp8_gemm") for n, k in shapes for mm in m]
@@ -117,7 +132,7 @@ def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones():
     table["latency_s"] = predict(table, gpu, truth) * noise
     fitted, _ = fit_profile(table, gpu)
     fp8, want = dict(fitted.fp8_gemm), dict(truth.fp8_gemm)
-    assert (fp8["gemm_token_tile"], fp8["gemm_tile_n"]) == (64, 128)
+    assert (fp8["gemm_token_tile"], fp8["gemm_tile_n"], fp8["fp8_quantize_reads"]) == (64, 128, reads)
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n) == (128, 256)
     for name, tolerance in (("bandwidth_efficiency", 0.03), ("compute_efficiency", 0.05),
                             ("fp8_quantize_fixed_s", 0.15)):

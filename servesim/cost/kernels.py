@@ -126,8 +126,9 @@ def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1
     With ``quantize``, as a linear layer runs alone (the measured tables), its ``m x k``
     activations are first quantized to FP8 by an elementwise kernel of their own
     (reading ``dtype_bytes`` and writing one byte per element, one row per token:
-    :func:`elementwise`), plus whatever more the framework's standalone quantization
-    takes (``fp8_quantize_fixed_s``: computing a scale per call). In a served model the
+    :func:`elementwise`); where the framework computes a per-tensor scale each call
+    (``fp8_quantize_reads = 2``), a reduction kernel reads them once before it; plus
+    whatever more the standalone quantization takes (``fp8_quantize_fixed_s``). In a served model the
     kernel that produces them (the fused add + RMSNorm, SiLU-and-mul) writes them in FP8
     itself (TRT-LLM's fused norm-quant kernels; vLLM's torch.compile, which fuses the
     quantization into the norm), so no kernel of its own is charged there. Then the GEMM
@@ -143,6 +144,10 @@ def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1
         return flops, hbm, memory_s, compute_s, time_s
     quant_bytes = m * k * (dtype_bytes + FP8_BYTES)
     quant_memory_s, quant_s = elementwise(gpu, p, quant_bytes, 1, l2_resident, m, k)
+    if p.fp8_quantize_reads == 2:  # the absolute maximum first: a reduction reading them once more
+        amax_bytes = m * k * dtype_bytes
+        amax_memory_s, amax_s = elementwise(gpu, p, amax_bytes, 1, l2_resident, m, k)
+        quant_bytes, quant_memory_s, quant_s = quant_bytes + amax_bytes, quant_memory_s + amax_memory_s, quant_s + amax_s
     return flops, hbm + quant_bytes, memory_s + quant_memory_s, compute_s, time_s + quant_s + p.fp8_quantize_fixed_s
 
 

@@ -51,9 +51,9 @@ allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,         
                                                                                      best of those
 fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit          as gemm, from its fitted
                        GEMM's), their own values (``KernelProfile.fp8_gemm``: FP8    values
-                       GEMM kernels), and fp8_quantize_fixed_s, the time the
-                       rows' activation quantization takes beyond the one
-                       elementwise kernel charged for it
+                       GEMM kernels), and fp8_quantize_fixed_s, the time the         fp8_quantize_reads in
+                       rows' activation quantization takes beyond the                {1, 2} (a given scale, or
+                       elementwise kernels charged for it                            one computed each call)
 decode_attention_      decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
 fp8_kv                 their own values (``KernelProfile.fp8_kv_decode``: kernels
                        reading FP8 K and V), on grouped-query rows of 128-wide heads
@@ -244,7 +244,7 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                         for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)],
         "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s, "allreduce_switch_gpus": w}
                       for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6) for w in (0, 4, 8)]}
-GRID["fp8_gemm"] = GRID["gemm"]
+GRID["fp8_gemm"] = [{**point, "fp8_quantize_reads": reads} for reads in (1, 2) for point in GRID["gemm"]]
 GRID["decode_attention_fp8_kv"] = GRID["decode_attention"]
 GRID["prefill_attention_fp8_kv"] = GRID["prefill_attention"]
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce",

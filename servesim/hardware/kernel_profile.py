@@ -530,6 +530,16 @@ class KernelProfile:
         (0-1.1 us). Only the measured rows pay it: a served model writes its
         activations in FP8 from the norm that makes them
         (:func:`servesim.cost.kernels.fp8_linear`). An ``fp8_gemm`` field.
+    fp8_quantize_reads:
+        How many times a measured FP8 linear layer's standalone quantization reads
+        its 16-bit activations: 1 where the scale is given (a static scale: one
+        kernel reads them and writes FP8), 2 where each call computes a per-tensor
+        scale first (a reduction kernel reads them for their absolute maximum, then
+        the scaling kernel reads them again). ``servesim calibrate`` picks it from
+        the rows (the fitted floors and bandwidths are the elementwise kernels'):
+        2 on TRT-LLM's tables, whose collector gives its ``Linear`` no input scale
+        (FP8 GEMM p90 10.8-11.5 -> 7.6-9.4% on H100, H200 and B200). Only the
+        measured rows pay it, as ``fp8_quantize_fixed_s``. An ``fp8_gemm`` field.
     fp8_gemm:
         The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
         (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
@@ -637,6 +647,7 @@ class KernelProfile:
     host_copy_bandwidth_efficiency: float = 0.8
     host_copy_fixed_s: float = 20e-6
     fp8_quantize_fixed_s: float = 0.0
+    fp8_quantize_reads: int = 1
     fp8_gemm: tuple = ()
     fp8_kv_decode: tuple = ()
     fp8_kv_prefill: tuple = ()
@@ -695,7 +706,7 @@ class KernelProfile:
         return {name: getattr(self, name) for name in PROFILE_FIELDS}
 
 
-FP8_ONLY_FIELDS = ("fp8_quantize_fixed_s",)
+FP8_ONLY_FIELDS = ("fp8_quantize_fixed_s", "fp8_quantize_reads")
 """Fields that only FP8 linear layers have (in a profile's ``fp8_gemm`` table, not its
 ``[profile]``)."""
 PROFILE_FIELDS = tuple(f.name for f in fields(KernelProfile)
@@ -818,6 +829,8 @@ def profile_problems(values: dict) -> dict[str, str]:
             problems[name] = f"must be in [0, {MAX_L2_RATIO}], got {value!r}"
         elif name == "prefill_attention_kv_passes" and (int(value) != value or not 1 <= value <= MAX_KV_PASSES):
             problems[name] = f"must be an integer in [1, {MAX_KV_PASSES}], got {value!r}"
+        elif name == "fp8_quantize_reads" and value not in (1, 2):
+            problems[name] = f"must be 1 (a given scale) or 2 (a scale computed each call), got {value!r}"
         elif name == "allreduce_nccl_bytes" and (int(value) != value or not 0 <= value <= MAX_MESSAGE_BYTES):
             problems[name] = f"must be an integer in [0, {MAX_MESSAGE_BYTES}] bytes, got {value!r}"
         elif name == "decode_attention_split_waves" and not 0 <= value <= MAX_SPLIT_WAVES:
