@@ -835,7 +835,7 @@ def cmd_profile(args) -> int:
     try:
         table = profile_model(model, args.backend, args.device, FULL if args.full else QUICK,
                               repeat=args.repeat, progress=lambda what: print(f"timed {what}", file=sys.stderr),
-                              allreduce_gpus=gpus, tensor_parallel_sizes=sizes)
+                              allreduce_gpus=gpus, tensor_parallel_sizes=sizes, fp8=not args.no_fp8)
     except ProfileUnavailable as e:
         raise UsageError(str(e)) from None
     try:
@@ -1116,6 +1116,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--allreduce-gpus", metavar="N[,N...]|none", default=None,
                       help="time the all-reduce (tensor parallelism's) over groups of N local devices, N >= 2 "
                            "(default: 2, 4, 8 ... up to this machine's CUDA devices; none on a CPU)")
+    prof.add_argument("--no-fp8", action="store_true",
+                      help="do not time the GEMMs as FP8 linear layers (timed by default where the device has FP8 "
+                           "tensor cores: H100, H200, L40S, B200; a profile fitted without them estimates FP8 "
+                           "GEMMs from the 16-bit ones)")
     prof.set_defaults(func=cmd_profile)
     return p
 

@@ -916,7 +916,11 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     assert main(["profile", "--backend", "numpy", "--model", "llama-68m", "--out", str(table), "--repeat", "2",
                  "--allreduce-gpus", "2,4", "--tensor-parallel-sizes", "1,2"]) == 0
     frame = read_kernel_table(table)
-    assert set(frame["op"]) == {"gemm", "decode_attention", "prefill_attention", "elementwise", "allreduce"}
+    assert set(frame["op"]) == {"gemm", "fp8_gemm", "decode_attention", "prefill_attention", "elementwise",
+                                "allreduce"}
+    # the GEMMs again as FP8 linear layers (numpy's one-byte stand-ins), each shape and m once
+    fp8, gemm = (frame[frame["op"] == op] for op in ("fp8_gemm", "gemm"))
+    assert sorted(zip(fp8["m"], fp8["n"], fp8["k"])) == sorted(zip(gemm["m"], gemm["n"], gemm["k"]))
     # the quick grid's all-reduce messages on a CPU: every power of two from 128 to 2^20
     # elements, float32
     allreduce = frame[frame["op"] == "allreduce"]
@@ -944,6 +948,11 @@ def test_profile_then_calibrate_round_trip(tmp_path, capsys):
     # the quick grid has enough shapes for every op class to be fitted, the all-reduce
     # over two group sizes included
     assert [note for note in content["fit"]["notes"] if "too few" in note] == []
+    # an A10G has no FP8 tensor cores: its FP8 rows are left out, and the report says so
+    assert [note for note in content["fit"]["notes"] if note.startswith("fp8_gemm")] == [
+        f"fp8_gemm: its {len(fp8)} rows left out: a10g has no FP8 tensor-core peak in the GPU catalog "
+        "(peak_fp8_flops_per_s), so FP8 GEMMs are not modelled on it"]
+    assert "fp8_gemm" not in content and "fp8_gemm" not in content["fit"]["in_sample"]
     assert content["fit"]["in_sample"]["allreduce"]["rows"] == 28
     # the report per tensor-parallel size the rows were timed for: each has 4 GEMMs at
     # the quick grid's 5 token counts, and attention at its own heads
@@ -1099,6 +1108,45 @@ def test_profiler_attention_reads_each_kv_head_once_for_its_query_group():
         q = rng.normal(size=(3, 4, s, 8)).astype(np.float32)
         k, v = (rng.normal(size=(3, 2, t, 8)).astype(np.float32) for _ in range(2))
         np.testing.assert_allclose(b.attention(q, k, v, causal), reference(q, k, v, causal), rtol=1e-5, atol=1e-6)
+
+
+def test_profile_times_fp8_gemms_only_where_the_device_can():
+    """FP8 GEMMs are timed unless asked not to (``--no-fp8``) or the device cannot run
+    them, which the progress says; PyTorch on an Ampere GPU (compute capability 8.0) or
+    without ``_scaled_mm`` has none."""
+    from types import SimpleNamespace
+
+    from servesim.hardware import profiler
+    from servesim.models import Model
+    model = Model("tiny", "", hidden=64, layers=1, heads=8, kv_heads=2, intermediate=128, vocab=100)
+    grid = {**profiler.QUICK, "m": (1, 4), "elementwise_m": (1,), "decode_batch": (1,), "kv_len": (8,),
+            "prefill_batch": (1,), "seq_len": (4,)}
+
+    def ops(**kwargs):
+        said = []
+        table = profiler.profile_model(model, "numpy", "cpu", grid, warmup=0, repeat=1, tensor_parallel_sizes=(1,),
+                                       progress=said.append, **kwargs)
+        return table.groupby("op").size().to_dict(), said
+
+    timed, said = ops()
+    assert timed["fp8_gemm"] == timed["gemm"] == 4 * 2
+    assert "fp8 gemm 96x64 (qkv_proj, TP 1)" in said
+    timed, said = ops(fp8=False)
+    assert "fp8_gemm" not in timed and not any("fp8" in s.lower() for s in said)
+    original = profiler._Numpy.fp8_unavailable
+    try:
+        profiler._Numpy.fp8_unavailable = lambda self: "no FP8 here"
+        timed, said = ops()
+    finally:
+        profiler._Numpy.fp8_unavailable = original
+    assert "fp8_gemm" not in timed and "no FP8 GEMMs: no FP8 here" in said
+    b = object.__new__(profiler._Torch)
+    b.device, b.device_name = "cuda", "NVIDIA A100-SXM4-80GB"
+    b.torch = SimpleNamespace(__version__="2.5.1", float8_e4m3fn=object(), _scaled_mm=None,
+                              cuda=SimpleNamespace(get_device_capability=lambda: (8, 0)))
+    assert b.fp8_unavailable() == "NVIDIA A100-SXM4-80GB has no FP8 tensor cores (compute capability 8.9 or newer)"
+    b.torch = SimpleNamespace(__version__="2.0.1")
+    assert b.fp8_unavailable() == "PyTorch 2.0.1 has no FP8 GEMM (torch._scaled_mm)"
 
 
 def test_profiler_writes_the_models_grouped_query_heads_and_every_grid_shape():

@@ -754,7 +754,13 @@ def calibration_rows(table: pd.DataFrame, gpu, framework: str, table_gpu: str,
     rows, version_notes = select_version(rows, version)
     rows, framework_notes = drop_unrepresentative(rows, framework)
     impossible, impossible_notes = faster_than_hbm(rows, gpu)
-    return rows[~impossible].reset_index(drop=True), version_notes + framework_notes + impossible_notes
+    fp8 = (rows["op"] == "fp8_gemm").to_numpy()
+    fp8_notes = []
+    if fp8.any() and not gpu.peak_fp8_flops_per_s:
+        impossible |= fp8
+        fp8_notes = [f"fp8_gemm: its {int(fp8.sum())} rows left out: {gpu.name} has no FP8 tensor-core peak in "
+                     "the GPU catalog (peak_fp8_flops_per_s), so FP8 GEMMs are not modelled on it"]
+    return rows[~impossible].reset_index(drop=True), version_notes + framework_notes + impossible_notes + fp8_notes
 
 
 def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:

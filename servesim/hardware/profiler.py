@@ -8,7 +8,10 @@ for their own hardware and software in two commands::
     servesim calibrate --gpu h100-sxm --table kernels.csv --out my-h100.toml
 
 What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
-gate/up, down) at token counts ``m``; decode attention (one query per sequence over a
+gate/up, down) at token counts ``m``, in 16 bits and, where the device has FP8 tensor
+cores, as FP8 linear layers (``fp8_gemm``: the activations cast to FP8 with a given
+scale, one kernel, then ``torch._scaled_mm`` of FP8 weights with per-tensor scales and
+a 16-bit output, vLLM's ``--quantization fp8`` and TRT-LLM's FP8 layers); decode attention (one query per sequence over a
 KV cache of ``kv_len`` tokens); causal prefill attention; each at the shapes one GPU
 runs at every tensor-parallel size asked for (by default 1, 2, 4 and 8, those that
 split the model): the GEMMs' shards and the GPU's share of the heads, so that a fit
@@ -39,7 +42,13 @@ fit all its parameters, keeping a batch's tokens under a cap (``decode_max_token
 
 Backends: ``torch`` (the ``profile`` extra; CUDA when available, else CPU: the
 default) and ``numpy`` (CPU only, always available: the plumbing and the format can be
-tested anywhere; a CPU's numbers say nothing about a GPU).
+tested anywhere; a CPU's numbers say nothing about a GPU; its FP8 GEMMs are stand-ins
+of the same bytes, int8, as numpy has no FP8 type).
+
+Not timed: attention over an FP8 KV cache (``decode_attention_fp8_kv``,
+``prefill_attention_fp8_kv``): PyTorch's attention does not read FP8 keys and values,
+and converting them first would time a copy, not a serving kernel. Such rows timed
+another way can be added to the table.
 """
 
 from __future__ import annotations
@@ -123,6 +132,19 @@ class _Numpy:
     def elementwise(self, x):
         return (x * 0.5).astype(self.np.float16)
 
+    def fp8_unavailable(self) -> str:
+        return ""
+
+    def fp8_weights(self, k, n):
+        """One-byte stand-ins of FP8 weights (``k x n``): int8."""
+        return self.np.ones((k, n), dtype=self.np.int8)
+
+    def fp8_gemm(self, x, w8):
+        """The stand-in of an FP8 linear layer: the activations cast to one byte, then
+        the product of the one-byte operands with a 16-bit output."""
+        np = self.np
+        return np.matmul((x * 100.0).astype(np.int8), w8, dtype=np.float32).astype(np.float16)
+
 
 class _Torch:
     name, framework = "torch", "torch"
@@ -196,6 +218,38 @@ class _Torch:
     def elementwise(self, x):
         return (x * 0.5).to(self.torch.float16)
 
+    def fp8_unavailable(self) -> str:
+        """Why FP8 GEMMs cannot be timed here ("" where they can): PyTorch without FP8
+        (``torch.float8_e4m3fn``, ``torch._scaled_mm``), a GPU without FP8 tensor cores
+        (compute capability below 8.9: A100, A10G), or ``_scaled_mm`` failing on a small
+        GEMM (on a CPU, where PyTorch has none)."""
+        torch = self.torch
+        if not (hasattr(torch, "float8_e4m3fn") and hasattr(torch, "_scaled_mm")):
+            return f"PyTorch {torch.__version__} has no FP8 GEMM (torch._scaled_mm)"
+        if self.device == "cuda" and tuple(torch.cuda.get_device_capability()) < (8, 9):
+            return f"{self.device_name} has no FP8 tensor cores (compute capability 8.9 or newer)"
+        try:
+            self.fp8_gemm(self.zeros(16, 32), self.fp8_weights(32, 16))
+            self.sync()
+        except (RuntimeError, NotImplementedError, TypeError) as e:
+            return f"torch._scaled_mm does not run on {self.device}: {str(e).strip().splitlines()[0][:200]}"
+        return ""
+
+    def fp8_weights(self, k, n):
+        """FP8 weights as ``_scaled_mm`` takes its second operand: ``k x n``, column-major
+        (an ``n x k`` row-major tensor, transposed)."""
+        torch = self.torch
+        return torch.full((n, k), 0.01, dtype=self.dtype, device=self.device).to(torch.float8_e4m3fn).t()
+
+    def fp8_gemm(self, x, w8):
+        """An FP8 linear layer (W8A8, per-tensor scales) as a serving framework runs it
+        alone: ``x`` cast to FP8 with a given (unit) scale, one kernel, then the FP8 GEMM
+        with a 16-bit output."""
+        torch = self.torch
+        one = torch.ones((), dtype=torch.float32, device=self.device)
+        out = torch._scaled_mm(x.to(torch.float8_e4m3fn), w8, scale_a=one, scale_b=one, out_dtype=self.dtype)
+        return out[0] if isinstance(out, tuple) else out  # (PyTorch before 2.5: (out, amax))
+
 
 def backend(name: str, device: str):
     if name == "numpy":
@@ -235,13 +289,15 @@ def _shapes(batches, lengths, max_tokens: int) -> list[tuple[int, int]]:
 
 def profile_model(model, backend_name: str = "torch", device: str = "auto", grid: dict = QUICK,
                   warmup: int = 2, repeat: int = 5, progress=None, allreduce_gpus=None,
-                  tensor_parallel_sizes=None) -> pd.DataFrame:
+                  tensor_parallel_sizes=None, fp8: bool = True) -> pd.DataFrame:
     """Time ``model``'s kernels (see module docstring); returns the kernel table.
     ``allreduce_gpus``: group sizes to time the all-reduce over (None: the default of
     :func:`allreduce_profiler.default_groups`; () none). ``tensor_parallel_sizes``: the
     layer shards whose GEMMs and attention heads are timed (:meth:`Model.gemm_shapes`,
     :meth:`Model.shard`), each shape once; every size must split the model (None: those
-    of 1, 2, 4 and 8 that do, :meth:`Model.tensor_parallel_sizes`)."""
+    of 1, 2, 4 and 8 that do, :meth:`Model.tensor_parallel_sizes`). ``fp8``: also time
+    the GEMMs as FP8 linear layers where the device can (``progress`` says why not where
+    it cannot)."""
     b = backend(backend_name, device)
     device = b.device
     if allreduce_gpus is None:
@@ -275,6 +331,17 @@ def profile_model(model, backend_name: str = "torch", device: str = "auto", grid
                 warmup_calls=calls[0], timed_calls=calls[1])
         if progress:
             progress(f"gemm {n}x{k} ({what})")
+    unavailable = b.fp8_unavailable() if fp8 else ""
+    if unavailable and progress:
+        progress(f"no FP8 GEMMs: {unavailable}")
+    for (n, k), what in (sorted(gemms.items()) if fp8 and not unavailable else ()):
+        w8 = b.fp8_weights(k, n)
+        for m in grid["m"]:
+            x = b.zeros(m, k)
+            row("fp8_gemm", b.time(lambda: b.fp8_gemm(x, w8), warmup, repeat), what, m=m, n=n, k=k,
+                warmup_calls=calls[0], timed_calls=calls[1])
+        if progress:
+            progress(f"fp8 gemm {n}x{k} ({what})")
     d = model.head_dim
     for (heads, kv_heads), tp in sorted(layouts.items(), reverse=True):
         what = f"TP {tp}"
