@@ -13,7 +13,7 @@ from servesim.cli import main
 from servesim.cost import kernels
 from servesim.costmodel import CostModel
 from servesim.hardware import get_gpu
-from servesim.hardware.calibrate import BASE, fit_profile, to_toml
+from servesim.hardware.calibrate import BASE, fit_profile, measurement_base, to_toml
 from servesim.hardware.kernel_profile import ProfileError, profile_from_table
 from servesim.hardware.kernel_table import check_kernel_table, predict
 from servesim.models import get_model
@@ -112,8 +112,9 @@ def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones(reads):
     """16-bit and FP8 GEMM rows of the same shapes (the FP8 ones with their quantization
     kernel and 6 us more of it; with reads = 2 a reduction kernel reading the activations
     first, as TRT-LLM's collector computes a scale a call), timed by a profile whose FP8
-    kernels have tiles and efficiencies of their own, with 2% noise: the fit finds both
-    sets, each its own, how often the quantization reads its input, and the GEMM's floor
+    kernels have tiles and efficiencies of their own, with 2% noise: the fit, told how
+    often the quantization reads its input (a fact of the measurement: the framework's
+    ``measured_fp8_quantize_reads``), finds both sets, each its own, and the GEMM's floor
     the 16-bit one's."""
     gpu = get_gpu("h100-sxm")
     truth = replace(BASE, bandwidth_efficiency=0.85, compute_efficiency=0.75, overlap=0.9, kernel_fixed_s=4e-6,
@@ -130,7 +131,7 @@ def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones(reads):
     table = check_kernel_table(pd.DataFrame(rows).assign(latency_s=1.0), "synthetic")
     noise = np.exp(np.random.default_rng(3).normal(0.0, 0.02, len(table)))
     table["latency_s"] = predict(table, gpu, truth) * noise
-    fitted, _ = fit_profile(table, gpu)
+    fitted, _ = fit_profile(table, gpu, replace(BASE, fp8_gemm=(("fp8_quantize_reads", reads),)))
     fp8, want = dict(fitted.fp8_gemm), dict(truth.fp8_gemm)
     assert (fp8["gemm_token_tile"], fp8["gemm_tile_n"], fp8["fp8_quantize_reads"]) == (64, 128, reads)
     assert (fitted.gemm_token_tile, fitted.gemm_tile_n) == (128, 256)
@@ -140,6 +141,21 @@ def test_calibrate_recovers_fp8_gemm_fields_apart_from_the_16_bit_ones(reads):
     assert "kernel_fixed_s" not in fp8 and fitted.fp8_variant().kernel_fixed_s == fitted.kernel_fixed_s
     assert fitted.compute_efficiency == pytest.approx(0.75, rel=0.05)
     assert fitted.kernel_fixed_s == pytest.approx(4e-6, rel=0.25)
+
+
+def test_how_often_measured_fp8_layers_read_their_activations_is_the_frameworks():
+    """TRT-LLM's collector computes a per-tensor scale each call (2 reads); vLLM's and
+    SGLang's quantize each token in one kernel, and a table of a framework the catalog
+    does not know (servesim profile's torch) casts with a given scale: 1, the default.
+    A table without FP8 rows keeps no [fp8_gemm] table at all."""
+    assert dict(measurement_base("trtllm").fp8_gemm) == {"fp8_quantize_reads": 2}
+    assert measurement_base("vllm") is measurement_base("sglang") is measurement_base("torch") is BASE
+    gpu = get_gpu("h100-sxm")
+    rows = [{"op": "gemm", "m": m, "n": n, "k": 4096} for m in (1, 64, 512, 4096) for n in (4096, 12288, 28672)]
+    table = check_kernel_table(pd.DataFrame(rows).assign(latency_s=1.0), "synthetic")
+    table["latency_s"] = predict(table, gpu, BASE)
+    fitted, notes = fit_profile(table, gpu, measurement_base("trtllm"))
+    assert fitted.fp8_gemm == () and "fp8_gemm" in " ".join(notes)
 
 
 def test_fp8_layers_halve_the_weights_a_decode_step_streams_hand_worked():

@@ -49,11 +49,12 @@ allreduce              allreduce_{fixed_s, hop_s, bandwidth_efficiency,         
                                                                                      allreduce_nccl_bytes in
                                                                                      {2, 4, ... 64} MiB from the
                                                                                      best of those
-fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit          as gemm, from its fitted
-                       GEMM's), their own values (``KernelProfile.fp8_gemm``: FP8    values
-                       GEMM kernels), and fp8_quantize_fixed_s, the time the         fp8_quantize_reads in
-                       rows' activation quantization takes beyond the                {1, 2} (a given scale, or
-                       elementwise kernels charged for it                            one computed each call)
+fp8_gemm               the gemm fields above but kernel_fixed_s (the 16-bit
+                       GEMM's), their own values (``KernelProfile.fp8_gemm``: FP8
+                       GEMM kernels), and fp8_quantize_fixed_s, the time the         as gemm, from its fitted
+                       rows' activation quantization takes beyond the                values; fp8_quantize_reads
+                       elementwise kernels charged for it                            held at the framework's
+                                                                                     (measurement_base)
 decode_attention_      decode attention's fields above but l2_bandwidth_ratio,       as decode_attention
 fp8_kv                 their own values (``KernelProfile.fp8_kv_decode``: kernels
                        reading FP8 K and V), on grouped-query rows of 128-wide heads
@@ -244,7 +245,7 @@ GRID = {"gemm": [{"gemm_token_tile": tm, "gemm_tile_n": tn, "gemm_large_tile_n":
                         for s in (1e-11, 1e-10, 1e-9) for f in (1.0, 0.75, 0.5)],
         "allreduce": [{"allreduce_direct_gpus": d, "allreduce_two_shot_s": s, "allreduce_switch_gpus": w}
                       for d in (0, 2, 4) for s in (0.0, 5e-6, 20e-6) for w in (0, 4, 8)]}
-GRID["fp8_gemm"] = [{**point, "fp8_quantize_reads": reads} for reads in (1, 2) for point in GRID["gemm"]]
+GRID["fp8_gemm"] = GRID["gemm"]
 GRID["decode_attention_fp8_kv"] = GRID["decode_attention"]
 GRID["prefill_attention_fp8_kv"] = GRID["prefill_attention"]
 ORDER = ("prefill_attention", "decode_attention", "gemm", "prefill_attention", "elementwise", "allreduce",
@@ -507,6 +508,7 @@ def fit_profile(table: pd.DataFrame, gpu, base: KernelProfile = BASE) -> tuple[K
             profile = replace(profile, **{kind: tuple((name, getattr(variant, name)) for name in VARIANTS[kind])})
             continue
         if op == "fp8_gemm":
+            profile = replace(profile, fp8_gemm=())  # (not fitted: none of the measurement's facts either)
             if gpu.peak_fp8_flops_per_s:
                 notes.append(f"fp8_gemm: {len(rows)} measured rows, too few to fit; FP8 GEMMs keep the 16-bit "
                              "GEMMs' fields at the FP8 peak (an estimate)")
@@ -763,15 +765,28 @@ def calibration_rows(table: pd.DataFrame, gpu, framework: str, table_gpu: str,
     return rows[~impossible].reset_index(drop=True), version_notes + framework_notes + impossible_notes + fp8_notes
 
 
+def measurement_base(framework: str) -> KernelProfile:
+    """The profile a fit of ``framework``'s tables starts from: :data:`BASE` with what
+    is known of how the framework's rows were measured rather than fitted: how often
+    its FP8 linear layers read their activations to quantize them
+    (``measured_fp8_quantize_reads`` in ``data/frameworks.toml``; 1 for a table of a
+    framework not in the catalog, as ``servesim profile``'s one-kernel cast)."""
+    from servesim.hardware.framework import framework_names, get_framework
+
+    reads = get_framework(framework).measured_fp8_quantize_reads if framework in framework_names() else 1
+    return replace(BASE, fp8_gemm=(("fp8_quantize_reads", reads),)) if reads != 1 else BASE
+
+
 def calibrate(table: pd.DataFrame, gpu, framework: str, table_gpu: str, version: str | None = None) -> dict:
     """Fit ``gpu``'s profile for ``framework`` from the rows of ``table`` measured on
     ``table_gpu`` (of ``version``, or each op class's newest: :func:`select_version`);
     returns the profile file's content (``profile`` and ``fit``)."""
     rows, data_notes = calibration_rows(table, gpu, framework, table_gpu, version)
-    profile, notes = fit_profile(rows, gpu)
+    base = measurement_base(framework)
+    profile, notes = fit_profile(rows, gpu, base)
     notes = data_notes + notes
     held = holdout_mask(rows)
-    split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu)
+    split_profile, _ = fit_profile(rows[~held].reset_index(drop=True), gpu, base)
     versions = sorted(set(rows["version"]), key=version_key)
     fit = {
         "provenance": f"calibrated from measured {framework} kernels on {table_gpu}",

@@ -34,6 +34,14 @@ class FrameworkProfile:
     kernel, not its prefill kernel (0: none); ``servesim calibrate`` leaves measured
     prefill-attention rows of such prompts out of the prefill fit."""
     decode_query_tokens_source: str = ""
+    measured_fp8_quantize_reads: int = 1
+    """How many times the framework's measured FP8 linear layers (the calibration
+    tables' ``fp8_gemm`` rows, timed alone) read their 16-bit activations to quantize
+    them: 1 where one kernel scales each token (vLLM's and SGLang's per-token dynamic
+    quantization) or a given scale is used, 2 where a per-tensor scale is computed each
+    call first (TRT-LLM's collector). ``servesim calibrate`` holds the profile's
+    ``fp8_quantize_reads`` at it (a fact of the measurement, not fitted)."""
+    measured_fp8_quantize_reads_source: str = ""
     step_overhead_per_seq_s: float = 0.0
     """Time per sequence in a forward step (s), on top of ``step_overhead_s``."""
     step_overhead_per_seq_source: str = ""

@@ -535,11 +535,13 @@ class KernelProfile:
         its 16-bit activations: 1 where the scale is given (a static scale: one
         kernel reads them and writes FP8), 2 where each call computes a per-tensor
         scale first (a reduction kernel reads them for their absolute maximum, then
-        the scaling kernel reads them again). ``servesim calibrate`` picks it from
-        the rows (the fitted floors and bandwidths are the elementwise kernels'):
-        2 on TRT-LLM's tables, whose collector gives its ``Linear`` no input scale
-        (FP8 GEMM p90 10.8-11.5 -> 7.6-9.4% on H100, H200 and B200). Only the
-        measured rows pay it, as ``fp8_quantize_fixed_s``. An ``fp8_gemm`` field.
+        the scaling kernel reads them again), each kernel at the fitted elementwise
+        fields. A fact of the measurement, not fitted: ``servesim calibrate`` holds it
+        at the framework's ``measured_fp8_quantize_reads`` (``data/frameworks.toml``):
+        2 for TRT-LLM's tables, whose collector gives its ``Linear`` no input scale; 1
+        for vLLM's and SGLang's (per-token scales, one kernel) and ``servesim
+        profile``'s. Only the measured rows pay it, as ``fp8_quantize_fixed_s``. An
+        ``fp8_gemm`` field.
     fp8_gemm:
         The GEMM fields of FP8 linear layers (``model.quantization = "fp8"``): pairs
         (field, value) of :data:`FP8_GEMM_FIELDS`, the profile file's ``[fp8_gemm]``
