@@ -521,13 +521,15 @@ class KernelProfile:
         them. An estimate, 20 us; the per-block copy calls of vLLM V0's
         ``swap_blocks`` (one per block, layer and K/V) are not modelled one by one.
     fp8_quantize_fixed_s:
-        Time (s) of a measured FP8 linear layer's activation quantization beyond one
-        elementwise kernel's: the table times the layer alone, quantization included,
-        and a framework's standalone quantization may be several kernels. TRT-LLM's
-        collector gives its ``Linear`` no input scale, so each call computes one (a
-        reduction for the absolute maximum, then the scaling): 6.2-10.2 us fitted on
-        H100, H200, B200 and L40S, where vLLM's and SGLang's static scale needs none
-        (0-1.1 us). Only the measured rows pay it: a served model writes its
+        Time (s) of a measured FP8 linear layer's activation quantization beyond its
+        elementwise kernels' (``fp8_quantize_reads``): the table times the layer
+        alone, quantization included, and a framework's standalone quantization may
+        be several kernels. TRT-LLM's collector gives its ``Linear`` no input scale,
+        so each call computes one (a reduction for the absolute maximum, the scale
+        from it, then the scaling): 6.6-8.0 us fitted on H100, H200 and B200, 3.3 us
+        on L40S, beyond the two kernels' floors and bytes; vLLM's and SGLang's
+        per-token quantization, one kernel, needs about none (0-1.1 us). Only the
+        measured rows pay it: a served model writes its
         activations in FP8 from the norm that makes them
         (:func:`servesim.cost.kernels.fp8_linear`). An ``fp8_gemm`` field.
     fp8_quantize_reads:
