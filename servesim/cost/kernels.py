@@ -128,10 +128,11 @@ def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1
     (reading ``dtype_bytes`` and writing one byte per element, one row per token:
     :func:`elementwise`); where the framework computes a per-tensor scale each call
     (``fp8_quantize_reads = 2``), a reduction kernel reads them once before it; plus
-    whatever more the standalone quantization takes (``fp8_quantize_fixed_s``). In a served model the
-    kernel that produces them (the fused add + RMSNorm, SiLU-and-mul) writes them in FP8
-    itself (TRT-LLM's fused norm-quant kernels; vLLM's torch.compile, which fuses the
-    quantization into the norm), so no kernel of its own is charged there. Then the GEMM
+    whatever more the standalone quantization takes (``fp8_quantize_fixed_s``). In a
+    served model the kernel that produces them (the fused add + RMSNorm, SiLU-and-mul)
+    writes them in FP8 itself (TRT-LLM's fused norm-quant kernels; vLLM's torch.compile,
+    which fuses the quantization into the norm), so no kernel of its own is charged
+    there. Then the GEMM
     reads one-byte weights and activations, writes ``dtype_bytes`` outputs and runs at
     the GPU's FP8 tensor-core peak (``gpu.peak_fp8_flops_per_s``). ``p`` is the profile's
     FP8 variant (:meth:`~servesim.hardware.KernelProfile.fp8_variant`): the GEMM's tiles,
@@ -147,7 +148,8 @@ def fp8_linear(gpu, p, m, n, k, dtype_bytes, l2_resident=False, clock_slowdown=1
     if p.fp8_quantize_reads == 2:  # the absolute maximum first: a reduction reading them once more
         amax_bytes = m * k * dtype_bytes
         amax_memory_s, amax_s = elementwise(gpu, p, amax_bytes, 1, l2_resident, m, k)
-        quant_bytes, quant_memory_s, quant_s = quant_bytes + amax_bytes, quant_memory_s + amax_memory_s, quant_s + amax_s
+        quant_bytes, quant_memory_s = quant_bytes + amax_bytes, quant_memory_s + amax_memory_s
+        quant_s += amax_s
     return flops, hbm + quant_bytes, memory_s + quant_memory_s, compute_s, time_s + quant_s + p.fp8_quantize_fixed_s
 
 

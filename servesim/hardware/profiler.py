@@ -11,8 +11,9 @@ What is timed, for the model's layer shapes: the GEMMs (fused q/k/v, o, fused
 gate/up, down) at token counts ``m``, in 16 bits and, where the device has FP8 tensor
 cores, as FP8 linear layers (``fp8_gemm``: the activations cast to FP8 with a given
 scale, one kernel, then ``torch._scaled_mm`` of FP8 weights with per-tensor scales and
-a 16-bit output, vLLM's ``--quantization fp8`` and TRT-LLM's FP8 layers); decode attention (one query per sequence over a
-KV cache of ``kv_len`` tokens); causal prefill attention; each at the shapes one GPU
+a 16-bit output, vLLM's ``--quantization fp8`` and TRT-LLM's FP8 layers); decode
+attention (one query per sequence over a KV cache of ``kv_len`` tokens); causal
+prefill attention; each at the shapes one GPU
 runs at every tensor-parallel size asked for (by default 1, 2, 4 and 8, those that
 split the model): the GEMMs' shards and the GPU's share of the heads, so that a fit
 sees the few-tile GEMMs and few-head attention a TP 8 step runs instead of
@@ -165,6 +166,7 @@ class _Torch:
         self.version = torch.__version__
         self.device_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
         self.elementwise_bytes = 4 if device == "cuda" else 6  # bf16 (float32 on a CPU) in, fp16 out
+        self.unit_scale = torch.ones((), dtype=torch.float32, device=device)  # FP8 GEMMs' (made once, not timed)
 
     def zeros(self, *shape):
         return self.torch.full(shape, 0.01, dtype=self.dtype, device=self.device)
@@ -245,8 +247,7 @@ class _Torch:
         """An FP8 linear layer (W8A8, per-tensor scales) as a serving framework runs it
         alone: ``x`` cast to FP8 with a given (unit) scale, one kernel, then the FP8 GEMM
         with a 16-bit output."""
-        torch = self.torch
-        one = torch.ones((), dtype=torch.float32, device=self.device)
+        torch, one = self.torch, self.unit_scale
         out = torch._scaled_mm(x.to(torch.float8_e4m3fn), w8, scale_a=one, scale_b=one, out_dtype=self.dtype)
         return out[0] if isinstance(out, tuple) else out  # (PyTorch before 2.5: (out, amax))
 
