@@ -1140,6 +1140,21 @@ def test_profile_times_fp8_gemms_only_where_the_device_can():
     finally:
         profiler._Numpy.fp8_unavailable = original
     assert "fp8_gemm" not in timed and "no FP8 GEMMs: no FP8 here" in said
+    # a shape the FP8 GEMM rejects (PyTorch releases differ in _scaled_mm's shape rules)
+    # loses its row only, and the progress says which
+    original = profiler._Numpy.fp8_gemm
+
+    def picky(self, x, w8):
+        if x.shape[0] == 1:
+            raise RuntimeError("mat1 shape (1x64) must be divisible by 16\nmore")
+        return original(self, x, w8)
+    try:
+        profiler._Numpy.fp8_gemm = picky
+        timed, said = ops()
+    finally:
+        profiler._Numpy.fp8_gemm = original
+    assert timed["fp8_gemm"] == 4 and timed["gemm"] == 8
+    assert "fp8 gemm 96x64 at m = 1 not timed: mat1 shape (1x64) must be divisible by 16" in said
     b = object.__new__(profiler._Torch)
     b.device, b.device_name = "cuda", "NVIDIA A100-SXM4-80GB"
     b.torch = SimpleNamespace(__version__="2.5.1", float8_e4m3fn=object(), _scaled_mm=None,
