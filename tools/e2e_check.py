@@ -5,6 +5,7 @@
     python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8
     python tools/e2e_check.py --model qwen3-32b --backend vllm --tp 2,4,8 --fit-per-seq
     python tools/e2e_check.py --model qwen3-32b --backend sglang --tp 1,2,4,8 --fit-per-seq
+    python tools/e2e_check.py --fp8-suite --out servesim/data/checks/e2e_fp8_simulated.csv
 
 ``servesim/data/checks/silicon_e2e_llama31_8b.csv`` and ``silicon_e2e_qwen3_32b.csv``
 hold aiconfigurator-core 0.12.0's measured serving points (``systems/silicon_sample.csv``:
@@ -50,6 +51,13 @@ together as the simulated one does."""
 SAMPLES = {"llama-3-1-8b": "checks/silicon_e2e_llama31_8b.csv", "qwen3-32b": "checks/silicon_e2e_qwen3_32b.csv"}
 """Catalog model -> its measured 16-bit points (``--model``): Llama-3.1-8B under TRT-LLM
 (../shared/reference/kernels/), Qwen3-32B under vLLM and SGLang (tools/extract_e2e.py)."""
+FP8_SUITE = (("qwen3-32b", "trtllm", ()), ("qwen3-32b", "trtllm", ("model.kv_cache_dtype=fp8",)),
+             ("llama-3-1-70b", "vllm", ()), ("llama-3-1-70b", "trtllm", ()),
+             ("llama-3-1-70b", "trtllm", ("model.kv_cache_dtype=fp8",)), ("llama-3-1-8b", "vllm", ()),
+             ("qwen3-32b", "vllm", ()))
+"""The checks of ``servesim/data/checks/e2e_fp8_simulated.csv`` (``--fp8-suite``), in its
+order: every backend and model of :data:`FP8_SAMPLE` at TP 1-8, TRT-LLM's with a 16-bit
+and an FP8 KV cache (the sample does not say which it ran)."""
 FP8_SAMPLE = "checks/silicon_e2e_fp8.csv"
 """The measured points with FP8 linear layers (``--precision fp8``, tools/extract_e2e.py):
 Llama-3.1-70B, Qwen3-32B and Llama-3.1-8B, a ``model`` column naming the catalog model."""
@@ -226,6 +234,9 @@ def main() -> None:
     parser.add_argument("--fit-overhead", action="store_true",
                         help=f"fit the backend's per-step overhead on the points at TP {FIT_TPS} with "
                              f"ISL != {HELD_OUT_ISL}")
+    parser.add_argument("--fp8-suite", action="store_true",
+                        help="every FP8 check (FP8_SUITE, TP 1-8), in the order of the committed "
+                             "e2e_fp8_simulated.csv")
     parser.add_argument("--fit-per-seq", action="store_true",
                         help=f"fit the backend's time per step and per sequence in a step, jointly, on the "
                              f"points at TP {PER_SEQ_FIT_TPS}")
@@ -236,6 +247,9 @@ def main() -> None:
         print(f"fitted step_overhead_s = {step_s:.4g}, step_overhead_per_seq_s = {per_seq_s:.4g} "
               f"(on TP {PER_SEQ_FIT_TPS})")
         _print_split(out, out["tp"].isin(PER_SEQ_FIT_TPS))
+    elif args.fp8_suite:
+        out = pd.concat([check(backend, None, [*args.set, *sets], args.rounds, (1, 2, 4, 8), args.queued_clients,
+                               model, "fp8") for model, backend, sets in FP8_SUITE], ignore_index=True)
     elif args.fit_overhead:
         overhead, out = fit_overhead(args.backend, rounds=args.rounds)
         print(f"fitted step_overhead_s = {overhead:.4g} (on TP {FIT_TPS}, ISL != {HELD_OUT_ISL})")
