@@ -676,11 +676,15 @@ def cmd_cost(args) -> int:
     except ValueError as e:
         raise UsageError(f"--tensor-parallel-size: {e}") from None
     try:
+        if args.fp8_activation_quantization != "fused" and args.quantization != "fp8":
+            raise UsageError("--fp8-activation-quantization standalone applies to FP8 linear layers only; "
+                             "add --quantization fp8")
         if args.quantization != "none" or args.kv_cache_dtype != "auto":
             cm = CostModel(gpu, model, step_overhead_s=framework.step_overhead_s,
                            tensor_parallel_size=args.tensor_parallel_size,
                            step_overhead_per_seq_s=framework.step_overhead_per_seq_s, quantization=args.quantization,
-                           kv_cache_dtype=args.kv_cache_dtype)
+                           kv_cache_dtype=args.kv_cache_dtype,
+                           fp8_activation_quantization=args.fp8_activation_quantization)
     except ValueError as e:
         raise UsageError(f"--quantization: {e}") from None
     rows = []
@@ -710,7 +714,9 @@ def cmd_cost(args) -> int:
                      if framework.step_overhead_per_seq_s else "") + ")")
         if args.quantization == "fp8":
             header += ("; FP8 linear layers (" + ("the profile's FP8 GEMM fit" if gpu.profile.fp8_gemm else
-                       "no FP8 GEMMs measured: the 16-bit GEMM fit at the FP8 peak, an estimate") + ")")
+                       "no FP8 GEMMs measured: the 16-bit GEMM fit at the FP8 peak, an estimate")
+                       + (", each quantizing its own input" if args.fp8_activation_quantization == "standalone"
+                          else "") + ")")
         if args.kv_cache_dtype == "fp8":
             header += ("; FP8 KV cache (" + ("the profile's FP8-KV attention fits" if gpu.profile.fp8_kv_decode else
                        "no FP8-KV attention measured: the 16-bit fits over half the bytes, an estimate") + ")")
@@ -1082,6 +1088,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "needs FP8 tensor cores)")
     cost.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto",
                       help="the KV cache: auto (16-bit) or fp8 (one byte a K or V element)")
+    cost.add_argument("--fp8-activation-quantization", choices=("fused", "standalone"), default="fused",
+                      help="with --quantization fp8: fused (the kernel before each linear layer writes its input in "
+                           "FP8; default) or standalone (each quantizes its input with kernels of its own, as the "
+                           "framework's measured FP8 layers do)")
     cost.set_defaults(func=cmd_cost)
 
     cal = sub.add_parser("calibrate", help="fit a GPU's kernel profile to measured kernel tables")

@@ -56,6 +56,7 @@ OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
 QUANTIZATIONS = ("none", "fp8")
 """What the decoder layers' linear layers run in: ``dtype_bytes`` throughout, or FP8."""
 KV_CACHE_DTYPES = ("auto", "fp8")
+FP8_ACTIVATION_QUANTIZATIONS = ("fused", "standalone")
 """What the KV cache holds (vLLM's ``--kv-cache-dtype``): ``dtype_bytes`` elements, or FP8."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
@@ -194,7 +195,7 @@ class CostModel:
     def __init__(self, gpu: GPU, model: Model, profile: KernelProfile | None = None,
                  dtype_bytes: int = 2, step_overhead_s: float = 0.0, tensor_parallel_size: int = 1,
                  step_overhead_per_seq_s: float = 0.0, quantization: str = "none",
-                 kv_cache_dtype: str = "auto") -> None:
+                 kv_cache_dtype: str = "auto", fp8_activation_quantization: str = "fused") -> None:
         self.gpu = gpu
         self.model = model
         self.profile = profile or gpu.profile
@@ -204,6 +205,10 @@ class CostModel:
         if quantization == "fp8" and not gpu.peak_fp8_flops_per_s:
             raise ValueError(f"{gpu.name} has no FP8 tensor cores (no peak_fp8_flops_per_s in the catalog)")
         self.quantization = quantization
+        if fp8_activation_quantization not in FP8_ACTIVATION_QUANTIZATIONS:
+            raise ValueError(f"fp8_activation_quantization must be one of {', '.join(FP8_ACTIVATION_QUANTIZATIONS)}, "
+                             f"got {fp8_activation_quantization!r}")
+        self.fp8_activation_quantization = fp8_activation_quantization
         if kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}")
         self.kv_cache_dtype = kv_cache_dtype
@@ -276,12 +281,15 @@ class CostModel:
         ``repeat`` times (once per layer for block operators), its compute time
         ``clock_slowdown`` times the full clock's; see :func:`servesim.cost.kernels.gemm`.
         A decoder ``layer``'s linear layer is FP8 under ``quantization = "fp8"``
-        (:func:`servesim.cost.kernels.fp8_linear`; the kernel before it writes its
-        activations in FP8, so no quantization kernel of its own is charged)."""
+        (:func:`servesim.cost.kernels.fp8_linear`): with ``fp8_activation_quantization =
+        "fused"`` the kernel before it writes its activations in FP8, so no quantization
+        kernel of its own is charged; with ``"standalone"`` it quantizes them itself with
+        the kernels the framework's measured FP8 layers run (the profile's
+        ``fp8_quantize_reads`` and ``fp8_quantize_fixed_s``)."""
         if layer and self.quantization == "fp8":
             flops, hbm, memory_s, compute_s, time_s = kernels.fp8_linear(
                 self.gpu, self._layer_profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown,
-                quantize=False)
+                quantize=self.fp8_activation_quantization == "standalone")
         else:
             flops, hbm, memory_s, compute_s, time_s = kernels.gemm(
                 self.gpu, self.profile, tokens, d_out, d_in, self.dtype_bytes, clock_slowdown=clock_slowdown)

@@ -221,8 +221,8 @@ def _first_loss(rows: pd.DataFrame, column: str) -> float | None:
     return None
 
 
-LOAD_CURVE_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "kv_cache_dtype", "candidate_tokens",
-                   "batch_size", "tensor_parallel_size", "model", "gpu")
+LOAD_CURVE_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "fp8_activation_quantization",
+                   "kv_cache_dtype", "candidate_tokens", "batch_size", "tensor_parallel_size", "model", "gpu")
 """Swept keys that split a latency-under-load figure into curves (those that vary)."""
 
 
@@ -373,8 +373,8 @@ def _stops_paying(rows: pd.DataFrame) -> float | None:
 
 CDF_POINTS = 8
 """Most points a latency-CDF figure draws (evenly spread over the sweep)."""
-CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "kv_cache_dtype", "method", "draft_model",
-                  "policy", "gamma",
+CDF_LABEL_KEYS = ("batching", "scheduler", "kv_cache", "quantization", "fp8_activation_quantization",
+                  "kv_cache_dtype", "method", "draft_model", "policy", "gamma",
                   "num_speculative_tokens", "candidate_tokens", "batch_size", "seq_len", "tensor_parallel_size",
                   "rate_per_s")
 """Swept keys that name a point in the CDF legend (those that vary)."""

@@ -75,7 +75,7 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
                 framework: str, kernel_profile: str, target: bool, step_overhead_s: float = -1.0,
                 tensor_parallel_size: int = 1, definitions: tuple = (), head: tuple = (),
                 step_overhead_per_seq_s: float = -1.0, quantization: str = "none",
-                kv_cache_dtype: str = "auto") -> CostModel:
+                kv_cache_dtype: str = "auto", fp8_activation_quantization: str = "fused") -> CostModel:
     """Points that agree on GPU, model, kernel profile, framework, dtype and quantization
     share one cost model, so that its memo serves all of them (a sweep's baseline arms,
     for one, repeat the same steps for every speculation setting). The last few are
@@ -90,7 +90,7 @@ def _cost_model(gpu_name: str, model_name: str, overrides: tuple, dtype_bytes: i
         model = head_model(model, head[1], head[0])
     return CostModel(gpu, model, gpu.profile.with_overrides(**dict(overrides)),
                      dtype_bytes, overhead if target else 0.0, tensor_parallel_size, per_seq if target else 0.0,
-                     quantization, kv_cache_dtype)
+                     quantization, kv_cache_dtype, fp8_activation_quantization)
 
 
 def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -> CostModel:
@@ -104,7 +104,7 @@ def build_cost_model(point: Point, model: str | None = None, head: tuple = ()) -
                        point["framework"], point["kernel_profile"], target,
                        point["step_overhead_s"], _draft_tp(point, model), point.model_definitions, head,
                        point["step_overhead_per_seq_s"], point["quantization"] if target else "none",
-                       point["kv_cache_dtype"])
+                       point["kv_cache_dtype"], point["fp8_activation_quantization"])
 
 
 def _draft_tp(point: Point, model: str | None) -> int:

@@ -144,6 +144,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "model": Key(str, "llama-7b", "the target model: a catalog name (`servesim list`), the name of a `[model.define.NAME]` table of Hugging Face config fields, or the path of a Hugging Face config.json"),
         "dtype_bytes": Key(int, 2, "bytes per weight, activation and KV element", minimum=1, maximum=8),
         "quantization": Key(str, "none", "the decoder layers' linear layers (q/k/v, o, gate/up, down): `none` (dtype_bytes) or `fp8` (vLLM's `--quantization fp8`, W8A8 with per-tensor scales: one byte a weight, activations written in FP8 by the norm or activation kernel before each GEMM, FP8 tensor cores at the kernel profile's own FP8 GEMM fit); embeddings, lm_head, norms, attention, the KV cache and any drafter stay at dtype_bytes. Needs FP8 tensor cores (not A100 or A10G)", choices=("none", "fp8")),
+        "fp8_activation_quantization": Key(str, "fused", "with `quantization = \"fp8\"`: how each FP8 linear layer's input gets to FP8. `fused` (default): the kernel before it (the fused add + RMSNorm, SiLU-and-mul, attention's output) writes it in FP8, no kernel of its own (TRT-LLM's fused norm-quant kernels, vLLM's torch.compile fusion). `standalone`: every FP8 linear layer quantizes its input with kernels of its own, as the framework's measured FP8 layers do (the kernel profile's `fp8_quantize_reads` and `fp8_quantize_fixed_s`: TRT-LLM's a per-tensor scale computed each call, vLLM's and SGLang's one per-token kernel), for a checkpoint without activation scales or a release without the fusion", choices=("fused", "standalone")),
         "kv_cache_dtype": Key(str, "auto", "what the KV cache holds (vLLM's `--kv-cache-dtype`): `auto` (dtype_bytes) or `fp8` (one byte a K or V element: twice the tokens in the same memory; decode attention reads half the bytes at the kernel profile's own FP8-KV decode fit, prefill attention at its 16-bit one)", choices=("auto", "fp8")),
     },
     "speculation": {
@@ -569,6 +570,10 @@ def _check_quantization(source: str, v: dict) -> None:
     """FP8 linear layers need a GPU with FP8 tensor cores."""
     from servesim.catalog import data_toml
     gpus = data_toml("gpus.toml")
+    if v.get("fp8_activation_quantization", "fused") != "fused" and v["quantization"] != "fp8":
+        raise ScenarioError(source, "model.fp8_activation_quantization",
+                            f"{v['fp8_activation_quantization']} applies to FP8 linear layers only; set "
+                            "model.quantization = \"fp8\" too, or leave it at fused")
     if v["quantization"] == "fp8" and not gpus[v["gpu"]].get("peak_fp8_flops_per_s"):
         able = [name for name, entry in gpus.items() if entry.get("peak_fp8_flops_per_s")]
         raise ScenarioError(source, "model.quantization",

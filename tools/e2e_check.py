@@ -54,10 +54,15 @@ SAMPLES = {"llama-3-1-8b": "checks/silicon_e2e_llama31_8b.csv", "qwen3-32b": "ch
 FP8_SUITE = (("qwen3-32b", "trtllm", ()), ("qwen3-32b", "trtllm", ("model.kv_cache_dtype=fp8",)),
              ("llama-3-1-70b", "vllm", ()), ("llama-3-1-70b", "trtllm", ()),
              ("llama-3-1-70b", "trtllm", ("model.kv_cache_dtype=fp8",)), ("llama-3-1-8b", "vllm", ()),
-             ("qwen3-32b", "vllm", ()))
+             ("qwen3-32b", "vllm", ()),
+             ("qwen3-32b", "trtllm", ("model.fp8_activation_quantization=standalone",)),
+             ("qwen3-32b", "trtllm", ("model.fp8_activation_quantization=standalone", "model.kv_cache_dtype=fp8")))
 """The checks of ``servesim/data/checks/e2e_fp8_simulated.csv`` (``--fp8-suite``), in its
 order: every backend and model of :data:`FP8_SAMPLE` at TP 1-8, TRT-LLM's with a 16-bit
-and an FP8 KV cache (the sample does not say which it ran)."""
+and an FP8 KV cache (the sample does not say which it ran), and Qwen3-32B's TRT-LLM
+1.0.0rc3 points again with each FP8 layer quantizing its own input
+(``model.fp8_activation_quantization = "standalone"``), which fits them where the fused
+default does not."""
 FP8_SAMPLE = "checks/silicon_e2e_fp8.csv"
 """The measured points with FP8 linear layers (``--precision fp8``, tools/extract_e2e.py):
 Llama-3.1-70B, Qwen3-32B and Llama-3.1-8B, a ``model`` column naming the catalog model."""
@@ -102,6 +107,13 @@ def kv_cache_dtype(overrides) -> str:
     return next((o.split("=", 1)[1] for o in overrides if o.startswith("model.kv_cache_dtype=")), "auto")
 
 
+def activation_quantization(overrides) -> str:
+    """How FP8 layers quantize their input, as a check's ``--set`` overrides ask (default
+    ``fused``)."""
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("model.fp8_activation_quantization=")),
+                "fused")
+
+
 def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = ROUNDS,
           tps: tuple[int, ...] = (1,), queued: int = 0, model: str = "llama-3-1-8b",
           precision: str = "bf16") -> pd.DataFrame:
@@ -121,7 +133,9 @@ def check(backend: str, framework: str | None = None, overrides: list[str] = (),
     for _, r in d.sort_values(["system", "tp_size", "isl", "osl", "batch_size"]).iterrows():
         ttft, tpot = simulate(GPUS[r["system"]], framework, int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
                               rounds, overrides, int(r["tp_size"]), queued, model)
-        rows.append({**({"model": model, "kv_cache_dtype": kv_cache_dtype(overrides)} if precision == "fp8" else {}),
+        rows.append({**({"model": model, "kv_cache_dtype": kv_cache_dtype(overrides),
+                          "fp8_activation_quantization": activation_quantization(overrides)}
+                         if precision == "fp8" else {}),
                      "backend": backend, "framework_profile": framework, "gpu": r["system"],
                      "tp": int(r["tp_size"]), "isl": int(r["isl"]), "osl": int(r["osl"]),
                      "concurrency": int(r["batch_size"]),
