@@ -56,8 +56,10 @@ OP_NAMES = ("qkv_proj", "attn_qk", "attn_pv", "o_proj", "mlp_gate", "mlp_up",
 QUANTIZATIONS = ("none", "fp8")
 """What the decoder layers' linear layers run in: ``dtype_bytes`` throughout, or FP8."""
 KV_CACHE_DTYPES = ("auto", "fp8")
-FP8_ACTIVATION_QUANTIZATIONS = ("fused", "standalone")
 """What the KV cache holds (vLLM's ``--kv-cache-dtype``): ``dtype_bytes`` elements, or FP8."""
+FP8_ACTIVATION_QUANTIZATIONS = ("fused", "standalone")
+"""How an FP8 linear layer's input gets to FP8: written so by the kernel before it, or
+quantized by kernels of its own (:meth:`CostModel.gemm`)."""
 
 STAGES = ("prefill", "decode", "verify", "chain_verify")
 MIXED = "mixed"

@@ -567,10 +567,11 @@ def _check_models(source: str, v: dict, definitions: tuple) -> None:
 
 
 def _check_quantization(source: str, v: dict) -> None:
-    """FP8 linear layers need a GPU with FP8 tensor cores."""
+    """FP8 linear layers need a GPU with FP8 tensor cores; how their input is quantized
+    applies to them only."""
     from servesim.catalog import data_toml
     gpus = data_toml("gpus.toml")
-    if v.get("fp8_activation_quantization", "fused") != "fused" and v["quantization"] != "fp8":
+    if v["fp8_activation_quantization"] != "fused" and v["quantization"] != "fp8":
         raise ScenarioError(source, "model.fp8_activation_quantization",
                             f"{v['fp8_activation_quantization']} applies to FP8 linear layers only; set "
                             "model.quantization = \"fp8\" too, or leave it at fused")

@@ -102,16 +102,9 @@ write_requests = false
     return s["baseline_ttft_mean_s"], s["baseline_tpot_mean_s"]
 
 
-def kv_cache_dtype(overrides) -> str:
-    """The KV cache's dtype a check's ``--set`` overrides ask for (default ``auto``)."""
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith("model.kv_cache_dtype=")), "auto")
-
-
-def activation_quantization(overrides) -> str:
-    """How FP8 layers quantize their input, as a check's ``--set`` overrides ask (default
-    ``fused``)."""
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith("model.fp8_activation_quantization=")),
-                "fused")
+def override(overrides, key: str, default: str) -> str:
+    """The value a check's ``--set`` overrides give scenario ``key`` (``default`` if none)."""
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), default)
 
 
 def check(backend: str, framework: str | None = None, overrides: list[str] = (), rounds: int = ROUNDS,
@@ -133,8 +126,9 @@ def check(backend: str, framework: str | None = None, overrides: list[str] = (),
     for _, r in d.sort_values(["system", "tp_size", "isl", "osl", "batch_size"]).iterrows():
         ttft, tpot = simulate(GPUS[r["system"]], framework, int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
                               rounds, overrides, int(r["tp_size"]), queued, model)
-        rows.append({**({"model": model, "kv_cache_dtype": kv_cache_dtype(overrides),
-                          "fp8_activation_quantization": activation_quantization(overrides)}
+        rows.append({**({"model": model, "kv_cache_dtype": override(overrides, "model.kv_cache_dtype", "auto"),
+                          "fp8_activation_quantization": override(overrides, "model.fp8_activation_quantization",
+                                                                  "fused")}
                          if precision == "fp8" else {}),
                      "backend": backend, "framework_profile": framework, "gpu": r["system"],
                      "tp": int(r["tp_size"]), "isl": int(r["isl"]), "osl": int(r["osl"]),
